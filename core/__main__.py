@@ -1,0 +1,5 @@
+import sys
+
+from eegsine.cli import main
+
+sys.exit(main())

