@@ -169,6 +169,8 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
         flag = _flag(dest.replace("__", "-"))
+        if typing.get_origin(tp) in (typing.Union, types.UnionType):  # Optional[X] -> X
+            tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
         origin = typing.get_origin(tp)
         args = typing.get_args(tp)
         if tp is bool:
@@ -178,9 +180,6 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
         elif origin in (list, tuple):
             inner = args[0] if args else str
             group.add_argument(flag, dest=dest, nargs="*", type=inner, default=None, help=help_)
-        elif origin in (typing.Union, types.UnionType):
-            inner = [a for a in args if a is not type(None)][0]
-            group.add_argument(flag, dest=dest, type=inner, default=None, help=help_)
         else:
             group.add_argument(flag, dest=dest, type=tp, default=None, help=help_)
 

@@ -159,7 +159,7 @@ def load_fashion(root: str | Path | None = None) -> ImageSet:
     suffix = ".gz" if (folder / "train-images-idx3-ubyte.gz").exists() else ""
     if not (folder / f"train-images-idx3-ubyte{suffix}").exists():
         raise DataMissingError(f"fashion-mnist: no idx files in {folder}; run `eegsine data fetch fashion-mnist` "
-                               "(Debian package dataset-fashion-mnist)")
+                               "or `sudo apt-get install dataset-fashion-mnist`")
     return _idx_set("fashion-mnist", folder, suffix, FASHION_CLASSES, f"Debian dataset-fashion-mnist ({folder})")
 
 

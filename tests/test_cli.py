@@ -1,0 +1,72 @@
+"""The `eegsine` command: help everywhere, one-line errors with exit code 2, --debug tracebacks."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from eegsine.cli import build_parser, main
+
+
+def _all_parsers(parser, prefix=()):
+    yield prefix, parser
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield from _all_parsers(sub, prefix + (name,))
+
+
+def test_help_everywhere(capsys):
+    commands = list(_all_parsers(build_parser()))
+    assert {c for c, _ in commands} >= {(), ("data",), ("env",), ("train",)}
+    for cmd, _ in commands:
+        with pytest.raises(SystemExit) as info:
+            main([*cmd, "--help"])
+        assert info.value.code == 0
+        assert "usage:" in capsys.readouterr().out
+
+
+def test_data_list_and_info(capsys):
+    assert main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("mnist", "fashion-mnist", "digits", "cifar10"):
+        assert name in out
+    assert main(["data", "info", "digits"]) == 0
+    assert "digits: 1437 train / 360 test images, shape (1, 8, 8), 10 classes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["data", "info", "cifar10", "--root", "/nonexistent/cifar"], "/nonexistent/cifar does not exist"),
+    (["data", "info", "mnist", "--root", "/nonexistent/mnist"], "/nonexistent/mnist/train-images-idx3-ubyte missing"),
+    (["data", "info", "imagenet"], "unknown data set 'imagenet'"),
+    (["data", "info"], "needs a data set name"),
+])
+def test_bad_input_one_line_exit_2(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_debug_shows_traceback():
+    proc = subprocess.run([sys.executable, "-m", "eegsine", "--debug", "data", "info", "imagenet"],
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "Traceback" in proc.stderr and "UserError" in proc.stderr
+
+
+def test_env_reports_accelerators(capsys):
+    assert main(["env"]) == 0
+    out = capsys.readouterr().out
+    for key in ("torch", "cuda", "tensorrt", "triton", "onnxruntime_providers", "torch_threads"):
+        assert key in out
+
+
+def test_console_script_aliases():
+    from eegsine import cli
+
+    assert cli.export_main.__doc__ and cli.bench_main.__doc__
+    proc = subprocess.run([sys.executable, "-c", "from eegsine.cli import export_main; export_main(['--help'])"],
+                          capture_output=True, text=True)
+    # before the export layer lands the alias still parses; once it lands, --help documents export
+    assert proc.returncode in (0, 2)
