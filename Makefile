@@ -10,7 +10,7 @@ export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM = false
 export HF_HUB_OFFLINE = 1
 
-.PHONY: install data demo test test-slow test-all bench clean
+.PHONY: install data browser demo test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,12 +31,16 @@ demo: data
 	$(VENV)/bin/eegsine pipeline --preset tiny
 
 test: data
-	$(PY) -m pytest -q -m "not slow and not gpu and not tensorrt" --timeout=900
+	$(PY) -m pytest -q -m "not slow and not gpu and not tensorrt" --benchmark-disable --timeout=900
 
-test-slow: data
+# Debian's chromium renders the report in the slow browser test (skipped with a reason without it).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) >/dev/null; } || echo "chromium not installed: the browser test will skip"
+
+test-slow: data browser
 	$(PY) -m pytest -q -m "slow" --timeout=3600
 
-test-all: data
+test-all: data browser
 	$(PY) -m pytest -q --timeout=3600
 
 bench: data
@@ -44,3 +48,7 @@ bench: data
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# pytest-benchmark microbenchmarks (timed for real; `make test` runs them once, untimed)
+bench-micro: data
+	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-columns=min,median,mean,ops

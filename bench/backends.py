@@ -1,0 +1,108 @@
+"""Backend runners for the benchmark table: torch eager, torch.compile, ONNX Runtime, TensorRT.
+
+Each ``make_*`` returns a :class:`Runner` (a zero-argument callable per batch size plus
+metadata) or raises :class:`BackendUnavailable` with the reason, which the table records
+instead of a number. Thread counts are fixed by the caller and written into every row.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+
+class BackendUnavailable(Exception):
+    """This backend cannot run here; the message says why (recorded in the table)."""
+
+
+@dataclasses.dataclass
+class Runner:
+    backend: str                    # e.g. "torch-eager", "onnxruntime-int8-s8"
+    precision: str                  # fp32, fp16, int8
+    call: Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # feeds -> outputs (numpy)
+    file_bytes: int | None = None
+    note: str = ""
+
+
+def make_torch_eager(module: Any, input_names: list[str], backend: str = "torch-eager") -> Runner:
+    import torch
+
+    module = module.eval()
+
+    def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.inference_mode():
+            out = module(*[torch.from_numpy(feeds[n]) for n in input_names])
+        outs = out if isinstance(out, (tuple, list)) else (out,)
+        return [o.numpy() for o in outs]
+
+    nbytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    return Runner(backend, "fp32", call, nbytes, "parameters in memory")
+
+
+def make_torch_compile(module: Any, input_names: list[str], sample: dict[str, np.ndarray]) -> Runner:
+    """``torch.compile`` (inductor); compiled once on ``sample`` here so compile time is not timed."""
+    import torch
+
+    try:
+        compiled = torch.compile(module.eval(), dynamic=False)
+        with torch.inference_mode():
+            compiled(*[torch.from_numpy(sample[n]) for n in input_names])
+    except Exception as e:  # noqa: BLE001 - any compiler failure means "does not work here": record why
+        raise BackendUnavailable(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
+    runner = make_torch_eager(compiled, input_names, backend="torch-compile")
+    runner.note = "inductor, compiled before timing"
+    return runner
+
+
+def make_onnxruntime(path: str | Path, threads: int, backend: str, precision: str,
+                     providers: list[str] | None = None) -> Runner:
+    try:
+        import onnxruntime as ort
+    except ImportError as e:
+        raise BackendUnavailable(f"onnxruntime not installed ({e})") from None
+    path = Path(path)
+    if not path.exists():
+        raise BackendUnavailable(f"{path.name} not in the bundle")
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    sess = ort.InferenceSession(str(path), opts, providers=providers or ["CPUExecutionProvider"])
+
+    def call(feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return sess.run(None, feeds)
+
+    total = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + ".data"))
+    return Runner(backend, precision, call, total, ",".join(sess.get_providers()))
+
+
+def make_tensorrt(engine_path: str | Path | None, backend: str, precision: str) -> Runner:
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        raise BackendUnavailable("TensorRT not installed (NVIDIA GPU machines only; see README)") from None
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise BackendUnavailable("no CUDA GPU")
+    except ImportError:
+        raise BackendUnavailable("torch missing") from None
+    if engine_path is None or not Path(engine_path).exists():
+        raise BackendUnavailable("no engine in the bundle (export with --trt)")
+    from eegsine.export.tensorrt import EngineRunner  # only reachable on a GPU machine
+
+    runner = EngineRunner(engine_path)
+    return Runner(backend, precision, runner.run_numpy, Path(engine_path).stat().st_size, "TensorRT engine")
+
+
+def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB (higher is closer; inf when identical)."""
+    ref = reference.astype(np.float64).ravel()
+    err = ref - test.astype(np.float64).ravel()
+    noise = float(np.sum(err * err))
+    if noise == 0.0:
+        return float("inf")
+    return 10.0 * float(np.log10(max(float(np.sum(ref * ref)), 1e-30) / noise))
