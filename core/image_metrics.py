@@ -1,0 +1,438 @@
+"""Image quality of generated images on a *domain* feature network, with bootstrap CIs.
+
+No Inception-v3 or AlexNet weights exist offline (DESIGN.md), so FID, IS and LPIPS are by
+default computed on a small CNN classifier trained in-project on the image set
+(:class:`DomainCNN`, saved in its own run subfolder ``domain-cnn-<dataset>``) and named as such:
+
+* ``fid_domain``: Fréchet distance between Gaussians fitted to its penultimate features
+  (the FID formula; torchmetrics' ``FrechetInceptionDistance`` accepts the same network as a
+  custom feature extractor and gives the same number, see the tests).
+* ``is_domain``: the Inception-Score formula ``exp E_x KL(p(y|x) || p(y))`` on its softmax.
+* ``lpips_domain``: LPIPS-style distance: per layer, unit-normalise the channel vector at each
+  position, squared difference, spatial mean; then mean over layers (uniform weights: no
+  human-judgement data exists here to learn LPIPS' linear heads).
+* ``acc``: n-way top-1 semantic accuracy, the domain classifier's label of the generated image
+  vs the trial's label; ``ssim`` against the ground-truth stimulus (torchmetrics).
+
+Not done here: the standard Inception-v3 FID/IS and AlexNet LPIPS from a user's local weight
+files. torchmetrics builds those backbones through torch-fidelity / torchvision, neither of
+which is installed (torchvision does not import in this environment); every table therefore
+names the domain network it used.
+
+Hand-written: the Fréchet distance and IS on precomputed features (the bootstrap resamples
+them hundreds of times; torchmetrics would re-run the network on images each time) and the
+domain CNN (there is no pretrained domain network to load).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from eegsine.config import Config
+from eegsine.errors import UserError
+from eegsine.io import atomic_write_text, load_state_into, read_json, save_weights, write_json
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+# -- the domain feature network ------------------------------------------------------------------
+@dataclasses.dataclass
+class DomainCNNConfig(Config):
+    """A small CNN classifier of the image set, used only as a metric feature network."""
+
+    KIND = "domain-cnn"
+    VERSION = 1
+
+    dataset: str = ""
+    in_chans: int = 1
+    image_size: int = 28
+    n_classes: int = 10
+    width: int = 32
+    feat_dim: int = 64
+    epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 128
+    max_train: int = dataclasses.field(default=20000, metadata={"help": "train on at most this many images"})
+    min_steps: int = dataclasses.field(default=600, metadata={"help": "more epochs on small image sets (digits)"})
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("in_chans", "image_size", "n_classes", "width", "feat_dim", "epochs", "batch_size", "max_train"):
+            if getattr(self, name) < 1:
+                raise UserError(f"DomainCNNConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+
+class DomainCNN(nn.Module):
+    """3 conv stages (w, 2w, 4w; each conv-BN-ReLU x2 + max-pool) -> global mean -> feat_dim -> classes."""
+
+    def __init__(self, cfg: DomainCNNConfig):
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        chans = [cfg.in_chans, w, 2 * w, 4 * w]
+
+        def stage(a: int, b: int) -> nn.Sequential:
+            return nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(),
+                                 nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+
+        self.stages = nn.ModuleList(stage(chans[i], chans[i + 1]) for i in range(3))
+        self.fc = nn.Linear(4 * w, cfg.feat_dim)
+        self.head = nn.Linear(cfg.feat_dim, cfg.n_classes)
+        self.num_features = cfg.feat_dim  # torchmetrics reads this for a custom FID feature extractor
+
+    def layers(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """(B, C, H, W) in [0, 1] -> each stage's activation (before pooling), for lpips_domain."""
+        h = (x - 0.5) / 0.5
+        out = []
+        for i, st in enumerate(self.stages):
+            h = st(h)
+            out.append(h)
+            if min(h.shape[-2:]) >= 2 and i < 2:
+                h = F.max_pool2d(h, 2)
+        return out
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, feat_dim)
+        return F.relu(self.fc(self.layers(x)[-1].mean(dim=(2, 3))))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, n_classes)
+        return self.head(self.features(x))
+
+
+class FeatureExtractor(nn.Module):
+    """The domain CNN's penultimate features as a module (torchmetrics' custom ``feature=``)."""
+
+    def __init__(self, net: DomainCNN):
+        super().__init__()
+        self.net = net
+        self.num_features = net.cfg.feat_dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.features(x)
+
+
+def train_domain_cnn(cfg: DomainCNNConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
+                     test_y: np.ndarray, logger=None) -> tuple[DomainCNN, dict]:
+    from tqdm.auto import tqdm
+
+    if train_x.shape[1:] != (cfg.in_chans, cfg.image_size, cfg.image_size):
+        raise UserError(f"domain CNN: images {train_x.shape[1:]} do not match the config "
+                        f"({cfg.in_chans}, {cfg.image_size}, {cfg.image_size})")
+    g = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if len(train_x) > cfg.max_train:
+        keep = rng.choice(len(train_x), cfg.max_train, replace=False)
+        train_x, train_y = train_x[keep], train_y[keep]
+    net = DomainCNN(cfg)
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    x, y = torch.from_numpy(train_x), torch.from_numpy(train_y)
+    steps = max(1, math.ceil(len(x) / cfg.batch_size))
+    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * epochs)
+    for epoch in range(epochs):
+        net.train()
+        perm = torch.randperm(len(x), generator=g)
+        for s in tqdm(range(steps), desc=f"domain CNN epoch {epoch + 1}/{epochs}", leave=False):
+            b = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+            xb = x[b]
+            # 1-pixel random shifts: the generated images are never pixel-aligned copies
+            dx, dy = (int(v) for v in torch.randint(-1, 2, (2,), generator=g))
+            xb = torch.roll(xb, shifts=(dy, dx), dims=(2, 3))
+            loss = F.cross_entropy(net(xb), y[b])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+    net.eval()
+    acc = float((predict_proba(net, test_x).argmax(1) == test_y).mean()) if len(test_x) else float("nan")
+    stats = {"test_top1": acc, "n_train": int(len(x)), "n_test": int(len(test_x)), "epochs": epochs}
+    if logger is not None:
+        logger.info(f"domain CNN ({cfg.dataset}): test top-1 {acc:.4f} on {len(test_x)} images")
+    return net, stats
+
+
+def domain_network(folder: str | Path, cfg: DomainCNNConfig | None = None,
+                   data: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None,
+                   logger=None) -> tuple[DomainCNN, dict]:
+    """Load the domain CNN from ``folder`` or train it there (``data()`` -> train_x, train_y, test_x, test_y)."""
+    folder = Path(folder)
+    if (folder / "config.json").exists() and (folder / WEIGHTS_FILE).exists():
+        dcfg = DomainCNNConfig.load(folder)
+        net = DomainCNN(dcfg)
+        load_state_into(net, folder / WEIGHTS_FILE)
+        stats = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
+        return net.eval().requires_grad_(False), stats
+    if cfg is None or data is None:
+        raise UserError(f"{folder}: no domain CNN there, and no data given to train one")
+    net, stats = train_domain_cnn(cfg, *data(), logger=logger)
+    write_json(folder / "metrics.json", stats)
+    save_weights(folder / WEIGHTS_FILE, net.state_dict())
+    cfg.save(folder)  # last: marks the folder complete
+    return net.eval().requires_grad_(False), stats
+
+
+@torch.no_grad()
+def predict_proba(net: DomainCNN, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    net.eval()
+    x = torch.as_tensor(images, dtype=torch.float32)
+    out = [F.softmax(net(x[i:i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, net.cfg.n_classes))
+
+
+@torch.no_grad()
+def domain_outputs(net: DomainCNN, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
+    """features (N, feat_dim) float64, probs (N, n_classes) float64 of images (N, C, H, W) in [0, 1]."""
+    net.eval()
+    x = torch.as_tensor(images, dtype=torch.float32)
+    feats, probs = [], []
+    for i in range(0, len(x), batch_size):
+        f = net.features(x[i:i + batch_size])
+        feats.append(f)
+        probs.append(F.softmax(net.head(f), dim=1))
+    return {"features": torch.cat(feats).double().numpy(), "probs": torch.cat(probs).double().numpy()}
+
+
+# -- the metrics ------------------------------------------------------------------------------------
+def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
+    """FID formula on feature sets (N1, D), (N2, D): |mu1-mu2|^2 + tr(S1 + S2 - 2 sqrt(S1 S2))."""
+    if len(f1) < 2 or len(f2) < 2:
+        return float("nan")
+    mu1, mu2 = f1.mean(0), f2.mean(0)
+    s1, s2 = np.cov(f1, rowvar=False), np.cov(f2, rowvar=False)
+    # tr sqrt(S1 S2) = sum sqrt(eig(S1 S2)) (eigenvalues real and >= 0 up to round-off), as torchmetrics does
+    tr_sqrt = np.sqrt(np.linalg.eigvals(s1 @ s2).astype(np.complex128)).real.sum()
+    return float(max(0.0, ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2.0 * tr_sqrt))
+
+
+def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
+    """exp(mean_x KL(p(y|x) || p(y))) of softmax outputs (N, n_classes)."""
+    if len(probs) == 0:
+        return float("nan")
+    py = probs.mean(0, keepdims=True)
+    kl = (probs * (np.log(probs + eps) - np.log(py + eps))).sum(1)
+    return float(np.exp(kl.mean()))
+
+
+@torch.no_grad()
+def lpips_domain(net: DomainCNN, a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor,
+                 batch_size: int = 256) -> np.ndarray:
+    """Per-pair distance (N,) between images a[i] and b[i] on the domain CNN's normalised stage features."""
+    net.eval()
+    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    if a.shape != b.shape:
+        raise UserError(f"lpips_domain: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
+    out = []
+    for i in range(0, len(a), batch_size):
+        la, lb = net.layers(a[i:i + batch_size]), net.layers(b[i:i + batch_size])
+        d = [((F.normalize(x, dim=1, eps=1e-10) - F.normalize(y, dim=1, eps=1e-10)) ** 2).sum(1).mean(dim=(1, 2))
+             for x, y in zip(la, lb)]
+        out.append(torch.stack(d, 1).mean(1))
+    return torch.cat(out).double().numpy() if out else np.zeros(0)
+
+
+def ssim_pairs(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Per-pair SSIM (N,) of images in [0, 1] (torchmetrics; Gaussian window shrunk for small images)."""
+    from torchmetrics.functional.image import structural_similarity_index_measure as ssim
+
+    a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
+    if len(a) == 0:
+        return np.zeros(0)
+    k = min(11, a.shape[-1] - (1 - a.shape[-1] % 2))
+    return ssim(a, b, data_range=1.0, kernel_size=k, sigma=1.5 * k / 11, reduction="none").double().numpy()
+
+
+def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, n_boot: int = 200, seed: int = 0,
+                 level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap CI of ``stat(indices)`` over ``n`` items resampled with replacement."""
+    if n < 2 or n_boot < 1:
+        return float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    vals = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=np.float64)
+    vals = vals[np.isfinite(vals)]
+    if len(vals) == 0:
+        return float("nan"), float("nan")
+    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
+    return float(lo), float(hi)
+
+
+def score_set(gen: dict[str, np.ndarray], real: dict[str, np.ndarray], labels: np.ndarray, lpips: np.ndarray,
+              ssim: np.ndarray, n_boot: int = 200, seed: int = 0) -> dict[str, Any]:
+    """All figures of one generated set vs its ground truth, each with a bootstrap CI and n.
+
+    ``gen``/``real``: domain outputs of generated images and their ground-truth images (paired,
+    same order); ``labels``: each trial's class. FID compares the generated set with the
+    ground-truth set of the same trials (resampled together).
+    """
+    n = len(labels)
+    pred = gen["probs"].argmax(1)
+    stats: dict[str, Callable[[np.ndarray], float]] = {
+        "acc": lambda i: float((pred[i] == labels[i]).mean()),
+        "fid_domain": lambda i: frechet_distance(gen["features"][i], real["features"][i]),
+        "is_domain": lambda i: inception_score(gen["probs"][i]),
+        "lpips_domain": lambda i: float(lpips[i].mean()),
+        "ssim": lambda i: float(ssim[i].mean()),
+    }
+    out: dict[str, Any] = {"n": int(n)}
+    full = np.arange(n)
+    for k, (name, fn) in enumerate(stats.items()):
+        out[name] = fn(full) if n else float("nan")
+        out[name + "_ci"] = list(bootstrap_ci(fn, n, n_boot, seed + k))
+    return out
+
+
+def md_table(rows: list[dict[str, Any]], keys: list[str], first: str) -> str:
+    """Markdown table: one row per dict; each metric as ``value [lo, hi]``."""
+    head = "| " + first + " | n | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 2) + "\n"
+    body = ""
+    for r in rows:
+        cells = []
+        for k in keys:
+            v, ci = r.get(k, float("nan")), r.get(k + "_ci", [float("nan")] * 2)
+            cells.append("n/a" if v is None or not np.isfinite(v) else (
+                f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None and np.isfinite(ci[0]) else f"{v:.3f}"))
+        body += f"| {r['name']} | {r['n']} | " + " | ".join(cells) + " |\n"
+    return head + body
+
+
+# -- evaluation of a trained EEG->image model ---------------------------------------------------------
+CONDITIONS = ("eeg", "class-only", "shuffled-eeg")
+METRIC_KEYS = ["acc", "fid_domain", "is_domain", "lpips_domain", "ssim"]
+
+
+def _pick_trials(ds, split: str, max_trials: int, seed: int) -> np.ndarray:
+    idx = ds.split(split)
+    idx = idx[ds.image[idx] >= 0] if ds.images is not None else idx[:0]
+    if len(idx) == 0:
+        raise UserError(f"{ds.name}: split {split!r} has no image-paired trials to evaluate")
+    if max_trials and len(idx) > max_trials:
+        idx = np.sort(np.random.default_rng(seed).choice(idx, max_trials, replace=False))
+    return idx
+
+
+def condition_embeddings(model, ds, idx: np.ndarray, seed: int = 0, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """The conditions compared in one table, each (len(idx), emb_dim):
+
+    * ``eeg``: each trial's own embedding;
+    * ``class-only``: the mean train-split embedding of the trial's class (L2-normalised): what a
+      class-conditional model would get, i.e. no trial-specific information;
+    * ``shuffled-eeg``: another test trial's embedding (a random permutation): a control with
+      real EEG statistics but no link to the trial's image.
+    """
+    def emb_of(rows: np.ndarray) -> torch.Tensor:
+        x = torch.from_numpy(ds.x[rows])
+        return torch.cat([model.embed(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+
+    z = emb_of(idx)
+    tr = ds.split("train")
+    tr = tr[np.random.default_rng(seed).permutation(len(tr))[:4000]]
+    z_tr, y_tr = emb_of(tr), ds.y[tr]
+    means = torch.zeros(ds.n_outputs, z.shape[1])
+    for c in np.unique(y_tr):
+        means[int(c)] = F.normalize(z_tr[torch.from_numpy(y_tr == c)].mean(0), dim=0)
+    perm = np.random.default_rng(seed + 1).permutation(len(idx))
+    return {"eeg": z, "class-only": means[torch.from_numpy(ds.y[idx])], "shuffled-eeg": z[torch.from_numpy(perm)]}
+
+
+@torch.no_grad()
+def generate_for(model, emb: torch.Tensor, seed: int, offset: int = 0, batch_size: int = 32, progress: str = "",
+                 **sample_kw) -> np.ndarray:
+    """Images (N, C, H, W) for embeddings (N, emb_dim); sample i uses noise (seed, offset + i)."""
+    from tqdm.auto import tqdm
+
+    out = []
+    for i in tqdm(range(0, len(emb), batch_size), desc=progress or "generate", leave=False, disable=not progress):
+        lat = model.initial_latents(min(batch_size, len(emb) - i), seed, offset + i)
+        out.append(model.sample(emb[i:i + batch_size], latents=lat, seed=seed, **sample_kw))
+    return torch.cat(out).numpy() if out else np.zeros((0,))
+
+
+def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN | None = None, domain_name: str = "",
+                        split: str = "test", max_trials: int = 500, steps: int | None = None,
+                        guidance: float | None = None, sampler: str | None = None, n_boot: int = 200, seed: int = 0,
+                        batch_size: int = 32, section: str = "generation", logger=None) -> dict[str, Any]:
+    """Generate for the ``split`` trials under each condition and score them, overall and per class.
+
+    Writes ``metrics.json[section]`` and ``<section>.md`` in ``run_dir``; returns the section.
+    ``model``: an :class:`~eegsine.models.diffusion.EEGDiffusion` with its encoder (default:
+    ``load_diffusion(run_dir / "model")``); ``domain``: the feature network (default: the one
+    saved in ``run_dir / domain-cnn-<dataset>``).
+    """
+    from eegsine.io import update_metrics
+    from eegsine.models.diffusion import load_diffusion
+
+    run_dir = Path(run_dir)
+    if model is None:
+        model, _ = load_diffusion(run_dir / "model")
+    if domain is None:
+        folder = next(iter(sorted(run_dir.glob("domain-cnn-*"))), None)
+        if folder is None:
+            raise UserError(f"{run_dir}: no domain-cnn-<dataset> folder (train the domain network first)")
+        domain, _ = domain_network(folder)
+        domain_name = domain_name or folder.name
+    domain_name = domain_name or f"domain-cnn-{domain.cfg.dataset}"
+    idx = _pick_trials(ds, split, max_trials, seed)
+    labels = ds.y[idx]
+    gt = ds.images[ds.image[idx]]
+    real = domain_outputs(domain, gt)
+    conds = condition_embeddings(model, ds, idx, seed)
+    kw = {"steps": steps, "guidance": guidance, "sampler": sampler}
+    result: dict[str, Any] = {"feature_network": domain_name, "data": ds.name, "split": split,
+                              "n_classes": ds.n_outputs,
+                              "n_trials": int(len(idx)), "samples_per_trial": 1, "n_boot": n_boot,
+                              "sampler": sampler or model.cfg.sampler, "steps": steps or model.cfg.sample_steps,
+                              "guidance": model.cfg.guidance if guidance is None else guidance,
+                              "conditions": {}, "per_class": {}}
+    gt_row = {"n": int(len(idx)), "acc": float((real["probs"].argmax(1) == labels).mean()),
+              "is_domain": inception_score(real["probs"])}
+    gt_row["acc_ci"] = list(bootstrap_ci(lambda i: float((real["probs"][i].argmax(1) == labels[i]).mean()), len(idx), n_boot, seed))
+    result["ground_truth"] = gt_row
+    for name in CONDITIONS:
+        imgs = generate_for(model, conds[name], seed, 0, batch_size, progress=f"generate [{name}]", **kw)
+        gen = domain_outputs(domain, imgs)
+        lp, ss = lpips_domain(domain, imgs, gt), ssim_pairs(imgs, gt)
+        result["conditions"][name] = score_set(gen, real, labels, lp, ss, n_boot, seed)
+        per = {}
+        for c in np.unique(labels):
+            m = labels == c
+            sub = {k: v[m] for k, v in gen.items()}
+            per[ds.classes[int(c)]] = score_set(sub, {k: v[m] for k, v in real.items()}, labels[m], lp[m], ss[m],
+                                                n_boot, seed)
+        result["per_class"][name] = per
+        pcf = [v["fid_domain"] for v in per.values() if np.isfinite(v["fid_domain"])]
+        result["conditions"][name]["fid_domain_class_mean"] = float(np.mean(pcf)) if pcf else float("nan")
+        if logger is not None:
+            r = result["conditions"][name]
+            logger.info(f"{name}: acc {r['acc']:.3f} fid_domain {r['fid_domain']:.2f} (per-class mean "
+                        f"{r['fid_domain_class_mean']:.2f}) lpips_domain {r['lpips_domain']:.3f} ssim {r['ssim']:.3f}")
+    update_metrics(run_dir, section, result)
+    atomic_write_text(run_dir / f"{section}.md", generation_markdown(result))
+    return result
+
+
+def generation_markdown(r: dict[str, Any]) -> str:
+    chance = 1.0 / max(1, r["n_classes"])
+    lines = [f"## Generated images: {r['data']} ({r['split']} split)\n",
+             f"Feature network: **{r['feature_network']}** (in-project domain CNN; FID/IS/LPIPS are computed on its "
+             f"features, not Inception/AlexNet). {r['n_trials']} trials x {r['samples_per_trial']} sample(s); "
+             f"sampler {r['sampler']}, {r['steps']} steps, guidance {r['guidance']}. Brackets: 95% bootstrap CI "
+             f"({r['n_boot']} resamples of the trials). `acc`: domain classifier's n-way top-1 on the generated image "
+             f"vs the trial's label (chance {chance:.3f}; on the ground-truth images "
+             f"{r['ground_truth']['acc']:.3f}). `fid_domain`: generated vs ground-truth images of the same trials.\n",
+             md_table([{"name": k, **v} for k, v in r["conditions"].items()], METRIC_KEYS, "condition"),
+             "\nPer-class fid_domain mean: " + ", ".join(f"{k} {v['fid_domain_class_mean']:.2f}"
+                                                        for k, v in r["conditions"].items()) + "\n",
+             "\n### Per class (EEG conditioning)\n",
+             md_table([{"name": k, **v} for k, v in r["per_class"]["eeg"].items()], METRIC_KEYS, "class")]
+    return "\n".join(lines)
+
+
+__all__ = ["DomainCNNConfig", "DomainCNN", "FeatureExtractor", "train_domain_cnn", "domain_network", "predict_proba",
+           "domain_outputs", "frechet_distance", "inception_score", "lpips_domain", "ssim_pairs", "bootstrap_ci",
+           "score_set", "md_table", "evaluate_generation", "condition_embeddings", "generate_for", "CONDITIONS"]

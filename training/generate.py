@@ -1,0 +1,168 @@
+"""Generation from a trained diffusion run: PNGs + the source's grid, and image-quality scoring.
+
+``generate(run, eeg_file=... | split=...)`` writes one PNG per sample and ``grid.png`` (a row
+per EEG trial, ``samples`` columns from fixed seeds, the ground-truth stimulus rightmost when
+the trial comes from the data set). ``evaluate_run(run)`` trains (once) the domain feature
+network ``RUN/domain-cnn-<dataset>`` and calls :func:`eegsine.image_metrics.evaluate_generation`.
+
+A user's ``.npy`` is read with ``allow_pickle=False`` and checked (shape, channels, samples,
+finite) before anything runs; a bad file is one line naming the file and the problem.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from eegsine.errors import UserError
+from eegsine.io import atomic_path, run_logger, write_json
+from eegsine.models.diffusion import EEGDiffusion, load_diffusion
+from eegsine.models.eeg_encoder import check_input
+
+
+def read_eeg_file(path: str | Path, cfg) -> np.ndarray:
+    """A user's .npy -> (B, n_chans, n_times) float32 for the encoder config ``cfg``, or a one-line UserError."""
+    n_chans, n_times = cfg.n_chans, cfg.n_times
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: EEG file does not exist")
+    if path.suffix.lower() != ".npy":
+        raise UserError(f"{path}: expected a .npy file (numpy.save of a float array)")
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as e:
+        raise UserError(f"{path}: not a plain numpy array ({str(e).splitlines()[0][:120]})") from None
+    except (OSError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy file ({str(e).splitlines()[0][:120]})") from None
+    if not isinstance(arr, np.ndarray) or arr.dtype.kind not in "fiu":
+        raise UserError(f"{path}: expected a numeric array, got dtype {getattr(arr, 'dtype', type(arr).__name__)}")
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or len(arr) == 0:
+        raise UserError(f"{path}: expected shape (n_chans={n_chans}, n_times={n_times}) or (batch, {n_chans}, "
+                        f"{n_times}), got {arr.shape}")
+    arr = arr.astype(np.float32)
+    check_input(arr, cfg, what=str(path))
+    return arr
+
+
+def _save_png(path: Path, img: np.ndarray) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+
+    im = img.transpose(1, 2, 0)
+    with atomic_path(path) as tmp:
+        if im.shape[-1] == 1:
+            mpimg.imsave(tmp, im[..., 0], cmap="gray", vmin=0, vmax=1, format="png")
+        else:
+            mpimg.imsave(tmp, np.clip(im, 0, 1), format="png")
+
+
+def load_run_data(run: str | Path):
+    """The EEG set a diffusion run was trained on (from its config.json)."""
+    from eegsine.training.diffusion import DiffusionTrainConfig
+    from eegsine.training.encoder import load_data
+
+    return load_data(DiffusionTrainConfig.load(run)).check()  # type: ignore[arg-type]
+
+
+def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | None = None, out_dir: str | Path | None = None,
+             samples: int = 4, max_trials: int = 16, steps: int | None = None, guidance: float | None = None,
+             sampler: str | None = None, seed: int = 0, model: EEGDiffusion | None = None, data=None) -> dict[str, Any]:
+    """Write PNGs and grid.png for the trials of ``eeg_file`` or of the run's ``split``; returns an index."""
+    from eegsine.training.diffusion import pick_grid_trials, save_grid
+
+    run = Path(run)
+    if (eeg_file is None) == (split is None):
+        raise UserError("generate: give exactly one of --eeg FILE or --split NAME")
+    if samples < 1 or max_trials < 1:
+        raise UserError(f"generate: --samples and --max-trials must be >= 1 (got {samples}, {max_trials})")
+    if model is None:
+        if not (run / "model" / "config.json").exists():
+            raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
+        model, _ = load_diffusion(run / "model")
+    if model.encoder is None:
+        raise UserError(f"{run / 'model'}: has no EEG encoder folder; cannot generate from EEG")
+    ecfg = model.encoder.cfg
+    truth = labels = None
+    if eeg_file is not None:
+        x = read_eeg_file(eeg_file, ecfg)[:max_trials]
+        source = str(eeg_file)
+    else:
+        ds = data if data is not None else load_run_data(run)
+        idx = pick_grid_trials(ds, ds.split(split), max_trials, seed)
+        if len(idx) == 0:
+            raise UserError(f"{ds.name}: split {split!r} is empty")
+        x, truth, labels = ds.x[idx], ds.images[ds.image[idx]], ds.y[idx]
+        source = f"{ds.name}:{split}"
+    out = Path(out_dir) if out_dir else run / "generated"
+    emb = model.embed(torch.from_numpy(x))                                  # (T, emb_dim)
+    T = len(x)
+    lat = model.initial_latents(T * samples, seed)                          # sample j of trial i: fixed noise
+    imgs = model.sample(emb.repeat_interleave(samples, 0), steps=steps, guidance=guidance, sampler=sampler,
+                        latents=lat, progress=True).numpy()
+    imgs = imgs.reshape((T, samples) + imgs.shape[1:])                      # (T, S, C, H, W)
+    files = []
+    for i in range(T):
+        for j in range(samples):
+            f = out / f"trial{i:03d}_s{j}.png"
+            _save_png(f, imgs[i, j])
+            files.append(f.name)
+        if truth is not None:
+            _save_png(out / f"trial{i:03d}_truth.png", truth[i])
+    grid = save_grid(out / "grid.png", imgs, truth, title=f"{source}: {samples} samples per trial"
+                     + (", ground truth right" if truth is not None else ""))
+    index = {"source": source, "n_trials": T, "samples_per_trial": samples, "n_images": T * samples,
+             "labels": None if labels is None else labels.tolist(), "files": files, "grid": str(grid),
+             "sampler": sampler or model.cfg.sampler, "steps": steps or model.cfg.sample_steps,
+             "guidance": model.cfg.guidance if guidance is None else guidance, "seed": seed}
+    write_json(out / "index.json", index)
+    return index
+
+
+def domain_for_run(run: Path, ds, logger=None):
+    """The run's domain CNN (trained once into RUN/domain-cnn-<dataset>): on the paired image set's
+    official train split when there is one (synthetic-vep), else on the train-split stimuli."""
+    from eegsine.data import load_images
+    from eegsine.image_metrics import DomainCNNConfig, domain_network
+    from eegsine.training.diffusion import DiffusionTrainConfig
+
+    cfg = DiffusionTrainConfig.load(run) if (run / "config.json").exists() else None
+    name = (cfg.image_set if cfg is not None and cfg.data == "synthetic-vep" and cfg.image_set else "") or ds.name
+    folder = run / f"domain-cnn-{name}"
+
+    def data():
+        if name != ds.name:
+            im = load_images(name)
+            return im.train_x, im.train_y, im.test_x, im.test_y
+        tr, te = np.unique(ds.image[ds.split("train")]), np.unique(ds.image[ds.split("test")])
+        tr, te = tr[tr >= 0], te[te >= 0]
+        return ds.images[tr], ds.image_labels[tr], ds.images[te], ds.image_labels[te]
+
+    c, s = int(ds.images.shape[1]), int(ds.images.shape[-1])
+    dcfg = DomainCNNConfig(dataset=name, in_chans=c, image_size=s, n_classes=ds.n_outputs, max_train=12000, epochs=2)
+    net, stats = domain_network(folder, dcfg, data, logger)
+    return net, folder.name, stats
+
+
+def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, steps: int | None = None,
+                 guidance: float | None = None, sampler: str | None = None, n_boot: int = 200, seed: int = 0,
+                 data=None, model: EEGDiffusion | None = None) -> dict[str, Any]:
+    """Image quality of a run vs the class-only and shuffled-EEG baselines (metrics.json 'generation')."""
+    from eegsine.image_metrics import evaluate_generation
+
+    run = Path(run)
+    logger = run_logger(run)
+    ds = data if data is not None else load_run_data(run)
+    net, name, stats = domain_for_run(run, ds, logger)
+    r = evaluate_generation(run, ds, model=model, domain=net, domain_name=name, split=split, max_trials=max_trials,
+                            steps=steps, guidance=guidance, sampler=sampler, n_boot=n_boot, seed=seed, logger=logger)
+    r["feature_network_test_top1"] = stats.get("test_top1")
+    from eegsine.io import update_metrics
+
+    update_metrics(run, "generation", r)
+    return r
