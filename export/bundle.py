@@ -1,0 +1,360 @@
+"""Export bundle: trained runs -> a folder of FP32 (+ INT8) ONNX models and ``manifest.json``.
+
+:func:`export_bundle` exports each model through its contract, checks ORT-vs-torch parity,
+quantizes with real calibration data (``--int8``), measures SQNR of every INT8 model on
+held-out real inputs, and writes the manifest (models, I/O contracts, opset, precision,
+quantization config and report, sha256 and size of each file, package versions). The
+folder is built under a temporary name beside ``out_dir`` and renamed into place at the
+end, so a failed export leaves no half-written bundle and never touches an existing one
+unless ``overwrite`` is set.
+
+Calibration data (real, never random):
+
+* classifier -- images of the training split of the data set the run was trained on;
+* EEG encoder -- EEG trials of the training split;
+* UNet -- its inputs recorded along real DDIM trajectories (diffusers' DDIMScheduler, the
+  same guidance as at generation) started from the training trials' tokens, at every
+  timestep, conditional and unconditional halves as the runtime batches them;
+* VAE decoder -- the final latents of those trajectories.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import importlib
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+from tqdm import tqdm
+
+from eegsine.config import Config
+from eegsine.contracts import (ExportContract, classifier_contract, eeg_encoder_contract, unet_contract,
+                               vae_decoder_contract)
+from eegsine.errors import UserError
+from eegsine.export.onnx_export import (DiffusionDecoderForExport, EEGToTokens, ExportConfig, UNetForExport, export_onnx,
+                                        ort_session, parity)
+from eegsine.export.quantize import Int8Config, quantize, sqnr
+from eegsine.io import sha256_file, write_json
+from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
+
+MODEL_NAMES = ("eeg_encoder", "unet", "vae_decoder", "classifier")
+
+
+@dataclasses.dataclass
+class BundleConfig(Config):
+    KIND = "bundle"
+    VERSION = 1
+
+    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
+    int8: bool = False
+    quant: Int8Config = dataclasses.field(default_factory=Int8Config)
+    int8_models: list[str] = dataclasses.field(default_factory=lambda: list(MODEL_NAMES))
+    calib_images: int = dataclasses.field(default=256, metadata={"help": "classifier calibration images (train split)"})
+    calib_trials: int = dataclasses.field(default=16, metadata={"help": "EEG trials (train split) for encoder/UNet calibration"})
+    calib_steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps of the UNet calibration trajectories"})
+    holdout: int = dataclasses.field(default=32, metadata={"help": "held-out (val/test) inputs used for SQNR"})
+    guidance: float = dataclasses.field(default=-1.0, metadata={"help": "CFG scale written to the bundle (-1 = the run's)"})
+    unet_min_sqnr_db: float = dataclasses.field(default=20.0, metadata={
+        "help": "INT8 UNet runs only at timesteps where its held-out SQNR reaches this; above, FP32 (0 = INT8 everywhere)"})
+    eeg_data: str = dataclasses.field(default="", metadata={"help": "EEG data set of the EEG run (e.g. synthetic-vep)"})
+    seed: int = 0
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        bad = [m for m in self.int8_models if m not in MODEL_NAMES]
+        if bad:
+            raise UserError(f"BundleConfig.int8_models: unknown model {bad[0]!r} (known: {', '.join(MODEL_NAMES)})")
+        for name in ("calib_images", "calib_trials", "calib_steps", "holdout"):
+            if getattr(self, name) < 1:
+                raise UserError(f"BundleConfig.{name}: must be >= 1, got {getattr(self, name)}")
+
+
+@dataclasses.dataclass
+class Item:
+    """One model to export: its contract-shaped module, calibration feeds and held-out feeds."""
+
+    contract: ExportContract
+    module: nn.Module
+    calibration: list[dict[str, np.ndarray]]
+    holdout: list[dict[str, np.ndarray]]
+    info: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _feeds(name: str, x: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
+    return [{name: np.ascontiguousarray(x[i:i + batch])} for i in range(0, len(x), batch)]
+
+
+# -- classifier ----------------------------------------------------------------------------------
+def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None = None) -> Item:
+    """The classifier of a ``train classifier`` run, calibrated on its data set's training images."""
+    from eegsine.data import load_images
+    from eegsine.io import read_json
+    from eegsine.models.classifier import load_classifier
+
+    model, mcfg = load_classifier(run_dir)
+    run_cfg = read_json(Path(run_dir) / "config.json")
+    dataset = run_cfg.get("dataset") if isinstance(run_cfg, dict) else None
+    if images is None:
+        if not dataset:
+            raise UserError(f"{run_dir}: config.json names no dataset to calibrate the classifier on")
+        images = load_images(dataset)
+    contract = classifier_contract(mcfg.in_channels, mcfg.image_size, mcfg.n_classes,
+                                   max_batch=max(cfg.export.max_batch, 64), opset=cfg.export.opset)
+    rng = np.random.default_rng(cfg.seed)
+    idx = rng.choice(len(images.train_x), size=min(cfg.calib_images, len(images.train_x)), replace=False)
+    return Item(contract, model.eval(), _feeds("images", images.train_x[idx], 32),
+                _feeds("images", images.test_x[: cfg.holdout], 32),
+                {"classes": list(images.classes), "dataset": images.name, "arch": mcfg.arch, "head": mcfg.head,
+                 "eps": run_cfg.get("eps") if isinstance(run_cfg, dict) else None})
+
+
+# -- EEG -> image ---------------------------------------------------------------------------------
+@torch.no_grad()
+def record_trajectories(unet: nn.Module, tokens: torch.Tensor, uncond: torch.Tensor, scheduler_config: dict,
+                        steps: int, guidance: float, latent_shape: tuple[int, ...], seed: int,
+                        batch: int = 8) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
+    """Run DDIM (diffusers) from ``tokens`` and record the UNet's inputs at every step -> (feeds, final latents)."""
+    from diffusers import DDIMScheduler
+
+    feeds: list[dict[str, np.ndarray]] = []
+    finals = []
+    gen = torch.Generator().manual_seed(seed)
+    cfg_on = guidance != 1.0
+    for s in tqdm(range(0, len(tokens), batch), desc="calibration trajectories", unit="batch", leave=False):
+        tok = tokens[s:s + batch]
+        sched = DDIMScheduler.from_config(scheduler_config)
+        sched.set_timesteps(steps)
+        x = torch.randn((len(tok),) + tuple(latent_shape), generator=gen)
+        for t in sched.timesteps:
+            lat, cond = (torch.cat([x, x]), torch.cat([uncond.expand_as(tok), tok])) if cfg_on else (x, tok)
+            ts = torch.full((len(lat),), float(t))
+            eps = unet(lat, ts, cond)
+            feeds.append({"latents": lat.numpy().copy(), "timestep": ts.numpy().copy(),
+                          "encoder_hidden_states": cond.numpy().copy()})
+            if cfg_on:
+                u, c = eps.chunk(2)
+                eps = u + guidance * (c - u)
+            x = sched.step(eps, t, x).prev_sample
+        finals.append(x.numpy())
+    return feeds, np.concatenate(finals)
+
+
+def eeg_items(encoder: nn.Module, mapper: nn.Module, decoder: nn.Module, unet: nn.Module, scheduler_config: dict,
+              train_eeg: np.ndarray, holdout_eeg: np.ndarray, cfg: BundleConfig, guidance: float = 1.0,
+              uncond_tokens: np.ndarray | None = None) -> tuple[list[Item], dict[str, Any]]:
+    """Items for eeg_encoder (+ token mapper), unet and vae_decoder, plus the bundle's generation section.
+
+    ``decoder`` maps scaled latents to images in [0, 1] and has a ``scaling_factor``
+    (:class:`DiffusionDecoderForExport` or :class:`VAEDecoderForExport`).
+    """
+    enc = EEGToTokens(encoder, mapper).eval()
+    w_unet = UNetForExport(unet).eval()
+    decoder = decoder.eval()
+    n_chans, n_times = int(train_eeg.shape[1]), int(train_eeg.shape[2])
+    n_tokens, token_dim, emb_dim = int(mapper.n_tokens), int(mapper.cross_attention_dim), int(mapper.emb_dim)
+    lat_c, lat_s = int(unet.config.in_channels), int(unet.config.sample_size)
+    with torch.no_grad():
+        img_c, img_s = decoder(torch.zeros(1, lat_c, lat_s, lat_s)).shape[1:3]
+    mb, op = cfg.export.max_batch, cfg.export.opset
+    c_enc = eeg_encoder_contract(n_chans, n_times, emb_dim, n_tokens, token_dim, max_batch=mb, opset=op)
+    c_unet = unet_contract(lat_c, lat_s, n_tokens, token_dim, max_batch=mb,
+                           num_train_timesteps=int(scheduler_config.get("num_train_timesteps", 1000)), opset=op)
+    c_vae = vae_decoder_contract(lat_c, lat_s, int(img_c), int(img_s), float(decoder.scaling_factor), max_batch=mb, opset=op)
+    rng = np.random.default_rng(cfg.seed)
+    tr = np.ascontiguousarray(train_eeg[rng.choice(len(train_eeg), size=min(cfg.calib_trials, len(train_eeg)), replace=False)],
+                              dtype=np.float32)
+    ho = np.ascontiguousarray(holdout_eeg[: cfg.holdout], dtype=np.float32)
+    uncond = (torch.zeros(1, n_tokens, token_dim) if uncond_tokens is None
+              else torch.as_tensor(np.asarray(uncond_tokens, np.float32)).reshape(1, n_tokens, token_dim))
+    with torch.no_grad():
+        tok_tr = enc(torch.from_numpy(tr))[0]
+        tok_ho = enc(torch.from_numpy(ho[: min(len(ho), 4)]))[0]
+    calib_unet, lat_tr = record_trajectories(w_unet, tok_tr, uncond, scheduler_config, cfg.calib_steps, guidance,
+                                             (lat_c, lat_s, lat_s), cfg.seed)
+    hold_unet, lat_ho = record_trajectories(w_unet, tok_ho, uncond, scheduler_config, min(cfg.calib_steps, 10),
+                                            guidance, (lat_c, lat_s, lat_s), cfg.seed + 1)
+    items = [Item(c_enc, enc, _feeds("eeg", tr, 8), _feeds("eeg", ho, 8)),
+             Item(c_unet, w_unet, calib_unet, hold_unet),
+             Item(c_vae, decoder, _feeds("latents", lat_tr.astype(np.float32), 8),
+                  _feeds("latents", lat_ho.astype(np.float32), 8))]
+    generation = {"sampler": "ddim", "scheduler": dict(scheduler_config), "guidance": float(guidance),
+                  "steps": cfg.calib_steps,
+                  "uncond_tokens": None if uncond_tokens is None else np.asarray(uncond_tokens, np.float32).ravel().tolist()}
+    return items, generation
+
+
+def diffusion_model_dir(run_dir: str | Path) -> Path:
+    """A diffusion model folder: ``run_dir`` itself or its ``model/`` sub-folder."""
+    run_dir = Path(run_dir)
+    for d in (run_dir, run_dir / "model"):
+        if (d / "unet" / "config.json").exists() and (d / "config.json").exists():
+            return d
+    raise UserError(f"{run_dir}: not an eegsine diffusion run (no unet/ and config.json here or in model/)")
+
+
+def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = None) -> tuple[list[Item], dict[str, Any], Any]:
+    """Items of a trained EEG->image run (encoder, token mapper, null tokens, UNet, VAE decoder) -> (items, generation, eeg_set)."""
+    from eegsine.data import load_eeg
+    from eegsine.models.diffusion import load_diffusion
+
+    model_dir = diffusion_model_dir(run_dir)
+    model, dcfg = load_diffusion(model_dir)
+    if model.encoder is None:
+        raise UserError(f"{model_dir}: has no encoder/ folder; the bundle needs the EEG encoder")
+    if eeg_set is None:
+        if not cfg.eeg_data:
+            raise UserError("export: --eeg-data is needed to calibrate the EEG encoder and UNet (e.g. synthetic-vep)")
+        eeg_set = load_eeg(cfg.eeg_data)
+    for split in ("train", "val"):
+        if split not in eeg_set.splits or len(eeg_set.splits[split]) == 0:
+            raise UserError(f"{eeg_set.name}: has no {split} split to calibrate/check on")
+    train = eeg_set.x[eeg_set.splits["train"]]
+    hold = eeg_set.x[eeg_set.splits["val"]]
+    guidance = dcfg.guidance if cfg.guidance < 0 else cfg.guidance
+    items, generation = eeg_items(model.encoder, model.mapper, DiffusionDecoderForExport(model), model.unet,
+                                  dcfg.scheduler_config(), train, hold, cfg, guidance,
+                                  model.null_tokens.detach().numpy())
+    generation["steps"] = dcfg.sample_steps
+    return items, generation, eeg_set
+
+
+# -- writing ------------------------------------------------------------------------------------------
+def package_versions() -> dict[str, str]:
+    out = {}
+    for mod in ("eegsine", "numpy", "torch", "onnx", "onnxruntime", "onnxscript", "diffusers", "tensorrt"):
+        try:
+            out[mod] = getattr(importlib.import_module(mod), "__version__", "?")
+        except Exception:  # noqa: BLE001 - absent packages are recorded as such
+            out[mod] = "not installed"
+    return out
+
+
+def _sqnr_report(fp32: Path, int8: Path, contract: ExportContract, holdout: list[dict[str, np.ndarray]]) -> dict[str, float]:
+    a, b = ort_session(fp32), ort_session(int8)
+    out: dict[str, list[np.ndarray]] = {n: [] for n in contract.output_names}
+    ref: dict[str, list[np.ndarray]] = {n: [] for n in contract.output_names}
+    for f in holdout:
+        for n, r, q in zip(contract.output_names, a.run(None, f), b.run(None, f)):
+            ref[n].append(r)
+            out[n].append(q)
+    return {f"{n}_sqnr_db": round(sqnr(np.concatenate(ref[n]), np.concatenate(out[n])), 2) for n in contract.output_names}
+
+
+def _sqnr_per_timestep(fp32: Path, int8: Path, holdout: list[dict[str, np.ndarray]]) -> dict[int, float]:
+    a, b = ort_session(fp32), ort_session(int8)
+    out: dict[int, list[float]] = {}
+    for f in holdout:
+        out.setdefault(int(f["timestep"][0]), []).append(sqnr(a.run(None, f)[0], b.run(None, f)[0]))
+    return {t: round(float(np.mean(v)), 2) for t, v in sorted(out.items(), reverse=True)}
+
+
+def int8_timestep_limit(per_t: dict[int, float], min_db: float) -> int:
+    """Largest t such that the INT8 UNet reaches ``min_db`` at every held-out timestep <= t (-1: none).
+
+    Activation ranges move with the timestep: on the tiny preset's trained UNet the INT8 SQNR
+    is -1.3 dB at t=999 and 21.5-37 dB below (teacher-forced, held-out EEG), because one
+    calibrated range must cover every t (calibrating on t=999 alone gives 34 dB there and
+    4 dB elsewhere, measured). Running the few noisiest steps in FP32 keeps the rest INT8.
+    """
+    if min_db <= 0:
+        return max(per_t) if per_t else -1
+    limit = -1
+    for t in sorted(per_t):  # ascending: extend while every step so far is good enough
+        if per_t[t] < min_db:
+            break
+        limit = t
+    return limit
+
+
+def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    out = Path(out_dir)
+    if out.exists() and not overwrite:
+        raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    return out
+
+
+def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, generation: dict | None = None,
+                  sources: dict[str, str] | None = None, log: Any = print) -> dict[str, Any]:
+    """Export, check, quantize and write the bundle atomically; returns the manifest."""
+    out = check_out_dir(out_dir, cfg.overwrite)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
+                                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                                    "packages": package_versions(), "config": cfg.to_dict(), "sources": sources or {},
+                                    "models": {}, "files": {}}
+        if generation is not None:
+            manifest["generation"] = generation
+        for item in items:
+            c = item.contract
+            name = c.name
+            entry: dict[str, Any] = {"contract": c.to_dict(), "opset": c.opset, "files": {}, **item.info}
+            fp32 = tmp / f"{name}.fp32.onnx"
+            log(f"export {name}: {cfg.export.exporter} exporter, opset {c.opset}")
+            export_onnx(item.module, c, fp32, exporter=cfg.export.exporter)
+            par = parity(item.module, c, fp32)
+            entry["parity_ort_vs_torch"] = par
+            worst = max(v for k, v in par.items() if k.endswith("max_abs"))
+            if worst > cfg.export.parity_atol:
+                raise UserError(f"{name}: ONNX Runtime output differs from torch by {worst:.3g} "
+                                f"(> ExportConfig.parity_atol={cfg.export.parity_atol}); export is not trustworthy")
+            entry["files"]["fp32"] = fp32.name
+            if cfg.int8 and name in cfg.int8_models:
+                int8 = tmp / f"{name}.int8.onnx"
+                log(f"quantize {name}: {len(item.calibration)} calibration feeds, activations {cfg.quant.act_type}")
+                rep = quantize(fp32, int8, cfg.quant, item.calibration)
+                rep.update(_sqnr_report(fp32, int8, c, item.holdout))
+                rep["holdout_feeds"] = len(item.holdout)
+                if "timestep" in c.input_names:
+                    per_t = _sqnr_per_timestep(fp32, int8, item.holdout)
+                    rep["sqnr_db_per_timestep"] = {str(t): v for t, v in per_t.items()}
+                    if generation is not None:
+                        generation["int8_unet_max_timestep"] = int8_timestep_limit(per_t, cfg.unet_min_sqnr_db)
+                        log(f"  {name}: INT8 used for t <= {generation['int8_unet_max_timestep']} "
+                            f"(held-out SQNR >= {cfg.unet_min_sqnr_db} dB), FP32 above")
+                entry["quantization"] = rep
+                entry["files"]["int8"] = int8.name
+                log(f"  {name}: {rep['bytes_fp32'] / 1e6:.2f} MB -> {rep['bytes_int8'] / 1e6:.2f} MB, "
+                    + ", ".join(f"{k}={v}" for k, v in rep.items() if k.endswith("_sqnr_db")))
+            manifest["models"][name] = entry
+            for rel in entry["files"].values():
+                manifest["files"][rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
+        write_json(tmp / MANIFEST, manifest)
+        _replace_dir(tmp, out, cfg.overwrite)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return manifest
+
+
+def _replace_dir(new: Path, out: Path, overwrite: bool) -> None:
+    """Rename ``new`` to ``out``; an existing ``out`` (only with overwrite) is moved aside first, then removed."""
+    if out.exists():
+        if not overwrite:
+            raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+        os.replace(new, out)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, out)
+
+
+def update_manifest(bundle_dir: str | Path, mutate: Any) -> dict[str, Any]:
+    """Read, change (``mutate(manifest)``) and atomically rewrite a bundle's manifest."""
+    from eegsine.io import read_json
+
+    path = Path(bundle_dir) / MANIFEST
+    m = read_json(path)
+    mutate(m)
+    write_json(path, m)
+    return m

@@ -1,0 +1,139 @@
+"""``eegsine export`` (alias ``eegsine-export``): trained runs -> FP32 (+ INT8, + TensorRT) bundle, verified.
+
+Thin: flags map 1:1 onto :class:`~eegsine.export.bundle.BundleConfig` (with its nested
+ExportConfig ``--export-*`` and Int8Config ``--quant-*``), :class:`~eegsine.export.tensorrt.TRTConfig`
+(``--trt-*``) and :class:`~eegsine.export.verify.VerifyConfig` (``--verify-*``); then library calls.
+Exit codes: 0 ok, 1 a verification gate failed (named on stderr), 2 bad input / TensorRT unavailable.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from eegsine.config import add_config_args, config_from_args
+from eegsine.errors import UserError
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from eegsine.export.bundle import BundleConfig
+    from eegsine.export.tensorrt import TRTConfig
+    from eegsine.export.verify import VerifyConfig
+
+    p = subparsers.add_parser("export", help="export runs to an ONNX / INT8 / TensorRT bundle and verify it",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--classifier", metavar="RUN", help="classifier run folder (eegsine train classifier)")
+    p.add_argument("--eeg-run", metavar="RUN", help="EEG->image diffusion run folder (with encoder/, unet/, vae/)")
+    p.add_argument("--out", metavar="BUNDLE", required=True, help="bundle folder to write (must not exist unless --overwrite)")
+    p.add_argument("--act-type", dest="quant__act_type", choices=["s8", "u8"], default=None,
+                   help="INT8 activations: s8 symmetric (TensorRT) or u8 (x86 ORT); same as --quant-act-type")
+    p.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
+    p.add_argument("--verify", action="store_true", help="verify FP32 vs INT8 after export; gates decide the exit code")
+    add_config_args(p, BundleConfig)
+    add_config_args(p, TRTConfig, prefix="trt__")
+    add_config_args(p, VerifyConfig, prefix="verify__")
+    p.set_defaults(func=run)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from eegsine.export.bundle import BundleConfig, check_out_dir, classifier_item, eeg_run_items, export_bundle
+    from eegsine.export.tensorrt import TRTConfig, build_bundle_engines, require_trt
+    from eegsine.export.verify import VerifyConfig
+
+    cfg = config_from_args(BundleConfig, ns)
+    trt_cfg = config_from_args(TRTConfig, ns, prefix="trt__")
+    vcfg = config_from_args(VerifyConfig, ns, prefix="verify__")
+    if not ns.classifier and not ns.eeg_run:
+        raise UserError("export: give --classifier RUN and/or --eeg-run RUN")
+    if ns.trt:
+        require_trt()  # before any work: exit 2 with the reason
+    if ns.verify and not cfg.int8:
+        raise UserError("export: --verify compares FP32 with INT8; add --int8")
+    check_out_dir(ns.out, cfg.overwrite)
+    items, generation, sources, clf, eeg_set = [], None, {}, None, None
+    if ns.classifier:
+        item = classifier_item(ns.classifier, cfg)
+        items.append(item)
+        clf = item
+        sources["classifier"] = str(Path(ns.classifier).resolve())
+    if ns.eeg_run:
+        more, generation, eeg_set = eeg_run_items(ns.eeg_run, cfg, eeg_set=_run_eeg_data(ns.eeg_run, cfg))
+        items.extend(more)
+        sources["eeg_run"] = str(Path(ns.eeg_run).resolve())
+    manifest = export_bundle(items, ns.out, cfg, generation=generation, sources=sources)
+    print(f"bundle written: {ns.out} ({', '.join(manifest['models'])}; "
+          f"{sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.2f} MB)")
+    if ns.trt:
+        build_bundle_engines(ns.out, trt_cfg, classifier_model=clf.module if clf is not None else None)
+    if not ns.verify:
+        return 0
+    return verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
+
+
+def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = None, eeg_set=None,
+                  eeg_run: str | None = None) -> int:
+    """Run the verification sections that apply, write verify.json/.md; 1 if a gate failed."""
+    from eegsine.export.verify import verify_classifier, verify_eeg, write_report
+    from eegsine.runtime import Bundle
+
+    bundle = Bundle(bundle_dir)
+    result: dict = {"config": vcfg.to_dict()}
+    if classifier_run:
+        from eegsine.data import load_images
+        from eegsine.io import read_json
+        from eegsine.models.classifier import load_classifier
+
+        model, _ = load_classifier(classifier_run)
+        run_cfg = read_json(Path(classifier_run) / "config.json")
+        entry = bundle.manifest["models"]["classifier"]
+        images = load_images(entry["dataset"])
+        eps = vcfg.eps if vcfg.eps > 0 else float(entry.get("eps") or run_cfg.get("eps") or 0.1)
+        result["classifier"] = verify_classifier(bundle, model, images.test_x, images.test_y, eps, vcfg)
+        result["classifier"]["dataset"] = images.name
+    if eeg_run and eeg_set is not None:
+        test = eeg_set.splits.get("test")
+        if test is None or len(test) == 0:
+            raise UserError(f"{eeg_set.name}: has no test split to verify on")
+        metrics = _domain_metrics(eeg_run)
+        real = eeg_set.images[eeg_set.image[test]] if eeg_set.images is not None else None
+        result["eeg"] = verify_eeg(bundle, eeg_set.x[test], eeg_set.y[test], real, vcfg, metrics=metrics)
+    write_report(bundle_dir, result)
+    for g in [g for sec in ("classifier", "eeg") for g in result.get(sec, {}).get("gates", [])]:
+        print(f"  gate {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']:.3f} {g['unit']} (limit {g['limit']})")
+    for reason in result.get("eeg", {}).get("gates_skipped", []):
+        print(f"  gate SKIPPED {reason}")
+    print(f"verification written: {Path(bundle_dir) / 'verify.md'}")
+    if not result["passed"]:
+        print(f"eegsine export: verification FAILED: {'; '.join(result['failed_gates'])}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_eeg_data(run_dir: str, cfg):
+    """The EEG data set the run was trained on (``--eeg-data`` overrides): same loader, same options."""
+    from eegsine.data import load_eeg
+
+    if cfg.eeg_data:
+        return load_eeg(cfg.eeg_data)
+    from eegsine.training.diffusion import DiffusionTrainConfig  # an entry point may reach across layers
+    from eegsine.training.encoder import load_data
+
+    if not (Path(run_dir) / "config.json").exists():
+        raise UserError(f"{run_dir}: no config.json naming the EEG data; pass --eeg-data")
+    try:
+        tcfg = DiffusionTrainConfig.load(run_dir)
+    except UserError as e:
+        raise UserError(f"{e} (pass --eeg-data to name the EEG data set)") from None
+    return load_data(tcfg)
+
+
+def _domain_metrics(eeg_run: str):
+    """(fake, real, labels) -> fid_domain / is_domain / lpips_domain / acc / ssim on the run's domain CNN, or None."""
+    from eegsine.export.verify import domain_scorer
+    from eegsine.image_metrics import domain_network
+
+    folder = next(iter(sorted(Path(eeg_run).glob("domain-cnn-*"))), None)
+    if folder is None:
+        return None
+    net, _ = domain_network(folder)
+    return domain_scorer(net, folder.name)

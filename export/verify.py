@@ -1,0 +1,254 @@
+"""Verification after compression: does the INT8 bundle still do its job? (``eegsine export --verify``)
+
+Classifier (same eval images for every backend):
+
+* clean accuracy: torch eager, ORT FP32, ORT INT8 (and TensorRT engines when present);
+* (a) transfer: L-inf PGD crafted white-box on the torch model (:class:`eegsine.attacks.PGD`)
+  and evaluated on every backend;
+* (b) black-box: torchattacks' Square (score-based, margin loss) run directly against each
+  ORT session, wrapped as an ``nn.Module`` whose forward calls ONNX Runtime -- Square needs
+  only scores, so the attack sees exactly the deployed INT8 model.
+
+EEG to image (same EEG trials, same seeds, same initial latents): images from FP32 and
+INT8 bundles are scored with the domain feature network (``fid_domain``, ``is_domain``,
+``lpips_domain`` and n-way accuracy, from :mod:`eegsine.image_metrics`), plus SQNR of the
+INT8 UNet output at every DDIM timestep, teacher-forced on the FP32 trajectory's inputs
+(so it measures the UNet's own quantization error, not drift).
+
+Gates (defaults, configurable): clean accuracy drop <= 0.5 points, adversarial accuracy
+drop <= 1 point (each attack), fid_domain relative increase <= 10 %. Results go into the
+bundle as ``verify.json`` and ``verify.md``; a failed gate is named and the CLI exits 1.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from eegsine.config import Config
+from eegsine.errors import UserError
+from eegsine.export.quantize import sqnr
+from eegsine.io import atomic_write_text, write_json
+from eegsine.runtime import Bundle, EEGToImage, SineClassifier
+
+
+@dataclasses.dataclass
+class VerifyConfig(Config):
+    KIND = "verify"
+    VERSION = 1
+
+    n_eval: int = dataclasses.field(default=500, metadata={"help": "classifier eval images (test split)"})
+    n_eval_square: int = dataclasses.field(default=200, metadata={"help": "images attacked with Square per backend"})
+    eps: float = dataclasses.field(default=-1.0, metadata={"help": "L-inf radius in [0,1] pixel units (-1 = the run's training eps)"})
+    pgd_steps: int = 20
+    square_queries: int = 300
+    n_gen: int = dataclasses.field(default=32, metadata={"help": "EEG test trials turned into images per precision"})
+    steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps for verification images"})
+    seed: int = 0
+    max_clean_drop: float = dataclasses.field(default=0.5, metadata={"help": "gate: clean accuracy drop, points"})
+    max_adv_drop: float = dataclasses.field(default=1.0, metadata={"help": "gate: adversarial accuracy drop, points"})
+    max_fid_increase: float = dataclasses.field(default=0.10, metadata={"help": "gate: relative fid_domain increase"})
+
+    def validate(self) -> None:
+        for name in ("n_eval", "n_eval_square", "pgd_steps", "square_queries", "n_gen", "steps"):
+            if getattr(self, name) < 1:
+                raise UserError(f"VerifyConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.eps != -1.0 and not 0.0 < self.eps <= 1.0:
+            raise UserError(f"VerifyConfig.eps: must be in (0, 1] (pixel units) or -1, got {self.eps}")
+
+
+class ORTClassifier(nn.Module):
+    """An ORT classifier session as an ``nn.Module`` (forward only) so torchattacks' Square can query it."""
+
+    def __init__(self, clf: SineClassifier):
+        super().__init__()
+        self.clf = clf
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # torchattacks reads the device from a parameter
+        self.queries = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.queries += len(x)
+        return torch.from_numpy(self.clf.scores(x.detach().cpu().numpy().astype(np.float32)))
+
+
+def _acc(pred: np.ndarray, y: np.ndarray) -> float:
+    return float((pred == y).mean() * 100.0)
+
+
+def _gate(name: str, value: float, limit: float, unit: str) -> dict[str, Any]:
+    return {"gate": name, "value": round(float(value), 4), "limit": limit, "unit": unit, "passed": bool(value <= limit)}
+
+
+# -- classifier -----------------------------------------------------------------------------------
+def verify_classifier(bundle: Bundle, model: nn.Module, images: np.ndarray, labels: np.ndarray, eps: float,
+                      cfg: VerifyConfig, log: Any = print) -> dict[str, Any]:
+    """Clean / transfer-PGD / Square accuracy per backend and the gates (points = percentage points)."""
+    import torchattacks
+
+    from eegsine.attacks import PGD
+
+    x, y = images[: cfg.n_eval].astype(np.float32), labels[: cfg.n_eval].astype(np.int64)
+    backends = {"fp32": SineClassifier(bundle, "fp32")}
+    if bundle.has("classifier", "int8"):
+        backends["int8"] = SineClassifier(bundle, "int8")
+    res: dict[str, Any] = {"data": {"n_eval": len(x), "n_eval_square": min(cfg.n_eval_square, len(x)),
+                                    "eps": eps, "eps_units": "L-inf, [0,1] pixel units"},
+                           "attacks": {"transfer": f"PGD-{cfg.pgd_steps} CE crafted white-box on the torch model",
+                                       "square": f"torchattacks Square L-inf, margin loss, {cfg.square_queries} queries, "
+                                                 "run against each ORT session"},
+                           "accuracy": {}}
+    xt, yt = torch.from_numpy(x), torch.from_numpy(y)
+    model = model.eval()
+    with torch.no_grad():
+        res["accuracy"]["torch"] = {"clean": _acc(model(xt).argmax(1).numpy(), y)}
+    torch.manual_seed(cfg.seed)
+    log(f"verify classifier: PGD-{cfg.pgd_steps} on torch, eps={eps}, {len(x)} images")
+    x_adv = PGD(model, eps=eps, steps=cfg.pgd_steps, restarts=1)(xt, yt).numpy()
+    with torch.no_grad():
+        res["accuracy"]["torch"]["transfer_pgd"] = _acc(model(torch.from_numpy(x_adv)).argmax(1).numpy(), y)
+    n_sq = min(cfg.n_eval_square, len(x))
+    for name, clf in backends.items():
+        acc = {"clean": _acc(clf.predict(x), y), "transfer_pgd": _acc(clf.predict(x_adv), y)}
+        log(f"verify classifier: Square ({cfg.square_queries} queries) against ORT {name}, {n_sq} images")
+        wrapped = ORTClassifier(clf)
+        sq = torchattacks.Square(wrapped, norm="Linf", eps=eps, n_queries=cfg.square_queries, n_restarts=1,
+                                 seed=cfg.seed, loss="margin", resc_schedule=True)
+        adv = sq(xt[:n_sq], yt[:n_sq]).numpy().astype(np.float32)
+        if np.abs(adv - x[:n_sq]).max() > eps + 1e-6:
+            raise RuntimeError(f"Square produced a perturbation above eps={eps}")
+        acc["square"] = _acc(clf.predict(adv), y[:n_sq])
+        acc["square_queries_used"] = wrapped.queries
+        res["accuracy"][f"ort_{name}"] = acc
+    trt = _trt_classifier(bundle)
+    for name, run in trt.items():
+        pred = lambda a: np.concatenate([run({"images": a[i:i + 64]})[0] for i in range(0, len(a), 64)]).argmax(1)  # noqa: E731
+        res["accuracy"][f"trt_{name}"] = {"clean": _acc(pred(x), y), "transfer_pgd": _acc(pred(x_adv), y)}
+    gates = []
+    ref = res["accuracy"]["ort_fp32"]
+    for b, acc in res["accuracy"].items():
+        if b in ("torch", "ort_fp32"):
+            continue
+        gates.append(_gate(f"classifier {b} clean accuracy drop", ref["clean"] - acc["clean"], cfg.max_clean_drop, "points"))
+        for k in ("transfer_pgd", "square"):
+            if k in acc:
+                gates.append(_gate(f"classifier {b} {k} accuracy drop", ref[k] - acc[k], cfg.max_adv_drop, "points"))
+    res["gates"] = gates
+    return res
+
+
+def _trt_classifier(bundle: Bundle) -> dict[str, Any]:
+    from eegsine.export.tensorrt import TRTRunner, trt_unavailable_reason
+
+    engines = bundle.manifest.get("engines", {}).get("classifier", {})
+    if not engines or trt_unavailable_reason():
+        return {}
+    c = bundle.contract("classifier")
+    return {p: TRTRunner(bundle.root / e["file"], c) for p, e in engines.items()}
+
+
+# -- EEG to image ---------------------------------------------------------------------------------
+def verify_eeg(bundle: Bundle, eeg: np.ndarray, labels: np.ndarray, real_images: np.ndarray, cfg: VerifyConfig,
+               metrics: Any | None = None, log: Any = print) -> dict[str, Any]:
+    """FP32 vs INT8 generation on the same trials/seeds: per-timestep UNet SQNR, image SQNR, domain metrics.
+
+    ``metrics(fake, real, labels) -> dict`` scores images (fid_domain, is_domain, lpips_domain,
+    n-way accuracy); without it only the SQNR figures are produced and the FID gate is skipped
+    with the reason recorded.
+    """
+    eeg = eeg[: cfg.n_gen].astype(np.float32)
+    labels = labels[: cfg.n_gen]
+    real_images = None if real_images is None else real_images[: cfg.n_gen]  # each trial's own stimulus
+    fp32 = EEGToImage(bundle, "fp32")
+    int8 = EEGToImage(bundle, "int8")
+    lat0 = fp32.initial_latents(len(eeg), cfg.seed)
+    per_t: dict[int, list[float]] = {}
+
+    def teacher_forced(i: int, t: int, st: dict) -> None:
+        q = int8.unet(st["latents"], st["timestep"], st["encoder_hidden_states"], precision="int8")
+        per_t.setdefault(t, []).append(sqnr(st["noise_pred"], q))
+
+    log(f"verify EEG->image: {len(eeg)} trials, {cfg.steps} DDIM steps, FP32 (with per-step INT8 UNet SQNR)")
+    img32 = fp32.generate(eeg, steps=cfg.steps, seed=cfg.seed, latents=lat0, callback=teacher_forced)
+    log("verify EEG->image: INT8")
+    img8 = int8.generate(eeg, steps=cfg.steps, seed=cfg.seed, latents=lat0)
+    res: dict[str, Any] = {"data": {"n_trials": len(eeg), "steps": cfg.steps, "seed": cfg.seed,
+                                    "guidance": fp32.default_guidance,
+                                    "int8_unet_max_timestep": None if int8.int8_max_t >= 10 ** 9 else int8.int8_max_t},
+                           "unet_sqnr_db_per_timestep": {str(t): round(float(np.mean(v)), 2) for t, v in per_t.items()},
+                           "image_sqnr_db_int8_vs_fp32": round(sqnr(img32, img8), 2),
+                           "image_max_abs_diff": float(np.abs(img32 - img8).max())}
+    gates = []
+    if metrics is None:
+        res["metrics"] = "not computed: the EEG run has no domain-cnn-<dataset> folder (train the domain network first)"
+        res["gates_skipped"] = ["fid_domain relative increase (no domain feature network)"]
+    else:
+        m32, m8 = metrics(img32, real_images, labels), metrics(img8, real_images, labels)
+        res["metrics"] = {"fp32": m32, "int8": m8}
+        f32, f8 = float(m32["fid_domain"]), float(m8["fid_domain"])
+        gates.append(_gate("EEG->image int8 fid_domain relative increase", (f8 - f32) / max(f32, 1e-12),
+                           cfg.max_fid_increase, "fraction"))
+    res["gates"] = gates
+    return res
+
+
+def domain_scorer(net: nn.Module, name: str, n_boot: int = 100):
+    """Scorer for :func:`verify_eeg`: generated vs ground-truth images on the domain CNN ``net``."""
+    from eegsine.image_metrics import domain_outputs, lpips_domain, score_set, ssim_pairs
+
+    def score(fake: np.ndarray, real: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+        r = score_set(domain_outputs(net, fake), domain_outputs(net, real), labels, lpips_domain(net, fake, real),
+                      ssim_pairs(fake, real), n_boot=n_boot)
+        r["feature_network"] = name
+        return r
+
+    return score
+
+
+# -- report ---------------------------------------------------------------------------------------
+def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, Path]:
+    """verify.json + verify.md in the bundle (outside the hashed model files)."""
+    bundle_dir = Path(bundle_dir)
+    gates = [g for sec in ("classifier", "eeg") for g in result.get(sec, {}).get("gates", [])]
+    result["passed"] = all(g["passed"] for g in gates)
+    result["failed_gates"] = [g["gate"] for g in gates if not g["passed"]]
+    j = write_json(bundle_dir / "verify.json", result)
+    lines = ["# Verification after compression", "", f"Overall: **{'PASSED' if result['passed'] else 'FAILED'}**", ""]
+    if gates:
+        lines += ["| gate | value | limit | passed |", "|---|---|---|---|"]
+        lines += [f"| {g['gate']} | {g['value']:.3f} {g['unit']} | {g['limit']} {g['unit']} | {'yes' if g['passed'] else 'NO'} |"
+                  for g in gates]
+    c = result.get("classifier")
+    if c:
+        d = c["data"]
+        lines += ["", f"## Classifier ({d['n_eval']} test images of {c.get('dataset', '?')}; Square on {d['n_eval_square']}; "
+                  f"eps={d['eps']} {d['eps_units']})", "", "| backend | clean % | transfer PGD % | Square % |", "|---|---|---|---|"]
+        for b, acc in c["accuracy"].items():
+            lines.append(f"| {b} | {acc['clean']:.2f} | {acc.get('transfer_pgd', float('nan')):.2f} | "
+                         f"{acc['square']:.2f} |" if "square" in acc else
+                         f"| {b} | {acc['clean']:.2f} | {acc.get('transfer_pgd', float('nan')):.2f} | - |")
+        lines += ["", f"Transfer: {c['attacks']['transfer']}. Square: {c['attacks']['square']}."]
+    e = result.get("eeg")
+    if e:
+        d = e["data"]
+        lines += ["", f"## EEG to image ({d['n_trials']} test trials, {d['steps']} DDIM steps, guidance {d['guidance']}, "
+                  f"seed {d['seed']})", "", f"Image SQNR INT8 vs FP32: {e['image_sqnr_db_int8_vs_fp32']} dB "
+                  f"(INT8 UNet at t <= {d.get('int8_unet_max_timestep')}, FP32 above; None = INT8 at every t)", "",
+                  "UNet output SQNR per timestep (INT8 vs FP32, teacher-forced): "
+                  + ", ".join(f"t={t}: {v} dB" for t, v in e["unet_sqnr_db_per_timestep"].items())]
+        if isinstance(e.get("metrics"), dict):
+            keys = [k for k in ("acc", "fid_domain", "is_domain", "lpips_domain", "ssim") if k in e["metrics"]["fp32"]]
+            lines += ["", f"Feature network: {e['metrics']['fp32'].get('feature_network', '?')}, "
+                      f"n = {e['metrics']['fp32'].get('n', '?')} generated images per precision "
+                      "(acc = n-way top-1 of the domain classifier vs the trial's label)."]
+            lines += ["", "| precision | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+            for p in ("fp32", "int8"):
+                lines.append(f"| {p} | " + " | ".join(f"{e['metrics'][p][k]:.4g}" if isinstance(e['metrics'][p][k], float)
+                                                     else str(e['metrics'][p][k]) for k in keys) + " |")
+        else:
+            lines += ["", f"Domain metrics: {e.get('metrics')}"]
+    m = atomic_write_text(bundle_dir / "verify.md", "\n".join(lines) + "\n")
+    return j, m
