@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import inspect
+import json
 import os
 import sys
 from typing import Callable, Sequence
@@ -56,7 +58,20 @@ def _cmd_data(ns: argparse.Namespace) -> int:
         return 0
     # info
     kwargs = {"root": ns.root} if ns.root else {}
+    for kv in ns.option or []:
+        key, sep, val = kv.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {kv!r}: expected KEY=VALUE, e.g. --option n_chans=32")
+        try:
+            kwargs[key.strip().replace("-", "_")] = json.loads(val)
+        except json.JSONDecodeError:
+            kwargs[key.strip().replace("-", "_")] = val  # a bare string such as image_set=digits
     spec = data.get_spec(ns.name)
+    params = inspect.signature(spec.load).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(kwargs) - set(params))
+        if unknown:
+            raise UserError(f"{ns.name}: unknown option {unknown[0]!r} (known: {', '.join(k for k in params if k != 'problem')})")
     if spec.kind == "image":
         s = data.load_images(ns.name, **kwargs)
         print(f"{s.name}: {len(s.train_x)} train / {len(s.test_x)} test images, shape {s.shape}, "
@@ -121,6 +136,8 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     d.add_argument("action", choices=["list", "fetch", "info"])
     d.add_argument("name", nargs="?", help="data set name (see `eegsine data list`), e.g. mnist, synthetic-vep, uea:FingerMovements")
     d.add_argument("--root", default=None, help="read from this folder/file instead of the default location")
+    d.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                   help="loader option for `info` (JSON value), repeatable, e.g. -o image_set=digits -o n_chans=32")
     d.set_defaults(func=_cmd_data)
 
     e = sub.add_parser("env", help="print versions, threads, CUDA/TensorRT/Triton availability")

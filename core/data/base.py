@@ -102,7 +102,10 @@ class EEGSet:
         for field in ("y", "subject", "image"):
             if len(getattr(self, field)) != n:
                 raise UserError(f"{self.name}: {field} has {len(getattr(self, field))} entries for {n} trials")
-        bad = ~np.isfinite(self.x).reshape(n, -1).all(axis=1)
+        # a float64 sum of float32 samples is finite iff every sample is (it cannot overflow); 3-4x faster
+        # than isfinite().all() (0.31 vs 0.8-1.4 s on 1.35 GB here) and needs no (N, C, T) bool temporary
+        with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf -> nan is the point, not a warning
+            bad = ~np.isfinite(self.x.sum(axis=(1, 2), dtype=np.float64)) if n else np.zeros(0, bool)
         if bad.any():
             raise UserError(f"{self.name}: {int(bad.sum())} trial(s) contain NaN/inf (first: trial {int(np.argmax(bad))})")
         if n and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
