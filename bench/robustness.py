@@ -1,0 +1,523 @@
+"""Robustness evaluation of classifier runs: tables in the source's format, sanity checks, figures.
+
+``evaluate_robustness([run_a, run_b], cfg, out_dir)`` attacks every model with every attack of
+:data:`eegsine.attacks.ATTACKS` over an eps grid (L-inf, **[0, 1] pixel units**, always stated),
+on a seeded ``n_eval`` subset of the test split (expensive attacks on its first
+``n_eval_expensive`` images), and writes ``robustness.md`` / ``robustness.json`` (also under
+``metrics.json["robustness"]``), ``acc_vs_eps.png`` and ``logits.png``.
+
+Sanity checks (Carlini et al. 2019, "On evaluating adversarial robustness") run with every
+table and a failing one is printed loudly and kept in the JSON:
+
+* ``zero_gradients`` -- share of evaluated images whose input gradient of the CE loss is exactly 0;
+* ``black_box_vs_white_box`` -- images Square fools although every white-box attack at that eps failed;
+* ``monotone_in_eps`` -- accuracy must not rise with eps (tolerance: one image);
+* ``iterative_vs_single_step`` -- iterative attacks must not be weaker than FGSM (one image);
+* ``chance_at_eps_0.5`` -- at eps = 0.5 every image can be turned solid grey, so the strongest
+  attack must bring accuracy to the majority-class share of the subset (plus one image) or below.
+
+Hand-written: the bookkeeping; every attack comes from :mod:`eegsine.attacks` (torchattacks).
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from eegsine.attacks import ATTACKS, AttackParams, AutoAttackStandard, build_attack, describe
+from eegsine.config import Config
+from eegsine.errors import UserError
+from eegsine.io import atomic_write_text, run_logger, update_metrics, write_json
+from eegsine.models.classifier import check_images, load_classifier
+
+GREY_SETS = ("mnist", "fashion-mnist", "digits")
+MNIST_GRID = [0.1, 0.2, 0.3, 0.4]
+# The source's grids (MNIST): FGSM 0.1-0.3, PGD 0.3-0.7, AutoAttack 0.2-0.5.
+SOURCE_EXTRA = {"pgd-ce": [0.5, 0.6, 0.7], "pgd-margin": [0.5, 0.6, 0.7], "autoattack": [0.5]}
+CIFAR_GRID = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
+DEFAULT_ATTACKS = list(ATTACKS)
+
+
+@dataclasses.dataclass
+class RobustnessConfig(Config):
+    KIND = "robustness"
+    VERSION = 1
+
+    dataset: str = ""                 # "" = the training run's data set
+    data_root: str = ""
+    n_eval: int = 1000                # seeded subset of the test split
+    n_eval_expensive: int = 100       # first images of that subset, for apgd-t / fab-t / square / autoattack
+    attacks: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_ATTACKS))
+    eps: list[float] = dataclasses.field(default_factory=list)            # [] = data-set grid + the source's grids
+    expensive_eps: list[float] = dataclasses.field(default_factory=list)  # [] = same grid as the cheap attacks
+    pgd_steps: int = 40
+    pgd_restarts: int = 5
+    pgd_alpha: float | None = None    # None = 2.5 eps / steps
+    apgd_steps: int = 100
+    fab_steps: int = 100
+    square_queries: int = 5000
+    n_targets: int = 9
+    transfer_from: str = ""           # source run for the transfer attack ("" = the first standard-head run given)
+    batch_size: int = 250
+    seed: int = 0
+    threads: int = 0
+    zero_grad_max_share: float = 0.05
+    bb_max_share: float = 0.01
+
+    def validate(self) -> None:
+        for a in self.attacks:
+            if a not in ATTACKS:
+                raise UserError(f"RobustnessConfig.attacks: unknown attack {a!r} (known: {', '.join(ATTACKS)})")
+        for e in list(self.eps) + list(self.expensive_eps):
+            if not 0.0 < e <= 1.0:
+                raise UserError(f"RobustnessConfig.eps: {e} is not in (0, 1] ([0, 1] pixel units; CIFAR 8/255 = 0.0314)")
+        for name in ("n_eval", "n_eval_expensive", "pgd_steps", "pgd_restarts", "apgd_steps", "fab_steps",
+                     "square_queries", "n_targets", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UserError(f"RobustnessConfig.{name}: must be >= 1, got {getattr(self, name)}")
+
+    @property
+    def params(self) -> AttackParams:
+        return AttackParams(self.pgd_steps, self.pgd_restarts, self.pgd_alpha, self.apgd_steps, self.fab_steps,
+                            self.square_queries, self.n_targets, self.seed)
+
+
+def robustness_preset(name: str) -> RobustnessConfig:
+    """``tiny``: a labelled reduced set (~1-2 min on 2 cores, no AutoAttack); ``paper-mnist``: see docs/results."""
+    if name == "tiny":
+        return RobustnessConfig(n_eval=120, n_eval_expensive=40, eps=[0.1, 0.2, 0.3, 0.4], expensive_eps=[0.3],
+                                attacks=["fgsm", "pgd-ce", "pgd-margin", "apgd-dlr", "square", "bpda-pgd", "presine-pgd",
+                                         "transfer"], pgd_steps=20, pgd_restarts=1, apgd_steps=25, square_queries=1000)
+    if name == "paper-mnist":
+        # every attack at full strength; subsets cut for a shared 2-core CPU (docs/results/paper-mnist/README.md)
+        return RobustnessConfig(n_eval=300, n_eval_expensive=100, expensive_eps=[0.3], pgd_steps=40, pgd_restarts=2,
+                                attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd", "transfer",
+                                         "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
+    raise UserError(f"unknown robustness preset {name!r} (tiny, paper-mnist)")
+
+
+def eps_grid(attack: str, dataset: str, cfg: RobustnessConfig) -> list[float]:
+    """The attack's eps values ([0, 1] pixel units)."""
+    if ATTACKS[attack].expensive and cfg.expensive_eps:
+        return sorted(set(cfg.expensive_eps))
+    if cfg.eps:
+        base = list(cfg.eps)
+    elif dataset in GREY_SETS:
+        base = MNIST_GRID + SOURCE_EXTRA.get(attack, [])
+    else:
+        base = CIFAR_GRID
+    return sorted(set(base))
+
+
+def _fmt_eps(e: float) -> str:
+    k = e * 255
+    return f"{e:g}" if abs(k - round(k)) > 1e-6 or e >= 0.1 else f"{round(k)}/255"
+
+
+# -- per-model evaluation -------------------------------------------------------------------------
+@torch.no_grad()
+def _predict(model: nn.Module, x: torch.Tensor, bs: int) -> torch.Tensor:
+    return torch.cat([model(x[i:i + bs]) for i in range(0, len(x), bs)]) if len(x) else torch.zeros(0)
+
+
+def zero_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int = 250) -> float:
+    """Share of images whose input gradient of the CE loss is exactly zero."""
+    zero = 0
+    for i in range(0, len(x), bs):
+        xb = x[i:i + bs].clone().requires_grad_(True)
+        g = torch.autograd.grad(F.cross_entropy(model(xb), y[i:i + bs], reduction="sum"), xb)[0]
+        zero += int((g.flatten(1).abs().amax(1) == 0).sum())
+    return zero / max(1, len(x))
+
+
+def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
+               n_classes: int, params: AttackParams, bs: int, source: nn.Module | None = None) -> dict:
+    """Attack the clean-correct images; -> {robust (N,) bool, seconds, n_attacked, success_by (AA only)}."""
+    robust = correct.clone()
+    idx = correct.nonzero().squeeze(1)
+    success_by = torch.full((len(x),), -2, dtype=torch.long)
+    adv_all = x.clone()
+    t0 = time.perf_counter()
+    for i in range(0, len(idx), bs):
+        j = idx[i:i + bs]
+        atk = build_attack(name, model, eps, n_classes, params, source_model=source)
+        adv = atk(x[j], y[j])
+        adv = (x[j] + (adv - x[j]).clamp(-eps, eps)).clamp(0, 1)  # judged inside the eps ball, whatever the attack did
+        adv_all[j] = adv
+        with torch.no_grad():
+            robust[j] = model(adv).argmax(1) == y[j]
+        if isinstance(atk, AutoAttackStandard):
+            success_by[j] = atk.success_by.cpu()
+    secs = time.perf_counter() - t0
+    return {"robust": robust, "seconds": secs, "n_attacked": len(idx), "success_by": success_by, "adv": adv_all,
+            "threads": torch.get_num_threads()}
+
+
+def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_share: float,
+                  cfg: RobustnessConfig) -> dict:
+    """Evaluate the five checks on one model's per-example results ``res[attack][eps] -> robust (N,)``."""
+    checks: dict[str, dict] = {}
+    checks["zero_gradients"] = {
+        "passed": zero_share <= cfg.zero_grad_max_share, "value": zero_share,
+        "detail": f"{100 * zero_share:.1f}% of {n} images have an all-zero input gradient (limit {100 * cfg.zero_grad_max_share:.0f}%)"}
+
+    # black-box vs white-box, per eps on the expensive subset
+    bb = []
+    for eps in sorted({e for a in ("square", "autoattack") if a in res for e in res[a]}):
+        white = [a for a in res if a != "clean" and ATTACKS[a].kind in ("single-step", "iterative", "adaptive") and eps in res[a]]
+        all_white_fail = torch.ones(n_exp, dtype=torch.bool)
+        for a in white:
+            all_white_fail &= res[a][eps]["robust"][:n_exp]
+        if "autoattack" in res and eps in res["autoattack"]:
+            all_white_fail &= res["autoattack"][eps]["success_by"][:n_exp] != 0
+            all_white_fail &= res["autoattack"][eps]["success_by"][:n_exp] != 1
+            all_white_fail &= res["autoattack"][eps]["success_by"][:n_exp] != 2
+        sq = torch.zeros(n_exp, dtype=torch.bool)
+        if "square" in res and eps in res["square"]:
+            sq |= ~res["square"][eps]["robust"][:n_exp]
+        if "autoattack" in res and eps in res["autoattack"]:
+            sq |= res["autoattack"][eps]["success_by"][:n_exp] == 3
+        clean_ok = res["clean"][0.0]["robust"][:n_exp]
+        count = int((all_white_fail & sq & clean_ok).sum())
+        bb.append({"eps": eps, "count": count, "n": n_exp, "white_box": white})
+    worst = max((b["count"] / max(1, b["n"]) for b in bb), default=None)
+    checks["black_box_vs_white_box"] = {
+        "passed": None if worst is None else worst <= cfg.bb_max_share, "value": bb,
+        "detail": ("Square not run" if worst is None else "; ".join(
+            f"eps={_fmt_eps(b['eps'])}: Square fools {b['count']}/{b['n']} images every white-box attack missed" for b in bb))}
+
+    # monotone in eps
+    bad = []
+    for a, per in res.items():
+        if a == "clean":
+            continue
+        es = sorted(per)
+        for e0, e1 in zip(es, es[1:]):
+            r0, r1 = int(per[e0]["robust"].sum()), int(per[e1]["robust"].sum())
+            if r1 > r0 + 1:
+                bad.append(f"{a}: {r0} robust at eps={_fmt_eps(e0)} < {r1} at eps={_fmt_eps(e1)}")
+    checks["monotone_in_eps"] = {"passed": not bad, "value": bad,
+                                 "detail": "; ".join(bad) or "accuracy never rises with eps (tolerance one image)"}
+
+    # iterative vs single-step, same subset
+    bad = []
+    if "fgsm" in res:
+        for a in ("pgd-ce", "pgd-margin", "apgd-ce", "apgd-dlr"):
+            for e in res.get(a, {}):
+                if e in res["fgsm"]:
+                    ri, rf = int(res[a][e]["robust"].sum()), int(res["fgsm"][e]["robust"].sum())
+                    if ri > rf + 1:
+                        bad.append(f"{a} leaves {ri} robust > FGSM {rf} at eps={_fmt_eps(e)}")
+    checks["iterative_vs_single_step"] = {
+        "passed": None if "fgsm" not in res else not bad, "value": bad,
+        "detail": "FGSM not run" if "fgsm" not in res else ("; ".join(bad) or "every iterative attack at least as strong as FGSM")}
+
+    # chance at eps = 0.5
+    at_half = {a: int(per[0.5]["robust"][:n].sum()) for a, per in res.items()
+               if a != "clean" and 0.5 in per and len(per[0.5]["robust"]) >= n and ATTACKS[a].kind != "transfer"}
+    if at_half:
+        best_a = min(at_half, key=at_half.get)
+        acc = at_half[best_a] / n
+        limit = n_classes_share + 1.0 / n
+        checks["chance_at_eps_0.5"] = {"passed": acc <= limit, "value": acc,
+                                       "detail": f"{best_a} at eps=0.5: {100 * acc:.1f}% (chance = majority-class share "
+                                                 f"{100 * n_classes_share:.1f}%)"}
+    else:
+        checks["chance_at_eps_0.5"] = {"passed": None, "value": None, "detail": "no attack run at eps=0.5"}
+    return checks
+
+
+def evaluate_robustness(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, out_dir: str | Path) -> dict:
+    """Evaluate classifier run folders; write tables, figures and checks into ``out_dir``; return the summary."""
+    if not runs:
+        raise UserError("evaluate_robustness: give at least one classifier run folder")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    log = run_logger(out_dir, "eegsine.attack")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    models = []
+    for i, r in enumerate(runs):
+        if isinstance(r, nn.Module):  # an in-memory model carrying its ClassifierConfig as ``.cfg``
+            models.append((Path(getattr(r, "name", f"model{i}")), r, r.cfg))
+        else:
+            model, mcfg = load_classifier(r)
+            models.append((Path(r), model, mcfg))
+    from eegsine.io import read_json
+
+    dataset = cfg.dataset
+    if not dataset and not (models[0][0] / "config.json").exists():
+        raise UserError("RobustnessConfig.dataset: needed for in-memory models")
+    if not dataset:
+        tc = read_json(models[0][0] / "config.json")
+        dataset = tc.get("dataset") if isinstance(tc, dict) else None
+        if not dataset:
+            raise UserError(f"{models[0][0]}: config.json names no data set; pass --dataset")
+    data_root = cfg.data_root
+    if not data_root and (models[0][0] / "config.json").exists():
+        tc = read_json(models[0][0] / "config.json")
+        data_root = tc.get("data_root", "") if isinstance(tc, dict) else ""
+    from eegsine.data import load_images
+
+    ds = load_images(dataset, **({"root": data_root} if data_root else {}))
+    n = min(cfg.n_eval, len(ds.test_x))
+    sel = np.random.default_rng(cfg.seed).permutation(len(ds.test_x))[:n]
+    x, y = torch.from_numpy(ds.test_x[sel]), torch.from_numpy(ds.test_y[sel])
+    n_exp = min(cfg.n_eval_expensive, n)
+    majority = float(np.bincount(y.numpy(), minlength=ds.n_classes).max() / n)
+    names = _model_names(models)
+    source = (load_classifier(cfg.transfer_from)[0].eval() if cfg.transfer_from
+              else next((m for _, m, c in models if c.head == "linear"), None))
+    src_path = Path(cfg.transfer_from).resolve() if cfg.transfer_from else None
+    is_source = lambda run: src_path is not None and run.resolve() == src_path  # noqa: E731
+    params = cfg.params
+    log.info(f"robustness on {dataset} test split ({ds.source}): n_eval={n} (expensive attacks: first {n_exp}), "
+             f"eps in [0, 1] pixel units, models: {', '.join(names)}")
+
+    summary: dict = {"dataset": dataset, "data_source": ds.source, "split": "test", "n_eval": n, "n_eval_expensive": n_exp,
+                     "eps_units": "L-inf, [0, 1] pixel units", "seed": cfg.seed, "config": cfg.to_dict(),
+                     "attacks": {a: {"label": describe(a, params)[0], "full_strength": describe(a, params)[1],
+                                     "subset": n_exp if ATTACKS[a].expensive else n} for a in cfg.attacks},
+                     "models": {}}
+    logits_store = {}
+    for (run, model, mcfg), label in zip(models, names):
+        model.eval()
+        check_images(x, y, mcfg, what=f"{dataset} test images for {run}")
+        t_model = time.perf_counter()
+        clean_logits = _predict(model, x, cfg.batch_size)
+        correct = clean_logits.argmax(1) == y
+        res: dict = {"clean": {0.0: {"robust": correct, "seconds": 0.0, "n_attacked": n}}}
+        todo = [(a, e) for a in cfg.attacks for e in eps_grid(a, dataset, cfg)
+                if not (ATTACKS[a].sine_only and mcfg.head != "sine")
+                and not (ATTACKS[a].needs_source and (source is None or source is model or is_source(run)))]
+        if not any(e == 0.5 for a, e in todo if ATTACKS[a].kind in ("iterative", "ensemble") and not ATTACKS[a].expensive):
+            todo.append(("pgd-ce", 0.5))  # the chance-at-0.5 check needs it
+            if "pgd-ce" not in summary["attacks"]:
+                summary["attacks"]["pgd-ce"] = {"label": describe("pgd-ce", params)[0] + " (for the eps=0.5 check)",
+                                                "full_strength": True, "subset": n}
+        bar = tqdm(todo, desc=f"attacks on {label}", dynamic_ncols=True)
+        cache = _Cache(out_dir, cfg, run, label, dataset)
+        for a, e in bar:
+            bar.set_postfix(attack=a, eps=_fmt_eps(e))
+            m = n_exp if ATTACKS[a].expensive else n
+            r = cache.get(a, e)
+            if r is None:
+                torch.manual_seed(cfg.seed)  # every (attack, eps) result reproducible on its own (and from the cache)
+                r = run_attack(a, model, x[:m], y[:m], correct[:m], e, mcfg.n_classes, params, cfg.batch_size,
+                               source=source if ATTACKS[a].needs_source else None)
+                if a == "pgd-ce":
+                    r["adv_logits"] = _predict(model, r["adv"], cfg.batch_size)
+                cache.put(a, e, r)
+            log.info(f"[{label}] {a} eps={_fmt_eps(e)}: accuracy {float(r['robust'].float().mean()):.3f} on {m} images "
+                     f"({r['seconds']:.1f} s)")
+            res.setdefault(a, {})[e] = r
+            if a == "pgd-ce":
+                logits_store.setdefault(label, {"clean": clean_logits, "y": y, "adv": {}})
+                logits_store[label]["adv"][e] = r["adv_logits"]
+        zero = zero_gradient_share(model, x, y, cfg.batch_size)
+        checks = sanity_checks(res, majority, n, n_exp, zero, cfg)
+        entry = {"run": str(run), "head": mcfg.head, "arch": mcfg.arch, "clean_accuracy": float(correct.float().mean()),
+                 "eval_wall_s": round(time.perf_counter() - t_model, 1), "results": {}, "images_per_s": {}, "checks": checks}
+        for a, per in res.items():
+            if a == "clean":
+                continue
+            entry["results"][a] = {}
+            tot_n = tot_s = 0.0
+            for e, r in sorted(per.items()):
+                m = len(r["robust"])
+                entry["results"][a][f"{e:.6g}"] = {"eps": e, "accuracy": float(r["robust"].float().mean()), "n": m,
+                                                   "n_attacked": r["n_attacked"], "seconds": round(r["seconds"], 2),
+                                                   "threads": r.get("threads")}
+                if a == "autoattack":
+                    entry["results"][a][f"{e:.6g}"]["first_success_by"] = {
+                        nm: int((r["success_by"] == k).sum()) for k, nm in enumerate(["apgd-ce", "apgd-t", "fab-t", "square"])}
+                tot_n += r["n_attacked"]
+                tot_s += r["seconds"]
+            entry["images_per_s"][a] = round(tot_n / tot_s, 2) if tot_s > 0 else None
+        summary["models"][label] = entry
+        _print_checks(label, checks, log)
+    summary["table"] = table_rows(summary)
+    md = render_markdown(summary)
+    atomic_write_text(out_dir / "robustness.md", md)
+    write_json(out_dir / "robustness.json", summary)
+    update_metrics(out_dir, "robustness", summary)
+    plot_acc_vs_eps(summary, out_dir / "acc_vs_eps.png")
+    if logits_store:
+        plot_logits(logits_store, out_dir / "logits.png", dataset)
+    print(md)
+    return summary
+
+
+class _Cache:
+    """Per-(attack, eps) results kept under ``out_dir/cache/<key>/`` so a killed evaluation resumes.
+
+    The key hashes the evaluation config, the run folder and its weights file, so a changed
+    setting or retrained model never reuses stale results.
+    """
+
+    def __init__(self, out_dir: Path, cfg: RobustnessConfig, run: Path, label: str, dataset: str):
+        import hashlib
+        import json
+
+        from eegsine.io import sha256_file
+
+        w = run / "model.safetensors"
+        keep = ("n_eval", "n_eval_expensive", "pgd_steps", "pgd_restarts", "pgd_alpha", "apgd_steps", "fab_steps",
+                "square_queries", "n_targets", "seed", "data_root")  # what one (attack, eps) result depends on
+        h = hashlib.sha256(json.dumps([{k: getattr(cfg, k) for k in keep}, str(run), label, dataset,
+                                       sha256_file(w) if w.exists() else "in-memory"], sort_keys=True).encode())
+        self.dir = out_dir / "cache" / h.hexdigest()[:16]
+        self.enabled = w.exists()  # in-memory models (tests) are not cached
+
+    def _path(self, a: str, e: float, ext: str) -> Path:
+        return self.dir / f"{a}__eps{e:.6g}{ext}"  # (not Path.with_suffix: "0.3" would lose its ".3")
+
+    def get(self, a: str, e: float) -> dict | None:
+        from eegsine.io import load_weights, read_json
+
+        if not self.enabled or not self._path(a, e, ".json").exists():
+            return None
+        meta = read_json(self._path(a, e, ".json"))
+        t = load_weights(self._path(a, e, ".safetensors"))
+        r = {"robust": t["robust"].bool(), "success_by": t["success_by"], "seconds": meta["seconds"],
+             "n_attacked": meta["n_attacked"], "threads": meta.get("threads")}
+        if "adv_logits" in t:
+            r["adv_logits"] = t["adv_logits"]
+        return r
+
+    def put(self, a: str, e: float, r: dict) -> None:
+        from eegsine.io import save_weights
+
+        if not self.enabled:
+            return
+        t = {"robust": r["robust"].to(torch.uint8), "success_by": r["success_by"]}
+        if "adv_logits" in r:
+            t["adv_logits"] = r["adv_logits"]
+        save_weights(self._path(a, e, ".safetensors"), t)
+        write_json(self._path(a, e, ".json"), {"seconds": r["seconds"], "n_attacked": r["n_attacked"],
+                                                    "threads": r.get("threads")})  # commit record
+
+
+def _model_names(models: list) -> list[str]:
+    base = [("Sine" if c.head == "sine" else "Standard CNN") for _, _, c in models]
+    return [b if base.count(b) == 1 else f"{b} ({run.name})" for b, (run, _, _) in zip(base, models)]
+
+
+def _print_checks(label: str, checks: dict, log) -> None:
+    for name, c in checks.items():
+        if c["passed"] is False:
+            log.warning(f"!!! SANITY CHECK FAILED [{label}] {name}: {c['detail']}")
+        else:
+            status = "passed" if c["passed"] else "not run"
+            log.info(f"sanity check {status} [{label}] {name}: {c['detail']}")
+
+
+# -- tables & figures ----------------------------------------------------------------------------------
+def table_rows(summary: dict) -> list[dict]:
+    labels = list(summary["models"])
+    rows = [{"attack": "Clean", "eps": 0.0, "n": summary["n_eval"],
+             **{lb: summary["models"][lb]["clean_accuracy"] for lb in labels}}]
+    for a, meta in summary["attacks"].items():
+        eps_all = sorted({v["eps"] for lb in labels for v in summary["models"][lb]["results"].get(a, {}).values()})
+        for e in eps_all:
+            row = {"attack": meta["label"], "eps": e, "n": meta["subset"]}
+            for lb in labels:
+                r = summary["models"][lb]["results"].get(a, {}).get(f"{e:.6g}")
+                row[lb] = None if r is None else r["accuracy"]
+            rows.append(row)
+    return rows
+
+
+def render_markdown(summary: dict) -> str:
+    labels = list(summary["models"])
+    pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    out = [f"## Robust accuracy (%) on {summary['dataset']} test ({summary['data_source']})", "",
+           f"L-inf eps in [0, 1] pixel units. n_eval = {summary['n_eval']} test images (seed {summary['seed']}); "
+           f"APGD-T, FAB-T, Square and AutoAttack on the first {summary['n_eval_expensive']} of them. "
+           "Only clean-correct images are attacked; accuracy is over all n images. "
+           "Adaptive attacks (BPDA, pre-sine) are judged by the real model; — = not applicable.", "",
+           "| Attack | eps | " + " | ".join(labels) + " | n |", "|---|---|" + "---|" * len(labels) + "---|"]
+    for r in summary["table"]:
+        out.append(f"| {r['attack']} | {_fmt_eps(r['eps']) if r['eps'] else '0'} | "
+                   + " | ".join(pct(r.get(lb)) for lb in labels) + f" | {r['n']} |")
+    reduced = [m["label"] for m in summary["attacks"].values() if not m["full_strength"]]
+    if reduced:
+        out += ["", "**Reduced strength** (not the published setting): " + ", ".join(reduced) + "."]
+    out += ["", "### Sanity checks", ""]
+    for lb in labels:
+        for name, c in summary["models"][lb]["checks"].items():
+            mark = {True: "PASS", False: "**FAIL**", None: "not run"}[c["passed"]]
+            out.append(f"- {mark} [{lb}] `{name}`: {c['detail']}")
+    threads = sorted({str(v.get("threads")) for lb in labels for per in summary["models"][lb]["results"].values()
+                      for v in per.values()})
+    out += ["", "### Speed (images/s = attacked images / attack wall time; torch threads when computed: "
+            f"{', '.join(threads)})", "",
+            "| Attack | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    attacks = sorted({a for lb in labels for a in summary["models"][lb]["images_per_s"]})
+    for a in attacks:
+        out.append(f"| {a} | " + " | ".join(str(summary["models"][lb]["images_per_s"].get(a, "—")) for lb in labels) + " |")
+    return "\n".join(out) + "\n"
+
+
+def plot_acc_vs_eps(summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    attacks = [a for a in summary["attacks"] if any(len(summary["models"][lb]["results"].get(a, {})) > 0
+                                                  for lb in summary["models"])]
+    cols = min(4, max(1, len(attacks)))
+    rows = (len(attacks) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.6 * rows), squeeze=False)
+    for ax, a in zip(axes.flat, attacks):
+        for lb, m in summary["models"].items():
+            pts = sorted((v["eps"], v["accuracy"]) for v in m["results"].get(a, {}).values())
+            if pts:
+                ax.plot([0.0] + [p[0] for p in pts], [m["clean_accuracy"]] + [p[1] for p in pts], marker="o",
+                        ls="--" if m["head"] == "sine" else "-", label=lb)
+        ax.set_title(summary["attacks"][a]["label"], fontsize=7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("eps ([0, 1] pixel units)", fontsize=7)
+        ax.set_ylabel("accuracy", fontsize=7)
+        ax.legend(fontsize=6)
+    for ax in list(axes.flat)[len(attacks):]:
+        ax.axis("off")
+    fig.suptitle(f"Robust accuracy vs eps, {summary['dataset']} test, n={summary['n_eval']}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_logits(store: dict, path: Path, dataset: str) -> None:
+    """Per model: histograms of all logits and of the true-class logit, clean vs PGD-CE at the middle eps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(store), figsize=(4.2 * len(store), 6), squeeze=False)
+    for j, (lb, s) in enumerate(store.items()):
+        es = sorted(s["adv"])
+        e = min(es, key=lambda v: abs(v - (0.3 if dataset in GREY_SETS else 8 / 255)))
+        clean, adv, y = s["clean"], s["adv"][e], s["y"]
+        for i, (title, f) in enumerate((("all logits", lambda z: z.flatten()),
+                                        ("true-class logit", lambda z: z.gather(1, y[:, None]).flatten()))):
+            ax = axes[i, j]
+            lo, hi = float(min(clean.min(), adv.min())), float(max(clean.max(), adv.max()))
+            bins = np.linspace(lo, hi, 50)
+            ax.hist(f(clean).numpy(), bins=bins, alpha=0.55, density=True, label="clean")
+            ax.hist(f(adv).numpy(), bins=bins, alpha=0.55, density=True, label=f"PGD-CE eps={_fmt_eps(e)}")
+            ax.set_title(f"{lb}: {title}", fontsize=8)
+            ax.legend(fontsize=6)
+    fig.suptitle(f"Logit distributions, clean vs adversarial ({dataset} test, n={len(next(iter(store.values()))['y'])})",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

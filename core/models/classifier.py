@@ -1,0 +1,289 @@
+"""Image classifiers with a standard linear head or a sine-bounded head.
+
+``SineBoundedHead``: ``out = amplitude * sin(omega * (W x + b))`` -- logits bounded by
+``amplitude``. It calls :func:`eegsine.kernels.sine_head.sine_head`, which runs the fused
+Triton kernel on CUDA and the torch reference elsewhere.
+
+Two bodies:
+
+* ``small_cnn`` -- the MNIST adversarial-training CNN of TRADES / MMA (Zhang et al. 2019,
+  "SmallCNN"): conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-head, 3x3 convs without
+  padding (28 -> 4x4x64 = 1024 features). Two deviations, both for CPU adversarial
+  training: no dropout (it makes PGD on the training model stochastic), and 3x3 convs get
+  padding 1 when the input is smaller than 16 px (8x8 digits would otherwise vanish).
+* ``preact_resnet18`` -- PreAct-ResNet-18 (He et al. 2016) as used by Rice et al. 2020 for
+  CIFAR-10 adversarial training; ``base_width`` (64 in the paper) is configurable so tests
+  can build a narrow one.
+
+Normalisation (``mean``/``std``) lives inside the model: inputs are always in [0, 1]. Input
+validation lives in :func:`check_images` (called by the CLI and evaluation), not in
+``forward``, so the exported graph stays clean.
+
+Hand-written: the models are ~150 lines and torchvision (which has neither) does not import here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from eegsine.config import Config
+from eegsine.errors import UserError
+from eegsine.kernels.sine_head import sine_head
+
+WEIGHTS_FILE = "model.safetensors"
+
+
+@dataclasses.dataclass
+class ClassifierConfig(Config):
+    KIND = "classifier"
+    VERSION = 1
+
+    arch: Literal["small_cnn", "preact_resnet18"] = "small_cnn"
+    in_channels: int = 1
+    image_size: int = 28
+    n_classes: int = 10
+    head: Literal["linear", "sine"] = "linear"
+    omega: float = 1.0        # sine head: frequency inside sin
+    amplitude: float = 1.0    # sine head: logits lie in [-amplitude, amplitude]
+    init: Literal["siren", "poster", "default"] = "default"  # head weight initialisation
+    poster_p: float = 1.0     # ``poster`` init: U(-p/(6 fan_in), +p/(6 fan_in))
+    fc_width: int = 200       # small_cnn: width of the two fully-connected layers
+    base_width: int = 64      # preact_resnet18: channels of the first stage
+    mean: list[float] = dataclasses.field(default_factory=lambda: [0.0])
+    std: list[float] = dataclasses.field(default_factory=lambda: [1.0])
+
+    def validate(self) -> None:
+        for name in ("in_channels", "image_size", "fc_width", "base_width"):
+            if getattr(self, name) < 1:
+                raise UserError(f"ClassifierConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.n_classes < 2:
+            raise UserError(f"ClassifierConfig.n_classes: must be >= 2, got {self.n_classes}")
+        if self.omega <= 0 or self.amplitude <= 0 or self.poster_p <= 0:
+            raise UserError("ClassifierConfig.omega/amplitude/poster_p: must be > 0")
+        for name in ("mean", "std"):
+            v = getattr(self, name)
+            if len(v) not in (1, self.in_channels):
+                raise UserError(f"ClassifierConfig.{name}: needs 1 or in_channels={self.in_channels} values, got {len(v)}")
+        if any(s <= 0 for s in self.std):
+            raise UserError(f"ClassifierConfig.std: must be > 0, got {self.std}")
+        if self.arch == "small_cnn" and self.image_size < 8:
+            raise UserError(f"ClassifierConfig.image_size: small_cnn needs >= 8 px, got {self.image_size}")
+
+    @property
+    def head_name(self) -> str:
+        return "Sine" if self.head == "sine" else "Standard"
+
+
+# -- heads ----------------------------------------------------------------------------------
+def init_head_weight(weight: torch.Tensor, mode: str, omega: float = 1.0, poster_p: float = 1.0) -> None:
+    """Re-initialise a (n_out, fan_in) head weight in place (``default`` leaves nn.Linear's)."""
+    fan_in = weight.shape[1]
+    with torch.no_grad():
+        if mode == "siren":
+            bound = math.sqrt(6.0 / fan_in) / omega
+            weight.uniform_(-bound, bound)
+        elif mode == "poster":
+            bound = poster_p / (6.0 * fan_in)
+            weight.uniform_(-bound, bound)
+        elif mode != "default":
+            raise UserError(f"unknown head init {mode!r} (siren, poster, default)")
+
+
+class SineBoundedHead(nn.Module):
+    """``amplitude * sin(omega * (x @ W.T + b))``; (B, in_features) -> (B, n_classes).
+
+    Bias keeps nn.Linear's default init in every mode (SIREN's reference code re-initialises
+    only the weight, and the source's formula names only the weight).
+    """
+
+    def __init__(self, in_features: int, out_features: int, omega: float = 1.0, amplitude: float = 1.0,
+                 init: str = "siren", poster_p: float = 1.0):
+        super().__init__()
+        lin = nn.Linear(in_features, out_features)  # borrow nn.Linear's default init
+        self.weight = nn.Parameter(lin.weight.detach().clone())
+        self.bias = nn.Parameter(lin.bias.detach().clone())
+        self.omega = float(omega)
+        self.amplitude = float(amplitude)
+        init_head_weight(self.weight, init, omega, poster_p)
+
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
+        """``W x + b`` (the values inside sin, before omega); used by adaptive attacks."""
+        return F.linear(x, self.weight, self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return sine_head(x, self.weight, self.bias, self.omega, self.amplitude)
+
+    def extra_repr(self) -> str:
+        return f"in={self.weight.shape[1]}, out={self.weight.shape[0]}, omega={self.omega}, amplitude={self.amplitude}"
+
+
+def make_head(cfg: ClassifierConfig, in_features: int) -> nn.Module:
+    if cfg.head == "sine":
+        return SineBoundedHead(in_features, cfg.n_classes, cfg.omega, cfg.amplitude, cfg.init, cfg.poster_p)
+    head = nn.Linear(in_features, cfg.n_classes)
+    init_head_weight(head.weight, cfg.init, cfg.omega, cfg.poster_p)
+    return head
+
+
+# -- bodies ---------------------------------------------------------------------------------
+class SmallCNN(nn.Module):
+    """TRADES' SmallCNN body: (B, C, H, W) -> (B, fc_width)."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        pad = 1 if cfg.image_size < 16 else 0
+        c = cfg.in_channels
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, 32, 3, padding=pad), nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=pad), nn.ReLU(),
+            nn.Conv2d(64, 64, 3, padding=pad), nn.ReLU(), nn.MaxPool2d(2),
+        )
+        with torch.no_grad():
+            n_flat = self.convs(torch.zeros(1, c, cfg.image_size, cfg.image_size)).numel()
+        if n_flat == 0:
+            raise UserError(f"ClassifierConfig.image_size: {cfg.image_size} px is too small for small_cnn")
+        self.fcs = nn.Sequential(nn.Flatten(), nn.Linear(n_flat, cfg.fc_width), nn.ReLU(),
+                                 nn.Linear(cfg.fc_width, cfg.fc_width), nn.ReLU())
+        self.out_features = cfg.fc_width
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fcs(self.convs(x))  # (B, fc_width)
+
+
+class PreActBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int):
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(c_out)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, 1, 1, bias=False)
+        self.shortcut = (nn.Conv2d(c_in, c_out, 1, stride, bias=False)
+                         if stride != 1 or c_in != c_out else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(x))
+        skip = self.shortcut(out) if self.shortcut is not None else x
+        out = self.conv1(out)
+        out = self.conv2(F.relu(self.bn2(out)))
+        return out + skip
+
+
+class PreActResNet18(nn.Module):
+    """PreAct-ResNet-18 body: (B, C, 32, 32) -> (B, 8 * base_width)."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        w = cfg.base_width
+        self.conv1 = nn.Conv2d(cfg.in_channels, w, 3, 1, 1, bias=False)
+        layers, c_in = [], w
+        for i, c_out in enumerate((w, 2 * w, 4 * w, 8 * w)):
+            for j in range(2):
+                layers.append(PreActBlock(c_in, c_out, 2 if (j == 0 and i > 0) else 1))
+                c_in = c_out
+        self.layers = nn.Sequential(*layers)
+        self.bn = nn.BatchNorm2d(c_in)
+        self.out_features = c_in
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn(self.layers(self.conv1(x))))
+        return F.adaptive_avg_pool2d(out, 1).flatten(1)  # (B, 8w)
+
+
+# -- classifier -------------------------------------------------------------------------------
+class Classifier(nn.Module):
+    """normalise -> body -> head. Input (B, C, H, W) in [0, 1]; output logits (B, n_classes)."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        self.cfg = cfg
+        c = cfg.in_channels
+        mean = torch.tensor(cfg.mean if len(cfg.mean) == c else cfg.mean * c, dtype=torch.float32)
+        std = torch.tensor(cfg.std if len(cfg.std) == c else cfg.std * c, dtype=torch.float32)
+        self.register_buffer("mean", mean.view(1, c, 1, 1), persistent=False)
+        self.register_buffer("std", std.view(1, c, 1, 1), persistent=False)
+        self.body = SmallCNN(cfg) if cfg.arch == "small_cnn" else PreActResNet18(cfg)
+        self.head = make_head(cfg, self.body.out_features)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - self.mean) / self.std)  # (B, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))  # (B, n_classes)
+
+
+def build_classifier(cfg: ClassifierConfig) -> Classifier:
+    return Classifier(cfg)
+
+
+def save_classifier(run_dir: str | Path, model: Classifier, cfg: Config | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` into ``run_dir``.
+
+    ``cfg`` is the model's :class:`ClassifierConfig` or a training config nesting it as ``model``.
+    """
+    from eegsine.io import save_weights
+
+    cfg = cfg or model.cfg
+    mcfg = model.cfg
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), metadata={"kind": mcfg.KIND, "arch": mcfg.arch, "head": mcfg.head})
+    cfg.save(run_dir)
+    return run_dir / WEIGHTS_FILE
+
+
+def load_classifier(run_dir: str | Path, expect_arch: str | None = None) -> tuple[Classifier, ClassifierConfig]:
+    """Load a classifier run folder -> (model in eval mode, its config).
+
+    A classifier written by ``eegsine train classifier`` keeps its model config under the
+    ``model`` key of the training config; a bare ``config.json`` of kind "classifier" works too.
+    """
+    from eegsine.io import load_weights, read_json
+
+    run_dir = Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.exists():
+        raise UserError(f"{run_dir}: no config.json (not a classifier run folder)")
+    data = read_json(path)
+    if isinstance(data, dict) and data.get("kind") != ClassifierConfig.KIND and isinstance(data.get("model"), dict):
+        data = data["model"]
+    try:
+        cfg = ClassifierConfig.from_dict(data)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
+    if expect_arch is not None and cfg.arch != expect_arch:
+        raise UserError(f"{run_dir}: checkpoint is a {cfg.arch} classifier, expected {expect_arch}")
+    model = build_classifier(cfg)
+    state = load_weights(run_dir / WEIGHTS_FILE)
+    mine = model.state_dict()
+    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
+        missing = sorted(set(mine) - set(state))[:1]
+        odd = sorted(set(state) - set(mine))[:1] or [k for k in mine if k in state and state[k].shape != mine[k].shape][:1]
+        raise UserError(f"{run_dir / WEIGHTS_FILE}: weights are not of a {cfg.arch} ({cfg.head} head) classifier as "
+                        f"config.json says (missing {missing or '-'}, unexpected/mismatched {odd or '-'})")
+    model.load_state_dict(state)
+    return model.eval(), cfg
+
+
+def check_images(x: torch.Tensor, y: torch.Tensor | None, cfg: ClassifierConfig, what: str = "images") -> None:
+    """Raise a one-line UserError unless ``x`` is (N, C, H, W) in [0, 1] fitting ``cfg`` and ``y`` in range."""
+    shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
+    if x.ndim != 4 or tuple(x.shape[1:]) != shape:
+        raise UserError(f"{what}: model expects (N, {shape[0]}, {shape[1]}, {shape[2]}) images, got {tuple(x.shape)}")
+    if not torch.is_floating_point(x):
+        raise UserError(f"{what}: images must be floating point in [0, 1], got {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise UserError(f"{what}: images contain NaN or inf")
+    if len(x) and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise UserError(f"{what}: images must lie in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]")
+    if y is not None:
+        if y.ndim != 1 or len(y) != len(x):
+            raise UserError(f"{what}: need one label per image, got labels of shape {tuple(y.shape)} for {len(x)} images")
+        if len(y) and (int(y.min()) < 0 or int(y.max()) >= cfg.n_classes):
+            raise UserError(f"{what}: labels must lie in [0, {cfg.n_classes}), got [{int(y.min())}, {int(y.max())}]")
