@@ -29,6 +29,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                    help="INT8 activations: s8 symmetric (TensorRT) or u8 (x86 ORT); same as --quant-act-type")
     p.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
     p.add_argument("--verify", action="store_true", help="verify FP32 vs INT8 after export; gates decide the exit code")
+    p.add_argument("--verify-only", action="store_true",
+                   help="verify an existing bundle (--out) against its runs without exporting again")
     add_config_args(p, BundleConfig)
     add_config_args(p, TRTConfig, prefix="trt__")
     add_config_args(p, VerifyConfig, prefix="verify__")
@@ -45,6 +47,9 @@ def run(ns: argparse.Namespace) -> int:
     vcfg = config_from_args(VerifyConfig, ns, prefix="verify__")
     if not ns.classifier and not ns.eeg_run:
         raise UserError("export: give --classifier RUN and/or --eeg-run RUN")
+    if ns.verify_only:
+        eeg_set = _run_eeg_data(ns.eeg_run, cfg) if ns.eeg_run else None
+        return verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
     if ns.trt:
         require_trt()  # before any work: exit 2 with the reason
     if ns.verify and not cfg.int8:

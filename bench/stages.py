@@ -1,0 +1,97 @@
+"""The pipeline's stages, each one the stand-alone ``eegsine`` command it is equivalent to.
+
+A stage runs its command(s) in-process through :func:`eegsine.cli.main`, so the report's
+"exact commands" are literally what ran, and every stage can be re-run by hand.
+"""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Callable
+
+from eegsine.bench.pipeline import Context, Stage
+from eegsine.errors import UserError
+from eegsine.io import read_json
+
+PRESETS = {
+    # preset -> per-stage preset names (the stages' own presets)
+    "tiny": {"classifier": "tiny", "robustness": "tiny", "encoder": "tiny", "diffusion": "tiny"},
+    "paper": {"classifier": "paper-mnist", "robustness": "paper-mnist", "encoder": "paper", "diffusion": "paper"},
+}
+
+
+def _argv(ctx: Context) -> dict[str, list[list[str]]]:
+    r = ctx.root
+    p = PRESETS[ctx.cfg.preset]
+    t = ["--threads", str(ctx.cfg.threads)]
+    clf = r / "classifier"
+    return {
+        "data": [["data", "fetch", "mnist"], ["data", "list"]],
+        "classifier": [[*t, "train", "classifier", "--preset", p["classifier"], "--run", str(clf)]],
+        "robustness": [[*t, "attack", "--preset", p["robustness"], "--run", str(clf / "standard"), "--run",
+                        str(clf / "sine"), "--transfer-from", str(clf / "standard"), "--out", str(r / "robustness")]],
+        "encoder": [[*t, "train", "encoder", "--preset", p["encoder"], "--run", str(r / "encoder")]],
+        "diffusion": [[*t, "train", "diffusion", "--preset", p["diffusion"], "--encoder-run", str(r / "encoder"),
+                       "--run", str(r / "diffusion")]],
+        "generation": [[*t, "generate", "--run", str(r / "diffusion"), "--split", "test", "--out",
+                        str(r / "generation"), "--evaluate"]],
+        "export": [[*t, "export", "--classifier", str(clf / "sine"), "--eeg-run", str(r / "diffusion"), "--out",
+                    str(r / "bundle"), "--int8", "--overwrite"]],
+        "verify": [[*t, "export", "--classifier", str(clf / "sine"), "--eeg-run", str(r / "diffusion"), "--out",
+                    str(r / "bundle"), "--verify-only"]],
+        "bench": [["bench", "--pipeline", str(r), "--out", str(r / "bench"), "--threads", str(ctx.cfg.threads)]],
+        "report": [["report", str(r)]],
+    }
+
+
+def _command_text(ctx: Context, name: str) -> str:
+    return "\n".join("eegsine " + shlex.join(a) for a in _argv(ctx)[name])
+
+
+def _runner(name: str, ok_codes: tuple[int, ...] = (0,)) -> Callable[[Context], dict]:
+    def run(ctx: Context) -> dict:
+        from eegsine.cli import main
+
+        codes = []
+        for argv in _argv(ctx)[name]:
+            ctx.log.info("$ eegsine " + shlex.join(argv))
+            rc = main(argv)
+            codes.append(rc)
+            if rc not in ok_codes:
+                raise UserError(f"stage {name}: `eegsine {shlex.join(argv)}` exited with {rc}")
+        return {"exit_codes": codes}
+    return run
+
+
+def _verify(ctx: Context) -> dict:
+    """Verification gates decide exit code 1; the pipeline records a failed gate loudly and goes on."""
+    result = _runner("verify", ok_codes=(0, 1))(ctx)
+    v = ctx.root / "bundle" / "verify.json"
+    data = read_json(v) if v.exists() else {}
+    result.update(passed=data.get("passed"), failed_gates=data.get("failed_gates", []))
+    if data.get("passed") is False:
+        ctx.log.error("VERIFICATION GATES FAILED: " + "; ".join(data.get("failed_gates", [])))
+    return result
+
+
+def _report(ctx: Context) -> dict:
+    from eegsine.bench.pipeline import main_commands
+    from eegsine.bench.report import build_report
+
+    paths = build_report(ctx.root, main_commands(ctx.cfg))
+    return {k: str(v) for k, v in paths.items()}
+
+
+STAGES: dict[str, Stage] = {
+    name: Stage(name, _runner(name), (lambda n: lambda ctx: _command_text(ctx, n))(name))
+    for name in ("data", "classifier", "robustness", "encoder", "diffusion", "generation", "export", "bench")
+}
+STAGES["verify"] = Stage("verify", _verify, lambda ctx: _command_text(ctx, "verify"))
+STAGES["report"] = Stage("report", _report, lambda ctx: _command_text(ctx, "report"))
+
+
+def existing(ctx: Context, *parts: str) -> Path:
+    p = ctx.path(*parts)
+    if not p.exists():
+        raise UserError(f"{p}: missing (run the stage that makes it)")
+    return p
