@@ -117,10 +117,17 @@ class DiffusionTrainConfig(Config):
 
 
 # -- presets ------------------------------------------------------------------------------------
+def _encoder_data_options(preset: str) -> list[str]:
+    """The EEG geometry/SNR of the encoder preset, so stage two sees the data stage one was trained on."""
+    from eegsine.training.encoder import encoder_preset
+
+    return list(encoder_preset(preset).data_options)
+
+
 def diffusion_preset(name: str) -> DiffusionTrainConfig:
     """Named configurations; ``eegsine train diffusion --preset NAME`` starts from one of them.
 
-    * ``tiny``: synthetic-vep + MNIST (32 ch x 128 samples, the encoder's tiny preset), MNIST
+    * ``tiny``: synthetic-vep + MNIST (the encoder tiny preset's EEG: 32 ch x 110 samples at 250 Hz, SNR 0.2), MNIST
       padded 28 -> 32, VAE 16/32/32 -> latents 4 x 8 x 8, UNet 32/64 with cross-attention at
       both levels, 4 EEG tokens of 64. Sized for 2 CPU cores: VAE + UNet within ~4 minutes,
       25 DDIM steps at batch 1 well under 0.5 s (numbers in the run's metrics.json).
@@ -132,7 +139,7 @@ def diffusion_preset(name: str) -> DiffusionTrainConfig:
     """
     if name == "tiny":
         return DiffusionTrainConfig(
-            data="synthetic-vep", image_set="mnist", data_options=["n_chans=32", "n_times=128"],
+            data="synthetic-vep", image_set="mnist", data_options=_encoder_data_options("tiny"),
             encoder_preset="tiny",
             model=DiffusionConfig(image_size=32, native_size=28, resize="pad", vae_channels=[16, 32, 32],
                                   latent_channels=4, unet_channels=[32, 64], unet_cross_attention=[True, True],
