@@ -362,3 +362,11 @@ def test_two_gloo_processes_match_one(ds, tmp_path):
     vb = torch.cat([p.flatten() for p in b.unet.state_dict().values()])
     assert float((va - vb).norm() / va.norm()) < 1e-5
     torch.testing.assert_close(vb, va, rtol=1e-4, atol=1e-4)
+
+
+def test_tiny_presets_share_the_eeg_geometry():
+    """Stage two must load the EEG stage one was trained on (the pipeline chains the two presets)."""
+    from eegsine.training.encoder import encoder_preset
+
+    d, e = diffusion_preset("tiny"), encoder_preset("tiny")
+    assert (d.data, d.image_set, d.data_options) == (e.data, e.image_set, e.data_options)
