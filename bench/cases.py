@@ -47,7 +47,7 @@ def classifier_cases(run: Path, bundle: Any, cfg: BenchConfig, work: Path) -> li
     item = classifier_item(run, BundleConfig())
     images = load_images(item.info["dataset"])
     test_x, test_y = images.test_x[: cfg.eval_images], images.test_y[: cfg.eval_images]
-    max_b = item.contract.dims["batch"][2]
+    max_b = min(v[2] for v in item.contract.dims.values())
     b1 = {"images": np.ascontiguousarray(test_x[:1])}
     bn = {"images": np.ascontiguousarray(test_x[: min(cfg.batch, max_b)])}
     cases = [Case("classifier", item.module, item.contract.input_names, b1, bn,
@@ -91,7 +91,7 @@ def eeg_cases(eeg_run: Path, bundle: Any, cfg: BenchConfig) -> tuple[list[Case],
     cases = []
     for item in items:
         name = item.contract.name
-        max_b = item.contract.dims["batch"][2]
+        max_b = min(v[2] for v in item.contract.dims.values())
         b1 = {k: np.ascontiguousarray(v[:1]) for k, v in item.holdout[0].items()}
         bn = _batch(item.holdout + item.calibration, min(cfg.batch, max_b))
         cases.append(Case(name, item.module, item.contract.input_names, b1, bn, bundle.model_path(name, "fp32"),

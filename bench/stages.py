@@ -39,7 +39,9 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
                     str(r / "bundle"), "--int8", "--overwrite"]],
         "verify": [[*t, "export", "--classifier", str(clf / "sine"), "--eeg-run", str(r / "diffusion"), "--out",
                     str(r / "bundle"), "--verify-only"]],
-        "bench": [["bench", "--pipeline", str(r), "--out", str(r / "bench"), "--threads", str(ctx.cfg.threads)]],
+        # 30 batch-1 calls (3 s cap per cell) keep the tiny bench near 3 minutes; `paper` times longer
+        "bench": [["bench", "--pipeline", str(r), "--out", str(r / "bench"), "--threads", str(ctx.cfg.threads),
+                   *(["--iters", "30", "--max-seconds", "3"] if ctx.cfg.preset == "tiny" else [])]],
         "report": [["report", str(r)]],
     }
 

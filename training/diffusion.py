@@ -145,7 +145,9 @@ def diffusion_preset(name: str) -> DiffusionTrainConfig:
                                   latent_channels=4, unet_channels=[32, 64], unet_cross_attention=[True, True],
                                   cross_attention_dim=64, n_tokens=4, attention_head_dim=8, guidance=2.0,
                                   cond_dropout=0.1, sample_steps=25),
-            vae_epochs=6, vae_lr=2e-3, vae_batch_size=32, epochs=10, batch_size=64, steps_per_epoch=60, lr=1e-3,
+            # 60 VAE epochs: with 6 the test reconstruction MSE was 0.11 and every sample decoded to black;
+            # with 60 it is 0.0045 (400 stimulus images, ~1 s per epoch on 2 cores)
+            vae_epochs=60, vae_lr=2e-3, vae_batch_size=32, epochs=10, batch_size=64, steps_per_epoch=60, lr=1e-3,
             warmup_steps=50,
             grid_trials=10, grid_samples=4)
     if name == "paper":
