@@ -45,6 +45,15 @@ def test_killed_process_leaves_old_file(tmp_path):
     assert target.read_text() == "old-complete"
 
 
+def test_atomic_files_get_normal_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = atomic_write_text(tmp_path / "report.html", "x")
+    finally:
+        os.umask(old)
+    assert (path.stat().st_mode & 0o777) == 0o644
+
+
 def test_json_has_no_nan_and_metrics_merge(tmp_path):
     write_json(tmp_path / "a.json", {"x": float("nan"), "y": [1.0, float("inf")]})
     assert read_json(tmp_path / "a.json") == {"x": None, "y": [1.0, None]}
