@@ -78,7 +78,7 @@ def make_onnxruntime(path: str | Path, threads: int, backend: str, precision: st
     return Runner(backend, precision, call, total, ",".join(sess.get_providers()))
 
 
-def make_tensorrt(engine_path: str | Path | None, backend: str, precision: str) -> Runner:
+def make_tensorrt(engine_path: str | Path | None, contract: Any, backend: str, precision: str) -> Runner:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
@@ -92,17 +92,7 @@ def make_tensorrt(engine_path: str | Path | None, backend: str, precision: str) 
         raise BackendUnavailable("torch missing") from None
     if engine_path is None or not Path(engine_path).exists():
         raise BackendUnavailable("no engine in the bundle (export with --trt)")
-    from eegsine.export.tensorrt import EngineRunner  # only reachable on a GPU machine
+    from eegsine.export.tensorrt import TRTRunner  # only reachable on a GPU machine
 
-    runner = EngineRunner(engine_path)
-    return Runner(backend, precision, runner.run_numpy, Path(engine_path).stat().st_size, "TensorRT engine")
-
-
-def sqnr_db(reference: np.ndarray, test: np.ndarray) -> float:
-    """Signal-to-quantization-noise ratio in dB (higher is closer; inf when identical)."""
-    ref = reference.astype(np.float64).ravel()
-    err = ref - test.astype(np.float64).ravel()
-    noise = float(np.sum(err * err))
-    if noise == 0.0:
-        return float("inf")
-    return 10.0 * float(np.log10(max(float(np.sum(ref * ref)), 1e-30) / noise))
+    runner = TRTRunner(engine_path, contract)
+    return Runner(backend, precision, runner, Path(engine_path).stat().st_size, "TensorRT engine")

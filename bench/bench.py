@@ -22,10 +22,11 @@ from typing import Any, Callable
 import numpy as np
 
 from eegsine.bench.backends import (BackendUnavailable, Runner, make_onnxruntime, make_tensorrt, make_torch_compile,
-                                    make_torch_eager, sqnr_db)
+                                    make_torch_eager)
 from eegsine.bench.timing import measure_memory, peak_rss_mb, set_threads, time_callable
 from eegsine.config import Config
 from eegsine.errors import UserError
+from eegsine.export.quantize import sqnr
 from eegsine.io import atomic_write_text, write_json
 
 MODELS = ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "generation", "classifier", "sine_head")
@@ -68,7 +69,8 @@ class Case:
     feeds_bn: dict[str, np.ndarray]              # larger-batch inputs
     onnx_fp32: Path | None = None
     calibration: list[dict[str, np.ndarray]] = dataclasses.field(default_factory=list)
-    engines: dict[str, Path] = dataclasses.field(default_factory=dict)
+    engines: dict[str, Path] = dataclasses.field(default_factory=dict)  # precision -> engine (GPU machines)
+    contract: Any = None                         # ExportContract, for TensorRT buffers
     task_metric: Callable[[Callable[[dict[str, np.ndarray]], list[np.ndarray]]], dict[str, float]] | None = None
 
 
@@ -97,7 +99,8 @@ def make_runner(case: Case, backend: str, cfg: BenchConfig, work: Path) -> Runne
     if backend in ("onnxruntime-int8-s8", "onnxruntime-int8-u8"):
         return _int8_runner(case, backend.rsplit("-", 1)[1], work, cfg.threads)
     if backend.startswith("tensorrt"):
-        return make_tensorrt(case.engines.get(backend.split("-", 1)[1]), backend, backend.split("-", 1)[1])
+        precision = backend.split("-", 1)[1]
+        return make_tensorrt(case.engines.get(precision), case.contract, backend, precision)
     if backend == "triton":
         raise BackendUnavailable("Triton kernels run on CUDA only (the sine_head model rows cover it on a GPU)")
     raise BackendUnavailable(f"unknown backend {backend}")
@@ -118,7 +121,6 @@ def bench_case(case: Case, cfg: BenchConfig, work: Path, log: Callable[[str], An
             rows.append(row)
             log(f"  {case.model:12s} {backend:22s} unavailable: {e}")
             continue
-        out_b1 = runner.call(case.feeds_b1)
         if backend == "torch-eager":
             reference = runner.call(case.feeds_bn)
         b1 = time_callable(lambda: runner.call(case.feeds_b1), cfg.warmup, cfg.iters, cfg.max_seconds)
@@ -131,19 +133,18 @@ def bench_case(case: Case, cfg: BenchConfig, work: Path, log: Callable[[str], An
                    throughput_per_s=row["batch_large"] / (bn.p50_ms / 1e3), mem_growth_mb=round(mem, 1))
         if reference is not None:
             outs = runner.call(case.feeds_bn)
-            row["sqnr_db_vs_torch"] = round(min(sqnr_db(r, o) for r, o in zip(reference, outs)), 2)
+            row["sqnr_db_vs_torch"] = round(min(sqnr(r, o) for r, o in zip(reference, outs)), 2)
         if case.task_metric is not None:
             row.update(case.task_metric(runner.call))
-        del out_b1
         rows.append(row)
         log(f"  {case.model:12s} {backend:22s} p50 {b1.p50_ms:8.3f} ms  p99 {b1.p99_ms:8.3f} ms  "
             f"{row['throughput_per_s']:9.1f}/s at batch {row['batch_large']}")
     eager = next((r for r in rows if r["backend"] == "torch-eager" and r.get("status") == "ok"), None)
+    fp32 = next((x for x in rows if x["backend"] == "onnxruntime-fp32" and x.get("status") == "ok"), None)
     for r in rows:
         if eager and r.get("status") == "ok":
             r["speedup_p50_vs_eager"] = round(eager["p50_ms"] / r["p50_ms"], 2)
             r["throughput_vs_eager"] = round(r["throughput_per_s"] / eager["throughput_per_s"], 2)
-        fp32 = next((x for x in rows if x["backend"] == "onnxruntime-fp32" and x.get("status") == "ok"), None)
         if fp32 and r.get("status") == "ok" and r.get("file_mb") and fp32.get("file_mb"):
             r["size_vs_ort_fp32"] = round(fp32["file_mb"] / r["file_mb"], 2)
     return rows

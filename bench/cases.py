@@ -31,6 +31,16 @@ def _batch(feeds: list[dict[str, np.ndarray]], n: int) -> dict[str, np.ndarray]:
     return {k: np.ascontiguousarray(v[:n]) for k, v in cat.items()}
 
 
+def _engines(bundle: Any, model: str) -> dict[str, Path]:
+    """TensorRT engines the bundle holds for ``model`` (``eegsine-export --trt``), by bench precision.
+
+    The bundle's "fp32" engine is built from the float graph with FP16 enabled, hence "fp16" here.
+    """
+    found = bundle.manifest.get("engines", {}).get(model, {})
+    names = {"int8": "int8", "fp32": "fp16"}
+    return {names[p]: bundle.root / e["file"] for p, e in found.items() if p in names}
+
+
 def _accuracy_metric(images: np.ndarray, labels: np.ndarray, max_batch: int) -> Callable:
     def metric(call: Callable[[dict[str, np.ndarray]], list[np.ndarray]]) -> dict[str, float]:
         preds = []
@@ -51,8 +61,8 @@ def classifier_cases(run: Path, bundle: Any, cfg: BenchConfig, work: Path) -> li
     b1 = {"images": np.ascontiguousarray(test_x[:1])}
     bn = {"images": np.ascontiguousarray(test_x[: min(cfg.batch, max_b)])}
     cases = [Case("classifier", item.module, item.contract.input_names, b1, bn,
-                  bundle.model_path("classifier", "fp32"), item.calibration,
-                  task_metric=_accuracy_metric(test_x, test_y, max_b))]
+                  bundle.model_path("classifier", "fp32"), item.calibration, _engines(bundle, "classifier"),
+                  item.contract, task_metric=_accuracy_metric(test_x, test_y, max_b))]
     head = getattr(item.module, "head", None)
     if head is not None and hasattr(head, "omega"):
         cases.append(sine_head_case(head, item, cfg, work))
@@ -95,7 +105,7 @@ def eeg_cases(eeg_run: Path, bundle: Any, cfg: BenchConfig) -> tuple[list[Case],
         b1 = {k: np.ascontiguousarray(v[:1]) for k, v in item.holdout[0].items()}
         bn = _batch(item.holdout + item.calibration, min(cfg.batch, max_b))
         cases.append(Case(name, item.module, item.contract.input_names, b1, bn, bundle.model_path(name, "fp32"),
-                          item.calibration))
+                          item.calibration, _engines(bundle, name), item.contract))
     test = eeg_set.splits["test"]
     return cases, {"eeg_set": eeg_set, "test_eeg": eeg_set.x[test][:16]}
 

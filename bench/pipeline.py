@@ -9,7 +9,6 @@ training stages themselves resume from their checkpoints). ``--force STAGE`` re-
 from __future__ import annotations
 
 import dataclasses
-import sys
 import time
 import traceback
 from pathlib import Path
@@ -131,6 +130,3 @@ def main_commands(cfg: PipelineConfig) -> list[str]:
     ctx = Context(cfg, None)
     return [STAGES[n].command(ctx) for n in STAGE_NAMES if n in cfg.stages]
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run_pipeline(PipelineConfig()) and 0)

@@ -6,7 +6,6 @@ A stage runs its command(s) in-process through :func:`eegsine.cli.main`, so the 
 from __future__ import annotations
 
 import shlex
-from pathlib import Path
 from typing import Callable
 
 from eegsine.bench.pipeline import Context, Stage
@@ -91,9 +90,3 @@ STAGES: dict[str, Stage] = {
 STAGES["verify"] = Stage("verify", _verify, lambda ctx: _command_text(ctx, "verify"))
 STAGES["report"] = Stage("report", _report, lambda ctx: _command_text(ctx, "report"))
 
-
-def existing(ctx: Context, *parts: str) -> Path:
-    p = ctx.path(*parts)
-    if not p.exists():
-        raise UserError(f"{p}: missing (run the stage that makes it)")
-    return p
