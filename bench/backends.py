@@ -41,18 +41,26 @@ def make_torch_eager(module: Any, input_names: list[str], backend: str = "torch-
     return Runner(backend, "fp32", call, nbytes, "parameters in memory")
 
 
-def make_torch_compile(module: Any, input_names: list[str], sample: dict[str, np.ndarray]) -> Runner:
-    """``torch.compile`` (inductor); compiled once on ``sample`` here so compile time is not timed."""
+def make_torch_compile(module: Any, input_names: list[str], *samples: dict[str, np.ndarray]) -> Runner:
+    """``torch.compile`` (inductor), compiled here for every sample's shapes so no compile is timed.
+
+    ``dynamic=False`` specialises on shapes: each batch size is its own graph. Dynamo's caches
+    are reset first, since they are keyed by the forward's code object and shared by every
+    instance of a class; without the reset, models benchmarked earlier use up the recompile
+    limit and later shapes silently run in eager mode.
+    """
     import torch
 
     try:
+        torch._dynamo.reset()
         compiled = torch.compile(module.eval(), dynamic=False)
         with torch.inference_mode():
-            compiled(*[torch.from_numpy(sample[n]) for n in input_names])
+            for sample in samples:
+                compiled(*[torch.from_numpy(sample[n]) for n in input_names])
     except Exception as e:  # noqa: BLE001 - any compiler failure means "does not work here": record why
         raise BackendUnavailable(f"torch.compile failed: {type(e).__name__}: {str(e).splitlines()[0][:160]}") from None
     runner = make_torch_eager(compiled, input_names, backend="torch-compile")
-    runner.note = "inductor, compiled before timing"
+    runner.note = "inductor, compiled for each timed shape before timing"
     return runner
 
 

@@ -91,7 +91,7 @@ def make_runner(case: Case, backend: str, cfg: BenchConfig, work: Path) -> Runne
     if backend == "torch-eager":
         return make_torch_eager(case.module, case.input_names)
     if backend == "torch-compile":
-        return make_torch_compile(case.module, case.input_names, case.feeds_b1)
+        return make_torch_compile(case.module, case.input_names, case.feeds_b1, case.feeds_bn)
     if backend == "onnxruntime-fp32":
         if case.onnx_fp32 is None:
             raise BackendUnavailable("no FP32 ONNX model")

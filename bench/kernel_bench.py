@@ -1,13 +1,16 @@
 """GPU benchmark of the fused Triton sine head against torch eager and torch.compile.
 
     python -m eegsine.bench.kernel_bench [--n 10 1000] [--batch 1 8 64 512 4096 8192]
-        [--k 1024] [--dtype float16] [--mode forward|predict|backward] [--json out.json]
+        [--k 1024] [--dtype float16] [--mode forward|predict|backward] [--cudagraph] [--json out.json]
 
 For each (N, batch) it times, with triton.testing.do_bench (median ms, CUDA events):
   * triton   the fused kernel (sine_head / sine_head_predict / forward+backward)
   * eager    torch: F.linear, then sin and the amplitude multiply (+ log_softmax, argmax)
   * compile  torch.compile of the same eager function (default mode, dynamic=False)
-and reports achieved GB/s (minimum bytes: read x, W, b once, write the outputs once; for
+With --cudagraph the calls are replayed from a CUDA graph (triton.testing.do_bench_cudagraph),
+which removes the host's launch overhead: the default numbers are what a Python caller sees,
+the graph numbers what the GPU spends (forward and predict only). It
+reports achieved GB/s (minimum bytes: read x, W, b once, write the outputs once; for
 backward also read dOut and write dX, dW, db) and TFLOP/s (2*M*N*K per GEMM). Numbers are
 for the GPU named in the header. Without a CUDA GPU and triton it exits with status 2 and
 says so. Hand-written: this is the kernel's own comparison, no benchmark library does it.
@@ -48,6 +51,7 @@ def _flops(mode: str, m: int, n: int, k: int) -> int:
 
 
 def _callables(mode: str, x, w, b):
+    torch._dynamo.reset()  # one shape per compile: else shapes past the recompile limit (8) run eagerly
     compiled = torch.compile(_eager_predict if mode == "predict" else _eager, dynamic=False)
     if mode == "forward":
         return {"triton": lambda: sh.sine_head(x, w, b, OMEGA, AMP, impl="triton"),
@@ -72,8 +76,9 @@ def run(ns: argparse.Namespace) -> list[dict]:
     dtype = DTYPES[ns.dtype]
     es = torch.finfo(dtype).bits // 8
     rows = []
+    timer = "do_bench_cudagraph" if ns.cudagraph else "do_bench"
     print(f"# {torch.cuda.get_device_name(dev)} | torch {torch.__version__} | {ns.dtype} | "
-          f"K={ns.k} | mode={ns.mode} | do_bench median of warmup={ns.warmup} rep={ns.rep} ms")
+          f"K={ns.k} | mode={ns.mode} | {timer} median of warmup={ns.warmup} rep={ns.rep} ms")
     print(f"{'N':>5} {'batch':>6} {'impl':>8} {'ms':>9} {'GB/s':>8} {'TFLOP/s':>8} {'x eager':>8}")
     for n in ns.n:
         for m in ns.batch:
@@ -89,11 +94,15 @@ def run(ns: argparse.Namespace) -> list[dict]:
                     raise SystemExit(f"kernel disagrees with torch at N={n} batch={m}: max err {err:.3g}")
             times = {}
             for impl, fn in _callables(ns.mode, x, w, b).items():
-                ms = triton.testing.do_bench(fn, warmup=ns.warmup, rep=ns.rep, return_mode="median")
+                if ns.cudagraph:
+                    fn()  # compile / autotune outside the capture
+                    ms = triton.testing.do_bench_cudagraph(fn, rep=ns.rep, return_mode="median")
+                else:
+                    ms = triton.testing.do_bench(fn, warmup=ns.warmup, rep=ns.rep, return_mode="median")
                 times[impl] = ms
                 gbs = _bytes(ns.mode, m, n, ns.k, es) / (ms * 1e-3) / 1e9
                 tfl = _flops(ns.mode, m, n, ns.k) / (ms * 1e-3) / 1e12
-                row = dict(n=n, batch=m, k=ns.k, dtype=ns.dtype, mode=ns.mode, impl=impl,
+                row = dict(n=n, batch=m, k=ns.k, dtype=ns.dtype, mode=ns.mode, impl=impl, timer=timer,
                            ms=ms, gb_s=gbs, tflop_s=tfl, speedup_vs_eager=None)
                 rows.append(row)
             for row in rows[-len(times):]:
@@ -112,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", choices=["forward", "predict", "backward"], default="forward")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warmup (ms)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition time (ms)")
+    p.add_argument("--cudagraph", action="store_true",
+                   help="time CUDA-graph replays (GPU time without host launch overhead; not --mode backward)")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     return p
 
@@ -127,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if sh.interpreter_enabled():
         print("kernel_bench: unset TRITON_INTERPRET (the interpreter is not a benchmark)", file=sys.stderr)
+        return 2
+    if ns.cudagraph and ns.mode == "backward":
+        print("kernel_bench: --cudagraph times forward and predict only (autograd is not captured)", file=sys.stderr)
         return 2
     if any(v < 1 for v in [*ns.n, *ns.batch, ns.k]):
         print("kernel_bench: --n, --batch and --k must be >= 1", file=sys.stderr)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, load_state_into, read_json, save_weights, write_json
+from eegsine.models import module_device
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -181,8 +182,8 @@ def domain_network(folder: str | Path, cfg: DomainCNNConfig | None = None,
 @torch.no_grad()
 def predict_proba(net: DomainCNN, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
     net.eval()
-    x = torch.as_tensor(images, dtype=torch.float32)
-    out = [F.softmax(net(x[i:i + batch_size]), dim=1) for i in range(0, len(x), batch_size)]
+    x, dev = torch.as_tensor(images, dtype=torch.float32), module_device(net)
+    out = [F.softmax(net(x[i:i + batch_size].to(dev)), dim=1).cpu() for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros((0, net.cfg.n_classes))
 
 
@@ -190,12 +191,12 @@ def predict_proba(net: DomainCNN, images: np.ndarray | torch.Tensor, batch_size:
 def domain_outputs(net: DomainCNN, images: np.ndarray | torch.Tensor, batch_size: int = 256) -> dict[str, np.ndarray]:
     """features (N, feat_dim) float64, probs (N, n_classes) float64 of images (N, C, H, W) in [0, 1]."""
     net.eval()
-    x = torch.as_tensor(images, dtype=torch.float32)
+    x, dev = torch.as_tensor(images, dtype=torch.float32), module_device(net)
     feats, probs = [], []
     for i in range(0, len(x), batch_size):
-        f = net.features(x[i:i + batch_size])
-        feats.append(f)
-        probs.append(F.softmax(net.head(f), dim=1))
+        f = net.features(x[i:i + batch_size].to(dev))
+        feats.append(f.cpu())
+        probs.append(F.softmax(net.head(f), dim=1).cpu())
     return {"features": torch.cat(feats).double().numpy(), "probs": torch.cat(probs).double().numpy()}
 
 
@@ -230,10 +231,11 @@ def lpips_domain(net: DomainCNN, a: np.ndarray | torch.Tensor, b: np.ndarray | t
         raise UserError(f"lpips_domain: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
     out = []
     for i in range(0, len(a), batch_size):
-        la, lb = net.layers(a[i:i + batch_size]), net.layers(b[i:i + batch_size])
+        dev = module_device(net)
+        la, lb = net.layers(a[i:i + batch_size].to(dev)), net.layers(b[i:i + batch_size].to(dev))
         d = [((F.normalize(x, dim=1, eps=1e-10) - F.normalize(y, dim=1, eps=1e-10)) ** 2).sum(1).mean(dim=(1, 2))
              for x, y in zip(la, lb)]
-        out.append(torch.stack(d, 1).mean(1))
+        out.append(torch.stack(d, 1).mean(1).cpu())
     return torch.cat(out).double().numpy() if out else np.zeros(0)
 
 
@@ -327,7 +329,7 @@ def condition_embeddings(model, ds, idx: np.ndarray, seed: int = 0, batch_size: 
     """
     def emb_of(rows: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(ds.x[rows])
-        return torch.cat([model.embed(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+        return torch.cat([model.embed(x[i:i + batch_size]).cpu() for i in range(0, len(x), batch_size)])
 
     z = emb_of(idx)
     tr = ds.split("train")
@@ -349,7 +351,7 @@ def generate_for(model, emb: torch.Tensor, seed: int, offset: int = 0, batch_siz
     out = []
     for i in tqdm(range(0, len(emb), batch_size), desc=progress or "generate", leave=False, disable=not progress):
         lat = model.initial_latents(min(batch_size, len(emb) - i), seed, offset + i)
-        out.append(model.sample(emb[i:i + batch_size], latents=lat, seed=seed, **sample_kw))
+        out.append(model.sample(emb[i:i + batch_size], latents=lat, seed=seed, **sample_kw).cpu())
     return torch.cat(out).numpy() if out else np.zeros((0,))
 
 

@@ -187,6 +187,58 @@ def test_lora_needs_a_base_unet(ds, tmp_path):
         train_diffusion(tiny_cfg(mode="lora"), tmp_path / "r", data=ds, encoder=standin_encoder(ds))
 
 
+def _encoder_run(ds, folder: Path, image_encoder: bool = True) -> Path:
+    """A stage-one run folder as `eegsine train encoder` leaves it: encoder/ and image_encoder/."""
+    from eegsine.models.eeg_encoder import save_encoder
+    from eegsine.models.image_encoder import ImageEncoderConfig, build_image_encoder, save_image_encoder
+
+    enc = standin_encoder(ds)
+    save_encoder(folder / "encoder", enc)
+    if image_encoder:
+        torch.manual_seed(1)
+        icfg = ImageEncoderConfig(in_chans=1, image_size=int(ds.images.shape[-1]), width=8, emb_dim=enc.cfg.emb_dim)
+        save_image_encoder(folder / "image_encoder", build_image_encoder(icfg), icfg)
+    return folder
+
+
+@pytest.mark.parametrize("frac", [0.0, 1.0])
+def test_image_cond_frac_conditions_training_on_image_embeddings(ds, tmp_path, monkeypatch, frac):
+    """frac=1: every training example's embedding is its stimulus's image embedding; frac=0: the trial's EEG."""
+    from eegsine.models.diffusion import EEGDiffusion
+    from eegsine.models.eeg_encoder import embed, load_encoder
+    from eegsine.models.image_encoder import embed_images, load_image_encoder
+
+    enc_run = _encoder_run(ds, tmp_path / "enc")
+    z_img = torch.from_numpy(embed_images(load_image_encoder(enc_run / "image_encoder")[0], ds.images))
+    z_eeg = torch.from_numpy(embed(load_encoder(enc_run / "encoder")[0], ds.x))
+    seen: list[torch.Tensor] = []
+    forward = EEGDiffusion.forward
+
+    def spy(self, noisy, t, emb=None, drop=None, eeg=None):
+        if self.training and emb is not None:
+            seen.append(emb.detach().cpu())
+        return forward(self, noisy, t, emb, drop, eeg=eeg)
+
+    monkeypatch.setattr(EEGDiffusion, "forward", spy)
+    train_diffusion(tiny_cfg(epochs=1, image_cond_frac=frac, encoder_run=str(enc_run)), tmp_path / "r", data=ds)
+    got = torch.cat(seen)
+    assert len(got) == 6 * 16  # steps_per_epoch x batch_size
+    def rows_matched(table):
+        return int((torch.cdist(got, table, compute_mode="donot_use_mm_for_euclid_dist").min(1).values < 1e-5).sum())
+    assert rows_matched(z_img) == (len(got) if frac == 1.0 else 0)
+    assert rows_matched(z_eeg) == (0 if frac == 1.0 else len(got))
+
+
+def test_image_cond_frac_needs_stage_one_image_encoder(ds, tmp_path):
+    enc_run = _encoder_run(ds, tmp_path / "enc", image_encoder=False)
+    with pytest.raises(UserError, match="image encoder"):
+        train_diffusion(tiny_cfg(image_cond_frac=0.5, encoder_run=str(enc_run)), tmp_path / "r", data=ds)
+    with pytest.raises(UserError, match="image_cond_frac must be in"):
+        tiny_cfg(image_cond_frac=1.5)
+    with pytest.raises(UserError, match="joint"):
+        tiny_cfg(image_cond_frac=0.5, mode="joint")
+
+
 # -- local pretrained folders ------------------------------------------------------------------------
 def test_local_pretrained_vae_and_unet(tmp_path):
     from diffusers import AutoencoderKL, UNet2DConditionModel

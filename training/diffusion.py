@@ -46,6 +46,8 @@ from eegsine.io import load_checkpoint, load_weights, run_logger, save_checkpoin
 from eegsine.models.diffusion import (DiffusionConfig, EEGDiffusion, build_diffusion, load_diffusion, model_sizes,
                                       save_diffusion)
 from eegsine.models.eeg_encoder import EEGEncoder, build_encoder, load_encoder
+from eegsine.models.image_encoder import embed_images, load_image_encoder
+from eegsine.training.encoder import IMAGE_ENCODER_DIR
 
 MODEL_DIR = "model"
 VAE_DIR = "vae"
@@ -88,6 +90,10 @@ class DiffusionTrainConfig(Config):
     batch_size: int = 64
     steps_per_epoch: int = dataclasses.field(default=0, metadata={"help": "0: one pass over the train trials"})
     lr: float = 1e-4
+    image_cond_frac: float = dataclasses.field(default=0.0, metadata={
+        "help": "fraction of training examples conditioned on the paired image's embedding from stage one's "
+                "image encoder (the space the EEG was aligned to) instead of the trial's EEG embedding "
+                "(unCLIP-style decoder training); sampling always uses EEG. 0: EEG only (the source's method)"})
     encoder_lr: float = dataclasses.field(default=1e-4, metadata={"help": "joint mode: the encoder's learning rate"})
     weight_decay: float = 1e-2
     warmup_steps: int = 50
@@ -109,6 +115,11 @@ class DiffusionTrainConfig(Config):
         for name in ("lr", "vae_lr", "encoder_lr", "weight_decay", "vae_kl_weight", "grad_clip"):
             if getattr(self, name) < 0:
                 raise UserError(f"DiffusionTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.image_cond_frac <= 1.0:
+            raise UserError(f"DiffusionTrainConfig.image_cond_frac must be in [0, 1], got {self.image_cond_frac}")
+        if self.image_cond_frac > 0 and self.mode == "joint":
+            raise UserError("DiffusionTrainConfig.image_cond_frac needs a frozen aligned encoder (mode full or lora), "
+                            "not mode=joint")
         if not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"DiffusionTrainConfig.ema_decay must be in (0, 1), got {self.ema_decay}")
         for kv in self.data_options:
@@ -401,6 +412,25 @@ def _init_from(cfg: DiffusionTrainConfig, model: EEGDiffusion) -> None:
         model.null_tokens.copy_(base.null_tokens)
 
 
+def image_encoder_folder(cfg: DiffusionTrainConfig, run_dir: Path) -> Path:
+    """Stage one's image encoder: ``image_encoder/`` of the encoder run (beside its ``encoder/``)."""
+    if not cfg.encoder_run:
+        return run_dir / "stage1" / IMAGE_ENCODER_DIR
+    p = Path(cfg.encoder_run)
+    return (p if (p / "encoder" / "config.json").exists() else p.parent) / IMAGE_ENCODER_DIR
+
+
+def image_embeddings(folder: Path, images: np.ndarray, emb_dim: int) -> torch.Tensor:
+    """(M, emb_dim) embeddings of the stimulus images by stage one's image encoder (image_cond_frac > 0)."""
+    if not (folder / "config.json").exists():
+        raise UserError(f"image_cond_frac > 0 needs stage one's image encoder; none at {folder}")
+    model, _ = load_image_encoder(folder)
+    z = torch.from_numpy(embed_images(model, images))
+    if z.shape[1] != emb_dim:
+        raise UserError(f"{folder}: image embeddings have {z.shape[1]} dims, the EEG encoder {emb_dim}")
+    return z
+
+
 def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet | None = None,
                     encoder: EEGEncoder | None = None) -> dict[str, Any]:
     """Train (or resume) stages A and B in ``run_dir``; return the metrics written under ``diffusion``."""
@@ -467,6 +497,8 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
         lat_mu = torch.cat([p.mean for p in post]) * model.scaling_factor      # (M, c, s, s)
         lat_sd = torch.cat([p.std for p in post]) * model.scaling_factor
     emb_table = _embed_all(enc, ds.x, device) if cfg.mode != "joint" else None  # (N, emb_dim)
+    img_table = (image_embeddings(image_encoder_folder(cfg, run_dir), ds.images, enc.cfg.emb_dim).to(device)
+                 if cfg.image_cond_frac > 0 else None)                     # (M, emb_dim)
     x_all = torch.from_numpy(ds.x)
     img_of = torch.from_numpy(ds.image)
 
@@ -514,6 +546,8 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
         noise = torch.randn((n,) + tuple(lat_mu.shape[1:]), generator=g)
         eps_lat = torch.randn((n,) + tuple(lat_mu.shape[1:]), generator=g)
         drop = torch.rand(n, generator=g) < (mcfg.cond_dropout if train else 0.0)
+        # drawn only when used, so runs without it keep their random stream
+        use_img = torch.rand(n, generator=g) < cfg.image_cond_frac if img_table is not None and train else None
         sl = slice(rank * per, (rank + 1) * per) if train else slice(None)
         rows, t, noise, eps_lat, drop = rows[sl], t[sl].to(device), noise[sl].to(device), eps_lat[sl].to(device), drop[sl].to(device)
         im = img_of[rows].to(device)
@@ -522,7 +556,10 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
         target = noise if mcfg.prediction_type == "epsilon" else ddpm.get_velocity(z0, noise, t)
         net = ddp_model if train else model
         if emb_table is not None:
-            pred = net(noisy, t, emb_table[torch.from_numpy(rows).to(device)], drop)
+            emb = emb_table[torch.from_numpy(rows).to(device)]                     # (n, emb_dim)
+            if use_img is not None:
+                emb = torch.where(use_img[sl].to(device)[:, None], img_table[im], emb)
+            pred = net(noisy, t, emb, drop)
         else:  # joint: the encoder runs inside the (DDP-wrapped) forward, so its gradients are synchronised too
             pred = net(noisy, t, None, drop, eeg=x_all[rows].to(device))
         return F.mse_loss(pred.float(), target.float())

@@ -31,7 +31,7 @@ def _ncm_top1(z_tr: np.ndarray, y_tr: np.ndarray, z_te: np.ndarray, y_te: np.nda
 
 
 def _head_top1(model, z: np.ndarray, y: np.ndarray) -> float:
-    w = torch.nn.functional.normalize(model.class_weight.detach(), dim=-1).numpy()
+    w = torch.nn.functional.normalize(model.class_weight.detach(), dim=-1).cpu().numpy()
     return float((np.argmax(z @ w.T, 1) == y).mean())
 
 

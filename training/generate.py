@@ -104,7 +104,7 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
     T = len(x)
     lat = model.initial_latents(T * samples, seed)                          # sample j of trial i: fixed noise
     imgs = model.sample(emb.repeat_interleave(samples, 0), steps=steps, guidance=guidance, sampler=sampler,
-                        latents=lat, progress=True).numpy()
+                        latents=lat, progress=True).cpu().numpy()
     imgs = imgs.reshape((T, samples) + imgs.shape[1:])                      # (T, S, C, H, W)
     files = []
     for i in range(T):

@@ -1,0 +1,18 @@
+"""Model definitions (torch). Shared helpers live here."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """The device of a module's first parameter (or buffer); CPU for a module with neither.
+
+    Batch helpers (``embed``, metrics) move each input batch there and bring results back to
+    the CPU, so a model trained on a GPU evaluates in place.
+    """
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")

@@ -281,7 +281,7 @@ class EEGDiffusion(nn.Module):
     def embed(self, eeg: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             raise UserError("this diffusion model has no EEG encoder attached (load it with load_diffusion)")
-        return self.encoder(eeg)
+        return self.encoder(eeg.to(next(self.encoder.parameters()).device))
 
     # -- sampling ---------------------------------------------------------------------------------
     def make_scheduler(self, sampler: str | None = None):

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import load_state_into, save_weights
+from eegsine.models import module_device
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -266,8 +267,8 @@ def embed(model: EEGEncoder, x: np.ndarray | torch.Tensor, batch_size: int = 256
     check_input(x, model.cfg)
     was = model.training
     model.eval()
-    x = torch.as_tensor(x, dtype=torch.float32)
-    out = [model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    x, dev = torch.as_tensor(x, dtype=torch.float32), module_device(model)
+    out = [model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
     model.train(was)
     return torch.cat(out).numpy() if out else np.zeros((0, model.cfg.emb_dim), np.float32)
 

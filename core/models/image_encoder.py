@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import load_state_into, save_weights
+from eegsine.models import module_device
 
 WEIGHTS_FILE = "model.safetensors"
 COSINE_SCALE = 10.0  # fixed logit scale of the cosine classifier: 10 reaches >97% train acc on MNIST in 2 epochs
@@ -157,7 +158,7 @@ def embed_images(model: nn.Module, images: np.ndarray, batch_size: int = 256) ->
     """(M, C, H, W) in [0, 1] -> (M, emb_dim) float32 unit vectors, eval mode."""
     was = model.training
     model.eval()
-    x = torch.as_tensor(images, dtype=torch.float32)
-    out = [model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)]
+    x, dev = torch.as_tensor(images, dtype=torch.float32), module_device(model)
+    out = [model(x[i:i + batch_size].to(dev)).cpu() for i in range(0, len(x), batch_size)]
     model.train(was)
     return torch.cat(out).numpy().astype(np.float32)
