@@ -45,6 +45,11 @@ IMPLS = ("auto", "triton", "torch")
 # shared memory for fp32 at N=1024 (Triton 3.9, sm_80); N=2048 would need ~130 KiB, more
 # than consumer GPUs have. Larger N falls back to the kernel + torch log_softmax/argmax.
 MAX_FUSED_N = 1024
+# Largest N that sine_head_predict sends to the fused kernel. Measured on an H100 (fp16, K=1024,
+# CUDA-graph replays, docs/results/kernel-gpu): fused predict 3.5-4.5x faster than eager at N=10,
+# 0.24-0.38x at N=1000 (a 16 x 1024 row tile is a poor GEMM tile); in between not measured,
+# so the cut sits at the plain forward's N tile (64). Larger N: tiled forward + torch epilogue.
+FUSED_PREDICT_MAX_N = 64
 _FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
@@ -511,13 +516,13 @@ def _kernel_operands(x, weight, bias):
 def sine_head_predict(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                       omega: float = 1.0, amplitude: float = 1.0,
                       impl: str | None = None) -> SineHeadPrediction:
-    """Inference: head output, log-softmax and argmax over N in one launch (Triton, N <= 1024);
+    """Inference: head output, log-softmax and argmax over N in one launch (Triton, N <= 64);
     the reference (or kernel + torch for larger N) elsewhere. Not differentiable."""
     if not _use_kernel(x, omega, amplitude, impl):
         return reference_sine_head_predict(x, weight, bias, omega, amplitude)
     x, weight, bias = _kernel_operands(x, weight, bias)
     N, K = weight.shape
-    if N > MAX_FUSED_N:
+    if N > FUSED_PREDICT_MAX_N:
         return _prediction_from_out(sine_head(x, weight, bias, omega, amplitude, impl="triton"))
     out, _, lsm, pred = launch_forward(x.reshape(-1, K), weight, bias, omega, amplitude, fuse_row=True)
     lead = x.shape[:-1]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from .sine_head import (MAX_FUSED_N, SineHeadPrediction, _prediction_from_out, _use_kernel,
+from .sine_head import (FUSED_PREDICT_MAX_N, SineHeadPrediction, _prediction_from_out, _use_kernel,
                         launch_forward)
 
 
@@ -90,7 +90,7 @@ def sine_head_int8_predict(x: torch.Tensor, w_q: torch.Tensor, w_scale: torch.Te
     """INT8 head output, log-softmax and argmax over N; one launch on the Triton path."""
     _check(x, w_q, w_scale)
     N, K = w_q.shape
-    if not _use_kernel(x, omega, amplitude, impl) or N > MAX_FUSED_N:
+    if not _use_kernel(x, omega, amplitude, impl) or N > FUSED_PREDICT_MAX_N:
         return _prediction_from_out(sine_head_int8(x, w_q, w_scale, bias, x_scale, omega, amplitude, impl))
     out, _, lsm, pred = launch_forward(x.reshape(-1, K), w_q, _f32(bias), omega, amplitude,
                                        w_scale=w_scale.float().contiguous(), x_scale=x_scale,

@@ -144,6 +144,17 @@ def test_fused_predict_matches_reference(interp, shape, n):
     torch.testing.assert_close(got.log_probs.exp().sum(-1), torch.ones(shape[:-1]))
 
 
+@pytest.mark.parametrize("n", [10, 130])
+def test_fused_row_kernel_matches_reference_up_to_its_limit(interp, n):
+    # predict dispatches only N <= FUSED_PREDICT_MAX_N to the fused epilogue; the kernel itself serves up to MAX_FUSED_N
+    x, w, b = (t.detach() for t in _inputs((17, 20), n, torch.float32))
+    out, _, lsm, pred = sh.launch_forward(x, w, b, OMEGA, AMP, fuse_row=True)
+    ref = sh.reference_sine_head_predict(x, w, b, OMEGA, AMP)
+    _close(out, ref.out, 1e-5, 1e-5)
+    _close(lsm, ref.log_probs, 1e-5, 1e-5)
+    assert torch.equal(pred, ref.pred)
+
+
 def test_nan_inf_propagate_like_reference(interp):
     x, w, b = (t.detach() for t in _inputs((5, 16), 10, torch.float32))
     x[1, 3] = float("nan")
