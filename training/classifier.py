@@ -86,9 +86,8 @@ class ClassifierTrainConfig(Config):
 def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
     """Named presets -> {"standard": cfg, "sine": cfg}; both heads share every training setting.
 
-    * ``tiny``: 6,000 MNIST training images, 2 epochs of PGD-5 training at eps=0.3; under a
-      minute per head on 2 CPU cores (cut from 3 epochs to give the diffusion stage its 1,500
-      UNet steps inside the demo's 15 minutes). A demo, not a result.
+    * ``tiny``: 6,000 MNIST training images, 3 epochs of PGD-5 training at eps=0.3; about half
+      a minute per head on 2 idle CPU cores. A demo, not a result.
     * ``paper-mnist``: full MNIST (54k train / 6k validation), PGD-5 adversarial training at
       eps=0.3 (alpha 0.15 = 2.5 eps / steps; Madry used 40 steps of 0.01 for 100k iterations),
       1 epoch, Adam 1e-3 cosine, eps ramped over the first quarter epoch. Cut to what a
@@ -98,7 +97,7 @@ def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
     std_model = ClassifierConfig(head="linear", init="default")
     sine_model = ClassifierConfig(head="sine", init="siren", omega=1.0, amplitude=1.0)
     if name == "tiny":
-        base = ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=2, n_train=6000,
+        base = ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=3, n_train=6000,
                                      eps_ramp_epochs=1.0, n_val_eval=500, val_pgd_steps=10, batch_size=100,
                                      eval_every_steps=0, ckpt_every_steps=50, grad_log_steps=30)
     elif name == "paper-mnist":
