@@ -154,6 +154,10 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
 
 def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
     parser = build_parser(prog)
+    if prepend:  # an alias (eegsine-bench = eegsine bench): its usage and errors name the alias alone
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and prepend[0] in action.choices:
+                action.choices[prepend[0]].prog = prog
     argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(prepend + argv)
     if ns.threads:
