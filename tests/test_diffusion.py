@@ -229,6 +229,17 @@ def test_image_cond_frac_conditions_training_on_image_embeddings(ds, tmp_path, m
     assert rows_matched(z_eeg) == (0 if frac == 1.0 else len(got))
 
 
+def test_image_encoder_folder_follows_the_encoder_run(tmp_path):
+    from eegsine.training.diffusion import image_encoder_folder
+
+    enc_run = tmp_path / "enc"
+    (enc_run / "encoder").mkdir(parents=True)
+    (enc_run / "encoder" / "config.json").write_text("{}")
+    for given in (enc_run, enc_run / "encoder"):  # --encoder-run RUN or RUN/encoder
+        assert image_encoder_folder(tiny_cfg(encoder_run=str(given)), tmp_path / "r") == enc_run / "image_encoder"
+    assert image_encoder_folder(tiny_cfg(), tmp_path / "r") == tmp_path / "r" / "stage1" / "image_encoder"
+
+
 def test_image_cond_frac_needs_stage_one_image_encoder(ds, tmp_path):
     enc_run = _encoder_run(ds, tmp_path / "enc", image_encoder=False)
     with pytest.raises(UserError, match="image encoder"):
