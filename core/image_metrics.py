@@ -391,6 +391,11 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
                               "sampler": sampler or model.cfg.sampler, "steps": steps or model.cfg.sample_steps,
                               "guidance": model.cfg.guidance if guidance is None else guidance,
                               "conditions": {}, "per_class": {}}
+    cfg_file = run_dir / "config.json"  # the training run's config, when run_dir is one: say how it was conditioned
+    if cfg_file.exists():
+        frac = read_json(cfg_file).get("image_cond_frac")
+        if isinstance(frac, (int, float)):
+            result["training_image_cond_frac"] = float(frac)
     gt_row = {"n": int(len(idx)), "acc": float((real["probs"].argmax(1) == labels).mean()),
               "is_domain": inception_score(real["probs"])}
     gt_row["acc_ci"] = list(bootstrap_ci(lambda i: float((real["probs"][i].argmax(1) == labels[i]).mean()), len(idx), n_boot, seed))
@@ -427,6 +432,10 @@ def generation_markdown(r: dict[str, Any]) -> str:
              f"({r['n_boot']} resamples of the trials). `acc`: domain classifier's n-way top-1 on the generated image "
              f"vs the trial's label (chance {chance:.3f}; on the ground-truth images "
              f"{r['ground_truth']['acc']:.3f}). `fid_domain`: generated vs ground-truth images of the same trials.\n",
+             *([f"Training: {r['training_image_cond_frac']:.0%} of the UNet's training examples were conditioned on "
+                f"the stimulus's stage-one image embedding (`image_cond_frac`), the rest on the trial's EEG embedding; "
+                f"every image below is generated from the condition named in its row.\n"]
+               if r.get("training_image_cond_frac") else []),
              md_table([{"name": k, **v} for k, v in r["conditions"].items()], METRIC_KEYS, "condition"),
              "\nPer-class fid_domain mean: " + ", ".join(f"{k} {v['fid_domain_class_mean']:.2f}"
                                                         for k, v in r["conditions"].items()) + "\n",

@@ -437,3 +437,34 @@ def test_tiny_presets_share_the_eeg_geometry():
 
     d, e = diffusion_preset("tiny"), encoder_preset("tiny")
     assert (d.data, d.image_set, d.data_options) == (e.data, e.image_set, e.data_options)
+
+
+def test_evaluate_generation_writes_table_with_baselines_and_training_note(trained, ds, domain, tmp_path):
+    import shutil
+
+    from eegsine.image_metrics import CONDITIONS, evaluate_generation
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["image_cond_frac"] = 0.5  # as the tiny preset trains: the table must say so
+    (run / "config.json").write_text(json.dumps(cfg))
+    net, _, _ = domain
+    r = evaluate_generation(run, ds, domain=net, domain_name="domain-cnn-digits", split="test", max_trials=12,
+                            n_boot=20)
+    n_test = len(ds.split("test"))
+    assert r["n_trials"] == min(12, n_test) and set(r["conditions"]) == set(CONDITIONS)
+    for name, row in r["conditions"].items():
+        assert row["n"] == r["n_trials"] and 0.0 <= row["acc"] <= 1.0 and np.isfinite(row["fid_domain"]), name
+        lo, hi = row["acc_ci"]
+        assert lo <= row["acc"] <= hi
+    assert r["ground_truth"]["acc"] > 0.5  # the feature network reads the real stimuli
+    md = (run / "generation.md").read_text()
+    assert "**domain-cnn-digits**" in md and "50% of the UNet's training examples" in md
+    assert json.loads((run / "metrics.json").read_text())["generation"]["training_image_cond_frac"] == 0.5
+    run0 = tmp_path / "run0"
+    shutil.copytree(trained[0], run0)
+    r0 = evaluate_generation(run0, ds, domain=net, domain_name="domain-cnn-digits", split="test", max_trials=12,
+                             n_boot=20)
+    assert r0["training_image_cond_frac"] == 0.0  # recorded; the markdown adds no note
+    assert "training examples" not in (run0 / "generation.md").read_text()
