@@ -102,7 +102,7 @@ def make_runner(case: Case, backend: str, cfg: BenchConfig, work: Path) -> Runne
         precision = backend.split("-", 1)[1]
         return make_tensorrt(case.engines.get(precision), case.contract, backend, precision)
     if backend == "triton":
-        raise BackendUnavailable("Triton kernels run on CUDA only (the sine_head model rows cover it on a GPU)")
+        raise BackendUnavailable("the Triton sine head runs on CUDA only; on a GPU: python -m eegsine.bench.kernel_bench")
     raise BackendUnavailable(f"unknown backend {backend}")
 
 
