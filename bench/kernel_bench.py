@@ -94,8 +94,7 @@ def run(ns: argparse.Namespace) -> list[dict]:
                     raise SystemExit(f"kernel disagrees with torch at N={n} batch={m}: max err {err:.3g}")
             times = {}
             for impl, fn in _callables(ns.mode, x, w, b).items():
-                if ns.cudagraph:
-                    fn()  # compile / autotune outside the capture
+                if ns.cudagraph:  # its own warm-up call (compiles) runs before the capture
                     ms = triton.testing.do_bench_cudagraph(fn, rep=ns.rep, return_mode="median")
                 else:
                     ms = triton.testing.do_bench(fn, warmup=ns.warmup, rep=ns.rep, return_mode="median")

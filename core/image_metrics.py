@@ -229,9 +229,8 @@ def lpips_domain(net: DomainCNN, a: np.ndarray | torch.Tensor, b: np.ndarray | t
     a, b = torch.as_tensor(a, dtype=torch.float32), torch.as_tensor(b, dtype=torch.float32)
     if a.shape != b.shape:
         raise UserError(f"lpips_domain: shapes differ, {tuple(a.shape)} vs {tuple(b.shape)}")
-    out = []
+    out, dev = [], module_device(net)
     for i in range(0, len(a), batch_size):
-        dev = module_device(net)
         la, lb = net.layers(a[i:i + batch_size].to(dev)), net.layers(b[i:i + batch_size].to(dev))
         d = [((F.normalize(x, dim=1, eps=1e-10) - F.normalize(y, dim=1, eps=1e-10)) ** 2).sum(1).mean(dim=(1, 2))
              for x, y in zip(la, lb)]

@@ -43,11 +43,11 @@ from eegsine.config import Config
 from eegsine.data import EEGSet
 from eegsine.errors import UserError
 from eegsine.io import load_checkpoint, load_weights, run_logger, save_checkpoint, save_weights, update_metrics
+from eegsine.models import module_device
 from eegsine.models.diffusion import (DiffusionConfig, EEGDiffusion, build_diffusion, load_diffusion, model_sizes,
                                       save_diffusion)
 from eegsine.models.eeg_encoder import EEGEncoder, build_encoder, load_encoder
 from eegsine.models.image_encoder import embed_images, load_image_encoder
-from eegsine.training.encoder import IMAGE_ENCODER_DIR
 
 MODEL_DIR = "model"
 VAE_DIR = "vae"
@@ -182,22 +182,28 @@ PRESETS = ("tiny", "paper")
 
 
 # -- stage one: the aligned encoder ------------------------------------------------------------------
+def encoder_folder(cfg: DiffusionTrainConfig, run_dir: Path) -> Path:
+    """Where stage one's encoder is (or will be): RUN/stage1/encoder, ENCODER_RUN/encoder or ENCODER_RUN."""
+    if not cfg.encoder_run:
+        return run_dir / "stage1" / "encoder"
+    p = Path(cfg.encoder_run)
+    return p / "encoder" if (p / "encoder" / "config.json").exists() else p
+
+
 def resolve_encoder(cfg: DiffusionTrainConfig, run_dir: Path, ds: EEGSet, logger) -> EEGEncoder:
+    folder = encoder_folder(cfg, run_dir)
     if not cfg.encoder_run:
         from eegsine.training.encoder import encoder_preset, train_encoder
 
         ecfg = encoder_preset(cfg.encoder_preset).replace(data=cfg.data, data_root=cfg.data_root,
                                                           image_set=cfg.image_set, data_options=list(cfg.data_options))
-        stage1 = run_dir / "stage1"
-        if not (stage1 / "encoder" / "config.json").exists() or not (stage1 / "metrics.json").exists():
+        stage1 = folder.parent
+        if not (folder / "config.json").exists() or not (stage1 / "metrics.json").exists():
             logger.info(f"no --encoder-run: training stage one ({cfg.encoder_preset} preset) in {stage1}")
             train_encoder(ecfg, stage1, data=ds)
-        folder = stage1 / "encoder"
-    else:
+    elif not (folder / "config.json").exists():
         p = Path(cfg.encoder_run)
-        folder = p / "encoder" if (p / "encoder" / "config.json").exists() else p
-        if not (folder / "config.json").exists():
-            raise UserError(f"encoder_run={cfg.encoder_run}: no encoder config.json in {p} or {p / 'encoder'}")
+        raise UserError(f"encoder_run={cfg.encoder_run}: no encoder config.json in {p} or {p / 'encoder'}")
     enc, ecfg = load_encoder(folder)
     if (ecfg.n_chans, ecfg.n_times) != (ds.n_chans, ds.n_times):
         raise UserError(f"encoder in {folder} expects {ecfg.n_chans} ch x {ecfg.n_times} samples but {ds.name} has "
@@ -420,10 +426,9 @@ def _init_from(cfg: DiffusionTrainConfig, model: EEGDiffusion) -> None:
 
 def image_encoder_folder(cfg: DiffusionTrainConfig, run_dir: Path) -> Path:
     """Stage one's image encoder: ``image_encoder/`` of the encoder run (beside its ``encoder/``)."""
-    if not cfg.encoder_run:
-        return run_dir / "stage1" / IMAGE_ENCODER_DIR
-    p = Path(cfg.encoder_run)
-    return (p if (p / "encoder" / "config.json").exists() else p.parent) / IMAGE_ENCODER_DIR
+    from eegsine.training.encoder import IMAGE_ENCODER_DIR
+
+    return encoder_folder(cfg, run_dir).parent / IMAGE_ENCODER_DIR
 
 
 def image_embeddings(folder: Path, images: np.ndarray, emb_dim: int) -> torch.Tensor:
@@ -679,7 +684,7 @@ def _grad_norm(params) -> float:
 def _epoch_grid(model: EEGDiffusion, ds: EEGSet, grid_idx: np.ndarray, cfg: DiffusionTrainConfig, run_dir: Path,
                 epoch: int) -> np.ndarray:
     """Fixed seeds: sample j of trial i always starts from the same noise. Returns each trial's first sample."""
-    dev = next(model.unet.parameters()).device
+    dev = module_device(model.unet)
     emb = model.encoder.eval()(torch.from_numpy(ds.x[grid_idx]).to(dev)) if model.encoder is not None else None
     T, S = len(grid_idx), cfg.grid_samples
     rep = emb.repeat_interleave(S, 0)

@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import load_weights, save_weights
+from eegsine.models import module_device
 from eegsine.models.eeg_encoder import EEGEncoder, EEGTokenMapper, load_encoder, save_encoder
 
 COND_FILE = "cond.safetensors"
@@ -281,7 +282,7 @@ class EEGDiffusion(nn.Module):
     def embed(self, eeg: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
             raise UserError("this diffusion model has no EEG encoder attached (load it with load_diffusion)")
-        return self.encoder(eeg.to(next(self.encoder.parameters()).device))
+        return self.encoder(eeg.to(module_device(self.encoder)))
 
     # -- sampling ---------------------------------------------------------------------------------
     def make_scheduler(self, sampler: str | None = None):
@@ -309,7 +310,7 @@ class EEGDiffusion(nn.Module):
         """EEG embeddings (B, emb_dim) -> images (B, image_channels, native, native) in [0, 1]."""
         steps = steps or self.cfg.sample_steps
         g = self.cfg.guidance if guidance is None else float(guidance)
-        device = next(self.unet.parameters()).device
+        device = module_device(self.unet)
         sched = self.make_scheduler(sampler)
         sched.set_timesteps(steps)
         n = len(emb)
