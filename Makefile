@@ -10,7 +10,7 @@ export MKL_NUM_THREADS ?= 2
 export TOKENIZERS_PARALLELISM = false
 export HF_HUB_OFFLINE = 1
 
-.PHONY: install data browser demo test test-slow test-all bench clean
+.PHONY: install data browser qemu demo test test-slow test-all bench clean
 
 $(STAMP): pyproject.toml requirements.txt requirements-nodeps.txt
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,13 @@ data: $(STAMP)
 demo: data
 	$(VENV)/bin/eegsine pipeline --preset tiny
 
-test: data
+test: data qemu
 	$(PY) -m pytest -q -m "not slow and not gpu and not tensorrt" --benchmark-disable --timeout=900
+
+# Debian's qemu-user runs the INT8 tests on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell), so they
+# judge the quantization scheme on a CPU without VNNI whatever this host has (skipped with a reason without it).
+qemu:
+	@command -v qemu-x86_64 >/dev/null || [ "$$(uname -m)" != x86_64 ] || { [ "$$(id -u)" = 0 ] && (apt-get install -y -q qemu-user || (apt-get update -q && apt-get install -y -q qemu-user)) >/dev/null 2>&1; } || echo "qemu-user not installed: the emulated-CPU INT8 tests will skip"
 
 # Debian's chromium renders the report in the slow browser test (skipped with a reason without it).
 browser:

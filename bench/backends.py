@@ -19,7 +19,7 @@ class BackendUnavailable(Exception):
 
 @dataclasses.dataclass
 class Runner:
-    backend: str                    # e.g. "torch-eager", "onnxruntime-int8-s8"
+    backend: str                    # e.g. "torch-eager", "onnxruntime-int8-portable"
     precision: str                  # fp32, fp16, int8
     call: Callable[[dict[str, np.ndarray]], list[np.ndarray]]  # feeds -> outputs (numpy)
     file_bytes: int | None = None

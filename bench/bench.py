@@ -6,9 +6,14 @@ agreement with torch FP32 on the same inputs (SQNR in dB; for the classifier, to
 accuracy on real test images too). Ratios against torch eager are computed from numbers
 taken in this same run: these machines are noisy, so ratios are the figures to compare.
 
-INT8 variants with symmetric (s8, what TensorRT needs) and unsigned (u8, often faster on
-x86 CPUs) activations are both quantized here from the bundle's FP32 ONNX with the same
-real calibration feeds the export used, so the two differ only in activation type.
+INT8 rows, one per quantization target (:data:`INT8_BACKENDS`), are quantized here from the
+bundle's FP32 ONNX with the same real calibration feeds the export used, so they differ only
+in scheme: ``portable`` (7-bit weights, s8 activations: the default, ISA-independent),
+``x86-vnni`` (full-range weights, s8 activations) and ``u8`` (full-range weights, u8
+activations: ORT's classic x86 fast path). Which one is accurate *and* fast depends on the
+CPU's int8 instructions, so the table header names the host's ISA class and int8 features
+(:mod:`eegsine.isa`), and every row carries latency and size against ORT FP32 measured in
+the same run: INT8 is not assumed to be faster.
 """
 from __future__ import annotations
 
@@ -30,8 +35,10 @@ from eegsine.export.quantize import sqnr
 from eegsine.io import atomic_write_text, write_json
 
 MODELS = ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "generation", "classifier", "sine_head")
-BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", "onnxruntime-int8-s8", "onnxruntime-int8-u8",
-            "tensorrt-fp16", "tensorrt-int8", "triton")
+# bench backend -> (Int8Config.target, act_type)
+INT8_BACKENDS = {"onnxruntime-int8-portable": ("portable", "s8"), "onnxruntime-int8-x86-vnni": ("x86-vnni", "s8"),
+                 "onnxruntime-int8-u8": ("x86-vnni", "u8")}
+BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", *INT8_BACKENDS, "tensorrt-fp16", "tensorrt-int8", "triton")
 
 
 @dataclasses.dataclass
@@ -74,17 +81,18 @@ class Case:
     task_metric: Callable[[Callable[[dict[str, np.ndarray]], list[np.ndarray]]], dict[str, float]] | None = None
 
 
-def _int8_runner(case: Case, act: str, work: Path, threads: int) -> Runner:
+def _int8_runner(case: Case, backend: str, work: Path, threads: int) -> Runner:
     from eegsine.export.quantize import Int8Config, quantize
 
     if case.onnx_fp32 is None:
         raise BackendUnavailable("no FP32 ONNX model")
     if not case.calibration:
         raise BackendUnavailable("no calibration data")
-    path = work / f"{case.model}.int8-{act}.onnx"
+    target, act = INT8_BACKENDS[backend]
+    path = work / f"{case.model}.{backend}.onnx"
     if not path.exists():
-        quantize(case.onnx_fp32, path, Int8Config(act_type=act), case.calibration)
-    return make_onnxruntime(path, threads, f"onnxruntime-int8-{act}", "int8")
+        quantize(case.onnx_fp32, path, Int8Config(target=target, act_type=act), case.calibration)
+    return make_onnxruntime(path, threads, backend, "int8")
 
 
 def make_runner(case: Case, backend: str, cfg: BenchConfig, work: Path) -> Runner:
@@ -96,8 +104,8 @@ def make_runner(case: Case, backend: str, cfg: BenchConfig, work: Path) -> Runne
         if case.onnx_fp32 is None:
             raise BackendUnavailable("no FP32 ONNX model")
         return make_onnxruntime(case.onnx_fp32, cfg.threads, backend, "fp32")
-    if backend in ("onnxruntime-int8-s8", "onnxruntime-int8-u8"):
-        return _int8_runner(case, backend.rsplit("-", 1)[1], work, cfg.threads)
+    if backend in INT8_BACKENDS:
+        return _int8_runner(case, backend, work, cfg.threads)
     if backend.startswith("tensorrt"):
         precision = backend.split("-", 1)[1]
         return make_tensorrt(case.engines.get(precision), case.contract, backend, precision)
@@ -147,11 +155,14 @@ def bench_case(case: Case, cfg: BenchConfig, work: Path, log: Callable[[str], An
             r["throughput_vs_eager"] = round(r["throughput_per_s"] / eager["throughput_per_s"], 2)
         if fp32 and r.get("status") == "ok" and r.get("file_mb") and fp32.get("file_mb"):
             r["size_vs_ort_fp32"] = round(fp32["file_mb"] / r["file_mb"], 2)
+        if fp32 and r.get("status") == "ok" and r["backend"] in INT8_BACKENDS:
+            r["speedup_p50_vs_ort_fp32"] = round(fp32["p50_ms"] / r["p50_ms"], 2)
     return rows
 
 
 # -- output ---------------------------------------------------------------------------------------
 COLUMNS = ("model", "backend", "status", "precision", "threads", "p50_ms", "p90_ms", "p99_ms", "speedup_p50_vs_eager",
+           "speedup_p50_vs_ort_fp32",
            "batch_large", "throughput_per_s", "throughput_vs_eager", "mem_growth_mb", "file_mb", "size_vs_ort_fp32",
            "sqnr_db_vs_torch", "accuracy", "reason")
 
@@ -168,7 +179,10 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if any(c in r for r in rows)]
     lines = [f"Benchmark on {meta['machine']}; {meta['threads']} intra-op thread(s) fixed for torch and ONNX Runtime; "
              f"batch-1 latency over up to {meta['iters']} calls after {meta['warmup']} warm-up calls; ratios vs torch "
-             "eager measured in this run. SQNR: output agreement with torch FP32 on the same inputs.", "",
+             "eager and vs ORT FP32 measured in this run. SQNR: output agreement with torch FP32 on the same inputs.", "",
+             f"INT8 host: {meta.get('int8_host', '?')}. INT8 rows: portable = 7-bit weights + s8 activations (the "
+             "default target, same accuracy on every CPU); x86-vnni = full-range weights + s8; u8 = full-range "
+             "weights + u8 activations. Full-range rows lose accuracy on x86 CPUs without VNNI (int16 saturation).", "",
              "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
@@ -233,18 +247,11 @@ def plot(rows: list[dict[str, Any]], out: Path) -> dict[str, Path]:
 
 def machine_description() -> str:
     import os
-    import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
+    from eegsine.isa import this_host
+
+    h = this_host()
+    return f"{h['cpu']}, {os.cpu_count()} cores, INT8 ISA class {h['isa_class']}"
 
 
 def run_bench(cases: list[Case], cfg: BenchConfig, out: str | Path, extra_rows: list[dict[str, Any]] | None = None,
@@ -262,7 +269,9 @@ def run_bench(cases: list[Case], cfg: BenchConfig, out: str | Path, extra_rows: 
             log(f"bench {case.model}")
             rows += bench_case(case, cfg, work, log)
     rows += extra_rows or []
-    meta = {"machine": machine_description(), "threads": cfg.threads, "warmup": cfg.warmup, "iters": cfg.iters,
+    from eegsine.isa import describe, this_host
+
+    meta = {"machine": machine_description(), "int8_host": describe(), "host": this_host(), "threads": cfg.threads, "warmup": cfg.warmup, "iters": cfg.iters,
             "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg.to_dict()}
     targets = check_targets(rows)
     paths = write_outputs(rows, meta, targets, out)

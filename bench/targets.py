@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+INT8_ROWS = ("portable", "x86-vnni", "u8")  # the INT8 bench backends, onnxruntime-int8-<row>
+
 
 def _ok(rows: list[dict[str, Any]], model: str, backend: str) -> dict[str, Any] | None:
     return next((r for r in rows if r["model"] == model and r["backend"] == backend and r.get("status") == "ok"), None)
@@ -39,7 +41,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "met": sp >= 3.0})
     for model in ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "classifier"):
         fp32 = _ok(rows, model, "onnxruntime-fp32")
-        for act in ("s8", "u8"):
+        for act in INT8_ROWS:
             q = _ok(rows, model, f"onnxruntime-int8-{act}")
             if fp32 and q and fp32.get("file_mb") and q.get("file_mb"):
                 ratio = fp32["file_mb"] / q["file_mb"]
@@ -48,7 +50,7 @@ def check_targets(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                             "met": ratio >= 3.0})
     for model in ("eeg_encoder_128x440", "eeg_encoder"):
         fp32 = _ok(rows, model, "onnxruntime-fp32")
-        for act in ("s8", "u8"):
+        for act in INT8_ROWS:
             q = _ok(rows, model, f"onnxruntime-int8-{act}")
             if fp32 and q:
                 out.append({"target": f"{model} INT8 ({act}) not slower than ONNX Runtime FP32 (batch 1 p50)",

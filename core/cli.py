@@ -111,6 +111,13 @@ def env_report() -> dict[str, str]:
         out["onnxruntime_providers"] = ",".join(ort.get_available_providers())
     except Exception:  # noqa: BLE001
         pass
+    from eegsine.isa import this_host
+
+    host = this_host()
+    out["cpu"] = str(host["cpu"])
+    out["int8_isa_class"] = host["isa_class"] + (" (u8 x s8 products saturate int16: use INT8 target portable)"
+                                                 if host["u8s8_saturates"] else "")
+    out["int8_features"] = ", ".join(host["int8_features"]) or "none"
     out["triton_kernels"] = "CUDA" if out.get("cuda", "").startswith("yes") and "not" not in out["triton"] else (
         "interpreter only (TRITON_INTERPRET=1)" if "not" not in out["triton"] else "no")
     for var in ("OMP_NUM_THREADS", "EEGSINE_DATA", "EEGSINE_SINE_HEAD_IMPL"):
@@ -142,6 +149,12 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
 
     e = sub.add_parser("env", help="print versions, threads, CUDA/TensorRT/Triton availability")
     e.set_defaults(func=_cmd_env)
+
+    v = sub.add_parser("verify", help="re-prove an INT8 bundle on this machine (numpy + onnxruntime; also eegsine-verify)")
+    from eegsine.device_verify import add_arguments, run as verify_run
+
+    add_arguments(v, threads_flag=False)
+    v.set_defaults(func=verify_run)
 
     t = sub.add_parser("train", help="train a model (classifier, encoder, diffusion)")
     tsub = t.add_subparsers(dest="what", metavar="WHAT")

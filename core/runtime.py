@@ -6,6 +6,11 @@ folder, checks every file's sha256 before anything runs, and opens ONNX Runtime 
 with the best available provider (TensorRT > CUDA > CPU) and a fixed intra-op thread
 count when asked.
 
+INT8 accuracy depends on the CPU (:mod:`eegsine.isa`). Opening an INT8 model on a host
+whose ISA class has no passing record for that file in ``verifications.json``
+(``eegsine-verify BUNDLE`` writes them; export writes the build host's) warns once and
+names the command; ``strict=True`` refuses instead.
+
 * :class:`SineClassifier` -- ``predict(images)`` -> labels, ``scores(images)`` -> logits.
 * :class:`EEGToImage` -- ``generate(eeg, steps=25, guidance=..., seed=...)``: EEG encoder
   + token mapper -> DDIM loop over the UNet with classifier-free guidance -> VAE decoder.
@@ -20,6 +25,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -140,8 +146,11 @@ class Bundle:
     """An export bundle folder: manifest, verified files, ONNX Runtime sessions."""
 
     def __init__(self, path: str | Path, verify: bool = True, threads: int | None = None,
-                 providers: list[str] | None = None):
+                 providers: list[str] | None = None, strict: bool = False, check_proven: bool = True):
         self.root = Path(path)
+        self.strict = strict
+        self.check_proven = check_proven
+        self._proven_checked: set[str] = set()
         mpath = self.root / MANIFEST
         if not mpath.is_file():
             raise UserError(f"{self.root}: not an eegsine bundle (no {MANIFEST})")
@@ -199,12 +208,39 @@ class Bundle:
                             "export with --int8 for INT8")
         return self.files[rel]
 
+    def check_int8_proven(self, model: str) -> str | None:
+        """Why ``model``'s INT8 file is not proven on this host's ISA class (None if it is); warns or refuses.
+
+        Warns once per model (``strict=True``: raises :class:`UserError`)."""
+        from eegsine.device_verify import load_records, proven_classes
+        from eegsine.isa import SATURATING_CLASSES, this_host
+
+        rel = self.manifest["models"][model]["files"]["int8"]
+        host = this_host()["isa_class"]
+        proven = proven_classes(load_records(self.root), self.manifest["files"][rel]["sha256"])
+        if host in proven:
+            return None
+        target = self.manifest["models"][model].get("quantization", {}).get("target", "x86-vnni")
+        why = (f"{self.root / rel}: INT8 (target {target}) has no passing verification on this host's ISA class "
+               f"{host} (proven on: {', '.join(sorted(proven)) or 'none'}); run `eegsine-verify {self.root}`")
+        if target != "portable" and host in SATURATING_CLASSES:
+            why += (f"; its full-range weights saturate int16 products on {host} (no VNNI): "
+                    "expect degraded accuracy, re-export with --target portable")
+        if self.strict:
+            raise UserError(why)
+        if model not in self._proven_checked:
+            self._proven_checked.add(model)
+            warnings.warn(why, RuntimeWarning, stacklevel=3)
+        return why
+
     def session(self, model: str, precision: str = "fp32") -> Any:
         key = (model, precision)
         if key not in self._sessions:
             import onnxruntime as ort
 
             path = self.model_path(model, precision)
+            if precision == "int8" and self.check_proven:
+                self.check_int8_proven(model)
             so = ort.SessionOptions()
             so.log_severity_level = 3
             if self.threads:
@@ -247,8 +283,9 @@ def _batches(n: int, size: int) -> list[slice]:
 class SineClassifier:
     """Image classifier from a bundle (sine-bounded or standard head): images in [0, 1] -> labels."""
 
-    def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None):
-        self.bundle = _open(bundle, threads=threads)
+    def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
+                 strict: bool = False):
+        self.bundle = _open(bundle, threads=threads, strict=strict)
         self.precision = precision
         self.contract = self.bundle.contract("classifier")
         self.bundle.model_path("classifier", precision)
@@ -284,8 +321,8 @@ class EEGToImage:
     """
 
     def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
-                 precisions: dict[str, str] | None = None):
-        self.bundle = _open(bundle, threads=threads)
+                 precisions: dict[str, str] | None = None, strict: bool = False):
+        self.bundle = _open(bundle, threads=threads, strict=strict)
         self.precisions = {m: (precisions or {}).get(m, precision) for m in ("eeg_encoder", "unet", "vae_decoder")}
         for m in ("eeg_encoder", "unet", "vae_decoder"):
             self.bundle.model_path(m, self.precisions[m])  # fails early, naming the missing file

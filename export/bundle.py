@@ -39,6 +39,7 @@ from eegsine.contracts import (ExportContract, classifier_contract, eeg_encoder_
 from eegsine.errors import UserError
 from eegsine.export.onnx_export import (DiffusionDecoderForExport, EEGToTokens, ExportConfig, UNetForExport, export_onnx,
                                         ort_session, parity)
+from eegsine.export.golden import write_classifier_eval, write_model_golden
 from eegsine.export.quantize import Int8Config, quantize, sqnr
 from eegsine.io import sha256_file, write_json
 from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
@@ -59,6 +60,9 @@ class BundleConfig(Config):
     calib_trials: int = dataclasses.field(default=16, metadata={"help": "EEG trials (train split) for encoder/UNet calibration"})
     calib_steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps of the UNet calibration trajectories"})
     holdout: int = dataclasses.field(default=32, metadata={"help": "held-out (val/test) inputs used for SQNR"})
+    golden_eval: int = dataclasses.field(default=500, metadata={
+        "help": "classifier test images (+ PGD examples) in the bundle's golden set for eegsine-verify"})
+    golden_pgd_steps: int = dataclasses.field(default=20, metadata={"help": "PGD steps of the golden adversarial examples"})
     guidance: float = dataclasses.field(default=-1.0, metadata={"help": "CFG scale written to the bundle (-1 = the run's)"})
     unet_min_sqnr_db: float = dataclasses.field(default=20.0, metadata={
         "help": "INT8 UNet runs only at timesteps where its held-out SQNR reaches this; above, FP32 (0 = INT8 everywhere)"})
@@ -70,7 +74,7 @@ class BundleConfig(Config):
         bad = [m for m in self.int8_models if m not in MODEL_NAMES]
         if bad:
             raise UserError(f"BundleConfig.int8_models: unknown model {bad[0]!r} (known: {', '.join(MODEL_NAMES)})")
-        for name in ("calib_images", "calib_trials", "calib_steps", "holdout"):
+        for name in ("calib_images", "calib_trials", "calib_steps", "holdout", "golden_eval", "golden_pgd_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"BundleConfig.{name}: must be >= 1, got {getattr(self, name)}")
 
@@ -84,6 +88,7 @@ class Item:
     calibration: list[dict[str, np.ndarray]]
     holdout: list[dict[str, np.ndarray]]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
+    evaluation: dict[str, Any] | None = None  # classifier: {"images", "labels", "eps"} for the golden set
 
 
 def _feeds(name: str, x: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
@@ -108,10 +113,13 @@ def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None =
                                    max_batch=max(cfg.export.max_batch, 64), opset=cfg.export.opset)
     rng = np.random.default_rng(cfg.seed)
     idx = rng.choice(len(images.train_x), size=min(cfg.calib_images, len(images.train_x)), replace=False)
+    eps = run_cfg.get("eps") if isinstance(run_cfg, dict) else None
     return Item(contract, model.eval(), _feeds("images", images.train_x[idx], 32),
                 _feeds("images", images.test_x[: cfg.holdout], 32),
                 {"classes": list(images.classes), "dataset": images.name, "arch": mcfg.arch, "head": mcfg.head,
-                 "eps": run_cfg.get("eps") if isinstance(run_cfg, dict) else None})
+                 "eps": eps},
+                evaluation={"images": images.test_x[: cfg.golden_eval], "labels": images.test_y[: cfg.golden_eval],
+                            "eps": eps})
 
 
 # -- EEG -> image ---------------------------------------------------------------------------------
@@ -291,7 +299,7 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
         manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
                                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                                     "packages": package_versions(), "config": cfg.to_dict(), "sources": sources or {},
-                                    "models": {}, "files": {}}
+                                    "models": {}, "files": {}, "golden": {}}
         if generation is not None:
             manifest["generation"] = generation
         for item in items:
@@ -310,7 +318,8 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
             entry["files"]["fp32"] = fp32.name
             if cfg.int8 and name in cfg.int8_models:
                 int8 = tmp / f"{name}.int8.onnx"
-                log(f"quantize {name}: {len(item.calibration)} calibration feeds, activations {cfg.quant.act_type}")
+                log(f"quantize {name}: target {cfg.quant.target}, {len(item.calibration)} calibration feeds, "
+                    f"activations {cfg.quant.act_type}")
                 rep = quantize(fp32, int8, cfg.quant, item.calibration)
                 rep.update(_sqnr_report(fp32, int8, c, item.holdout))
                 rep["holdout_feeds"] = len(item.holdout)
@@ -326,9 +335,22 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
                 log(f"  {name}: {rep['bytes_fp32'] / 1e6:.2f} MB -> {rep['bytes_int8'] / 1e6:.2f} MB, "
                     + ", ".join(f"{k}={v}" for k, v in rep.items() if k.endswith("_sqnr_db")))
             manifest["models"][name] = entry
-            for rel in entry["files"].values():
+            golden = [write_model_golden(tmp, item.module, c, item.holdout)]
+            manifest["golden"][name] = golden[0]
+            if item.evaluation is not None and cfg.golden_eval > 0:
+                ev = item.evaluation
+                log(f"golden set {name}: {len(ev['images'])} test images, PGD-{cfg.golden_pgd_steps} at eps={ev['eps']}")
+                golden.append(write_classifier_eval(tmp, item.module, ev["images"], ev["labels"], ev["eps"],
+                                                    cfg.golden_pgd_steps, cfg.seed))
+                manifest["golden"][f"{name}_eval"] = golden[-1]
+            for rel in list(entry["files"].values()) + [g["file"] for g in golden]:
                 manifest["files"][rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
         write_json(tmp / MANIFEST, manifest)
+        if cfg.int8:  # prove the INT8 files on the build host before the bundle is published
+            from eegsine.device_verify import render, verify_on_device
+
+            record = verify_on_device(tmp, append=True, log=lambda s: None)
+            log(render(record))
         _replace_dir(tmp, out, cfg.overwrite)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -27,6 +27,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="BUNDLE", required=True, help="bundle folder to write (must not exist unless --overwrite)")
     p.add_argument("--act-type", dest="quant__act_type", choices=["s8", "u8"], default=None,
                    help="INT8 activations: s8 symmetric (TensorRT) or u8 (x86 ORT); same as --quant-act-type")
+    p.add_argument("--target", dest="quant__target", choices=["portable", "x86-vnni", "tensorrt"], default=None,
+                   help="INT8 target: portable (default; 7-bit weights, same accuracy on every CPU), x86-vnni (full "
+                        "range, VNNI/AMX hosts only), tensorrt (symmetric Q/DQ for TensorRT); same as --quant-target")
     p.add_argument("--trt", action="store_true", help="also build TensorRT engines (needs TensorRT and an NVIDIA GPU)")
     p.add_argument("--verify", action="store_true", help="verify FP32 vs INT8 after export; gates decide the exit code")
     p.add_argument("--verify-only", action="store_true",
@@ -70,6 +73,14 @@ def run(ns: argparse.Namespace) -> int:
           f"{sum(f['bytes'] for f in manifest['files'].values()) / 1e6:.2f} MB)")
     if ns.trt:
         build_bundle_engines(ns.out, trt_cfg, classifier_model=clf.module if clf is not None else None)
+    if cfg.int8:
+        from eegsine.device_verify import load_records
+
+        rec = load_records(ns.out)[-1]
+        if not rec["passed"]:
+            print(f"eegsine export: INT8 failed its golden-set gates on this host ({rec['host']['isa_class']}): "
+                  f"{'; '.join(g['gate'] for g in rec['gates'] if not g['passed'])}", file=sys.stderr)
+            return 1
     if not ns.verify:
         return 0
     return verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)

@@ -168,3 +168,17 @@ def clf_bundle() -> Path:
 def copy_bundle(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
+
+
+@functools.lru_cache(maxsize=None)
+def clf_bundle_target(target: str) -> Path:
+    """The classifier bundle quantized for another INT8 target (``clf_bundle`` is the default, portable)."""
+    from eegsine.export.bundle import classifier_item, export_bundle
+    from eegsine.export.quantize import Int8Config
+
+    if target == "portable":
+        return clf_bundle()
+    cfg = small_cfg(quant=Int8Config(target=target))
+    out = _ROOT / f"clf_bundle_{target}"
+    export_bundle([classifier_item(classifier_run(), cfg)], out, cfg, log=lambda *a: None)
+    return out

@@ -1,0 +1,304 @@
+"""``eegsine-verify BUNDLE``: re-prove an INT8 bundle on the machine it runs on (numpy + onnxruntime only).
+
+INT8 accuracy depends on the CPU (:mod:`eegsine.isa`): a bundle proven on the build host
+can silently degrade on another. This re-runs, with ONNX Runtime on *this* host, the
+bundle's golden set (written at export, see ``eegsine.export.golden``): each model's
+held-out real inputs and their torch FP32 outputs, and for the classifier a labelled test
+set plus PGD examples crafted white-box on the torch model. Figures:
+
+* SQNR (dB) of ORT FP32 and ORT INT8 against the torch outputs, per model and output; the
+  UNet per timestep, gated only where the bundle runs it in INT8
+  (``generation.int8_unet_max_timestep``);
+* classifier clean and transfer-PGD accuracy, FP32 and INT8, on the same images.
+
+Gates: an SQNR floor per model (an accuracy gate alone passed an 18.8 dB classifier), an
+FP32 floor (a broken ORT build shows there), clean and adversarial accuracy drops. The
+record (host ISA class and int8 features, ORT version, provider, figures, gates, pass/fail,
+sha256 of every file it judged) is appended atomically to ``verifications.json`` in the
+bundle; :class:`eegsine.runtime.Bundle` reads it to know where its INT8 files were proven.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from eegsine.config import Config
+from eegsine.errors import UserError
+from eegsine.io import read_json, write_json
+
+RECORDS = "verifications.json"
+
+
+@dataclasses.dataclass
+class DeviceVerifyConfig(Config):
+    KIND = "device-verify"
+    VERSION = 1
+
+    min_sqnr_classifier_db: float = dataclasses.field(default=25.0, metadata={"help": "gate: INT8 logits SQNR vs torch"})
+    min_sqnr_encoder_db: float = dataclasses.field(default=20.0, metadata={"help": "gate: INT8 EEG encoder SQNR vs torch (every output)"})
+    min_sqnr_vae_db: float = dataclasses.field(default=25.0, metadata={"help": "gate: INT8 VAE decoder image SQNR vs torch"})
+    min_sqnr_unet_db: float = dataclasses.field(default=-1.0, metadata={
+        "help": "gate: INT8 UNet SQNR at every timestep it runs INT8 (-1 = the bundle's unet_min_sqnr_db)"})
+    min_sqnr_fp32_db: float = dataclasses.field(default=40.0, metadata={"help": "gate: ORT FP32 vs torch (a broken runtime shows here)"})
+    max_clean_drop: float = dataclasses.field(default=0.5, metadata={"help": "gate: INT8 vs FP32 clean accuracy drop, points"})
+    max_adv_drop: float = dataclasses.field(default=1.0, metadata={"help": "gate: INT8 vs FP32 transfer-PGD accuracy drop, points"})
+
+    def floor(self, model: str, manifest: dict[str, Any]) -> float:
+        if model == "unet":
+            if self.min_sqnr_unet_db >= 0:
+                return self.min_sqnr_unet_db
+            return float(manifest.get("config", {}).get("unet_min_sqnr_db", 20.0))
+        return {"classifier": self.min_sqnr_classifier_db, "eeg_encoder": self.min_sqnr_encoder_db,
+                "vae_decoder": self.min_sqnr_vae_db}.get(model, self.min_sqnr_encoder_db)
+
+
+def sqnr(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(sum ref^2 / sum (ref - test)^2)."""
+    ref = np.asarray(ref, np.float64)
+    noise = float(((ref - np.asarray(test, np.float64)) ** 2).sum())
+    return float("inf") if noise == 0.0 else 10.0 * np.log10(max(float((ref ** 2).sum()), 1e-30) / noise)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """A golden ``.npz`` as plain arrays (never pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable golden-set .npz ({e})") from None
+
+
+def _feeds(arrays: dict[str, np.ndarray]) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """npz arrays -> [(inputs, torch outputs)] in feed order."""
+    by: dict[int, tuple[dict, dict]] = {}
+    for key, v in arrays.items():
+        head, kind, name = key.split(".", 2)
+        i = int(head[4:])
+        by.setdefault(i, ({}, {}))[0 if kind == "in" else 1][name] = v
+    return [by[i] for i in sorted(by)]
+
+
+def _run_chunked(bundle: Any, model: str, inputs: dict[str, np.ndarray], precision: str) -> list[np.ndarray]:
+    """Run ``inputs`` in batches the contract allows (golden feeds may be larger than the exported max batch)."""
+    c = bundle.contract(model)
+    d0 = c.inputs[0].shape[0]
+    hi = c.dims[d0][2] if isinstance(d0, str) else len(next(iter(inputs.values())))
+    n = len(inputs[c.input_names[0]])
+    parts = [bundle.run(model, {k: np.ascontiguousarray(v[s:s + hi]) for k, v in inputs.items()}, precision)
+             for s in range(0, n, hi)]
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(c.output_names))]
+
+
+def _gate(name: str, value: float, limit: float, unit: str, higher_is_better: bool) -> dict[str, Any]:
+    ok = value >= limit if higher_is_better else value <= limit
+    return {"gate": name, "value": round(float(value), 3), "limit": limit, "unit": unit,
+            "rule": ">=" if higher_is_better else "<=", "passed": bool(ok)}
+
+
+def _model_figures(bundle: Any, model: str, cfg: DeviceVerifyConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    entry = bundle.manifest["models"][model]
+    golden = bundle.manifest.get("golden", {}).get(model)
+    if golden is None:
+        raise UserError(f"{bundle.root}: {model} has no golden set (re-export with this eegsine to verify on a device)")
+    pairs = _feeds(load_npz(bundle.files[golden["file"]]))
+    c = bundle.contract(model)
+    precisions = [p for p in ("fp32", "int8") if p in entry.get("files", {})]
+    fig: dict[str, Any] = {"feeds": len(pairs), "target": entry.get("quantization", {}).get("target")}
+    gates: list[dict[str, Any]] = []
+    floor = cfg.floor(model, bundle.manifest)
+    for p in precisions:
+        outs: dict[str, tuple[list, list]] = {n: ([], []) for n in c.output_names}
+        per_t: dict[int, list[float]] = {}
+        for inputs, ref in pairs:
+            got = _run_chunked(bundle, model, inputs, p)
+            for n, g in zip(c.output_names, got):
+                outs[n][0].append(ref[n])
+                outs[n][1].append(g)
+            if "timestep" in inputs:
+                per_t.setdefault(int(inputs["timestep"][0]), []).append(sqnr(ref[c.output_names[0]], got[0]))
+        fig[p] = {f"{n}_sqnr_db": round(sqnr(np.concatenate(r), np.concatenate(g)), 2) for n, (r, g) in outs.items()}
+        if per_t:
+            fig[p]["sqnr_db_per_timestep"] = {str(t): round(float(np.mean(v)), 2) for t, v in sorted(per_t.items(), reverse=True)}
+        if p == "fp32":
+            worst = min(fig[p][f"{n}_sqnr_db"] for n in c.output_names)
+            gates.append(_gate(f"{model} fp32 SQNR vs torch", worst, cfg.min_sqnr_fp32_db, "dB", True))
+            continue
+        if per_t:
+            limit = int(bundle.manifest.get("generation", {}).get("int8_unet_max_timestep", max(per_t)))
+            used = {t: np.mean(v) for t, v in per_t.items() if t <= limit}
+            fig[p]["gated_timesteps"] = f"t <= {limit} (INT8 there, FP32 above)"
+            if used:
+                gates.append(_gate(f"{model} int8 SQNR vs torch (worst INT8 timestep)", min(used.values()), floor, "dB", True))
+            else:
+                fig[p]["gated_timesteps"] = "none: the bundle runs the UNet in FP32 at every timestep"
+        else:
+            worst = min(fig[p][f"{n}_sqnr_db"] for n in c.output_names)
+            gates.append(_gate(f"{model} int8 SQNR vs torch", worst, floor, "dB", True))
+    return fig, gates
+
+
+def _classifier_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ev = bundle.manifest.get("golden", {}).get("classifier_eval")
+    if ev is None or not bundle.has("classifier", "int8"):
+        return {}, []
+    arr = load_npz(bundle.files[ev["file"]])
+    x, y = arr["images"], arr["labels"]
+    hi = bundle.contract("classifier").dims["batch"][2]
+
+    def acc(images: np.ndarray, p: str) -> float:
+        pred = np.concatenate([bundle.run("classifier", {"images": np.ascontiguousarray(images[s:s + hi])}, p)[0].argmax(1)
+                               for s in range(0, len(images), hi)])
+        return float((pred == y).mean() * 100.0)
+
+    res: dict[str, Any] = {"n": int(len(x)), "eps": ev.get("eps"), "eps_units": ev.get("eps_units"),
+                           "attack": ev.get("attack"), "torch": {"clean": ev.get("torch_clean_accuracy"),
+                                                                 "transfer_pgd": ev.get("torch_adv_accuracy")}}
+    for p in ("fp32", "int8"):
+        res[p] = {"clean": acc(x, p)}
+        if "adv_images" in arr:
+            res[p]["transfer_pgd"] = acc(arr["adv_images"], p)
+    gates = [_gate("classifier int8 clean accuracy drop", res["fp32"]["clean"] - res["int8"]["clean"],
+                   cfg.max_clean_drop, "points", False)]
+    if "adv_images" in arr:
+        gates.append(_gate("classifier int8 transfer_pgd accuracy drop",
+                           res["fp32"]["transfer_pgd"] - res["int8"]["transfer_pgd"], cfg.max_adv_drop, "points", False))
+    return res, gates
+
+
+def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = None, threads: int | None = None,
+                     append: bool = True, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run the golden set on this host; append the record to the bundle (``append``) and return it."""
+    import eegsine
+    from eegsine.isa import this_host
+    from eegsine.runtime import Bundle
+
+    cfg = cfg or DeviceVerifyConfig()
+    bundle = Bundle(bundle_dir, threads=threads, check_proven=False)
+    int8_models = [m for m in bundle.manifest.get("models", {}) if bundle.has(m, "int8")]
+    if not int8_models:
+        raise UserError(f"{bundle.root}: has no INT8 model to verify (export with --int8)")
+    host = this_host()
+    record: dict[str, Any] = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "host": host, "eegsine": eegsine.__version__, "config": cfg.to_dict(), "models": {},
+                              "files": {}, "gates": []}
+    for m in int8_models:
+        log(f"verify {m} on {host['isa_class']} ...")
+        fig, gates = _model_figures(bundle, m, cfg)
+        record["models"][m] = fig
+        record["gates"] += gates
+        for p in ("fp32", "int8"):
+            rel = bundle.manifest["models"][m]["files"].get(p)
+            if rel:
+                record["files"][rel] = bundle.manifest["files"][rel]["sha256"]
+    task, gates = _classifier_task(bundle, cfg)
+    if task:
+        record["classifier_task"] = task
+        record["gates"] += gates
+    record["provider"] = bundle.session(int8_models[0], "int8").get_providers()[0]
+    record["passed"] = all(g["passed"] for g in record["gates"])
+    if append:
+        append_record(bundle.root, record)
+    return record
+
+
+def load_records(bundle_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(bundle_dir) / RECORDS
+    if not path.exists():
+        return []
+    data = read_json(path)
+    if not isinstance(data, dict) or not isinstance(data.get("records"), list):
+        raise UserError(f"{path}: not an eegsine verification file (expected {{'records': [...]}})")
+    return data["records"]
+
+
+def append_record(bundle_dir: str | Path, record: dict[str, Any]) -> Path:
+    """Append ``record`` to ``verifications.json`` (read, extend, atomic rewrite)."""
+    records = load_records(bundle_dir)
+    records.append(record)
+    return write_json(Path(bundle_dir) / RECORDS, {"format": "eegsine-verifications", "records": records})
+
+
+def proven_classes(records: list[dict[str, Any]], sha256: str) -> set[str]:
+    """ISA classes with a passing record that judged the file with this sha256."""
+    return {r["host"]["isa_class"] for r in records
+            if r.get("passed") and sha256 in r.get("files", {}).values() and isinstance(r.get("host"), dict)}
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}%"
+
+
+def render(record: dict[str, Any]) -> str:
+    """The record as a text table (what the command prints)."""
+    h = record["host"]
+    lines = [f"host: {h['cpu']} ({h['machine']}), ISA class {h['isa_class']}, int8 features: "
+             f"{', '.join(h['int8_features']) or 'none'}; onnxruntime {h['onnxruntime']}, provider {record['provider']}", "",
+             f"{'model':12s} {'target':9s} {'fp32 dB':>9s} {'int8 dB':>9s}  feeds"]
+    for m, f in record["models"].items():
+        worst = {p: min(v for k, v in f[p].items() if k.endswith("_sqnr_db")) for p in ("fp32", "int8") if p in f}
+        lines.append(f"{m:12s} {str(f.get('target')):9s} {worst.get('fp32', float('nan')):9.2f} "
+                     f"{worst.get('int8', float('nan')):9.2f}  {f['feeds']}")
+        if "sqnr_db_per_timestep" in f.get("int8", {}):
+            lines.append(f"{'':12s} int8 per timestep: " + ", ".join(f"t={t}: {v}" for t, v in f["int8"]["sqnr_db_per_timestep"].items())
+                         + f" ({f['int8'].get('gated_timesteps')})")
+    t = record.get("classifier_task")
+    if t:
+        lines += ["", f"classifier on {t['n']} golden test images ({t['attack']}; eps {t['eps']} {t['eps_units']}):"]
+        for p in ("torch", "fp32", "int8"):
+            lines.append(f"  {p:6s} clean {_pct(t[p]['clean'])}  transfer PGD {_pct(t[p].get('transfer_pgd'))}")
+    lines += ["", "gates:"]
+    lines += [f"  {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']} {g['unit']} ({g['rule']} {g['limit']})"
+              for g in record["gates"]]
+    lines.append(f"overall: {'PASSED' if record['passed'] else 'FAILED'}")
+    return "\n".join(lines)
+
+
+def add_arguments(p: argparse.ArgumentParser, threads_flag: bool = True) -> None:
+    """The command's arguments (``eegsine verify`` has the global ``--threads`` already)."""
+    from eegsine.config import add_config_args
+
+    p.add_argument("bundle", metavar="BUNDLE", help="bundle folder written by eegsine-export --int8")
+    if threads_flag:
+        p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    p.add_argument("--no-record", action="store_true", help="print the figures without appending to verifications.json")
+    add_config_args(p, DeviceVerifyConfig)
+
+
+def run(ns: argparse.Namespace) -> int:
+    from eegsine.config import config_from_args
+
+    threads = getattr(ns, "threads", None)
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    cfg = config_from_args(DeviceVerifyConfig, ns)
+    record = verify_on_device(ns.bundle, cfg, threads=threads, append=not ns.no_record, log=lambda s: None)
+    print(render(record))
+    if not ns.no_record:
+        print(f"record appended: {Path(ns.bundle) / RECORDS}")
+    return 0 if record["passed"] else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``eegsine-verify``: its own small parser, so nothing beyond numpy + onnxruntime is imported."""
+    p = argparse.ArgumentParser(prog="eegsine-verify", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    add_arguments(p)
+    ns = p.parse_args(argv)
+    try:
+        return run(ns)
+    except UserError as e:
+        if ns.debug:
+            raise
+        print(f"eegsine-verify: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return e.exit_code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
