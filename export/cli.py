@@ -92,8 +92,10 @@ def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = Non
     from eegsine.export.verify import verify_classifier, verify_eeg, write_report
     from eegsine.runtime import Bundle
 
+    from eegsine.isa import this_host
+
     bundle = Bundle(bundle_dir)
-    result: dict = {"config": vcfg.to_dict()}
+    result: dict = {"config": vcfg.to_dict(), "host": this_host()}
     if classifier_run:
         from eegsine.data import load_images
         from eegsine.io import read_json

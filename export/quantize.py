@@ -300,11 +300,14 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
         dup = check_unique_names(q)
         if dup:
             raise RuntimeError(f"{onnx_path.name}: quantized graph defines {len(dup)} name(s) twice (first {dup[0]!r})")
-        for k, v in meta.items():
+        # one entry per key: quantize_static may carry the source's metadata over already, and a key
+        # written twice makes onnx.checker.check_model reject the file (ORT loads it anyway)
+        meta[QUANT_KEY] = json.dumps(cfg.to_dict(), sort_keys=True)
+        kept = [(p.key, p.value) for p in q.metadata_props if p.key not in meta]
+        del q.metadata_props[:]
+        for k, v in kept + sorted(meta.items()):
             e = q.metadata_props.add()
             e.key, e.value = k, v
-        e = q.metadata_props.add()
-        e.key, e.value = QUANT_KEY, json.dumps(cfg.to_dict(), sort_keys=True)
         onnx.save(q, str(tmp / "final.onnx"))
         so = ort.SessionOptions()
         so.log_severity_level = 3

@@ -217,6 +217,11 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
     result["failed_gates"] = [g["gate"] for g in gates if not g["passed"]]
     j = write_json(bundle_dir / "verify.json", result)
     lines = ["# Verification after compression", "", f"Overall: **{'PASSED' if result['passed'] else 'FAILED'}**", ""]
+    if "host" in result:
+        from eegsine.isa import describe
+
+        lines += [f"Host: {describe(result['host'])}; INT8 results on CPUs depend on the ISA class "
+                  "(`eegsine-verify BUNDLE` re-proves the bundle on another machine).", ""]
     if gates:
         lines += ["| gate | value | limit | passed |", "|---|---|---|---|"]
         lines += [f"| {g['gate']} | {g['value']:.3f} {g['unit']} | {g['limit']} {g['unit']} | {'yes' if g['passed'] else 'NO'} |"

@@ -108,6 +108,9 @@ def test_int8_loads_and_keeps_sqnr(kind):
     ops = {n.op_type for n in m.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert check_unique_names(m) == []
+    keys = [p.key for p in m.metadata_props]
+    assert len(keys) == len(set(keys)), keys  # each metadata key once: onnx's checker rejects duplicates
+    onnx.checker.check_model(m)
     ort_session(int8)  # loads
 
 
