@@ -22,6 +22,7 @@ run where torch is not installed (edge/BCI devices); the DDIM update is ~30 line
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -34,11 +35,11 @@ import numpy as np
 from eegsine.contracts import ExportContract
 from eegsine.errors import UserError
 from eegsine.io import sha256_file
+from eegsine.manifest import PRECISIONS, check_manifest
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "eegsine-bundle"
 BUNDLE_VERSION = 1
-PRECISIONS = ("fp32", "int8")
 
 
 # -- DDIM in numpy ------------------------------------------------------------------------------------
@@ -162,17 +163,13 @@ class Bundle:
             raise UserError(f"{mpath}: not an eegsine bundle manifest (format {m.get('format') if isinstance(m, dict) else None!r})")
         if m.get("version") != BUNDLE_VERSION:
             raise UserError(f"{mpath}: bundle version {m.get('version')!r} is not supported (this runtime reads {BUNDLE_VERSION})")
+        check_manifest(m, str(mpath))
         self.manifest = m
         self.threads = threads
         self.providers = providers
-        files = m.get("files")
-        if not isinstance(files, dict):
-            raise UserError(f"{mpath}: 'files' must map file name -> {{sha256, bytes}}")
+        self.verify = verify
+        files = m["files"]
         self.files: dict[str, Path] = {rel: safe_path(self.root, rel, str(mpath)) for rel in files}
-        for name, entry in m.get("models", {}).items():
-            for prec, rel in entry.get("files", {}).items():
-                if rel not in self.files:
-                    raise UserError(f"{mpath}: model {name} ({prec}) names {rel!r}, which is not listed under 'files'")
         if verify:
             for rel, path in self.files.items():
                 if not path.is_file():
@@ -248,11 +245,38 @@ class Bundle:
                 so.inter_op_num_threads = 1
             providers = select_providers(self.providers)
             opts = [self._provider_options(p, model) for p in providers]
+            # verify the bytes ORT is given, not the file as it was at Bundle(): a file swapped in between
+            # construction and first use must not run (check-then-use)
+            data = path.read_bytes()
+            if self.verify:
+                rel = self.manifest["models"][model]["files"][precision]
+                got, want = hashlib.sha256(data).hexdigest(), self.manifest["files"][rel]["sha256"]
+                if got != want:
+                    raise UserError(f"{path}: sha256 {got[:12]}... does not match the manifest's {want[:12]}... "
+                                    "(file changed since the bundle was opened)")
             try:
-                self._sessions[key] = ort.InferenceSession(str(path), so, providers=providers, provider_options=opts)
+                sess = ort.InferenceSession(data, so, providers=providers, provider_options=opts)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types (Fail, InvalidProtobuf, ...)
                 raise UserError(f"{path}: not a loadable ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            self._check_graph(model, precision, sess)
+            self._sessions[key] = sess
         return self._sessions[key]
+
+    def _check_graph(self, model: str, precision: str, sess: Any) -> None:
+        """The ONNX graph's inputs/outputs must be the contract's (names, rank, dtype), or the call would fail deep in ORT."""
+        c = self.contract(model)
+        dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+                  "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+        for kind, specs, have in (("input", c.inputs, sess.get_inputs()), ("output", c.outputs, sess.get_outputs())):
+            got = {a.name: a for a in have}
+            for s in specs:
+                a = got.get(s.name)
+                if a is None:
+                    raise UserError(f"{self.root}: {model} ({precision}) graph has no {kind} {s.name!r} "
+                                    f"(graph {kind}s: {sorted(got)}); the manifest's contract does not fit the file")
+                if len(a.shape) != len(s.shape) or dtypes.get(a.type, a.type) != s.dtype:
+                    raise UserError(f"{self.root}: {model} ({precision}) {kind} {s.name!r} is {a.type} of rank "
+                                    f"{len(a.shape)} in the graph, the contract says {s.dtype} of rank {len(s.shape)}")
 
     def _provider_options(self, provider: str, model: str) -> dict[str, str]:
         if provider != "TensorrtExecutionProvider":
