@@ -8,13 +8,12 @@ from eegsine.config import add_config_args, config_from_args
 
 
 def _run(ns: argparse.Namespace) -> int:
-    from eegsine.bench.robustness import RobustnessConfig, evaluate_robustness, robustness_preset
+    from eegsine.bench.robustness import RobustnessConfig, evaluate_robustness, resolve_data, robustness_preset
 
     base = robustness_preset(ns.preset) if ns.preset else None
     cfg = config_from_args(RobustnessConfig, ns, base=base)
+    resolve_data(ns.run, cfg)  # every run's config.json, validated before the output folder is made
     out = Path(ns.out) if ns.out else Path(ns.run[0]).parent / "robustness"
-    out.mkdir(parents=True, exist_ok=True)
-    cfg.save(out)
     summary = evaluate_robustness(ns.run, cfg, out)
     failed = [f"{lb}:{k}" for lb, m in summary["models"].items() for k, c in m["checks"].items() if c["passed"] is False]
     print(f"wrote {out / 'robustness.md'}, {out / 'robustness.json'}, {out / 'acc_vs_eps.png'}"

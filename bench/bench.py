@@ -61,8 +61,13 @@ class BenchConfig(Config):
         for b in self.backends:
             if b not in BACKENDS:
                 raise UserError(f"BenchConfig.backends: unknown backend {b!r} (known: {', '.join(BACKENDS)})")
-        if self.threads < 1 or self.iters < 1 or self.batch < 1:
-            raise UserError("BenchConfig: threads, iters and batch must be >= 1")
+        for name in ("threads", "iters", "batch", "generation_steps", "eval_images"):
+            if getattr(self, name) < 1:
+                raise UserError(f"BenchConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.warmup < 0:
+            raise UserError(f"BenchConfig.warmup: must be >= 0, got {self.warmup}")
+        if self.max_seconds <= 0:
+            raise UserError(f"BenchConfig.max_seconds: must be > 0, got {self.max_seconds}")
 
 
 @dataclasses.dataclass

@@ -16,9 +16,7 @@ def _run(ns: argparse.Namespace) -> int:
     from eegsine.bench.bench import BenchConfig, render_markdown, run_bench
     from eegsine.bench.cases import build_cases
 
-    cfg = config_from_args(BenchConfig, ns)
-    if ns.threads:
-        cfg = cfg.replace(threads=ns.threads)
+    cfg = config_from_args(BenchConfig, ns)  # --threads included (eegsine --threads N fills it when not given)
     bundle, clf, eeg = (Path(p) if p else None for p in (ns.bundle, ns.classifier, ns.eeg_run))
     if ns.pipeline:
         root = Path(ns.pipeline)

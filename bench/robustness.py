@@ -35,6 +35,7 @@ from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, run_logger, update_metrics, write_json
 from eegsine.models.classifier import check_images, load_classifier
+from eegsine.run_folder import RunFolder
 
 GREY_SETS = ("mnist", "fashion-mnist", "digits")
 MNIST_GRID = [0.1, 0.2, 0.3, 0.4]
@@ -81,6 +82,13 @@ class RobustnessConfig(Config):
                      "square_queries", "n_targets", "batch_size"):
             if getattr(self, name) < 1:
                 raise UserError(f"RobustnessConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise UserError(f"RobustnessConfig.threads: must be >= 0 (0: leave torch's setting), got {self.threads}")
+        if self.pgd_alpha is not None and self.pgd_alpha <= 0:
+            raise UserError(f"RobustnessConfig.pgd_alpha: must be > 0, got {self.pgd_alpha}")
+        for name in ("zero_grad_max_share", "bb_max_share"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise UserError(f"RobustnessConfig.{name}: must be in [0, 1], got {getattr(self, name)}")
 
     @property
     def params(self) -> AttackParams:
@@ -233,13 +241,50 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
     return checks
 
 
-def evaluate_robustness(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, out_dir: str | Path) -> dict:
-    """Evaluate classifier run folders; write tables, figures and checks into ``out_dir``; return the summary."""
+def run_data(run: str | Path) -> tuple[str, str]:
+    """(dataset, data_root) of a classifier run folder, its config.json validated whole ("", "" for a bare
+    model config, which names no data set)."""
+    from eegsine.models.classifier import read_run_config
+    from eegsine.training.classifier import ClassifierTrainConfig
+
+    head = read_run_config(run)  # header first: a bare ClassifierConfig is not a training config
+    if head["kind"] != ClassifierTrainConfig.KIND:
+        return "", ""
+    tc = ClassifierTrainConfig.load(run)
+    return tc.dataset, tc.data_root
+
+
+def resolve_data(runs: list[str | Path | nn.Module], cfg: RobustnessConfig) -> tuple[str, str]:
+    """(dataset, data_root) to attack on: ``cfg``'s, else the first run's; every run folder's config is checked."""
     if not runs:
         raise UserError("evaluate_robustness: give at least one classifier run folder")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from_runs = [run_data(r) for r in runs if not isinstance(r, nn.Module)]
+    first = runs[0]
+    if isinstance(first, nn.Module) and not cfg.dataset:
+        raise UserError("RobustnessConfig.dataset: needed for in-memory models")
+    dataset = cfg.dataset or from_runs[0][0]
+    if not dataset:
+        raise UserError(f"{first}: config.json names no data set; pass --dataset")
+    data_root = cfg.data_root or (from_runs[0][1] if not isinstance(first, nn.Module) else "")
+    return dataset, data_root
+
+
+def evaluate_robustness(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, out_dir: str | Path) -> dict:
+    """Evaluate classifier run folders; write tables, figures and checks into ``out_dir``; return the summary.
+
+    ``out_dir`` follows :class:`~eegsine.run_folder.RunFolder`'s protocol: locked while evaluating,
+    config.json written once models and data are loaded.
+    """
+    dataset, data_root = resolve_data(runs, cfg)  # every run's config checked before anything is written
+    with RunFolder(out_dir) as run:
+        return _evaluate(runs, cfg, run, dataset, data_root)
+
+
+def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: RunFolder, dataset: str,
+              data_root: str) -> dict:
+    out_dir = run.path
     log = run_logger(out_dir, "eegsine.attack")
+    run.log_notes(log)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     models = []
@@ -249,20 +294,6 @@ def evaluate_robustness(runs: list[str | Path | nn.Module], cfg: RobustnessConfi
         else:
             model, mcfg = load_classifier(r)
             models.append((Path(r), model, mcfg))
-    from eegsine.io import read_json
-
-    dataset = cfg.dataset
-    if not dataset and not (models[0][0] / "config.json").exists():
-        raise UserError("RobustnessConfig.dataset: needed for in-memory models")
-    if not dataset:
-        tc = read_json(models[0][0] / "config.json")
-        dataset = tc.get("dataset") if isinstance(tc, dict) else None
-        if not dataset:
-            raise UserError(f"{models[0][0]}: config.json names no data set; pass --dataset")
-    data_root = cfg.data_root
-    if not data_root and (models[0][0] / "config.json").exists():
-        tc = read_json(models[0][0] / "config.json")
-        data_root = tc.get("data_root", "") if isinstance(tc, dict) else ""
     from eegsine.data import load_images
 
     ds = load_images(dataset, **({"root": data_root} if data_root else {}))
@@ -271,6 +302,9 @@ def evaluate_robustness(runs: list[str | Path | nn.Module], cfg: RobustnessConfi
     x, y = torch.from_numpy(ds.test_x[sel]), torch.from_numpy(ds.test_y[sel])
     n_exp = min(cfg.n_eval_expensive, n)
     majority = float(np.bincount(y.numpy(), minlength=ds.n_classes).max() / n)
+    # not compared on a rerun (RunFolder.check_config): the attack cache is keyed by these settings,
+    # so another config evaluates afresh beside the old results
+    cfg.save(out_dir)
     names = _model_names(models)
     source = (load_classifier(cfg.transfer_from)[0].eval() if cfg.transfer_from
               else next((m for _, m, c in models if c.head == "linear"), None))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import os
 import sys
@@ -56,7 +55,7 @@ def _cmd_data(ns: argparse.Namespace) -> int:
     if ns.action == "fetch":
         print(data.fetch(ns.name))
         return 0
-    # info
+    # info: each -o value is JSON (else a bare string); load_images / load_eeg type-check it against the loader
     kwargs = {"root": ns.root} if ns.root else {}
     for kv in ns.option or []:
         key, sep, val = kv.partition("=")
@@ -67,11 +66,6 @@ def _cmd_data(ns: argparse.Namespace) -> int:
         except json.JSONDecodeError:
             kwargs[key.strip().replace("-", "_")] = val  # a bare string such as image_set=digits
     spec = data.get_spec(ns.name)
-    params = inspect.signature(spec.load).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        unknown = sorted(set(kwargs) - set(params))
-        if unknown:
-            raise UserError(f"{ns.name}: unknown option {unknown[0]!r} (known: {', '.join(k for k in params if k != 'problem')})")
     if spec.kind == "image":
         s = data.load_images(ns.name, **kwargs)
         print(f"{s.name}: {len(s.train_x)} train / {len(s.test_x)} test images, shape {s.shape}, "
@@ -136,7 +130,9 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="eegsine: EEG-to-image diffusion and sine-bounded robust "
                                 "classifiers, trained in PyTorch and exported to ONNX / INT8 / TensorRT.")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    p.add_argument("--threads", type=int, default=None, help="torch/onnxruntime intra-op threads (default: OMP_NUM_THREADS or all cores)")
+    p.add_argument("--threads", dest="global_threads", type=int, default=None,
+                   help="torch/onnxruntime intra-op threads for every command (default: OMP_NUM_THREADS or all "
+                        "cores); a subcommand's own --threads, where it has one, wins over it")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("data", help="list, fetch or describe data sets")
@@ -165,6 +161,26 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     return p
 
 
+def apply_global_threads(ns: argparse.Namespace) -> None:
+    """One meaning for ``eegsine --threads N``: torch/ORT threads for the command, and the value of its
+    config's ``threads`` field unless the subcommand's own ``--threads`` was given (argparse copies a
+    subparser's unset ``--threads`` over the global one, so the global flag has its own dest)."""
+    n = getattr(ns, "global_threads", None)
+    if n is None:
+        return
+    if n < 1:
+        raise UserError(f"--threads must be >= 1, got {n}")
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    if getattr(ns, "threads", None) is None:
+        ns.threads = n
+
+
 def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
     parser = build_parser(prog)
     if prepend:  # an alias (eegsine-bench = eegsine bench): its usage and errors name the alias alone
@@ -173,19 +189,12 @@ def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
                 action.choices[prepend[0]].prog = prog
     argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(prepend + argv)
-    if ns.threads:
-        os.environ["OMP_NUM_THREADS"] = str(ns.threads)
-        try:
-            import torch
-
-            torch.set_num_threads(ns.threads)
-        except ImportError:
-            pass
     func: Callable | None = getattr(ns, "func", None)
     if func is None:
         parser.print_help()
         return 2
     try:
+        apply_global_threads(ns)
         rc = func(ns)
     except UserError as err:
         if ns.debug:

@@ -1,18 +1,23 @@
 """Config dataclasses: one per model or stage, saved as ``config.json`` beside the weights.
 
 Every config subclasses :class:`Config`. ``save(dir)`` / ``load(dir)`` round-trip exactly,
-carry a ``version``, and reject unknown keys or wrong types with a message naming the key.
+carry a ``kind`` and ``version`` (a file without them is refused, never guessed), and reject
+unknown keys, wrong types and non-finite floats with a message naming the key; each class's
+``validate()`` checks its ranges. :func:`check_value` is the same typed check for loader
+options, and :func:`read_config_fields` reads a few checked fields of a later layer's file.
 :func:`add_config_args` / :func:`config_from_args` map CLI flags 1:1 onto the fields
 (``field_name`` -> ``--field-name``), so ``--help`` documents every field.
 
 Hand-written: no library offers strict, typed, versioned JSON configs without pulling in
-pydantic-style machinery, and the surface here is ~150 lines.
+pydantic-style machinery, and the surface here is ~250 lines.
 """
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -26,11 +31,28 @@ CONFIG_FILE = "config.json"
 
 
 def _type_name(tp: Any) -> str:
+    """``int``, ``float | None``, ``list of float``, ``one of ['a', 'b']``: how an error message names a type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is typing.Literal:
+        return f"one of {list(typing.get_args(tp))}"
+    if origin in (list, tuple, collections.abc.Sequence):
+        args = typing.get_args(tp)
+        return f"list of {_type_name(args[0])}" if args else "list"
+    if tp is type(None):
+        return "None"
     return getattr(tp, "__name__", str(tp))
 
 
-def _check_value(cls_name: str, key: str, tp: Any, value: Any) -> Any:
-    """Return ``value`` coerced to ``tp`` or raise a :class:`UserError` naming ``key``."""
+def check_value(where: str, tp: Any, value: Any, finite: bool = True) -> Any:
+    """Return ``value`` coerced to ``tp`` or raise a one-line :class:`UserError` starting with ``where``.
+
+    The one typed check behind config fields and loader options: ``bool`` is never an ``int``, an
+    ``int`` is accepted for a ``float``, floats must be finite unless ``finite=False``, a
+    ``Literal`` names its choices, a list is checked item by item, a nested :class:`Config` is
+    built from its dict, and any other class is an ``isinstance`` check (``os.PathLike``, ``dict``).
+    """
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
@@ -41,45 +63,105 @@ def _check_value(cls_name: str, key: str, tp: Any, value: Any) -> Any:
             if a is type(None):
                 continue
             try:
-                return _check_value(cls_name, key, a, value)
+                return check_value(where, a, value, finite)
             except UserError as e:
                 errors.append(str(e))
-        raise UserError(f"{cls_name}.{key}: expected {tp}, got {value!r}")
+        if len(errors) == 1:  # Optional[X]: X's own message says more ("must be finite", a nested key)
+            raise UserError(errors[0])
+        raise UserError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     if origin is typing.Literal:
-        if value not in typing.get_args(tp):
-            raise UserError(f"{cls_name}.{key}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        if isinstance(value, bool) or value not in typing.get_args(tp):
+            raise UserError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
         return value
-    if origin in (list, tuple):
+    if origin in (list, tuple, collections.abc.Sequence):
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"{cls_name}.{key}: expected a list, got {type(value).__name__} {value!r}")
+            raise UserError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
         (inner, *_rest) = typing.get_args(tp) or (Any,)
-        items = [_check_value(cls_name, key, inner, v) for v in value]
-        return tuple(items) if origin is tuple else items
+        items = [check_value(where, inner, v, finite) for v in value]
+        return tuple(items) if origin is tuple or (origin is not list and isinstance(value, tuple)) else items
     if tp is Any:
         return value
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"{cls_name}.{key}: expected float, got {type(value).__name__} {value!r}")
-        return float(value)
+            raise UserError(f"{where}: expected float, got {type(value).__name__} {value!r}")
+        value = float(value)
+        if finite and not math.isfinite(value):
+            raise UserError(f"{where}: must be a finite number, got {value}")
+        return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise UserError(f"{cls_name}.{key}: expected int, got {type(value).__name__} {value!r}")
+            raise UserError(f"{where}: expected int, got {type(value).__name__} {value!r}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise UserError(f"{cls_name}.{key}: expected bool, got {type(value).__name__} {value!r}")
+            raise UserError(f"{where}: expected bool, got {type(value).__name__} {value!r}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise UserError(f"{cls_name}.{key}: expected str, got {type(value).__name__} {value!r}")
+            raise UserError(f"{where}: expected str, got {type(value).__name__} {value!r}")
         return value
     if isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value
         if not isinstance(value, dict):
-            raise UserError(f"{cls_name}.{key}: expected an object, got {value!r}")
+            raise UserError(f"{where}: expected an object, got {value!r}")
         return tp.from_dict(value)
-    raise UserError(f"{cls_name}.{key}: unsupported type {_type_name(tp)}")
+    if isinstance(tp, type):
+        if not isinstance(value, tp):
+            raise UserError(f"{where}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        return value
+    raise UserError(f"{where}: unsupported type {_type_name(tp)}")
+
+
+def _check_value(cls_name: str, key: str, tp: Any, value: Any, finite: bool = True) -> Any:
+    """:func:`check_value` for the field ``key`` of config class ``cls_name``."""
+    return check_value(f"{cls_name}.{key}", tp, value, finite)
+
+
+def read_config_fields(path: str | Path, kinds: dict[str, int], fields: dict[str, Any]) -> dict[str, Any]:
+    """Header and a few typed fields of a config file whose class lives in a later layer.
+
+    ``kinds`` maps each accepted ``kind`` to the ``version`` this eegsine reads; ``fields`` maps
+    field name -> type. Returns the fields present, checked like :class:`Config` fields (absent
+    ones are left out); the caller checks ranges. Export and bench read training runs this way
+    without importing :mod:`eegsine.training`; the CLIs validate the whole file with its class.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+    data = _read_json_object(path)
+    kind, version = _check_header(path, data, kinds)
+    out: dict[str, Any] = {"kind": kind, "version": version}
+    for name, tp in fields.items():
+        if name in data:
+            out[name] = check_value(f"{path}: {kind}.{name}", tp, data[name])
+    return out
+
+
+def _read_json_object(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        raise UserError(f"{path}: config file does not exist")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def _check_header(path: Path, data: dict[str, Any], kinds: dict[str, int]) -> tuple[str, int]:
+    """A config file names its ``kind`` and ``version``: a missing one is never guessed."""
+    want = ", ".join(f"kind {k!r} version {v}" for k, v in kinds.items())
+    for key in ("kind", "version"):
+        if key not in data:
+            raise UserError(f"{path}: no {key!r} key (a config file carries kind and version; expected {want})")
+    kind, version = data["kind"], data["version"]
+    if kind not in kinds:
+        raise UserError(f"{path}: config is of kind {kind!r}, expected {' or '.join(map(repr, kinds))}")
+    if isinstance(version, bool) or version != kinds[kind]:
+        raise UserError(f"{path}: {kind} config version {version!r} is not supported (this eegsine reads {kinds[kind]})")
+    return kind, version
 
 
 @dataclasses.dataclass
@@ -92,7 +174,12 @@ class Config:
     def __post_init__(self) -> None:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
-            setattr(self, f.name, _check_value(type(self).__name__, f.name, hints[f.name], getattr(self, f.name)))
+            finite = not f.metadata.get("nonfinite", False)  # a field that means inf/nan says so in its metadata
+            setattr(self, f.name, _check_value(type(self).__name__, f.name, hints[f.name], getattr(self, f.name), finite))
+        seed = getattr(self, "seed", 0)  # one rule for every config with a seed (already checked to be an int)
+        if seed < 0:
+            raise UserError(f"{type(self).__name__}.seed: must be >= 0 (numpy's default_rng refuses negative seeds), "
+                            f"got {seed}")
         self.validate()
 
     def validate(self) -> None:
@@ -115,7 +202,7 @@ class Config:
         version = data.pop("version", cls.VERSION)
         if kind != cls.KIND:
             raise UserError(f"{cls.__name__}: config is of kind {kind!r}, expected {cls.KIND!r}")
-        if version != cls.VERSION:
+        if isinstance(version, bool) or version != cls.VERSION:
             raise UserError(f"{cls.__name__}: config version {version!r} is not supported (this eegsine reads {cls.VERSION})")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
@@ -133,15 +220,15 @@ class Config:
 
     @classmethod
     def load(cls: type[C], directory: str | Path, name: str = CONFIG_FILE) -> C:
+        """Read a config file: ``kind`` and ``version`` must be there (never guessed), then :meth:`from_dict`."""
         path = Path(directory)
         if path.is_dir():
             path = path / name
-        if not path.exists():
-            raise UserError(f"{path}: config file does not exist")
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{path}: not valid JSON ({e})") from None
+        data = _read_json_object(path)
+        for key in ("kind", "version"):
+            if key not in data:
+                raise UserError(f"{path}: no {key!r} key (a config file carries kind and version; "
+                                f"expected kind {cls.KIND!r} version {cls.VERSION})")
         try:
             return cls.from_dict(data)
         except UserError as e:

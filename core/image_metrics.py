@@ -35,12 +35,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config
+from eegsine.config import Config, read_config_fields
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, load_state_into, read_json, save_weights, write_json
 from eegsine.models import module_device
 
 WEIGHTS_FILE = "model.safetensors"
+# kind -> version of a diffusion training run's config.json (eegsine.training.diffusion.DiffusionTrainConfig;
+# core cannot import it: tests/test_validation.py checks the two agree)
+DIFFUSION_RUN_KINDS = {"diffusion-train": 1}
 
 
 # -- the domain feature network ------------------------------------------------------------------
@@ -68,6 +71,10 @@ class DomainCNNConfig(Config):
         for name in ("in_chans", "image_size", "n_classes", "width", "feat_dim", "epochs", "batch_size", "max_train"):
             if getattr(self, name) < 1:
                 raise UserError(f"DomainCNNConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"DomainCNNConfig.lr must be > 0, got {self.lr}")
+        if self.min_steps < 0:
+            raise UserError(f"DomainCNNConfig.min_steps must be >= 0, got {self.min_steps}")
 
 
 class DomainCNN(nn.Module):
@@ -371,6 +378,13 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
     run_dir = Path(run_dir)
     if model is None:
         model, _ = load_diffusion(run_dir / "model")
+    steps, guidance = model.cfg.sampling(steps, guidance)
+    cfg_file = run_dir / "config.json"  # the training run's config, when run_dir is one: say how it was conditioned
+    train_frac = None
+    if cfg_file.exists():
+        train_frac = read_config_fields(cfg_file, DIFFUSION_RUN_KINDS, {"image_cond_frac": float}).get("image_cond_frac")
+        if train_frac is not None and not 0.0 <= train_frac <= 1.0:
+            raise UserError(f"{cfg_file}: image_cond_frac must be in [0, 1], got {train_frac}")
     if domain is None:
         folder = next(iter(sorted(run_dir.glob("domain-cnn-*"))), None)
         if folder is None:
@@ -387,14 +401,10 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
     result: dict[str, Any] = {"feature_network": domain_name, "data": ds.name, "split": split,
                               "n_classes": ds.n_outputs,
                               "n_trials": int(len(idx)), "samples_per_trial": 1, "n_boot": n_boot,
-                              "sampler": sampler or model.cfg.sampler, "steps": steps or model.cfg.sample_steps,
-                              "guidance": model.cfg.guidance if guidance is None else guidance,
+                              "sampler": sampler or model.cfg.sampler, "steps": steps, "guidance": guidance,
                               "conditions": {}, "per_class": {}}
-    cfg_file = run_dir / "config.json"  # the training run's config, when run_dir is one: say how it was conditioned
-    if cfg_file.exists():
-        frac = read_json(cfg_file).get("image_cond_frac")
-        if isinstance(frac, (int, float)):
-            result["training_image_cond_frac"] = float(frac)
+    if train_frac is not None:
+        result["training_image_cond_frac"] = train_frac
     gt_row = {"n": int(len(idx)), "acc": float((real["probs"].argmax(1) == labels).mean()),
               "is_domain": inception_score(real["probs"])}
     gt_row["acc_ci"] = list(bootstrap_ci(lambda i: float((real["probs"][i].argmax(1) == labels[i]).mean()), len(idx), n_boot, seed))

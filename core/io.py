@@ -1,19 +1,24 @@
-"""Atomic files, safetensors weights, checkpoints and run folders.
+"""Atomic files, safetensors weights and run logs.
 
 A run killed at any moment leaves either the old file or the new one, never a truncated
-one: every write goes to a temp file in the same folder, is fsync-ed, then renamed.
-Weights are safetensors only; training state (optimizer, RNG) is a safetensors file of
-tensors plus a JSON sidecar, so nothing a user hands us is ever unpickled.
+one: every write goes to a temp file ``.<name>.*.tmp`` in the same folder, is fsync-ed,
+then renamed (a killed writer's temp files are swept by :mod:`eegsine.run_folder`). A full,
+read-only or forbidden disk is a :class:`UserError` naming the file, with the old file intact.
+Weights are safetensors only, so nothing a user hands us is ever unpickled. Resumable
+training checkpoints live in :mod:`eegsine.checkpoint`.
 Does not import torch at module level (the runtime imports this module).
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import logging
 import math
 import os
+import re
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,15 +29,34 @@ METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
 
 
+# errors of the disk, not of the program: one line naming the file instead of a traceback
+DISK_ERRORS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
+               errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+               errno.EPERM: "operation not permitted"}
+
+
+def disk_error(path: str | Path, e: OSError) -> UserError | None:
+    """The one-line :class:`UserError` for a disk-side ``OSError`` (None for any other error)."""
+    if e.errno not in DISK_ERRORS:
+        return None
+    return UserError(f"{path}: cannot write: {DISK_ERRORS[e.errno]} (errno {errno.errorcode[e.errno]}); "
+                     "the previous file, if any, is unchanged")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success fsync and rename it over ``path``."""
+    """Yield a temp path beside ``path``; on success fsync and rename it over ``path``.
+
+    A disk-side ``OSError`` (full, read-only, forbidden) raised here or by the caller's
+    writes becomes a one-line :class:`UserError` naming ``path``; the temp file is removed.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
         yield tmp_path
         # mkstemp creates 0600; give the file the permissions a plain open() would have
         umask = os.umask(0)
@@ -47,8 +71,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
+    except OSError as e:
+        user = disk_error(path, e)
+        if user is None:
+            raise
+        raise user from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
 
 
@@ -115,13 +144,30 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
 
 
 # -- safetensors ------------------------------------------------------------------------
-def save_weights(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
-    """Save a flat dict of torch tensors as safetensors, atomically."""
+def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file`` (not atomic: write into an :func:`atomic_path` temp file).
+
+    safetensors reports a failed write as ``SafetensorError("... (os error 28)")``; it is
+    raised again as the ``OSError`` it is, so :func:`atomic_path` names the disk problem.
+    """
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
     contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    try:
+        save_file(contiguous, str(path), metadata=metadata)
+    except SafetensorError as e:
+        m = re.search(r"os error (\d+)", str(e))
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def save_weights(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
+    """Save a flat dict of torch tensors as safetensors, atomically."""
     with atomic_path(path) as tmp:
-        save_file(contiguous, str(tmp), metadata=metadata)
+        write_safetensors(tmp, tensors, metadata)
     return Path(path)
 
 
@@ -149,94 +195,33 @@ def load_state_into(module: Any, path: str | Path, strict: bool = True) -> None:
         raise UserError(f"{path}: weights do not fit {type(module).__name__} ({detail[:300]})") from None
 
 
-# -- checkpoints (resumable training) -----------------------------------------------------
-def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Split an optimizer state_dict into tensors (for safetensors) and JSON metadata."""
-    import torch
-
-    tensors: dict[str, Any] = {}
-    meta: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
-    for pid, st in state["state"].items():
-        entry = {}
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                name = f"opt.{pid}.{k}"
-                tensors[name] = v
-                entry[k] = {"tensor": name}
-            else:
-                entry[k] = v
-        meta["state"][str(pid)] = entry
-    return tensors, meta
-
-
-def _unflatten_optimizer(tensors: dict[str, Any], meta: dict[str, Any]) -> dict[str, Any]:
-    state = {}
-    for pid, entry in meta["state"].items():
-        state[int(pid)] = {k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v)
-                           for k, v in entry.items()}
-    return {"state": state, "param_groups": meta["param_groups"]}
-
-
-def save_checkpoint(directory: str | Path, modules: dict[str, Any], optimizers: dict[str, Any],
-                    progress: dict[str, Any]) -> Path:
-    """Write a resumable checkpoint: ``ckpt.safetensors`` + ``ckpt.json`` (JSON written last).
-
-    The JSON file is the commit record: a checkpoint counts only once its JSON names the
-    safetensors file's hash, so a crash between the two writes leaves the previous one valid.
-    """
-    import torch
-
-    directory = Path(directory)
-    tensors: dict[str, Any] = {}
-    meta: dict[str, Any] = {"progress": progress, "optimizers": {}}
-    for name, mod in modules.items():
-        for k, v in mod.state_dict().items():
-            tensors[f"model.{name}.{k}"] = v
-    for name, opt in optimizers.items():
-        t, m = _flatten_optimizer(opt.state_dict())
-        tensors.update({f"{name}.{k}": v for k, v in t.items()})
-        meta["optimizers"][name] = m
-    meta["rng_torch"] = torch.get_rng_state().tolist()
-    save_weights(directory / "ckpt.safetensors", tensors)
-    meta["sha256"] = sha256_file(directory / "ckpt.safetensors")
-    write_json(directory / "ckpt.json", meta)
-    return directory / "ckpt.json"
-
-
-def load_checkpoint(directory: str | Path, modules: dict[str, Any], optimizers: dict[str, Any]) -> dict[str, Any] | None:
-    """Restore a checkpoint written by :func:`save_checkpoint`; return its progress or None."""
-    import torch
-
-    directory = Path(directory)
-    meta_path = directory / "ckpt.json"
-    if not meta_path.exists():
-        return None
-    meta = read_json(meta_path)
-    wpath = directory / "ckpt.safetensors"
-    if not wpath.exists() or sha256_file(wpath) != meta.get("sha256"):
-        raise UserError(f"{wpath}: checkpoint does not match {meta_path.name} (hash differs); delete both to restart")
-    tensors = load_weights(wpath)
-    for name, mod in modules.items():
-        pre = f"model.{name}."
-        mod.load_state_dict({k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)})
-    for name, opt in optimizers.items():
-        pre = f"{name}."
-        t = {k[len(pre):]: v for k, v in tensors.items() if k.startswith(pre)}
-        opt.load_state_dict(_unflatten_optimizer(t, meta["optimizers"][name]))
-    torch.set_rng_state(torch.tensor(meta["rng_torch"], dtype=torch.uint8))
-    return meta["progress"]
-
-
 # -- run folders ---------------------------------------------------------------------------
+class _RunLogHandler(logging.FileHandler):
+    """log.txt that never prints a traceback: a full disk must not bury the run's one-line error."""
+
+    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 (logging's name)
+        if not getattr(self, "_warned", False):
+            self._warned = True
+            err = sys.exc_info()[1]
+            print(f"eegsine: warning: cannot append to {self.baseFilename} ({err}); logging to the console only",
+                  file=sys.stderr)
+
+
 def run_logger(run_dir: str | Path, name: str = "eegsine") -> logging.Logger:
     """A logger writing to ``run_dir/log.txt`` (appending, so a resumed run keeps history)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     logger = logging.getLogger(f"{name}.{run_dir.resolve()}")
     logger.setLevel(logging.INFO)
     logger.propagate = False
     if not logger.handlers:
-        fh = logging.FileHandler(run_dir / LOG_FILE)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fh = _RunLogHandler(run_dir / LOG_FILE)
+        except OSError as e:
+            user = disk_error(run_dir / LOG_FILE, e)
+            if user is None:
+                raise
+            raise user from None
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(fh)
         sh = logging.StreamHandler()

@@ -55,6 +55,8 @@ def check_manifest(m: Any, where: str) -> None:
             _need(prec in PRECISIONS, where, f"models.{name}.files: unknown precision {prec!r}")
             _need(isinstance(rel, str) and rel in files, where,
                   f"models.{name}.files.{prec} names {rel!r}, which is not listed under 'files'")
+        if name == "eeg_encoder":
+            _check_eeg_extras(entry, c, files, f"{where}: models.eeg_encoder")
         q = entry.get("quantization")
         if "int8" in mf:
             _need(isinstance(q, dict), where, f"models.{name}.quantization must be an object for an int8 file")
@@ -85,3 +87,28 @@ def check_manifest(m: Any, where: str) -> None:
         _need(isinstance(g, dict) and isinstance(g.get("file"), str) and g["file"] in files, where,
               f"golden.{name}.file must name a file listed under 'files'")
     _need(isinstance(m.get("engines", {}), dict), where, "'engines' must be an object")
+
+
+def _check_eeg_extras(entry: dict, contract: Any, files: dict, where: str) -> None:
+    """``preprocessing`` (a PreprocessingSpec that fits the contract) and ``prototypes`` (a listed .npz + classes)."""
+    from eegsine.preprocessing import PreprocessingSpec
+
+    pre = entry.get("preprocessing")
+    if pre is not None:
+        _need(isinstance(pre, dict), where, "preprocessing must be an object")
+        try:
+            spec = PreprocessingSpec.from_dict(pre)
+        except UserError as e:
+            raise UserError(f"{where}.preprocessing: {e}") from None
+        want = (contract.meta.get("n_chans"), contract.meta.get("n_times"))
+        _need((spec.n_chans, spec.n_times) == want, where,
+              f"preprocessing describes {spec.n_chans} ch x {spec.n_times} samples, the encoder takes {want[0]} x {want[1]}")
+    pro = entry.get("prototypes")
+    if pro is not None:
+        _need(isinstance(pro, dict) and isinstance(pro.get("file"), str) and pro["file"] in files, where,
+              "prototypes.file must name a file listed under 'files'")
+        cls = pro.get("classes")
+        _need(isinstance(cls, list) and bool(cls) and all(isinstance(c, str) for c in cls), where,
+              "prototypes.classes must be a non-empty list of class names")
+        _need(_finite(pro.get("scale")) and pro["scale"] > 0, where,
+              f"prototypes.scale must be a finite number > 0, got {pro.get('scale')!r}")

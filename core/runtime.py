@@ -12,6 +12,8 @@ whose ISA class has no passing record for that file in ``verifications.json``
 names the command; ``strict=True`` refuses instead.
 
 * :class:`SineClassifier` -- ``predict(images)`` -> labels, ``scores(images)`` -> logits.
+* :class:`EEGDecoder` -- ``decode(epochs)`` -> labels, confidence, embeddings: the EEG encoder and
+  the bundle's class prototypes (nearest prototype, softmax over negative squared distances).
 * :class:`EEGToImage` -- ``generate(eeg, steps=25, guidance=..., seed=...)``: EEG encoder
   + token mapper -> DDIM loop over the UNet with classifier-free guidance -> VAE decoder.
 * :class:`DDIM` -- diffusers' ``DDIMScheduler`` (eta = 0) in numpy: same beta schedules,
@@ -28,7 +30,7 @@ import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
@@ -337,6 +339,112 @@ class SineClassifier:
         return self.scores(images).argmax(axis=1).astype(np.int64)
 
 
+# -- EEG ----------------------------------------------------------------------------------------------
+def check_eeg(eeg: Any, n_chans: int, n_times: int) -> np.ndarray:
+    """A float32 (batch, n_chans, n_times) array of finite samples, or a one-line :class:`UserError`."""
+    if not isinstance(eeg, np.ndarray):
+        raise UserError(f"EEG: expected a numpy array (batch, {n_chans}, {n_times}), got {type(eeg).__name__}")
+    if eeg.dtype != np.float32:
+        raise UserError(f"EEG: expected float32, got {eeg.dtype} (convert with eeg.astype(np.float32))")
+    if eeg.ndim != 3 or eeg.shape[1:] != (n_chans, n_times):
+        raise UserError(f"EEG: expected shape (batch, n_chans={n_chans}, n_times={n_times}), got {eeg.shape}")
+    if len(eeg) == 0:
+        raise UserError("EEG: empty batch")
+    bad = ~np.isfinite(eeg).reshape(len(eeg), -1).all(axis=1)
+    if bad.any():
+        raise UserError(f"EEG: {int(bad.sum())} trial(s) contain NaN/inf (first: trial {int(np.argmax(bad))})")
+    return eeg
+
+
+def encode_eeg(bundle: Bundle, eeg: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked EEG (N, C, T) -> tokens (N, n_tokens, d), embedding (N, emb_dim), in batches of the contract's max."""
+    hi = bundle.contract("eeg_encoder").dims["batch"][2]
+    parts = [bundle.run("eeg_encoder", {"eeg": np.ascontiguousarray(eeg[s])}, precision) for s in _batches(len(eeg), hi)]
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class Decoded(NamedTuple):
+    labels: np.ndarray       # (N,) int64 class index into EEGDecoder.classes
+    confidence: np.ndarray   # (N,) float32 softmax probability of the label
+    embeddings: np.ndarray   # (N, emb_dim) float32 unit vectors
+
+
+class EEGDecoder:
+    """The bundle's EEG encoder + class prototypes: preprocessed epochs -> labels, confidence, embeddings.
+
+    Nearest prototype: the label is the class whose prototype (the L2-normalised mean embedding of
+    its training trials, computed at export) is closest to the trial's embedding; ``confidence`` is
+    its probability under softmax(-scale / 2 * ||z - p_c||^2) over the classes, z and p_c unit vectors
+    (= softmax(scale * cos(z, p_c)), the prototypical loss's logits), ``scale`` fitted at export on the
+    validation split (manifest ``models.eeg_encoder.prototypes``). Epochs must already be preprocessed
+    as ``self.preprocessing`` says (:mod:`eegsine.stream` does that to a live signal).
+    """
+
+    def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
+                 strict: bool = False):
+        from eegsine.preprocessing import PreprocessingSpec
+
+        self.bundle = _open(bundle, threads=threads, strict=strict)
+        self.precision = precision
+        self.contract = self.bundle.contract("eeg_encoder")
+        self.bundle.model_path("eeg_encoder", precision)
+        entry = self.bundle.manifest["models"]["eeg_encoder"]
+        pre = entry.get("preprocessing")
+        self.preprocessing = PreprocessingSpec.from_dict(pre) if pre is not None else None
+        pro = entry.get("prototypes")
+        if pro is None:
+            raise UserError(f"{self.bundle.root}: the bundle has no class prototypes (exported by an older eegsine); "
+                            "re-export it to decode")
+        arrays = self._read_npz(pro["file"])
+        self.prototypes = np.asarray(arrays["prototypes"], np.float32)            # (K, emb_dim)
+        self.classes: list[str] = list(pro["classes"])
+        self.scale = float(pro["scale"])
+        emb = self.contract.spec("embedding").shape[1]
+        if self.prototypes.shape != (len(self.classes), emb):
+            raise UserError(f"{self.bundle.root / pro['file']}: prototypes {self.prototypes.shape} do not fit "
+                            f"{len(self.classes)} classes x {emb}-dim embeddings")
+
+    def _read_npz(self, rel: str) -> dict[str, np.ndarray]:
+        import io
+
+        data = self.bundle.files[rel].read_bytes()
+        want = self.bundle.manifest["files"][rel]["sha256"]
+        if self.bundle.verify and hashlib.sha256(data).hexdigest() != want:
+            raise UserError(f"{self.bundle.root / rel}: sha256 does not match the manifest (file changed or corrupted)")
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (ValueError, OSError) as e:
+            raise UserError(f"{self.bundle.root / rel}: not a readable .npz ({e})") from None
+
+    @property
+    def n_chans(self) -> int:
+        return int(self.contract.meta["n_chans"])
+
+    @property
+    def n_times(self) -> int:
+        return int(self.contract.meta["n_times"])
+
+    def embed(self, epochs: np.ndarray) -> np.ndarray:
+        """(N, n_chans, n_times) float32 -> (N, emb_dim) embeddings."""
+        return encode_eeg(self.bundle, check_eeg(epochs, self.n_chans, self.n_times), self.precision)[1]
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        """(N, emb_dim) -> (N, n_classes): softmax(-scale / 2 * squared distance to each prototype)."""
+        d2 = ((embeddings[:, None, :].astype(np.float64) - self.prototypes[None].astype(np.float64)) ** 2).sum(-1)
+        logits = -0.5 * self.scale * d2
+        logits -= logits.max(axis=1, keepdims=True)
+        p = np.exp(logits)
+        return (p / p.sum(axis=1, keepdims=True)).astype(np.float32)
+
+    def decode(self, epochs: np.ndarray) -> Decoded:
+        """Preprocessed epochs (N, n_chans, n_times) float32 -> labels, confidence, embeddings."""
+        z = self.embed(epochs)
+        p = self.probabilities(z)
+        labels = p.argmax(axis=1).astype(np.int64)
+        return Decoded(labels, p[np.arange(len(p)), labels], z)
+
+
 # -- EEG to image -------------------------------------------------------------------------------------
 class EEGToImage:
     """EEG trials -> images: encoder/token mapper -> DDIM over the UNet (CFG) -> VAE decoder.
@@ -365,27 +473,11 @@ class EEGToImage:
                        else np.asarray(uncond, np.float32).reshape(shape))
 
     def check_eeg(self, eeg: Any) -> np.ndarray:
-        n_chans, n_times = self.enc.meta["n_chans"], self.enc.meta["n_times"]
-        if not isinstance(eeg, np.ndarray):
-            raise UserError(f"EEG: expected a numpy array (batch, {n_chans}, {n_times}), got {type(eeg).__name__}")
-        if eeg.dtype != np.float32:
-            raise UserError(f"EEG: expected float32, got {eeg.dtype} (convert with eeg.astype(np.float32))")
-        if eeg.ndim != 3 or eeg.shape[1:] != (n_chans, n_times):
-            raise UserError(f"EEG: expected shape (batch, n_chans={n_chans}, n_times={n_times}), got {eeg.shape}")
-        if len(eeg) == 0:
-            raise UserError("EEG: empty batch")
-        bad = ~np.isfinite(eeg).reshape(len(eeg), -1).all(axis=1)
-        if bad.any():
-            raise UserError(f"EEG: {int(bad.sum())} trial(s) contain NaN/inf (first: trial {int(np.argmax(bad))})")
-        return eeg
+        return check_eeg(eeg, self.enc.meta["n_chans"], self.enc.meta["n_times"])
 
     def encode(self, eeg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, n_chans, n_times) -> tokens (N, n_tokens, d), embedding (N, emb_dim)."""
-        eeg = self.check_eeg(eeg)
-        hi = self.enc.dims["batch"][2]
-        parts = [self.bundle.run("eeg_encoder", {"eeg": np.ascontiguousarray(eeg[s])}, self.precisions["eeg_encoder"])
-                 for s in _batches(len(eeg), hi)]
-        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+        return encode_eeg(self.bundle, self.check_eeg(eeg), self.precisions["eeg_encoder"])
 
     def unet_precision(self, t: int) -> str:
         """INT8 only at timesteps where the export measured it good enough (manifest

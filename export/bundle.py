@@ -77,6 +77,8 @@ class BundleConfig(Config):
         for name in ("calib_images", "calib_trials", "calib_steps", "holdout", "golden_eval", "golden_pgd_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"BundleConfig.{name}: must be >= 1, got {getattr(self, name)}")
+        if self.guidance != -1.0 and self.guidance < 0:
+            raise UserError(f"BundleConfig.guidance: must be >= 0 or -1 (the run's), got {self.guidance}")
 
 
 @dataclasses.dataclass
@@ -89,6 +91,7 @@ class Item:
     holdout: list[dict[str, np.ndarray]]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
     evaluation: dict[str, Any] | None = None  # classifier: {"images", "labels", "eps"} for the golden set
+    arrays: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)  # extra .npz files to ship
 
 
 def _feeds(name: str, x: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
@@ -99,12 +102,11 @@ def _feeds(name: str, x: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
 def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None = None) -> Item:
     """The classifier of a ``train classifier`` run, calibrated on its data set's training images."""
     from eegsine.data import load_images
-    from eegsine.io import read_json
-    from eegsine.models.classifier import load_classifier
+    from eegsine.models.classifier import load_classifier, read_run_config
 
+    run_cfg = read_run_config(run_dir)  # kind, version, dataset, eps checked before the manifest copies them
     model, mcfg = load_classifier(run_dir)
-    run_cfg = read_json(Path(run_dir) / "config.json")
-    dataset = run_cfg.get("dataset") if isinstance(run_cfg, dict) else None
+    dataset = run_cfg.get("dataset")
     if images is None:
         if not dataset:
             raise UserError(f"{run_dir}: config.json names no dataset to calibrate the classifier on")
@@ -113,7 +115,7 @@ def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None =
                                    max_batch=max(cfg.export.max_batch, 64), opset=cfg.export.opset)
     rng = np.random.default_rng(cfg.seed)
     idx = rng.choice(len(images.train_x), size=min(cfg.calib_images, len(images.train_x)), replace=False)
-    eps = run_cfg.get("eps") if isinstance(run_cfg, dict) else None
+    eps = run_cfg.get("eps")
     return Item(contract, model.eval(), _feeds("images", images.train_x[idx], 32),
                 _feeds("images", images.test_x[: cfg.holdout], 32),
                 {"classes": list(images.classes), "dataset": images.name, "arch": mcfg.arch, "head": mcfg.head,
@@ -155,8 +157,13 @@ def record_trajectories(unet: nn.Module, tokens: torch.Tensor, uncond: torch.Ten
 
 def eeg_items(encoder: nn.Module, mapper: nn.Module, decoder: nn.Module, unet: nn.Module, scheduler_config: dict,
               train_eeg: np.ndarray, holdout_eeg: np.ndarray, cfg: BundleConfig, guidance: float = 1.0,
-              uncond_tokens: np.ndarray | None = None) -> tuple[list[Item], dict[str, Any]]:
+              uncond_tokens: np.ndarray | None = None, train_labels: np.ndarray | None = None,
+              holdout_labels: np.ndarray | None = None, classes: list[str] | None = None,
+              preprocessing: Any | None = None) -> tuple[list[Item], dict[str, Any]]:
     """Items for eeg_encoder (+ token mapper), unet and vae_decoder, plus the bundle's generation section.
+
+    With ``train_labels`` the encoder item carries class prototypes (:func:`class_prototypes`); with
+    ``preprocessing`` (a :class:`~eegsine.preprocessing.PreprocessingSpec`) the spec its input needs.
 
     ``decoder`` maps scaled latents to images in [0, 1] and has a ``scaling_factor``
     (:class:`DiffusionDecoderForExport` or :class:`VAEDecoderForExport`).
@@ -187,7 +194,17 @@ def eeg_items(encoder: nn.Module, mapper: nn.Module, decoder: nn.Module, unet: n
                                              (lat_c, lat_s, lat_s), cfg.seed)
     hold_unet, lat_ho = record_trajectories(w_unet, tok_ho, uncond, scheduler_config, min(cfg.calib_steps, 10),
                                             guidance, (lat_c, lat_s, lat_s), cfg.seed + 1)
-    items = [Item(c_enc, enc, _feeds("eeg", tr, 8), _feeds("eeg", ho, 8)),
+    enc_item = Item(c_enc, enc, _feeds("eeg", tr, 8), _feeds("eeg", ho, 8))
+    if preprocessing is not None:
+        if (preprocessing.n_chans, preprocessing.n_times) != (n_chans, n_times):
+            raise UserError(f"export: the preprocessing spec describes {preprocessing.n_chans} ch x {preprocessing.n_times} "
+                            f"samples, the encoder takes {n_chans} x {n_times}")
+        enc_item.info["preprocessing"] = preprocessing.to_dict()
+    if train_labels is not None:
+        info, arrays = class_prototypes(enc, train_eeg, train_labels, classes, holdout_eeg, holdout_labels)
+        enc_item.info["prototypes"] = info
+        enc_item.arrays[info["file"]] = arrays
+    items = [enc_item,
              Item(c_unet, w_unet, calib_unet, hold_unet),
              Item(c_vae, decoder, _feeds("latents", lat_tr.astype(np.float32), 8),
                   _feeds("latents", lat_ho.astype(np.float32), 8))]
@@ -195,6 +212,69 @@ def eeg_items(encoder: nn.Module, mapper: nn.Module, decoder: nn.Module, unet: n
                   "steps": cfg.calib_steps,
                   "uncond_tokens": None if uncond_tokens is None else np.asarray(uncond_tokens, np.float32).ravel().tolist()}
     return items, generation
+
+
+PROTOTYPES_FILE = "prototypes.npz"
+
+
+@torch.no_grad()
+def _embed(enc: nn.Module, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return np.concatenate([enc(torch.from_numpy(np.ascontiguousarray(x[i:i + batch], np.float32)))[1].numpy()
+                           for i in range(0, len(x), batch)])
+
+
+def class_prototypes(enc: nn.Module, train_eeg: np.ndarray, train_labels: np.ndarray, classes: list[str] | None,
+                     holdout_eeg: np.ndarray | None = None, holdout_labels: np.ndarray | None = None
+                     ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Per-class mean embedding of the training split (L2-normalised, as the prototypical loss forms them) and
+    the softmax scale of the runtime's confidence -> (manifest entry, arrays of ``prototypes.npz``).
+
+    The runtime's confidence is softmax(-scale / 2 * ||z - p_c||^2) over classes, z and p_c unit vectors
+    (= softmax(scale * cos), the training loss's logits). ``scale`` is fitted on the held-out (validation)
+    trials by temperature scaling (minimum NLL on a log grid 1..300); without held-out labels it is 10, the
+    training's initial prototype scale. Classes with no training trial get no prototype.
+    """
+    y = np.asarray(train_labels, np.int64)
+    n_classes = len(classes) if classes is not None else int(y.max()) + 1
+    z = _embed(enc, train_eeg)                                             # (N, D)
+    present = np.array([c for c in range(n_classes) if (y == c).any()], np.int64)
+    protos = np.stack([z[y == c].mean(0) for c in present])
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True) + 1e-12
+    scale, nll = 10.0, None
+    if holdout_eeg is not None and holdout_labels is not None and len(holdout_labels):
+        hz, hy = _embed(enc, holdout_eeg), np.asarray(holdout_labels, np.int64)
+        ok = np.isin(hy, present)
+        if ok.any():
+            cos = hz[ok] @ protos.T
+            target = np.searchsorted(present, hy[ok])
+            grid = np.geomspace(1.0, 300.0, 80)
+            nlls = []
+            for s in grid:
+                lg = s * cos
+                lg -= lg.max(1, keepdims=True)
+                nlls.append(float(np.mean(np.log(np.exp(lg).sum(1)) - lg[np.arange(len(lg)), target])))
+            k = int(np.argmin(nlls))
+            scale, nll = float(grid[k]), round(nlls[k], 4)
+    names = list(classes) if classes is not None else [str(c) for c in range(n_classes)]
+    info = {"file": PROTOTYPES_FILE, "classes": [names[c] for c in present], "class_index": present.tolist(),
+            "counts": [int((y == c).sum()) for c in present], "split": "train", "computed_with": "torch fp32 encoder",
+            "distance": "squared euclidean between unit vectors", "scale": scale, "scale_fit": (
+                {"on": "validation split", "nll": nll} if nll is not None else {"on": "none (default)"})}
+    return info, {"prototypes": protos.astype(np.float32), "class_index": present}
+
+
+def _run_preprocessing(encoder: nn.Module, eeg_set: Any) -> Any:
+    """The spec the encoder was trained on (its folder's preprocessing.json), checked against the calibration data's."""
+    run = getattr(encoder, "preprocessing", None)
+    data = getattr(eeg_set, "preprocessing", None)
+    if run is not None and data is not None:
+        a, b = run.to_dict(), data.to_dict()
+        a.pop("source"), b.pop("source")
+        if a != b:
+            diff = ", ".join(k for k in a if a[k] != b[k])
+            raise UserError(f"export: {eeg_set.name}'s preprocessing differs from the encoder's training data ({diff}); "
+                            "calibrate on the data the encoder was trained on")
+    return run if run is not None else data
 
 
 def diffusion_model_dir(run_dir: str | Path) -> Path:
@@ -227,7 +307,9 @@ def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = 
     guidance = dcfg.guidance if cfg.guidance < 0 else cfg.guidance
     items, generation = eeg_items(model.encoder, model.mapper, DiffusionDecoderForExport(model), model.unet,
                                   dcfg.scheduler_config(), train, hold, cfg, guidance,
-                                  model.null_tokens.detach().numpy())
+                                  model.null_tokens.detach().numpy(), train_labels=eeg_set.y[eeg_set.splits["train"]],
+                                  holdout_labels=eeg_set.y[eeg_set.splits["val"]], classes=list(eeg_set.classes),
+                                  preprocessing=_run_preprocessing(model.encoder, eeg_set))
     generation["steps"] = dcfg.sample_steps
     return items, generation, eeg_set
 
@@ -343,7 +425,9 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
                 golden.append(write_classifier_eval(tmp, item.module, ev["images"], ev["labels"], ev["eps"],
                                                     cfg.golden_pgd_steps, cfg.seed))
                 manifest["golden"][f"{name}_eval"] = golden[-1]
-            for rel in list(entry["files"].values()) + [g["file"] for g in golden]:
+            for rel, arrays in item.arrays.items():
+                np.savez(tmp / rel, **arrays)
+            for rel in list(entry["files"].values()) + [g["file"] for g in golden] + list(item.arrays):
                 manifest["files"][rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
         write_json(tmp / MANIFEST, manifest)
         if cfg.int8:  # prove the INT8 files on the build host before the bundle is published

@@ -66,6 +66,8 @@ class ExportConfig(Config):
             raise UserError(f"ExportConfig.opset: supported 17..21, got {self.opset}")
         if self.max_batch < 1:
             raise UserError(f"ExportConfig.max_batch: must be >= 1, got {self.max_batch}")
+        if self.parity_atol < 0:  # 0 asks for exact parity (the failure test uses it)
+            raise UserError(f"ExportConfig.parity_atol: must be >= 0, got {self.parity_atol}")
 
 
 # -- wrappers with the contracts' signatures ------------------------------------------------------

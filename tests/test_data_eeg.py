@@ -56,7 +56,7 @@ def test_synthetic_shapes_config_roundtrip(tmp_path):
     with pytest.raises(UserError, match="SyntheticVEPConfig.snr"):
         SyntheticVEPConfig(snr=0.0)
     with pytest.raises(UserError, match="unknown key 'nchans'"):
-        SyntheticVEPConfig.load(_write(tmp_path / "bad.json", '{"kind": "synthetic-vep", "nchans": 3}'))
+        SyntheticVEPConfig.load(_write(tmp_path / "bad.json", '{"kind": "synthetic-vep", "version": 1, "nchans": 3}'))
 
 
 def _write(path, text):
@@ -243,8 +243,15 @@ def test_eegcvpr40_bandpass_removes_200hz_keeps_10hz(tmp_path, caplog):
     a10_raw, a200_raw = _amplitudes(raw.x[0, 0], [10, 200], 1000)
     a10, a200 = _amplitudes(filt.x[0, 0], [10, 200], 1000)
     assert abs(a10_raw - 1) < 1e-4 and abs(a200_raw - 1) < 1e-4
-    assert a200 < 0.01 * a200_raw                                          # > 40 dB down
+    # causal (the default, what a stream can run): one pass of the order-4 Butterworth, 200 Hz is 2.1x its 95 Hz
+    # edge -> ~30 dB (measured 0.026); zero-phase passes twice -> > 40 dB
+    assert filt.info["bandpass_phase"] == "causal" and filt.preprocessing.phase == "causal"
+    assert a200 < 0.035 * a200_raw
     assert 0.95 < a10 / a10_raw < 1.02
+    zp = load_eeg("eegcvpr40", root=str(root), phase="zero-phase")
+    a10_zp, a200_zp = _amplitudes(zp.x[0, 0], [10, 200], 1000)
+    assert a200_zp < 0.01 * a200_raw and 0.95 < a10_zp / a10_raw < 1.02
+    assert zp.preprocessing.phase == "zero-phase" and zp.preprocessing.l_freq == 5.0 and len(zp.preprocessing.sos) == 4
     with caplog.at_level(logging.WARNING):
         load_eeg("eegcvpr40", root=str(root), bandpass=None)
     assert "Li et al" in caplog.text

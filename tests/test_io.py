@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
+from eegsine.checkpoint import load_checkpoint, save_checkpoint
 from eegsine.errors import UserError
-from eegsine.io import (atomic_path, atomic_write_text, load_checkpoint, load_state_into, read_json,
-                        save_checkpoint, save_weights, update_metrics, write_json)
+from eegsine.io import atomic_path, atomic_write_text, load_state_into, read_json, save_weights, update_metrics, write_json
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
@@ -117,7 +117,7 @@ def test_no_checkpoint_and_tampered_checkpoint(tmp_path):
     m = torch.nn.Linear(2, 2)
     assert load_checkpoint(tmp_path, {"model": m}, {}) is None
     save_checkpoint(tmp_path, {"model": m}, {}, {"step": 1})
-    with open(tmp_path / "ckpt.safetensors", "r+b") as fh:
+    with open(tmp_path / read_json(tmp_path / "ckpt.json")["weights"], "r+b") as fh:
         fh.seek(-4, 2)
         fh.write(b"\xff\xff\xff\xff")
     with pytest.raises(UserError, match="hash differs"):

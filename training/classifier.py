@@ -28,10 +28,12 @@ import torch.nn.functional as F
 import torchattacks
 from tqdm import tqdm
 
+from eegsine.checkpoint import load_checkpoint, save_checkpoint
 from eegsine.config import Config
 from eegsine.errors import UserError
-from eegsine.io import load_checkpoint, load_weights, run_logger, save_checkpoint, save_weights, update_metrics
+from eegsine.io import load_weights, run_logger, save_weights, update_metrics
 from eegsine.models.classifier import ClassifierConfig, build_classifier, save_classifier
+from eegsine.run_folder import RunFolder
 
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
 BEST_FILE = "best.safetensors"
@@ -81,6 +83,9 @@ class ClassifierTrainConfig(Config):
                 raise UserError(f"ClassifierTrainConfig.{name}: must be >= 0, got {getattr(self, name)}")
         if self.lr <= 0:
             raise UserError(f"ClassifierTrainConfig.lr: must be > 0, got {self.lr}")
+        for name in ("weight_decay", "eps_ramp_epochs"):
+            if getattr(self, name) < 0:
+                raise UserError(f"ClassifierTrainConfig.{name}: must be >= 0, got {getattr(self, name)}")
 
 
 def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
@@ -267,25 +272,28 @@ def _train_attack(cfg: ClassifierTrainConfig, model: nn.Module, eps: float):
 
 
 def train_classifier(cfg: ClassifierTrainConfig, run_dir: str | Path, data: dict | None = None) -> dict:
-    """Train one classifier into ``run_dir`` (resuming from its checkpoint if present); return its metrics."""
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train one classifier into ``run_dir`` (resuming from its checkpoint if present); return its metrics.
+
+    The folder follows :class:`~eegsine.run_folder.RunFolder`'s protocol: locked while training,
+    ``config.json`` written once data and model are ready.
+    """
+    with RunFolder(run_dir) as run:
+        return _train(cfg, run, data)
+
+
+def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dict:
+    run_dir = run.path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = data or load_split(cfg)
     cfg = resolve_model_config(cfg, data)
-    cfg_path = run_dir / "config.json"
-    if cfg_path.exists() and (run_dir / "ckpt.json").exists():
-        old = ClassifierTrainConfig.load(run_dir)
-        if old.to_dict() != cfg.to_dict():
-            raise UserError(f"{cfg_path}: run folder holds a checkpoint of a different configuration; "
-                            "use another --run folder or delete this one")
-    cfg.save(run_dir)
-    log = run_logger(run_dir, "eegsine.train")
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model)
     opt = (torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
            else torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True))
+    run.write_config(cfg)  # only now: a failed attempt must not block the corrected retry
+    log = run_logger(run_dir, "eegsine.train")
+    run.log_notes(log)
     n = len(data["train_x"])
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
@@ -322,12 +330,18 @@ def train_classifier(cfg: ClassifierTrainConfig, run_dir: str | Path, data: dict
                 g["lr"] = _lr_at(cfg, step, total_steps)
             logits = model(x_in)
             loss = F.cross_entropy(logits, y)
+            if not math.isfinite(loss.item()):  # stop before the step: NaN weights are never checkpointed or saved
+                raise UserError(f"training diverged: loss is {loss.item()} at step {step + 1} with lr={cfg.lr:g} "
+                                f"({cfg.optimizer}); lower --lr")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if step < cfg.grad_log_steps:
                 for k, v in layer_grad_norms(model).items():
                     prog["grad_norms"].setdefault(k, []).append(v)
             opt.step()
+            if step == 0 and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+                raise UserError(f"training diverged: the first step with lr={cfg.lr:g} ({cfg.optimizer}) made the "
+                                "weights non-finite; lower --lr")
             prog["step"] = step + 1
             prog["seen"] += len(idx)
             prog["train_s"] += time.perf_counter() - t0

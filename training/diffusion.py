@@ -39,15 +39,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from eegsine.checkpoint import load_checkpoint, save_checkpoint
 from eegsine.config import Config
 from eegsine.data import EEGSet
 from eegsine.errors import UserError
-from eegsine.io import load_checkpoint, load_weights, run_logger, save_checkpoint, save_weights, update_metrics
+from eegsine.io import load_weights, run_logger, save_weights, update_metrics
 from eegsine.models import module_device
 from eegsine.models.diffusion import (DiffusionConfig, EEGDiffusion, build_diffusion, load_diffusion, model_sizes,
                                       save_diffusion)
 from eegsine.models.eeg_encoder import EEGEncoder, build_encoder, load_encoder
 from eegsine.models.image_encoder import embed_images, load_image_encoder
+from eegsine.run_folder import RunFolder
 
 MODEL_DIR = "model"
 VAE_DIR = "vae"
@@ -112,9 +114,12 @@ class DiffusionTrainConfig(Config):
         for name in ("vae_epochs", "steps_per_epoch", "warmup_steps"):
             if getattr(self, name) < 0:
                 raise UserError(f"DiffusionTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "vae_lr", "encoder_lr", "weight_decay", "vae_kl_weight", "grad_clip"):
+        for name in ("encoder_lr", "weight_decay", "vae_kl_weight", "grad_clip"):
             if getattr(self, name) < 0:
                 raise UserError(f"DiffusionTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "vae_lr"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"DiffusionTrainConfig.{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.image_cond_frac <= 1.0:
             raise UserError(f"DiffusionTrainConfig.image_cond_frac must be in [0, 1], got {self.image_cond_frac}")
         if self.image_cond_frac > 0 and self.mode == "joint":
@@ -227,7 +232,7 @@ def _lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 class _EMAState:
-    """EMAModel's shadow weights as a state_dict of tensors (what eegsine.io checkpoints hold)."""
+    """EMAModel's shadow weights as a state_dict of tensors (what eegsine.checkpoint checkpoints hold)."""
 
     def __init__(self, ema):
         self.ema = ema
@@ -414,8 +419,6 @@ def _setup_mode(cfg: DiffusionTrainConfig, model: EEGDiffusion, logger) -> None:
 
 def _init_from(cfg: DiffusionTrainConfig, model: EEGDiffusion) -> None:
     if not cfg.init_from:
-        if cfg.mode == "lora" and not cfg.model.pretrained_unet:
-            raise UserError("mode=lora adapts a trained UNet: set --init-from RUN/model or --model-pretrained-unet DIR")
         return
     base, _ = load_diffusion(cfg.init_from)
     for name in ("unet", "mapper"):
@@ -444,19 +447,27 @@ def image_embeddings(folder: Path, images: np.ndarray, emb_dim: int) -> torch.Te
 
 def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet | None = None,
                     encoder: EEGEncoder | None = None) -> dict[str, Any]:
-    """Train (or resume) stages A and B in ``run_dir``; return the metrics written under ``diffusion``."""
+    """Train (or resume) stages A and B in ``run_dir``; return the metrics written under ``diffusion``.
+
+    The folder follows :class:`~eegsine.run_folder.RunFolder`'s protocol: the main process
+    locks it and writes config.json once data, encoder and model are ready.
+    """
     from accelerate import Accelerator
 
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "config.json").exists():
-        old = DiffusionTrainConfig.load(run_dir)
-        if old != cfg:
-            raise UserError(f"{run_dir}: holds a run with a different config; use a new --run folder to start over")
+    if cfg.mode == "lora" and not cfg.init_from and not cfg.model.pretrained_unet:  # before stage A, not after it
+        raise UserError("mode=lora adapts a trained UNet: set --init-from RUN/model or --model-pretrained-unet DIR")
     acc = Accelerator(cpu=not torch.cuda.is_available())
-    if acc.is_main_process:
-        cfg.save(run_dir)
+    with RunFolder(run_dir, lock=acc.is_main_process) as run:
+        run.check_config(cfg)  # before stage one and the data: a mismatch should not wait for them
+        return _train(cfg, run, acc, data, encoder)
+
+
+def _train(cfg: DiffusionTrainConfig, run: RunFolder, acc, data: EEGSet | None,
+           encoder: EEGEncoder | None) -> dict[str, Any]:
+    run_dir = run.path
+    run_dir.mkdir(parents=True, exist_ok=True)
     logger = run_logger(run_dir)
+    run.log_notes(logger)
     t_start = time.perf_counter()
     if data is None:
         from eegsine.training.encoder import load_data
@@ -480,6 +491,8 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
     torch.manual_seed(cfg.seed)
     model, mcfg = build_diffusion(mcfg, enc)
     device = acc.device
+    if acc.is_main_process:
+        run.write_config(cfg)  # only now: an attempt that fails on a bad flag must not block the retry
 
     # stage A (only the main process trains; the others wait and read the saved VAE)
     train_imgs, test_imgs = _stimuli(ds, train_idx), _stimuli(ds, ds.split("test"))

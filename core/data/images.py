@@ -209,18 +209,36 @@ def _read_cifar_py_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: not a CIFAR-10 batch (no 'data' array / 'labels')")
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         raise UserError(f"{path}: CIFAR-10 'data' must be uint8 (N, 3072), got {data.dtype} {data.shape}")
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) != len(data):
-        raise UserError(f"{path}: {len(data)} images but {len(labels)} labels")
-    return data.reshape(-1, 3, 32, 32), labels
+    return data.reshape(-1, 3, 32, 32), _cifar_labels(path, labels, len(data))
+
+
+def _cifar_labels(path: Path, labels: object, n: int) -> np.ndarray:
+    """A batch's labels as int64, each an int in [0, 10): anything else names the file and the first bad entry."""
+    if isinstance(labels, np.ndarray):
+        if labels.dtype.kind not in "iu" or labels.ndim != 1:
+            raise UserError(f"{path}: CIFAR-10 'labels' must be ints, got {labels.dtype} array of shape {labels.shape}")
+        items = labels.tolist()
+    elif isinstance(labels, (list, tuple)):
+        items = list(labels)
+    else:
+        raise UserError(f"{path}: CIFAR-10 'labels' must be a list of ints, got {type(labels).__name__}")
+    for i, v in enumerate(items):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 <= v < len(CIFAR_CLASSES):
+            raise UserError(f"{path}: CIFAR-10 labels[{i}] = {v!r} is not a class index in [0, {len(CIFAR_CLASSES)})")
+    if len(items) != n:
+        raise UserError(f"{path}: {n} images but {len(items)} labels")
+    return np.asarray(items, dtype=np.int64)
 
 
 def _read_cifar_bin_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"{path}: file does not exist (a cifar-10-batches-bin folder holds data_batch_1..5.bin "
+                        "and test_batch.bin)")
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % 3073:
         raise UserError(f"{path}: size {raw.size} is not a multiple of 3073 (CIFAR-10 binary record)")
     rec = raw.reshape(-1, 3073)
-    return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
+    return rec[:, 1:].reshape(-1, 3, 32, 32), _cifar_labels(path, rec[:, 0], len(rec))
 
 
 def cifar_dir() -> Path:

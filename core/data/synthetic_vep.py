@@ -54,6 +54,7 @@ import dataclasses
 import functools
 import logging
 import math
+import os
 import time
 
 import numpy as np
@@ -62,6 +63,7 @@ from eegsine.config import Config
 from eegsine.data.base import EEGSet
 from eegsine.data.montage import montage, position, positions
 from eegsine.errors import UserError
+from eegsine.preprocessing import PreprocessingSpec
 
 log = logging.getLogger(__name__)
 
@@ -397,10 +399,13 @@ def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: b
         name="synthetic-vep", x=x, y=t_class.astype(np.int64), subject=(t_subject + 1).astype(np.int64),
         image=t_image.astype(np.int64), sfreq=float(cfg.sfreq), ch_names=ch_names,
         classes=[imgs.classes[c] for c in class_ids], splits=splits, images=images,
-        image_labels=image_labels, info=info).check()
+        image_labels=image_labels, info=info,
+        preprocessing=PreprocessingSpec(sfreq=float(cfg.sfreq), ch_names=list(ch_names), units="uV",
+                                        reference="as-recorded", tmin=cfg.tmin, tmax=cfg.tmin + T / cfg.sfreq,
+                                        source="synthetic-vep: generated epochs, no filter")).check()
 
 
-def load_synthetic_vep(root: str | None = None, config: SyntheticVEPConfig | dict | None = None,
+def load_synthetic_vep(root: str | os.PathLike | None = None, config: SyntheticVEPConfig | dict | None = None,
                        n_trials: int | None = None, progress: bool = True, **fields) -> EEGSet:
     """Registry entry. ``root`` is the paired image set's root; ``fields`` are config fields.
 

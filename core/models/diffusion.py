@@ -26,6 +26,7 @@ A saved model folder (:func:`save_diffusion`) holds ``config.json`` (:class:`Dif
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -119,6 +120,23 @@ class DiffusionConfig(Config):
             raise UserError(f"DiffusionConfig.cond_dropout must be in [0, 1), got {self.cond_dropout}")
         if self.guidance < 0 or self.scaling_factor < 0 or self.emb_dim < 0 or self.mapper_hidden < 0:
             raise UserError("DiffusionConfig: guidance, scaling_factor, emb_dim, mapper_hidden must be >= 0")
+        if self.sample_steps > self.num_train_timesteps:
+            raise UserError(f"DiffusionConfig.sample_steps ({self.sample_steps}) must be <= num_train_timesteps "
+                            f"({self.num_train_timesteps})")
+        if not 0.0 < self.beta_start < self.beta_end < 1.0:
+            raise UserError(f"DiffusionConfig: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+
+    def sampling(self, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
+        """The (steps, guidance) a sampler runs with: ``None`` takes this config's. ``steps=0`` is an
+        error, not the default; more steps than ``num_train_timesteps`` have no timesteps to run."""
+        n = self.sample_steps if steps is None else steps
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.num_train_timesteps:
+            raise UserError(f"steps={steps!r}: must be an int in [1, {self.num_train_timesteps}] "
+                            "(the model's num_train_timesteps)")
+        g = self.guidance if guidance is None else guidance
+        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
+            raise UserError(f"guidance={guidance!r}: must be a finite number >= 0 (1: off)")
+        return n, float(g)
 
     @property
     def vae_factor(self) -> int:
@@ -308,8 +326,7 @@ class EEGDiffusion(nn.Module):
                sampler: str | None = None, seed: int = 0, latents: torch.Tensor | None = None,
                progress: bool = False) -> torch.Tensor:
         """EEG embeddings (B, emb_dim) -> images (B, image_channels, native, native) in [0, 1]."""
-        steps = steps or self.cfg.sample_steps
-        g = self.cfg.guidance if guidance is None else float(guidance)
+        steps, g = self.cfg.sampling(steps, guidance)
         device = module_device(self.unet)
         sched = self.make_scheduler(sampler)
         sched.set_timesteps(steps)

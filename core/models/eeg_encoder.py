@@ -39,6 +39,7 @@ from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import load_state_into, save_weights
 from eegsine.models import module_device
+from eegsine.preprocessing import SPEC_FILE, PreprocessingSpec, load_spec
 
 WEIGHTS_FILE = "model.safetensors"
 
@@ -131,6 +132,7 @@ class EEGEncoder(nn.Module):
                             "call cfg.fit_to(...) with the data's geometry first")
         self.cfg = cfg
         self.check_inputs = True
+        self.preprocessing = None  # PreprocessingSpec of the data it was trained on (preprocessing.json beside it)
         self.proj = nn.Linear(feat_dim, cfg.emb_dim)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, feat_dim)
@@ -245,10 +247,18 @@ def build_encoder(cfg: EEGEncoderConfig) -> EEGEncoder:
     return ARCHS[cfg.arch](cfg)
 
 
-def save_encoder(directory: str | Path, model: EEGEncoder, cfg: EEGEncoderConfig | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into ``directory``."""
+def save_encoder(directory: str | Path, model: EEGEncoder, cfg: EEGEncoderConfig | None = None,
+                 preprocessing: PreprocessingSpec | None = None) -> Path:
+    """Write ``config.json`` + ``model.safetensors`` (+ ``preprocessing.json``: the input's spec) into ``directory``.
+
+    ``preprocessing`` defaults to the model's own (``model.preprocessing``, set by :func:`load_encoder`),
+    so a model folder that copies an encoder keeps it."""
     directory = Path(directory)
     (cfg or model.cfg).save(directory)
+    spec = preprocessing if preprocessing is not None else getattr(model, "preprocessing", None)
+    if spec is not None:
+        model.preprocessing = spec
+        spec.save(directory, SPEC_FILE)
     return save_weights(directory / WEIGHTS_FILE, model.state_dict())
 
 
@@ -258,6 +268,7 @@ def load_encoder(directory: str | Path) -> tuple[EEGEncoder, EEGEncoderConfig]:
     cfg = EEGEncoderConfig.load(directory)
     model = build_encoder(cfg)
     load_state_into(model, directory / WEIGHTS_FILE)
+    model.preprocessing = load_spec(directory)
     return model.eval(), cfg
 
 

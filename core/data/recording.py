@@ -1,0 +1,160 @@
+"""Continuous recordings made from an epoched EEG set: what an amplifier would have streamed.
+
+:func:`continuous_recording` lays a set's trials end to end in one signal: trial ``i``'s
+stimulus marker (code = class index + 1; BrainFlow reserves 0 for "no marker") at sample
+``s_i``, its samples at ``s_i + round(tmin * sfreq)`` onwards (the set's preprocessing spec
+gives ``tmin``), and between trials an inter-stimulus interval of ``isi`` + U(0, ``isi_jitter``)
+seconds filled with Gaussian noise of each channel's RMS over the trials (the set has no
+background recording to take it from; the joints are discontinuous, a filter rings there).
+Cutting the recording at its markers returns the trials exactly.
+
+Writers: :func:`write_fif` (MNE; volts, a ``STI 014`` stim channel with the codes, annotations
+named by class, standard 10-05 positions where the names match) and
+:func:`write_brainflow_csv` (the file BrainFlow's ``DataFilter.write_file`` writes and the
+PLAYBACK_FILE_BOARD replays: the master board's rows, EEG in its first EEG rows in microvolts,
+codes in its marker row, timestamps in its timestamp row) plus a ``.json`` sidecar naming the
+channels, board and events (BrainFlow files carry no channel names).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eegsine.data.base import EEGSet
+from eegsine.errors import UserError
+
+SIDECAR_FORMAT = "eegsine-recording"
+
+
+@dataclasses.dataclass
+class Recording:
+    data: np.ndarray            # (C, S) float32, in ``units``
+    sfreq: float
+    ch_names: list[str]
+    units: str
+    events: np.ndarray          # (n, 2) int64: marker sample, code
+    classes: list[str]          # code k is classes[k - 1]
+    trials: np.ndarray          # (n,) index of each event's trial in the source set
+    tmin: float
+
+
+def continuous_recording(ds: EEGSet, split: str = "test", n_trials: int = 0, isi: float = 0.5,
+                         isi_jitter: float = 0.2, lead: float = 1.0, seed: int = 0) -> Recording:
+    """The trials of ``split`` ("all" for every trial; the first ``n_trials`` if > 0) as one recording."""
+    if isi < 0 or isi_jitter < 0 or lead < 0:
+        raise UserError(f"recording: isi ({isi}), isi_jitter ({isi_jitter}) and lead ({lead}) must be >= 0 s")
+    idx = np.arange(len(ds.x)) if split == "all" else ds.split(split)
+    if n_trials > 0:
+        idx = idx[:n_trials]
+    if len(idx) == 0:
+        raise UserError(f"{ds.name}: split {split!r} has no trials to record")
+    sf = ds.sfreq
+    tmin = ds.preprocessing.tmin if ds.preprocessing is not None else 0.0
+    offset = int(round(tmin * sf))
+    T = ds.n_times
+    rng = np.random.default_rng(seed)
+    gaps = np.round((isi + rng.uniform(0.0, isi_jitter, len(idx))) * sf).astype(np.int64)
+    span = T + gaps                                                     # epoch + the gap after it
+    starts = int(round(lead * sf)) + max(0, -offset) + np.concatenate([[0], np.cumsum(span[:-1])])  # epoch starts
+    total = int(starts[-1] + span[-1] + max(0, offset))
+    rms = np.sqrt((ds.x[idx].astype(np.float64) ** 2).mean(axis=(0, 2)))              # (C,)
+    data = (rng.standard_normal((ds.n_chans, total)) * rms[:, None]).astype(np.float32)
+    for s, i in zip(starts, idx):
+        data[:, s:s + T] = ds.x[i]
+    units = ds.preprocessing.units if ds.preprocessing is not None else str(ds.info.get("units", "a.u."))
+    events = np.stack([starts - offset, ds.y[idx] + 1], axis=1).astype(np.int64)
+    return Recording(data, float(sf), list(ds.ch_names), units, events, list(ds.classes), idx.astype(np.int64), tmin)
+
+
+def write_fif(rec: Recording, path: str | Path) -> Path:
+    """MNE ``.fif``: EEG in volts, stim channel ``STI 014``, annotations named by class."""
+    import mne
+
+    from eegsine.preprocessing import unit_factor
+
+    path = Path(path)
+    if not path.name.endswith((".fif", "_raw.fif", "_eeg.fif", ".fif.gz")):
+        raise UserError(f"{path}: a FIF recording's name ends with .fif")
+    info = mne.create_info(rec.ch_names + ["STI 014"], rec.sfreq, ch_types=["eeg"] * len(rec.ch_names) + ["stim"])
+    stim = np.zeros((1, rec.data.shape[1]))
+    stim[0, rec.events[:, 0]] = rec.events[:, 1]
+    scale = unit_factor(rec.units, "V") if rec.units != "a.u." else 1e-6   # a.u. is written as if uV
+    raw = mne.io.RawArray(np.concatenate([rec.data.astype(np.float64) * scale, stim]), info, verbose="error")
+    raw.set_montage(mne.channels.make_standard_montage("standard_1005"), on_missing="ignore", match_case=False)
+    raw.set_annotations(mne.Annotations(rec.events[:, 0] / rec.sfreq, 0.0,
+                                        [rec.classes[c - 1] for c in rec.events[:, 1]]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw.save(path, overwrite=True, verbose="error")
+    _write_sidecar(rec, path, {"format": "fif"})
+    return path
+
+
+def write_brainflow_csv(rec: Recording, path: str | Path, board: str = "synthetic") -> Path:
+    """BrainFlow playback file for the master ``board`` (same sampling rate, at least as many EEG rows)."""
+    from eegsine.preprocessing import unit_factor
+    from eegsine.stream_sources import board_descr, import_brainflow
+
+    bf = import_brainflow()
+    bid, name, descr = board_descr(board)
+    if float(descr["sampling_rate"]) != rec.sfreq:
+        raise UserError(f"board {name} samples at {descr['sampling_rate']} Hz, the recording at {rec.sfreq:g} Hz: "
+                        f"generate it at that rate (e.g. -o sfreq={descr['sampling_rate']}) or pick another --board")
+    eeg_rows = list(descr["eeg_channels"])
+    if len(rec.ch_names) > len(eeg_rows):
+        raise UserError(f"board {name} has {len(eeg_rows)} EEG channels, the recording {len(rec.ch_names)}: "
+                        "pick a board with more (e.g. FREEEEG128_BOARD at 256 Hz) or fewer channels")
+    n = rec.data.shape[1]
+    out = np.zeros((int(descr["num_rows"]), n))
+    out[eeg_rows[: len(rec.ch_names)]] = rec.data * (unit_factor(rec.units, "uV") if rec.units != "a.u." else 1.0)
+    out[int(descr["marker_channel"]), rec.events[:, 0]] = rec.events[:, 1]
+    out[int(descr["timestamp_channel"])] = time.time() + np.arange(n) / rec.sfreq
+    if "package_num_channel" in descr:
+        out[int(descr["package_num_channel"])] = np.arange(n) % 256
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bf.DataFilter.write_file(np.ascontiguousarray(out), str(path), "w")
+    _write_sidecar(rec, path, {"format": "brainflow-csv", "board": name, "board_id": bid,
+                               "units_in_file": "uV" if rec.units != "a.u." else "a.u."})
+    return path
+
+
+def sidecar_path(path: str | Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def _write_sidecar(rec: Recording, path: Path, extra: dict) -> None:
+    from eegsine.io import write_json
+
+    write_json(sidecar_path(path), {
+        "kind": SIDECAR_FORMAT, "version": 1, **extra, "sfreq": rec.sfreq, "ch_names": rec.ch_names,
+        "units": rec.units, "tmin": rec.tmin, "n_samples": int(rec.data.shape[1]),
+        "events": rec.events.tolist(), "classes": rec.classes, "event_code": "class index + 1",
+        "trials": rec.trials.tolist()})
+
+
+def read_sidecar(path: str | Path) -> dict | None:
+    p = sidecar_path(path)
+    if not p.is_file():
+        return None
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{p}: not valid JSON ({e})") from None
+    if not isinstance(d, dict) or d.get("kind") != SIDECAR_FORMAT:
+        raise UserError(f"{p}: not an eegsine recording sidecar")
+    return d
+
+
+def export_recording(ds: EEGSet, out: str | Path, board: str = "synthetic", **kw) -> tuple[Path, Recording]:
+    """Write ``ds`` as a recording: ``.csv`` -> BrainFlow playback file, ``.fif`` -> MNE FIF."""
+    out = Path(out)
+    rec = continuous_recording(ds, **kw)
+    if out.suffix.lower() == ".csv":
+        return write_brainflow_csv(rec, out, board), rec
+    if out.suffix.lower() == ".fif":
+        return write_fif(rec, out), rec
+    raise UserError(f"{out}: the recording's name must end with .csv (BrainFlow playback) or .fif (MNE)")

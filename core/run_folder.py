@@ -1,0 +1,246 @@
+"""The run protocol every trainer (and ``eegsine attack``) follows on its output folder.
+
+``with RunFolder(run_dir) as run:``
+
+* takes the folder's lock file ``.lock`` (created with O_CREAT|O_EXCL semantics, holds the
+  PID, host and start time): a second writer gets a one-line :class:`UserError` naming the
+  holder's PID; a lock left by a dead process is taken over. The lock is also ``flock``-ed
+  while held, so the kernel drops it the instant its holder dies and two processes taking
+  over the same stale lock cannot both win; the PID check covers file systems without flock;
+* sweeps the temporaries of dead writers (``.*.tmp`` files and folders from
+  :func:`eegsine.io.atomic_path` and ``mkdtemp``) in the folder tree, skipping nested run
+  folders that have their own lock;
+* :meth:`RunFolder.write_config` writes ``config.json`` only once the caller has started
+  successfully (data loaded, model built), so an attempt that fails on a bad flag does not
+  block the corrected retry; a folder that holds results of another configuration is
+  refused with the differing keys (``lr: 0.001 -> 0.002``).
+
+Under ``accelerate launch`` only the main process (``lock=True``) locks and writes.
+Hand-written: no library in the stack locks a run folder (accelerate, diffusers and
+huggingface_hub's ``filelock`` use blocking, PID-less locks).
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from eegsine.errors import UserError
+from eegsine.io import disk_error, read_json
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: the PID check alone
+    fcntl = None  # type: ignore[assignment]
+
+LOCK_FILE = ".lock"
+CONFIG_FILE = "config.json"
+NOT_RESULTS = {CONFIG_FILE, "log.txt", LOCK_FILE}  # what a failed attempt leaves behind
+
+
+def is_temporary(name: str) -> bool:
+    return name.startswith(".") and name.endswith(".tmp")
+
+
+def main_process() -> bool:
+    """Rank 0 of ``accelerate launch`` / torchrun (they set RANK), or a plain process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+# -- who holds a lock --------------------------------------------------------------------------
+def _proc_start(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot (Linux /proc), to tell a reused PID apart."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state is field 3 of stat(5)
+    return None if fields[0] == "Z" else int(fields[19])  # a zombie has exited: counts as dead
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    pid = holder.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    if holder.get("host") not in (None, socket.gethostname()):
+        return True  # another machine's process: cannot check, assume it runs
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    if Path("/proc").is_dir():
+        start = _proc_start(pid)
+        return start is not None and holder.get("proc_start") in (None, start)
+    return True
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = os.read(fd, 4096)
+    try:
+        holder = json.loads(raw.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    return holder if isinstance(holder, dict) else {}
+
+
+def _busy(run_dir: Path, holder: dict[str, Any]) -> UserError:
+    return UserError(f"{run_dir}: in use by another eegsine process (PID {holder.get('pid', '?')} on "
+                     f"{holder.get('host', '?')}, started {holder.get('started', '?')}); wait for it to finish "
+                     "or use another --run folder")
+
+
+# -- config comparison -------------------------------------------------------------------------------
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every differing (nested: dotted) key."""
+    out = []
+    for k in list(new) + [k for k in old if k not in new]:
+        a, b = old.get(k, "<unset>"), new.get(k, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}: {a!r} -> {b!r}")
+    return out
+
+
+class RunFolder:
+    """A run folder held by this process (see the module docstring)."""
+
+    def __init__(self, path: str | Path, lock: bool = True):
+        self.path = Path(path)
+        self.lock = lock
+        self.swept: list[Path] = []
+        self.notes: list[str] = []  # what the start did to the folder, for the run's log
+        self._fd: int | None = None
+
+    # -- lock ----------------------------------------------------------------------------------
+    def __enter__(self) -> RunFolder:
+        if not self.lock:
+            return self
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._acquire()
+        except OSError as e:
+            user = disk_error(self.path / LOCK_FILE, e)
+            if user is None:
+                raise
+            raise user from None
+        self.swept = self.sweep()
+        if self.swept:
+            shown = ", ".join(str(p.relative_to(self.path)) for p in self.swept[:3])
+            self.notes.append(f"removed {len(self.swept)} temporaries of a killed writer ({shown}"
+                              f"{', ...' if len(self.swept) > 3 else ''})")
+        return self
+
+    def log_notes(self, logger: Any) -> None:
+        for note in self.notes:
+            logger.info(f"{self.path}: {note}")
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+    def _acquire(self) -> None:
+        path = self.path / LOCK_FILE
+        for _ in range(10):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                created = True
+            except FileExistsError:
+                try:
+                    fd = os.open(path, os.O_RDWR)
+                except FileNotFoundError:
+                    continue  # released meanwhile
+                created = False
+            try:
+                if fcntl is not None:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    except BlockingIOError:
+                        raise _busy(self.path, _read_holder(fd)) from None
+                    except OSError as e:
+                        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                            raise
+                with contextlib.suppress(FileNotFoundError):
+                    if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                        holder = {} if created else _read_holder(fd)
+                        if holder and holder.get("pid") != os.getpid() and _alive(holder):
+                            raise _busy(self.path, holder)
+                        if holder:
+                            self.notes.append(f"took over the lock of dead process {holder.get('pid', '?')} "
+                                              f"(started {holder.get('started', '?')})")
+                        self._write_holder(fd)
+                        self._fd, fd = fd, None
+                        return
+                # the holder removed this file after we opened it: try again with the new one
+            finally:
+                if fd is not None:
+                    os.close(fd)
+        raise UserError(f"{path}: could not take the lock (it keeps changing hands)")
+
+    def _write_holder(self, fd: int) -> None:
+        me = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
+              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+        os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, (json.dumps(me) + "\n").encode())
+        os.fsync(fd)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        with contextlib.suppress(OSError):
+            os.unlink(self.path / LOCK_FILE)  # before closing: a waiter then retries on a fresh file
+        os.close(self._fd)
+        self._fd = None
+
+    # -- temporaries -----------------------------------------------------------------------------------
+    def sweep(self) -> list[Path]:
+        """Remove ``.*.tmp`` files and folders left by dead writers (call only under the lock)."""
+        removed = []
+        for root, dirs, files in os.walk(self.path):
+            here = Path(root)
+            for name in [d for d in dirs if is_temporary(d)]:
+                shutil.rmtree(here / name, ignore_errors=True)
+                removed.append(here / name)
+                dirs.remove(name)
+            dirs[:] = [d for d in dirs if not (here / d / LOCK_FILE).exists()]  # another run's folder
+            for name in files:
+                if is_temporary(name):
+                    with contextlib.suppress(FileNotFoundError):
+                        (here / name).unlink()
+                    removed.append(here / name)
+        return removed
+
+    # -- config ------------------------------------------------------------------------------------------
+    def holds_results(self) -> bool:
+        """Anything beyond what a failed attempt leaves (config.json, log.txt, the lock, temporaries)."""
+        return any(p.name not in NOT_RESULTS and not is_temporary(p.name) for p in self.path.iterdir())
+
+    def check_config(self, cfg: Any) -> None:
+        """Refuse a config that differs from the one whose results this folder holds (naming the keys)."""
+        path = self.path / CONFIG_FILE
+        if not path.exists() or not self.holds_results():
+            return
+        raw = read_json(path)
+        try:
+            old = type(cfg).from_dict(raw).to_dict()
+        except UserError:
+            old = raw if isinstance(raw, dict) else {"config": raw}
+        diff = config_diff(old, json.loads(json.dumps(cfg.to_dict())))
+        if diff:
+            shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")
+            raise UserError(f"{self.path}: holds a run with a different configuration ({shown}); "
+                            "use another --run folder, or delete this one to start over")
+
+    def write_config(self, cfg: Any) -> Path:
+        """Check, then write ``config.json``: call once the run has started successfully."""
+        self.check_config(cfg)
+        return cfg.save(self.path)
