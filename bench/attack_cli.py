@@ -22,13 +22,13 @@ def _run(ns: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from eegsine.bench.robustness import RobustnessConfig
+    from eegsine.bench.configs import ROBUSTNESS_PRESETS, RobustnessConfig
 
     p = subparsers.add_parser("attack", help="evaluate classifier runs under FGSM / PGD / APGD / FAB / Square / AutoAttack",
                               description="Attack one or more classifier run folders (eps in [0, 1] pixel units) and "
                               "write robustness.md/json, acc_vs_eps.png, logits.png and the sanity checks.")
     p.add_argument("--run", action="append", required=True, help="classifier run folder (repeat: --run A --run B)")
     p.add_argument("--out", default=None, help="output folder (default: <parent of first run>/robustness)")
-    p.add_argument("--preset", choices=["tiny", "paper-mnist"], default=None, help="named evaluation settings")
+    p.add_argument("--preset", choices=ROBUSTNESS_PRESETS, default=None, help="named evaluation settings")
     add_config_args(p, RobustnessConfig)
     p.set_defaults(func=_run)

@@ -34,7 +34,10 @@ from eegsine.errors import UserError
 from eegsine.export.quantize import sqnr
 from eegsine.io import atomic_write_text, write_json
 
-MODELS = ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "generation", "classifier", "sine_head")
+# "decision", "decision_128x440": eegsine stream's marker-to-label latency (eegsine.bench.stream_bench), at the
+# bundle's geometry and at 128 ch x 440 @ 1 kHz
+MODELS = ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "generation", "classifier", "sine_head",
+          "decision", "decision_128x440")
 # bench backend -> (Int8Config.target, act_type)
 INT8_BACKENDS = {"onnxruntime-int8-portable": ("portable", "s8"), "onnxruntime-int8-x86-vnni": ("x86-vnni", "s8"),
                  "onnxruntime-int8-u8": ("x86-vnni", "u8")}
@@ -49,8 +52,10 @@ class BenchConfig(Config):
     iters: int = dataclasses.field(default=50, metadata={"help": "timed calls at batch 1"})
     batch: int = dataclasses.field(default=32, metadata={"help": "batch size for the throughput figure"})
     max_seconds: float = dataclasses.field(default=8.0, metadata={"help": "time cap per (model, backend, batch)"})
-    models: list[str] = dataclasses.field(default_factory=lambda: list(MODELS))
-    backends: list[str] = dataclasses.field(default_factory=lambda: list(BACKENDS))
+    models: list[str] = dataclasses.field(default_factory=lambda: list(MODELS), metadata={
+        "help": "models benchmarked (those whose run or bundle is given): " + ", ".join(MODELS), "metavar": "MODEL"})
+    backends: list[str] = dataclasses.field(default_factory=lambda: list(BACKENDS), metadata={
+        "help": "backends tried (one this machine lacks gives a row marked unavailable): " + ", ".join(BACKENDS), "metavar": "BACKEND"})
     generation_steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps of the full generation"})
     eval_images: int = dataclasses.field(default=1000, metadata={"help": "test images for the classifier accuracy column"})
 

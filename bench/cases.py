@@ -202,5 +202,13 @@ def build_cases(cfg: BenchConfig, work: Path, bundle_dir: Path | None, classifie
             extra += generation_rows(diffusion_model_dir(eeg_run), bundle_dir, info["test_eeg"], cfg, log)
     if "eeg_encoder_128x440" in cfg.models:
         cases.append(encoder_128x440_case(cfg, work))
+    if "decision" in cfg.models and bundle is not None and "eeg_encoder" in bundle.manifest["models"]:
+        from eegsine.bench.stream_bench import decision_rows
+
+        extra += decision_rows(bundle_dir, "decision", work, cfg.threads, log=log)
+    if "decision_128x440" in cfg.models:
+        from eegsine.bench.stream_bench import bundle_128x1k, decision_rows
+
+        extra += decision_rows(bundle_128x1k(work, log=lambda *a: None), "decision_128x440", work, cfg.threads, log=log)
     log(f"bench: {len(cases)} cases prepared in {time.perf_counter() - t0:.1f} s")
     return cases, extra

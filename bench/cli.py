@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from eegsine.config import add_config_args, config_from_args
+from eegsine.config import add_config_args, config_from_args, help_text
 from eegsine.errors import UserError
 
 
@@ -43,7 +43,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from eegsine.bench.bench import BenchConfig
 
     p = subparsers.add_parser("bench", help="benchmark every model on every backend present (ratios vs torch eager)",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pipeline", metavar="DIR", help="pipeline folder (uses DIR/bundle, DIR/classifier/sine, DIR/diffusion)")
     p.add_argument("--bundle", metavar="DIR", help="export bundle (eegsine export)")
     p.add_argument("--classifier", metavar="RUN", help="classifier run folder")

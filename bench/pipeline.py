@@ -19,18 +19,23 @@ from eegsine.errors import UserError
 from eegsine.io import read_json, run_logger, write_json
 
 STAGE_NAMES = ("data", "classifier", "robustness", "encoder", "diffusion", "generation", "export", "verify",
-               "bench", "report")
+               "stream", "bench", "report")
 
 
 @dataclasses.dataclass
 class PipelineConfig(Config):
     KIND = "pipeline"
-    preset: Literal["tiny", "paper"] = "tiny"
-    out: str = ""                       # default runs/<preset>
-    threads: int = 2
-    stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGE_NAMES))
-    force: list[str] = dataclasses.field(default_factory=list)
-    keep_going: bool = False            # continue after a failed stage (its dependants then fail too)
+    preset: Literal["tiny", "paper"] = dataclasses.field(default="tiny", metadata={
+        "help": "tiny: the demo, sized for 2 CPU cores; paper: the full-size settings (paper-mnist classifier, "
+                "EEGCVPR40 and a local Stable Diffusion folder for the EEG system; GPU)"})
+    out: str = dataclasses.field(default="", metadata={"help": "output folder ('' = runs/<preset>)", "metavar": "DIR"})
+    threads: int = dataclasses.field(default=2, metadata={"help": "--threads of every stage's command"})
+    stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGE_NAMES), metadata={
+        "help": "stages to run (always in pipeline order): " + ", ".join(STAGE_NAMES), "metavar": "STAGE"})
+    force: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "stages run again even when their record in OUT/.stages/ says they are done", "metavar": "STAGE"})
+    keep_going: bool = dataclasses.field(default=False, metadata={
+        "help": "continue after a failed stage (its dependants then fail too)"})
 
     def validate(self) -> None:
         for name in list(self.stages) + list(self.force):

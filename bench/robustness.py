@@ -20,7 +20,6 @@ Hand-written: the bookkeeping; every attack comes from :mod:`eegsine.attacks` (t
 """
 from __future__ import annotations
 
-import dataclasses
 import time
 from pathlib import Path
 
@@ -31,8 +30,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eegsine.attacks import ATTACKS, AttackParams, AutoAttackStandard, build_attack, describe
-from eegsine.config import Config
-from eegsine.errors import UserError
+from eegsine.bench.configs import DEFAULT_ATTACKS, RobustnessConfig, robustness_preset  # noqa: F401 - re-exported
+from eegsine.errors import DataMissingError, UserError
 from eegsine.io import atomic_write_text, run_logger, update_metrics, write_json
 from eegsine.models.classifier import check_images, load_classifier
 from eegsine.run_folder import RunFolder
@@ -42,72 +41,6 @@ MNIST_GRID = [0.1, 0.2, 0.3, 0.4]
 # The source's grids (MNIST): FGSM 0.1-0.3, PGD 0.3-0.7, AutoAttack 0.2-0.5.
 SOURCE_EXTRA = {"pgd-ce": [0.5, 0.6, 0.7], "pgd-margin": [0.5, 0.6, 0.7], "autoattack": [0.5]}
 CIFAR_GRID = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
-DEFAULT_ATTACKS = list(ATTACKS)
-
-
-@dataclasses.dataclass
-class RobustnessConfig(Config):
-    KIND = "robustness"
-    VERSION = 1
-
-    dataset: str = ""                 # "" = the training run's data set
-    data_root: str = ""
-    n_eval: int = 1000                # seeded subset of the test split
-    n_eval_expensive: int = 100       # first images of that subset, for apgd-t / fab-t / square / autoattack
-    attacks: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_ATTACKS))
-    eps: list[float] = dataclasses.field(default_factory=list)            # [] = data-set grid + the source's grids
-    expensive_eps: list[float] = dataclasses.field(default_factory=list)  # [] = same grid as the cheap attacks
-    pgd_steps: int = 40
-    pgd_restarts: int = 5
-    pgd_alpha: float | None = None    # None = 2.5 eps / steps
-    apgd_steps: int = 100
-    fab_steps: int = 100
-    square_queries: int = 5000
-    n_targets: int = 9
-    transfer_from: str = ""           # source run for the transfer attack ("" = the first standard-head run given)
-    batch_size: int = 250
-    seed: int = 0
-    threads: int = 0
-    zero_grad_max_share: float = 0.05
-    bb_max_share: float = 0.01
-
-    def validate(self) -> None:
-        for a in self.attacks:
-            if a not in ATTACKS:
-                raise UserError(f"RobustnessConfig.attacks: unknown attack {a!r} (known: {', '.join(ATTACKS)})")
-        for e in list(self.eps) + list(self.expensive_eps):
-            if not 0.0 < e <= 1.0:
-                raise UserError(f"RobustnessConfig.eps: {e} is not in (0, 1] ([0, 1] pixel units; CIFAR 8/255 = 0.0314)")
-        for name in ("n_eval", "n_eval_expensive", "pgd_steps", "pgd_restarts", "apgd_steps", "fab_steps",
-                     "square_queries", "n_targets", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UserError(f"RobustnessConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.threads < 0:
-            raise UserError(f"RobustnessConfig.threads: must be >= 0 (0: leave torch's setting), got {self.threads}")
-        if self.pgd_alpha is not None and self.pgd_alpha <= 0:
-            raise UserError(f"RobustnessConfig.pgd_alpha: must be > 0, got {self.pgd_alpha}")
-        for name in ("zero_grad_max_share", "bb_max_share"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise UserError(f"RobustnessConfig.{name}: must be in [0, 1], got {getattr(self, name)}")
-
-    @property
-    def params(self) -> AttackParams:
-        return AttackParams(self.pgd_steps, self.pgd_restarts, self.pgd_alpha, self.apgd_steps, self.fab_steps,
-                            self.square_queries, self.n_targets, self.seed)
-
-
-def robustness_preset(name: str) -> RobustnessConfig:
-    """``tiny``: a labelled reduced set (~1-2 min on 2 cores, no AutoAttack); ``paper-mnist``: see docs/results."""
-    if name == "tiny":
-        return RobustnessConfig(n_eval=120, n_eval_expensive=40, eps=[0.1, 0.2, 0.3, 0.4], expensive_eps=[0.3],
-                                attacks=["fgsm", "pgd-ce", "pgd-margin", "apgd-dlr", "square", "bpda-pgd", "presine-pgd",
-                                         "transfer"], pgd_steps=20, pgd_restarts=1, apgd_steps=25, square_queries=1000)
-    if name == "paper-mnist":
-        # every attack at full strength; subsets cut for a shared 2-core CPU (docs/results/paper-mnist/README.md)
-        return RobustnessConfig(n_eval=300, n_eval_expensive=100, expensive_eps=[0.3], pgd_steps=40, pgd_restarts=2,
-                                attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd", "transfer",
-                                         "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
-    raise UserError(f"unknown robustness preset {name!r} (tiny, paper-mnist)")
 
 
 def eps_grid(attack: str, dataset: str, cfg: RobustnessConfig) -> list[float]:
@@ -296,7 +229,10 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
             models.append((Path(r), model, mcfg))
     from eegsine.data import load_images
 
-    ds = load_images(dataset, **({"root": data_root} if data_root else {}))
+    try:
+        ds = load_images(dataset, **({"root": data_root} if data_root else {}))
+    except DataMissingError as e:
+        raise e.for_flag("--data-root") from None
     n = min(cfg.n_eval, len(ds.test_x))
     sel = np.random.default_rng(cfg.seed).permutation(len(ds.test_x))[:n]
     x, y = torch.from_numpy(ds.test_x[sel]), torch.from_numpy(ds.test_y[sel])

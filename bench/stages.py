@@ -38,11 +38,26 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
                     str(r / "bundle"), "--int8", "--overwrite"]],
         "verify": [[*t, "export", "--classifier", str(clf / "sine"), "--eeg-run", str(r / "diffusion"), "--out",
                     str(r / "bundle"), "--verify-only"]],
+        # the encoder's test trials as a continuous recording, replayed through the torch-free stream runtime
+        "stream": [["data", "export-recording", _encoder_data(p["encoder"])[0], "--split", "test", "--trials", "100",
+                    "--out", str(r / "stream" / "recording.fif"), *_encoder_data(p["encoder"])[1]],
+                   [*t, "stream", "--source", f"file:{r / 'stream' / 'recording.fif'}", "--bundle", str(r / "bundle"),
+                    "--fast", "--marker-labels", "--log", str(r / "stream" / "log.jsonl"), "--summary",
+                    str(r / "stream" / "summary.json")]],
         # 30 batch-1 calls (3 s cap per cell) keep the tiny bench near 3 minutes; `paper` times longer
         "bench": [["bench", "--pipeline", str(r), "--out", str(r / "bench"), "--threads", str(ctx.cfg.threads),
                    *(["--iters", "30", "--max-seconds", "3"] if ctx.cfg.preset == "tiny" else [])]],
         "report": [["report", str(r)]],
     }
+
+
+def _encoder_data(preset: str) -> tuple[str, list[str]]:
+    """The encoder preset's data set and its loader options as ``-o KEY=VALUE`` flags."""
+    from eegsine.training.encoder import encoder_preset
+
+    e = encoder_preset(preset)
+    opts = ([f"image_set={e.image_set}"] if e.data == "synthetic-vep" and e.image_set else []) + list(e.data_options)
+    return e.data, [a for kv in opts for a in ("-o", kv)]
 
 
 def _command_text(ctx: Context, name: str) -> str:
@@ -85,7 +100,7 @@ def _report(ctx: Context) -> dict:
 
 STAGES: dict[str, Stage] = {
     name: Stage(name, _runner(name), (lambda n: lambda ctx: _command_text(ctx, n))(name))
-    for name in ("data", "classifier", "robustness", "encoder", "diffusion", "generation", "export", "bench")
+    for name in ("data", "classifier", "robustness", "encoder", "diffusion", "generation", "export", "stream", "bench")
 }
 STAGES["verify"] = Stage("verify", _verify, lambda ctx: _command_text(ctx, "verify"))
 STAGES["report"] = Stage("report", _report, lambda ctx: _command_text(ctx, "report"))

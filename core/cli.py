@@ -17,6 +17,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
+from eegsine import __version__
 from eegsine.errors import UserError
 
 # group -> modules contributing ``add_parser`` (a command-line entry point may reach across layers)
@@ -52,6 +53,8 @@ def _cmd_data(ns: argparse.Namespace) -> int:
         return 0
     if not ns.name:
         raise UserError(f"`eegsine data {ns.action}` needs a data set name (see `eegsine data list`)")
+    if ns.action == "export-recording":
+        return _cmd_export_recording(ns)
     if ns.action == "fetch":
         print(data.fetch(ns.name))
         return 0
@@ -76,6 +79,35 @@ def _cmd_data(ns: argparse.Namespace) -> int:
         print(f"{e.name}: {len(e.x)} trials, n_chans={e.n_chans}, n_times={e.n_times}, sfreq={e.sfreq:g} Hz, "
               f"{e.n_outputs} classes, {len(set(e.subject.tolist()))} subject(s), splits: {splits}"
               + (f", {len(e.images)} paired images {tuple(e.images.shape[1:])}" if e.images is not None else ""))
+    return 0
+
+
+def _data_kwargs(ns: argparse.Namespace) -> dict:
+    """--root and each -o KEY=VALUE (JSON, else a bare string) as loader options."""
+    kwargs = {"root": ns.root} if ns.root else {}
+    for kv in ns.option or []:
+        key, sep, val = kv.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {kv!r}: expected KEY=VALUE, e.g. --option n_chans=32")
+        try:
+            kwargs[key.strip().replace("-", "_")] = json.loads(val)
+        except json.JSONDecodeError:
+            kwargs[key.strip().replace("-", "_")] = val
+    return kwargs
+
+
+def _cmd_export_recording(ns: argparse.Namespace) -> int:
+    from eegsine import data
+    from eegsine.data.recording import export_recording
+
+    if not ns.out:
+        raise UserError("`eegsine data export-recording` needs --out REC.csv or REC.fif")
+    ds = data.load_eeg(ns.name, **_data_kwargs(ns))
+    path, rec = export_recording(ds, ns.out, board=ns.board, split=ns.split, n_trials=ns.trials, isi=ns.isi,
+                                 isi_jitter=ns.isi_jitter, seed=ns.seed)
+    print(f"{path}: {len(rec.events)} trials of {ds.name} ({ns.split}), {rec.data.shape[0]} ch x {rec.data.shape[1]} "
+          f"samples ({rec.data.shape[1] / rec.sfreq:.1f} s) @ {rec.sfreq:g} Hz, markers = class index + 1; "
+          f"sidecar {path}.json")
     return 0
 
 
@@ -129,18 +161,29 @@ def _cmd_env(ns: argparse.Namespace) -> int:
 def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description="eegsine: EEG-to-image diffusion and sine-bounded robust "
                                 "classifiers, trained in PyTorch and exported to ONNX / INT8 / TensorRT.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
-    p.add_argument("--threads", dest="global_threads", type=int, default=None,
+    p.add_argument("--threads", dest="global_threads", type=int, default=None, metavar="N",
                    help="torch/onnxruntime intra-op threads for every command (default: OMP_NUM_THREADS or all "
                         "cores); a subcommand's own --threads, where it has one, wins over it")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("data", help="list, fetch or describe data sets")
-    d.add_argument("action", choices=["list", "fetch", "info"])
+    d.add_argument("action", choices=["list", "fetch", "info", "export-recording"],
+                   help="export-recording: the set's trials as one continuous recording with stimulus markers "
+                        "(--out REC.csv: BrainFlow playback file; REC.fif: MNE FIF)")
     d.add_argument("name", nargs="?", help="data set name (see `eegsine data list`), e.g. mnist, synthetic-vep, uea:FingerMovements")
     d.add_argument("--root", default=None, help="read from this folder/file instead of the default location")
     d.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="loader option for `info` (JSON value), repeatable, e.g. -o image_set=digits -o n_chans=32")
+    d.add_argument("--out", default=None, help="export-recording: REC.csv (BrainFlow playback) or REC.fif")
+    d.add_argument("--split", default="test", help="export-recording: split to record (train, val, test, all)")
+    d.add_argument("--trials", type=int, default=0, help="export-recording: first N trials of the split (0: all)")
+    d.add_argument("--isi", type=float, default=0.5, help="export-recording: inter-stimulus interval after each epoch (s)")
+    d.add_argument("--isi-jitter", type=float, default=0.2, metavar="S",
+                   help="export-recording: + uniform jitter up to this (s)")
+    d.add_argument("--board", default="synthetic", help="export-recording .csv: BrainFlow master board (BoardIds name)")
+    d.add_argument("--seed", type=int, default=0, help="export-recording: seed of the ISIs and the background noise")
     d.set_defaults(func=_cmd_data)
 
     e = sub.add_parser("env", help="print versions, threads, CUDA/TensorRT/Triton availability")
@@ -152,6 +195,13 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     add_arguments(v, threads_flag=False)
     v.set_defaults(func=verify_run)
 
+    st = sub.add_parser("stream", help="decide per stimulus marker on a live EEG stream (numpy + onnxruntime; "
+                                       "BrainFlow, LSL or a recording)")
+    from eegsine.stream import add_arguments as stream_arguments, run as stream_run
+
+    stream_arguments(st)
+    st.set_defaults(func=stream_run)
+
     t = sub.add_parser("train", help="train a model (classifier, encoder, diffusion)")
     tsub = t.add_subparsers(dest="what", metavar="WHAT")
     _add_optional_modules(tsub, SUBCOMMANDS["train"])
@@ -159,6 +209,24 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
 
     _add_optional_modules(sub, SUBCOMMANDS["top"])
     return p
+
+
+# packages of the training / export toolkit (pyproject's `toolkit` extra, brought by `cpu` and `gpu`)
+TOOLKIT = ("torch", "scipy", "sklearn", "safetensors", "tqdm", "matplotlib", "onnx", "onnxscript", "diffusers",
+           "accelerate", "peft", "torchmetrics")
+
+
+def install_hint(module: str) -> str | None:
+    """How to get the missing ``module`` a command imported (None: not one of eegsine's optional packages)."""
+    top = module.split(".")[0]
+    if top == "onnxruntime":
+        return "pip install 'eegsine[runtime]' (numpy + onnxruntime), or 'eegsine[cpu]' / 'eegsine[gpu]' with the toolkit"
+    if top == "torchattacks":
+        return ("pip install --no-deps torchattacks==3.5.1 (--no-deps: its torchvision requirement would replace "
+                "your torch build)")
+    if top in TOOLKIT:
+        return "this command needs the toolkit: pip install 'eegsine[cpu]' (or 'eegsine[gpu]' on an NVIDIA machine)"
+    return None
 
 
 def apply_global_threads(ns: argparse.Namespace) -> None:
@@ -187,6 +255,8 @@ def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction) and prepend[0] in action.choices:
                 action.choices[prepend[0]].prog = prog
+                action.choices[prepend[0]].add_argument("--version", action="version", version=f"{prog} {__version__}",
+                                                        help="print the version and exit")
     argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(prepend + argv)
     func: Callable | None = getattr(ns, "func", None)
@@ -202,6 +272,12 @@ def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
         msg = " ".join(str(err).split("\n"))
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return err.exit_code
+    except ImportError as err:  # `pip install eegsine` is the torch-free core: say which extra a command needs
+        hint = install_hint(err.name or "")
+        if ns.debug or hint is None:
+            raise
+        print(f"{prog}: error: {err.name} is not installed; {hint}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted (completed stages and checkpoints are kept; rerun to resume)", file=sys.stderr)
         return 130

@@ -6,7 +6,9 @@ unknown keys, wrong types and non-finite floats with a message naming the key; e
 ``validate()`` checks its ranges. :func:`check_value` is the same typed check for loader
 options, and :func:`read_config_fields` reads a few checked fields of a later layer's file.
 :func:`add_config_args` / :func:`config_from_args` map CLI flags 1:1 onto the fields
-(``field_name`` -> ``--field-name``), so ``--help`` documents every field.
+(``field_name`` -> ``--field-name``), so ``--help`` documents every field: a field's
+``metadata={"help": ...}`` is its help text, ``"metavar"`` its placeholder (else its type's
+name: INT, FLOAT, STR).
 
 Hand-written: no library offers strict, typed, versioned JSON configs without pulling in
 pydantic-style machinery, and the surface here is ~250 lines.
@@ -18,6 +20,7 @@ import collections.abc
 import dataclasses
 import json
 import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -236,6 +239,15 @@ class Config:
 
 
 # -- argparse mapping ------------------------------------------------------------------
+_ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|exc|obj):`(~?)([^`]+)`")
+
+
+def help_text(doc: str | None) -> str:
+    """A module docstring as ``--help`` text: Sphinx roles and RST literals become plain (``:class:`~a.B``` -> ``B``)."""
+    text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), doc or "")
+    return re.sub(r"``([^`]+)``", r"`\1`", text)
+
+
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
@@ -254,7 +266,7 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-        help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip()
+        help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip().replace("%", "%%")
         flag = _flag(dest.replace("__", "-"))
         if typing.get_origin(tp) in (typing.Union, types.UnionType):  # Optional[X] -> X
             tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
@@ -266,9 +278,26 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
             group.add_argument(flag, dest=dest, choices=list(args), default=None, help=help_)
         elif origin in (list, tuple):
             inner = args[0] if args else str
-            group.add_argument(flag, dest=dest, nargs="*", type=inner, default=None, help=help_)
+            group.add_argument(flag, dest=dest, nargs="*", type=_parse_bool if inner is bool else inner, default=None,
+                               metavar=f.metadata.get("metavar", _metavar(inner)), help=help_)
         else:
-            group.add_argument(flag, dest=dest, type=tp, default=None, help=help_)
+            group.add_argument(flag, dest=dest, type=tp, default=None, metavar=f.metadata.get("metavar", _metavar(tp)),
+                               help=help_)
+
+
+def _metavar(tp: Any) -> str:
+    """``--lr FLOAT``, ``--epochs INT``: the type's name, not argparse's ``MODEL__NUM_TRAIN_TIMESTEPS``."""
+    return getattr(tp, "__name__", "VALUE").upper()
+
+
+def _parse_bool(text: str) -> bool:
+    """A list-of-bool flag's items (``--model-unet-cross-attention true false``); ``bool("False")`` is True."""
+    low = text.strip().lower()
+    if low in ("true", "1", "yes"):
+        return True
+    if low in ("false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def config_from_args(cls: type[C], ns: argparse.Namespace, base: C | None = None, prefix: str = "") -> C:

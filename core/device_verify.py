@@ -286,8 +286,13 @@ def run(ns: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``eegsine-verify``: its own small parser, so nothing beyond numpy + onnxruntime is imported."""
-    p = argparse.ArgumentParser(prog="eegsine-verify", description=__doc__,
+    from eegsine.config import help_text
+
+    p = argparse.ArgumentParser(prog="eegsine-verify", description=help_text(__doc__),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    from eegsine import __version__
+
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     add_arguments(p)
     ns = p.parse_args(argv)
@@ -298,6 +303,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"eegsine-verify: error: {' '.join(str(e).split())}", file=sys.stderr)
         return e.exit_code
+    except ImportError as e:  # onnxruntime: the base install is numpy only
+        from eegsine.cli import install_hint
+
+        if ns.debug or install_hint(e.name or "") is None:
+            raise
+        print(f"eegsine-verify: error: {e.name} is not installed; {install_hint(e.name)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

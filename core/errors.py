@@ -9,4 +9,11 @@ class UserError(Exception):
 
 
 class DataMissingError(UserError):
-    """A data set is not present locally; the message says how to get it."""
+    """A data set is not present locally; the message says how to get it.
+
+    Loaders name their folder option ``--root``, the flag of ``eegsine data``; a command that
+    takes it under another name (``--data-root`` in training) re-raises :meth:`for_flag`.
+    """
+
+    def for_flag(self, flag: str) -> "DataMissingError":
+        return DataMissingError(str(self).replace("--root", flag))

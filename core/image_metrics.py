@@ -1,6 +1,6 @@
 """Image quality of generated images on a *domain* feature network, with bootstrap CIs.
 
-No Inception-v3 or AlexNet weights exist offline (DESIGN.md), so FID, IS and LPIPS are by
+No Inception-v3 or AlexNet weights exist offline (docs/design.md), so FID, IS and LPIPS are by
 default computed on a small CNN classifier trained in-project on the image set
 (:class:`DomainCNN`, saved in its own run subfolder ``domain-cnn-<dataset>``) and named as such:
 

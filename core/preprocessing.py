@@ -116,9 +116,7 @@ class PreprocessingSpec(Config):
         need(self.scale != 0, "scale", "non-zero")
         need(self.tmax > self.tmin, "tmax", f"> tmin ({self.tmin})")
         need(self.n_times >= 1, "tmax", f"at least one sample after tmin at {self.sfreq:g} Hz")
-        ref = self.reference
-        need(ref in ("as-recorded", "average") or ref in self.ch_names or bool(ref), "reference",
-             "'as-recorded', 'average' or a channel name")
+        need(bool(self.reference.strip()), "reference", "'as-recorded', 'average' or a channel name")
         nyq = self.sfreq / 2
         need(0 <= self.l_freq < nyq, "l_freq", f"in [0, {nyq:g}) Hz (0 = no high-pass)")
         need(0 <= self.h_freq < nyq, "h_freq", f"in [0, {nyq:g}) Hz (0 = no low-pass)")
@@ -180,14 +178,22 @@ class PreprocessingSpec(Config):
         return (f"{self.n_chans} ch @ {self.sfreq:g} Hz, {self.units} x {self.scale:g}, reference {self.reference}, "
                 f"epoch {self.tmin:g}..{self.tmax:g} s ({self.n_times} samples), {filt}")
 
-    def mne_info(self, montage: str | None = "standard_1005") -> Any:
-        """``mne.Info`` of these channels (EEG), with positions from an MNE standard montage where names match."""
+    def mne_info(self, montage: bool = True) -> Any:
+        """``mne.Info`` of these channels (EEG), with 10-05 positions (:func:`standard_montage`) where names match."""
         import mne
 
         info = mne.create_info(list(self.ch_names), self.sfreq, ch_types="eeg")
         if montage:
-            info.set_montage(mne.channels.make_standard_montage(montage), on_missing="ignore", match_case=False)
+            info.set_montage(standard_montage(), on_missing="ignore", match_case=False)
         return info
+
+
+def standard_montage() -> Any:
+    """MNE's 10-05 montage: ``colin27_1005`` where this MNE has it (it deprecates ``standard_1005``, same positions)."""
+    import mne
+
+    names = mne.channels.get_builtin_montages()
+    return mne.channels.make_standard_montage("colin27_1005" if "colin27_1005" in names else "standard_1005")
 
 
 # -- filters (numpy only) --------------------------------------------------------------------

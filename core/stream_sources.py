@@ -40,6 +40,7 @@ from eegsine.errors import UserError
 @dataclasses.dataclass
 class SourceInfo:
     sfreq: float
+    n_chans: int
     ch_names: list[str] | None      # None: unnamed rows (mapped by position)
     units: str                      # "V", "uV" or "a.u."
     description: str
@@ -146,10 +147,14 @@ class BrainFlowSource(Source):
             except self.bf.BrainFlowError:
                 names = None
         total = None
-        if playback:
-            with open(playback, "rb") as f:
-                total = sum(1 for line in f if line.strip())
-        self.info = SourceInfo(float(descr["sampling_rate"]), names, "uV",
+        self.file_markers = np.zeros((0, 2))
+        if playback:  # PLAYBACK_FILE_BOARD replays every row but overwrites the marker row with its own (empty)
+            # marker queue (Board::push_package), so the file's markers are read here and placed by sample count
+            rows = self.bf.DataFilter.read_file(str(playback))
+            total = rows.shape[1]
+            at = np.flatnonzero(rows[self.marker_row])
+            self.file_markers = np.stack([at, rows[self.marker_row, at]], 1)
+        self.info = SourceInfo(float(descr["sampling_rate"]), len(self.rows), names, "uV",
                                f"BrainFlow {name}" + (f" playback of {playback}" if playback else ""), total, "unix")
         self.shim = self.bf.BoardShim(self.board_id, p)
         self.received = 0
@@ -185,7 +190,11 @@ class BrainFlowSource(Source):
             dropped = int(((np.diff(seq) - 1) % 256).sum())
             self.last_pkg = int(pk[-1])
         mk = d[self.marker_row]
-        markers = [(int(i), int(mk[i]) if float(mk[i]).is_integer() else float(mk[i])) for i in np.flatnonzero(mk)]
+        found = [(int(i), float(mk[i])) for i in np.flatnonzero(mk)]
+        a = self.received - d.shape[1]
+        fm = self.file_markers
+        found += [(int(s - a), float(v)) for s, v in fm[(fm[:, 0] >= a) & (fm[:, 0] < self.received)]]
+        markers = [(i, int(v) if v.is_integer() else v) for i, v in sorted(found)]
         return Chunk(d[self.rows], markers, d[self.ts_row].copy(), dropped)
 
     def stop(self) -> None:
@@ -235,7 +244,7 @@ class LSLSource(Source):
         if mfound:
             self.marker_inlet = pylsl.StreamInlet(mfound[0], max_buflen=60, processing_flags=pylsl.proc_clocksync)
         self.n = info.channel_count()
-        self.info = SourceInfo(float(sfreq), names, unit, f"LSL {name}" + (
+        self.info = SourceInfo(float(sfreq), self.n, names, unit, f"LSL {name}" + (
             f" + markers {mfound[0].name()}" if mfound else " (no marker stream)"), None, "lsl")
         self.pending: list[tuple[float, Any]] = []
         self.last_ts: float | None = None
@@ -297,19 +306,20 @@ class FileSource(Source):
             data, names, sfreq, units, events = self._read_csv(p, board)
             desc = f"BrainFlow CSV {p}"
         else:
-            from eegsine.data.raw import read_recording, recording_events
+            from eegsine.data.raw import channel_kinds, read_recording, recording_events
 
             raw = read_recording(p)
-            types = raw.get_channel_types()
-            eeg = [n for n, t in zip(raw.ch_names, types) if t not in ("stim", "misc")]
-            has_stim = "stim" in types
+            kinds = channel_kinds(raw)
+            eeg = [n for n, t in kinds.items() if t not in ("stim", "misc")]
+            has_stim = "stim" in kinds.values()
             ev, ids, _ = recording_events(raw, "stim" if has_stim else "annotations")
             data, names, sfreq, units = raw.get_data(picks=eeg), eeg, float(raw.info["sfreq"]), "V"
             events = ev[:, [0, 2]]
             desc = f"recording {p}"
         self.data, self.events = data, events[np.argsort(events[:, 0], kind="stable")]
         self.n = max(1, int(round(chunk_s * sfreq)))
-        self.info = SourceInfo(sfreq, names, units, desc + (" (fast)" if fast else " (real time)"), data.shape[1], "")
+        self.info = SourceInfo(sfreq, data.shape[0], names, units, desc + (" (fast)" if fast else " (real time)"),
+                               data.shape[1], "")
         self.pos = 0
         self.t0 = 0.0
 

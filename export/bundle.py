@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from eegsine.config import Config
+from eegsine.export.configs import BundleConfig  # torch-free, so `eegsine export --help` needs no torch
 from eegsine.contracts import (ExportContract, classifier_contract, eeg_encoder_contract, unet_contract,
                                vae_decoder_contract)
 from eegsine.errors import UserError
@@ -45,40 +45,6 @@ from eegsine.io import sha256_file, write_json
 from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
 
 MODEL_NAMES = ("eeg_encoder", "unet", "vae_decoder", "classifier")
-
-
-@dataclasses.dataclass
-class BundleConfig(Config):
-    KIND = "bundle"
-    VERSION = 1
-
-    export: ExportConfig = dataclasses.field(default_factory=ExportConfig)
-    int8: bool = False
-    quant: Int8Config = dataclasses.field(default_factory=Int8Config)
-    int8_models: list[str] = dataclasses.field(default_factory=lambda: list(MODEL_NAMES))
-    calib_images: int = dataclasses.field(default=256, metadata={"help": "classifier calibration images (train split)"})
-    calib_trials: int = dataclasses.field(default=16, metadata={"help": "EEG trials (train split) for encoder/UNet calibration"})
-    calib_steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps of the UNet calibration trajectories"})
-    holdout: int = dataclasses.field(default=32, metadata={"help": "held-out (val/test) inputs used for SQNR"})
-    golden_eval: int = dataclasses.field(default=500, metadata={
-        "help": "classifier test images (+ PGD examples) in the bundle's golden set for eegsine-verify"})
-    golden_pgd_steps: int = dataclasses.field(default=20, metadata={"help": "PGD steps of the golden adversarial examples"})
-    guidance: float = dataclasses.field(default=-1.0, metadata={"help": "CFG scale written to the bundle (-1 = the run's)"})
-    unet_min_sqnr_db: float = dataclasses.field(default=20.0, metadata={
-        "help": "INT8 UNet runs only at timesteps where its held-out SQNR reaches this; above, FP32 (0 = INT8 everywhere)"})
-    eeg_data: str = dataclasses.field(default="", metadata={"help": "EEG data set of the EEG run (e.g. synthetic-vep)"})
-    seed: int = 0
-    overwrite: bool = False
-
-    def validate(self) -> None:
-        bad = [m for m in self.int8_models if m not in MODEL_NAMES]
-        if bad:
-            raise UserError(f"BundleConfig.int8_models: unknown model {bad[0]!r} (known: {', '.join(MODEL_NAMES)})")
-        for name in ("calib_images", "calib_trials", "calib_steps", "holdout", "golden_eval", "golden_pgd_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"BundleConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.guidance != -1.0 and self.guidance < 0:
-            raise UserError(f"BundleConfig.guidance: must be >= 0 or -1 (the run's), got {self.guidance}")
 
 
 @dataclasses.dataclass

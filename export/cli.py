@@ -11,17 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
-from eegsine.config import add_config_args, config_from_args
+from eegsine.config import add_config_args, config_from_args, help_text
 from eegsine.errors import UserError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from eegsine.export.bundle import BundleConfig
+    from eegsine.export.configs import BundleConfig, VerifyConfig
     from eegsine.export.tensorrt import TRTConfig
-    from eegsine.export.verify import VerifyConfig
 
     p = subparsers.add_parser("export", help="export runs to an ONNX / INT8 / TensorRT bundle and verify it",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                              description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--classifier", metavar="RUN", help="classifier run folder (eegsine train classifier)")
     p.add_argument("--eeg-run", metavar="RUN", help="EEG->image diffusion run folder (with encoder/, unet/, vae/)")
     p.add_argument("--out", metavar="BUNDLE", required=True, help="bundle folder to write (must not exist unless --overwrite)")

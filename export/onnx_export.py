@@ -31,43 +31,23 @@ take keyword arguments and return dataclasses, the encoder and token mapper are 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import io
 import json
 import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
-from eegsine.config import Config
 from eegsine.contracts import ExportContract
 from eegsine.errors import UserError
+from eegsine.export.configs import ExportConfig  # noqa: F401 - re-exported
 
 CONTRACT_KEY = "eegsine.contract"
-
-
-@dataclasses.dataclass
-class ExportConfig(Config):
-    KIND = "export"
-    VERSION = 1
-
-    exporter: Literal["torchscript", "dynamo"] = "torchscript"
-    opset: int = 18
-    max_batch: int = 16
-    parity_atol: float = 1e-4  # fp32 ORT vs torch, max abs error on outputs of O(1)
-
-    def validate(self) -> None:
-        if not 17 <= self.opset <= 21:
-            raise UserError(f"ExportConfig.opset: supported 17..21, got {self.opset}")
-        if self.max_batch < 1:
-            raise UserError(f"ExportConfig.max_batch: must be >= 1, got {self.max_batch}")
-        if self.parity_atol < 0:  # 0 asks for exact parity (the failure test uses it)
-            raise UserError(f"ExportConfig.parity_atol: must be >= 0, got {self.parity_atol}")
 
 
 # -- wrappers with the contracts' signatures ------------------------------------------------------

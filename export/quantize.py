@@ -85,10 +85,13 @@ class Int8Config(Config):
                                               "range, for VNNI/AMX hosts only; tensorrt: symmetric Q/DQ for TensorRT"})
     act_type: Literal["s8", "u8"] = dataclasses.field(
         default="s8", metadata={"help": "activations: s8 symmetric (TensorRT) or u8 asymmetric (ORT x86)"})
-    per_channel: bool = True
-    calibrate_method: Literal["minmax", "percentile", "entropy"] = "minmax"
-    percentile: float = 99.999
-    op_types: list[str] = dataclasses.field(default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"])
+    per_channel: bool = dataclasses.field(default=True, metadata={"help": "one weight scale per output channel"})
+    calibrate_method: Literal["minmax", "percentile", "entropy"] = dataclasses.field(default="minmax", metadata={
+        "help": "how activation ranges are read off the calibration feeds (ONNX Runtime's calibrators)"})
+    percentile: float = dataclasses.field(default=99.999, metadata={
+        "help": "calibrate_method percentile: the percentile of |activation| taken as its range"})
+    op_types: list[str] = dataclasses.field(default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"], metadata={
+        "help": "ONNX op types quantized", "metavar": "OP"})
     matmul_const_b_only: bool = dataclasses.field(
         default=True, metadata={"help": "quantize only weight MatMuls (attention QK^T / AV stay float)"})
     keep_float: list[str] = dataclasses.field(
@@ -97,7 +100,8 @@ class Int8Config(Config):
     quantize_bias: bool = dataclasses.field(
         default=False, metadata={"help": "int32 bias Q/DQ (TensorRT's parser takes int8 Q/DQ only: keep False for --trt)"})
     calib_samples: int = dataclasses.field(default=64, metadata={"help": "calibration feeds used at most"})
-    preprocess: bool = True
+    preprocess: bool = dataclasses.field(default=True, metadata={
+        "help": "run ONNX Runtime's quant_pre_process (shape inference, graph optimisation) before quantizing"})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Int8Config":

@@ -56,8 +56,9 @@ class TRTConfig(Config):
     VERSION = 1
 
     fp16: bool = dataclasses.field(default=True, metadata={"help": "run the layers kept in float in FP16"})
-    workspace_mb: int = 2048
-    optimization_level: int = 3
+    workspace_mb: int = dataclasses.field(default=2048, metadata={"help": "TensorRT builder workspace limit, MiB"})
+    optimization_level: int = dataclasses.field(default=3, metadata={
+        "help": "TensorRT builder optimization level, 0-5 (higher: longer builds, maybe faster engines)"})
     cache_dir: str = dataclasses.field(default="", metadata={"help": "timing cache folder ('' = ~/.cache/eegsine/trt)"})
     sine_plugin: bool = dataclasses.field(default=False, metadata={"help": "use the fused sine-head TensorRT plugin"})
 

@@ -21,7 +21,6 @@ bundle as ``verify.json`` and ``verify.md``; a failed gate is named and the CLI 
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -29,36 +28,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from eegsine.config import Config
-from eegsine.errors import UserError
+from eegsine.export.configs import VerifyConfig  # noqa: F401 - re-exported
 from eegsine.export.quantize import sqnr
 from eegsine.io import atomic_write_text, write_json
 from eegsine.runtime import Bundle, EEGToImage, SineClassifier
-
-
-@dataclasses.dataclass
-class VerifyConfig(Config):
-    KIND = "verify"
-    VERSION = 1
-
-    n_eval: int = dataclasses.field(default=500, metadata={"help": "classifier eval images (test split)"})
-    n_eval_square: int = dataclasses.field(default=200, metadata={"help": "images attacked with Square per backend"})
-    eps: float = dataclasses.field(default=-1.0, metadata={"help": "L-inf radius in [0,1] pixel units (-1 = the run's training eps)"})
-    pgd_steps: int = 20
-    square_queries: int = 300
-    n_gen: int = dataclasses.field(default=32, metadata={"help": "EEG test trials turned into images per precision"})
-    steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps for verification images"})
-    seed: int = 0
-    max_clean_drop: float = dataclasses.field(default=0.5, metadata={"help": "gate: clean accuracy drop, points"})
-    max_adv_drop: float = dataclasses.field(default=1.0, metadata={"help": "gate: adversarial accuracy drop, points"})
-    max_fid_increase: float = dataclasses.field(default=0.10, metadata={"help": "gate: relative fid_domain increase"})
-
-    def validate(self) -> None:
-        for name in ("n_eval", "n_eval_square", "pgd_steps", "square_queries", "n_gen", "steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"VerifyConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.eps != -1.0 and not 0.0 < self.eps <= 1.0:
-            raise UserError(f"VerifyConfig.eps: must be in (0, 1] (pixel units) or -1, got {self.eps}")
 
 
 class ORTClassifier(nn.Module):

@@ -90,13 +90,13 @@ def eeg_set(n: int = 60):
 
 @functools.lru_cache(maxsize=None)
 @_one_thread
-def diffusion_run() -> Path:
+def diffusion_run(sfreq: float = 64.0) -> Path:
     """A saved EEGDiffusion model folder (random weights) with its EEG encoder attached."""
     from eegsine.models.diffusion import DiffusionConfig, build_diffusion, save_diffusion
     from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
 
     torch.manual_seed(0)
-    enc = build_encoder(EEGEncoderConfig(arch="transformer", n_chans=N_CHANS, n_times=N_TIMES, sfreq=64.0, emb_dim=16,
+    enc = build_encoder(EEGEncoderConfig(arch="transformer", n_chans=N_CHANS, n_times=N_TIMES, sfreq=sfreq, emb_dim=16,
                                          d_model=16, n_layers=1, n_heads=2, patch=8, kernel=5, dropout=0.0)).eval()
     dcfg = DiffusionConfig(image_size=8, image_channels=1, native_size=8, vae_channels=[8, 16], latent_channels=4,
                            vae_norm_groups=4, unet_channels=[16, 32], unet_cross_attention=[True, True],
@@ -104,7 +104,7 @@ def diffusion_run() -> Path:
                            scaling_factor=0.8, guidance=2.0, sample_steps=6, beta_schedule="scaled_linear")
     model, dcfg = build_diffusion(dcfg, enc)
     _fit_noise_prediction(model)
-    run = _ROOT / "diff_run"
+    run = _ROOT / ("diff_run" if sfreq == 64.0 else f"diff_run_{sfreq:g}")
     save_diffusion(run, model.eval(), dcfg)
     return run
 
@@ -181,4 +181,52 @@ def clf_bundle_target(target: str) -> Path:
     cfg = small_cfg(quant=Int8Config(target=target))
     out = _ROOT / f"clf_bundle_{target}"
     export_bundle([classifier_item(classifier_run(), cfg)], out, cfg, log=lambda *a: None)
+    return out
+
+
+# -- streaming: a recording, the set trained from it, and its bundle ----------------------------------------
+STREAM_SFREQ = 250.0  # BrainFlow's SYNTHETIC_BOARD rate: the playback board replays a file at its master's rate
+STREAM_TMIN = 0.02
+
+
+@functools.lru_cache(maxsize=None)
+def vep_set():
+    """synthetic-vep on digits at the test encoder's geometry (8 ch x 64 samples), at 250 Hz: 200 trials."""
+    from eegsine.data import load_eeg
+
+    return load_eeg("synthetic-vep", image_set="digits", n_chans=N_CHANS, n_times=N_TIMES, sfreq=STREAM_SFREQ,
+                    tmin=STREAM_TMIN, n_images_per_class=10, n_subjects=2, snr=0.5, progress=False)
+
+
+@functools.lru_cache(maxsize=None)
+def recording(kind: str = "fif", n_trials: int = 0) -> Path:
+    """``vep_set()`` written as a continuous recording (``eegsine data export-recording``'s library call)."""
+    from eegsine.data.recording import export_recording
+
+    out = _ROOT / "recordings" / f"rec_{n_trials or 'all'}.{kind}"
+    export_recording(vep_set(), out, board="synthetic", split="all", n_trials=n_trials, isi=0.3, isi_jitter=0.1, seed=1)
+    return out
+
+
+STREAM_FILTER = dict(l_freq=1.0, h_freq=40.0, notch=[50.0], phase="causal")
+
+
+@functools.lru_cache(maxsize=None)
+def stream_set():
+    """The set an encoder for streaming trains on: ``raw:`` of the recording, 1-40 Hz + 50 Hz notch, causal."""
+    from eegsine.data import load_eeg
+
+    return load_eeg(f"raw:{recording('fif')}", tmin=STREAM_TMIN, tmax=STREAM_TMIN + N_TIMES / STREAM_SFREQ,
+                    **STREAM_FILTER)
+
+
+@functools.lru_cache(maxsize=None)
+def stream_bundle() -> Path:
+    """An FP32 EEG bundle whose manifest carries the stream set's preprocessing and class prototypes."""
+    from eegsine.export.bundle import eeg_run_items, export_bundle
+
+    cfg = small_cfg(int8=False)
+    items, generation, _ = eeg_run_items(diffusion_run(STREAM_SFREQ), cfg, eeg_set=stream_set())
+    out = _ROOT / "stream_bundle"
+    export_bundle(items, out, cfg, generation=generation, log=lambda *a: None)
     return out

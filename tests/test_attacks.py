@@ -235,7 +235,7 @@ def test_evaluate_on_cifar_format_folder(tmp_path, head):
     from test_classifier import write_cifar_folder
 
     root = write_cifar_folder(tmp_path / "cifar-10-batches-py")
-    cfg = ClassifierTrainConfig(dataset="cifar10", data_root=str(root), mode="natural", epochs=1, batch_size=32,
+    cfg = ClassifierTrainConfig(dataset="cifar10", data_root=str(root), mode="natural", eps=8 / 255, epochs=1, batch_size=32,
                                 n_val_eval=6, val_pgd_steps=2, grad_log_steps=0,
                                 model=ClassifierConfig(arch="preact_resnet18", base_width=4, head=head, init="siren"))
     train_classifier(cfg, tmp_path / "run")

@@ -197,12 +197,32 @@ def test_init_probe_orders_poster_below_siren(tmp_path):
 
 
 def test_presets_share_training_settings():
-    for name in ("tiny", "paper-mnist"):
+    for name in ("tiny", "paper-mnist", "paper-cifar10"):
         p = classifier_preset(name)
         assert (p["standard"].model.head, p["sine"].model.head) == ("linear", "sine")
         assert p["standard"].replace(model=p["sine"].model) == p["sine"]
     with pytest.raises(UserError):
         classifier_preset("huge")
+
+
+def test_paper_cifar10_preset_uses_cifar_conventions():
+    for cfg in classifier_preset("paper-cifar10").values():
+        assert (cfg.dataset, cfg.model.arch, cfg.model.in_channels, cfg.model.image_size) == ("cifar10", "preact_resnet18", 3, 32)
+        assert cfg.eps == pytest.approx(8 / 255) and cfg.alpha == pytest.approx(2 / 255) and cfg.steps == 10
+        assert len(cfg.model.mean) == len(cfg.model.std) == 3
+
+
+def test_mnist_scale_eps_on_cifar10_is_refused():
+    with pytest.raises(UserError, match=r"0\.3 is an MNIST-scale radius.*8/255 = 0\.0314.*--eps 0\.0314"):
+        ClassifierTrainConfig(dataset="cifar10")  # the default eps is MNIST's 0.3
+    assert ClassifierTrainConfig(dataset="cifar10", eps=16 / 255).eps == pytest.approx(16 / 255)
+
+
+def test_missing_cifar10_names_the_training_flag(tmp_path, capsys):
+    rc = main(["train", "classifier", "--run", str(tmp_path / "r"), "--dataset", "cifar10", "--eps", "0.0314",
+               "--data-root", str(tmp_path / "nope")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "pass --data-root FOLDER" in err and "--root" not in err.replace("--data-root", "")
 
 
 # -- CLI & other data ---------------------------------------------------------------------------------

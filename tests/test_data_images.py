@@ -86,7 +86,7 @@ def test_missing_sets_say_how_to_get_them(tmp_path, monkeypatch):
         load_images("mnist")
     with pytest.raises(DataMissingError, match="apt-get install dataset-fashion-mnist"):
         load_images("fashion-mnist", root=tmp_path / "nofm")
-    with pytest.raises(DataMissingError, match="cannot be downloaded here"):
+    with pytest.raises(DataMissingError, match="kriz/cifar.html, unpack it"):
         load_images("cifar10")
     with pytest.raises(UserError, match="unknown data set 'imagenet'"):
         load_images("imagenet")

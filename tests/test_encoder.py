@@ -290,6 +290,9 @@ def test_aligned_encoder_beats_both_controls_on_synthetic_vep_digits(tmp_path):
         image_encoder=encoder_preset("tiny").image_encoder.replace(emb_dim=32), image_epochs=4,
         n_way=10, k_shot=4, n_query=4, epochs=20, lr=3e-3, weight_decay=0.05, plot=False, eval_episodes=50)
     m = train_encoder(cfg, tmp_path / "run", data=ds)
+    from eegsine.preprocessing import load_spec
+
+    assert load_spec(tmp_path / "run" / "encoder") == ds.preprocessing   # the run saves its input's spec (#16)
     seen = m["seen"]
     assert seen["n_trials"] == 240
     a, s, c = seen["aligned"], seen["shuffled_labels"], seen["class_only"]

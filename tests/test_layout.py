@@ -1,4 +1,4 @@
-"""Imports point down DESIGN.md's table only; the torch-free parts stay torch-free."""
+"""Imports point along docs/design.md's layer table only; the torch-free parts stay torch-free."""
 from __future__ import annotations
 
 import ast
@@ -17,7 +17,7 @@ RULES = {
     "export": ("eegsine.export", ("eegsine.training", "eegsine.bench")),
     "bench": ("eegsine.bench", ()),
 }
-# A command-line entry point may reach across layers (DESIGN.md): `cli.py` and `*_cli.py` are exempt.
+# A command-line entry point may reach across layers (docs/design.md): `cli.py` and `*_cli.py` are exempt.
 
 
 def _is_cli(path: Path) -> bool:

@@ -15,103 +15,26 @@ makes the per-step gradient logging harder; torchattacks generates the attacks.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchattacks
 from tqdm import tqdm
 
 from eegsine.checkpoint import load_checkpoint, save_checkpoint
-from eegsine.config import Config
-from eegsine.errors import UserError
+from eegsine.attacks import torchattacks  # imported there with the message saying how to install it
+from eegsine.errors import DataMissingError, UserError
 from eegsine.io import load_weights, run_logger, save_weights, update_metrics
 from eegsine.models.classifier import ClassifierConfig, build_classifier, save_classifier
 from eegsine.run_folder import RunFolder
+from eegsine.training.configs import (CLASSIFIER_PRESETS, DATASETS, ClassifierTrainConfig,  # noqa: F401 - re-exported
+                                     classifier_preset)
 
-DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
 BEST_FILE = "best.safetensors"
-
-
-@dataclasses.dataclass
-class ClassifierTrainConfig(Config):
-    KIND = "classifier-train"
-    VERSION = 1
-
-    dataset: Literal["mnist", "fashion-mnist", "cifar10", "digits"] = "mnist"
-    data_root: str = ""                  # "" = the data set's default location
-    model: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)  # channels/size/classes come from the data
-    mode: Literal["natural", "fgsm_rs", "pgd"] = "pgd"
-    eps: float = 0.3                     # L-inf radius in [0, 1] pixel units
-    alpha: float | None = None           # step size; None: pgd 2.5 eps/steps, fgsm_rs 1.25 eps
-    steps: int = 10                      # PGD steps during training
-    eps_ramp_epochs: float = 0.0         # linear eps warm-up (both heads alike)
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 1e-3
-    optimizer: Literal["adam", "sgd"] = "adam"
-    weight_decay: float = 0.0
-    lr_schedule: Literal["constant", "cosine"] = "cosine"
-    val_fraction: float = 0.1            # of the training set, held out for checkpoint selection
-    n_train: int = 0                     # 0 = all remaining training images
-    n_val_eval: int = 1000               # validation images attacked at each evaluation
-    val_pgd_steps: int = 10
-    eval_every_steps: int = 0            # 0 = once per epoch
-    ckpt_every_steps: int = 200          # resumable checkpoint interval (plus every epoch end)
-    grad_log_steps: int = 50             # per-layer gradient norms logged for the first N steps
-    seed: int = 0
-    threads: int = 0                     # 0 = leave torch's setting
-
-    def validate(self) -> None:
-        if not 0.0 <= self.eps <= 1.0:
-            raise UserError(f"ClassifierTrainConfig.eps: must be in [0, 1] (pixel units), got {self.eps}")
-        if self.alpha is not None and self.alpha <= 0:
-            raise UserError(f"ClassifierTrainConfig.alpha: must be > 0, got {self.alpha}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise UserError(f"ClassifierTrainConfig.val_fraction: must be in (0, 1), got {self.val_fraction}")
-        for name in ("steps", "epochs", "batch_size", "n_val_eval", "val_pgd_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"ClassifierTrainConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("n_train", "eval_every_steps", "ckpt_every_steps", "grad_log_steps", "threads"):
-            if getattr(self, name) < 0:
-                raise UserError(f"ClassifierTrainConfig.{name}: must be >= 0, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UserError(f"ClassifierTrainConfig.lr: must be > 0, got {self.lr}")
-        for name in ("weight_decay", "eps_ramp_epochs"):
-            if getattr(self, name) < 0:
-                raise UserError(f"ClassifierTrainConfig.{name}: must be >= 0, got {getattr(self, name)}")
-
-
-def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
-    """Named presets -> {"standard": cfg, "sine": cfg}; both heads share every training setting.
-
-    * ``tiny``: 6,000 MNIST training images, 3 epochs of PGD-5 training at eps=0.3; about half
-      a minute per head on 2 idle CPU cores. A demo, not a result.
-    * ``paper-mnist``: full MNIST (54k train / 6k validation), PGD-5 adversarial training at
-      eps=0.3 (alpha 0.15 = 2.5 eps / steps; Madry used 40 steps of 0.01 for 100k iterations),
-      1 epoch, Adam 1e-3 cosine, eps ramped over the first quarter epoch. Cut to what a
-      2-core CPU shared with other jobs finishes in about half an hour per head; see
-      docs/results/paper-mnist/README.md.
-    """
-    std_model = ClassifierConfig(head="linear", init="default")
-    sine_model = ClassifierConfig(head="sine", init="siren", omega=1.0, amplitude=1.0)
-    if name == "tiny":
-        base = ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=3, n_train=6000,
-                                     eps_ramp_epochs=1.0, n_val_eval=500, val_pgd_steps=10, batch_size=100,
-                                     eval_every_steps=0, ckpt_every_steps=50, grad_log_steps=30)
-    elif name == "paper-mnist":
-        base = ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=1, n_train=0,
-                                     eps_ramp_epochs=0.25, n_val_eval=1000, val_pgd_steps=10, batch_size=128,
-                                     eval_every_steps=106, ckpt_every_steps=53, grad_log_steps=50)
-    else:
-        raise UserError(f"unknown classifier preset {name!r} (tiny, paper-mnist)")
-    return {"standard": base.replace(model=std_model), "sine": base.replace(model=sine_model)}
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -120,7 +43,10 @@ def load_split(cfg: ClassifierTrainConfig) -> dict[str, torch.Tensor]:
     from eegsine.data import load_images
 
     kwargs = {"root": cfg.data_root} if cfg.data_root else {}
-    ds = load_images(cfg.dataset, **kwargs)
+    try:
+        ds = load_images(cfg.dataset, **kwargs)
+    except DataMissingError as e:
+        raise e.for_flag("--data-root") from None
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(ds.train_x))
     n_val = max(1, int(round(cfg.val_fraction * len(perm))))

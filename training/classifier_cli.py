@@ -41,13 +41,14 @@ def _run(ns: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from eegsine.training.classifier import ClassifierTrainConfig
+    from eegsine.training.configs import CLASSIFIER_PRESETS, ClassifierTrainConfig
 
     p = subparsers.add_parser("classifier", help="train a standard or sine-bounded classifier (natural / FGSM-RS / PGD)",
                               description="Adversarially train a classifier. With --preset, trains both heads into "
                               "RUN/standard and RUN/sine; other flags override the preset's values.")
     p.add_argument("--run", required=True, help="output run folder (resumes if it holds a checkpoint)")
-    p.add_argument("--preset", choices=["tiny", "paper-mnist"], default=None, help="named settings for both heads")
+    p.add_argument("--preset", choices=CLASSIFIER_PRESETS, default=None,
+                   help="named settings for both heads (paper-cifar10: PreAct-ResNet-18, PGD-10 at eps 8/255)")
     p.add_argument("--heads", nargs="*", choices=["standard", "sine"], default=None,
                    help="with --preset: train only these heads (e.g. to run them as two processes)")
     p.add_argument("--init-probe", action=argparse.BooleanOptionalAction, default=True,

@@ -25,13 +25,12 @@ models, schedulers, EMA, LoRA and DDP are diffusers', peft's and Accelerate's.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import resource
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,150 +39,20 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from eegsine.checkpoint import load_checkpoint, save_checkpoint
-from eegsine.config import Config
 from eegsine.data import EEGSet
 from eegsine.errors import UserError
 from eegsine.io import load_weights, run_logger, save_weights, update_metrics
 from eegsine.models import module_device
-from eegsine.models.diffusion import (DiffusionConfig, EEGDiffusion, build_diffusion, load_diffusion, model_sizes,
-                                      save_diffusion)
+from eegsine.models.diffusion import EEGDiffusion, build_diffusion, load_diffusion, model_sizes, save_diffusion
 from eegsine.models.eeg_encoder import EEGEncoder, build_encoder, load_encoder
 from eegsine.models.image_encoder import embed_images, load_image_encoder
 from eegsine.run_folder import RunFolder
+from eegsine.training.configs import DIFFUSION_PRESETS as PRESETS
+from eegsine.training.configs import DiffusionTrainConfig, diffusion_preset
 
 MODEL_DIR = "model"
 VAE_DIR = "vae"
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
-
-
-@dataclasses.dataclass
-class DiffusionTrainConfig(Config):
-    """Everything `eegsine train diffusion` needs; saved as the run's config.json."""
-
-    KIND = "diffusion-train"
-    VERSION = 1
-
-    # data (same fields as the encoder run: eegsine.training.encoder.load_data reads them)
-    data: str = dataclasses.field(default="synthetic-vep", metadata={"help": "synthetic-vep | eegcvpr40"})
-    data_root: str = ""
-    image_set: str = dataclasses.field(default="mnist", metadata={"help": "synthetic-vep: paired image set"})
-    data_options: list[str] = dataclasses.field(default_factory=list, metadata={"help": "loader options key=value"})
-    # stage one
-    encoder_run: str = dataclasses.field(default="", metadata={
-        "help": "aligned encoder: an encoder run folder (with encoder/) or the encoder folder itself; "
-                "empty: train stage one here (run/stage1) with --encoder-preset"})
-    encoder_preset: str = "tiny"
-    # model
-    model: DiffusionConfig = dataclasses.field(default_factory=DiffusionConfig)
-    mode: Literal["full", "lora", "joint"] = "full"
-    init_from: str = dataclasses.field(default="", metadata={
-        "help": "a diffusion model folder (RUN/model) to start VAE, UNet and token mapper from"})
-    lora_rank: int = 8
-    lora_alpha: int = 8
-    ema: bool = False
-    ema_decay: float = 0.999
-    # stage A (VAE)
-    vae_epochs: int = 10
-    vae_lr: float = 1e-3
-    vae_batch_size: int = 64
-    vae_kl_weight: float = 1e-6
-    # stage B (UNet)
-    epochs: int = 20
-    batch_size: int = 64
-    steps_per_epoch: int = dataclasses.field(default=0, metadata={"help": "0: one pass over the train trials"})
-    lr: float = 1e-4
-    image_cond_frac: float = dataclasses.field(default=0.0, metadata={
-        "help": "fraction of training examples conditioned on the paired image's embedding from stage one's "
-                "image encoder (the space the EEG was aligned to) instead of the trial's EEG embedding "
-                "(unCLIP-style decoder training); sampling always uses EEG. 0: EEG only (the source's method)"})
-    encoder_lr: float = dataclasses.field(default=1e-4, metadata={"help": "joint mode: the encoder's learning rate"})
-    weight_decay: float = 1e-2
-    warmup_steps: int = 50
-    grad_clip: float = 1.0
-    seed: int = 0
-    # outputs
-    grid_trials: int = 8
-    grid_samples: int = 4
-    speed: bool = dataclasses.field(default=True, metadata={"help": "measure images/s at batch 1 and 16"})
-    plot: bool = True
-
-    def validate(self) -> None:
-        for name in ("lora_rank", "lora_alpha", "vae_batch_size", "epochs", "batch_size", "grid_trials", "grid_samples"):
-            if getattr(self, name) < 1:
-                raise UserError(f"DiffusionTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("vae_epochs", "steps_per_epoch", "warmup_steps"):
-            if getattr(self, name) < 0:
-                raise UserError(f"DiffusionTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("encoder_lr", "weight_decay", "vae_kl_weight", "grad_clip"):
-            if getattr(self, name) < 0:
-                raise UserError(f"DiffusionTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "vae_lr"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"DiffusionTrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 <= self.image_cond_frac <= 1.0:
-            raise UserError(f"DiffusionTrainConfig.image_cond_frac must be in [0, 1], got {self.image_cond_frac}")
-        if self.image_cond_frac > 0 and self.mode == "joint":
-            raise UserError("DiffusionTrainConfig.image_cond_frac needs a frozen aligned encoder (mode full or lora), "
-                            "not mode=joint")
-        if not 0.0 < self.ema_decay < 1.0:
-            raise UserError(f"DiffusionTrainConfig.ema_decay must be in (0, 1), got {self.ema_decay}")
-        for kv in self.data_options:
-            if "=" not in kv:
-                raise UserError(f"DiffusionTrainConfig.data_options: {kv!r} is not key=value")
-
-
-# -- presets ------------------------------------------------------------------------------------
-def _encoder_data_options(preset: str) -> list[str]:
-    """The EEG geometry/SNR of the encoder preset, so stage two sees the data stage one was trained on."""
-    from eegsine.training.encoder import encoder_preset
-
-    return list(encoder_preset(preset).data_options)
-
-
-def diffusion_preset(name: str) -> DiffusionTrainConfig:
-    """Named configurations; ``eegsine train diffusion --preset NAME`` starts from one of them.
-
-    * ``tiny``: synthetic-vep + MNIST (the encoder tiny preset's EEG: 32 ch x 110 samples at 250 Hz, SNR 0.2), MNIST
-      padded 28 -> 32, VAE 16/32/32 -> latents 4 x 8 x 8, UNet 32/64 with cross-attention at
-      both levels, 4 EEG tokens of 64, half the training examples conditioned on the stimulus's
-      image embedding (``image_cond_frac``). Sized for 2 CPU cores: VAE + 1,500 UNet steps in ~5 minutes,
-      25 DDIM steps at batch 1 well under 0.5 s (numbers in the run's metrics.json).
-    * ``paper``: EEGCVPR40 from local files (``--data-root``) and a local Stable Diffusion
-      folder (``--model-pretrained-vae/--model-pretrained-unet SD_DIR``: ``SD_DIR/vae``,
-      ``SD_DIR/unet``); 512 px images (64 x 64 x 4 latents), 77 tokens of the UNet's
-      cross_attention_dim, full fine-tune at lr 1e-5 with EMA, DPM-Solver++ 25 steps, guidance
-      5. Needs a GPU; runs when those files exist.
-    """
-    if name == "tiny":
-        return DiffusionTrainConfig(
-            data="synthetic-vep", image_set="mnist", data_options=_encoder_data_options("tiny"),
-            encoder_preset="tiny",
-            model=DiffusionConfig(image_size=32, native_size=28, resize="pad", vae_channels=[16, 32, 32],
-                                  latent_channels=4, unet_channels=[32, 64], unet_cross_attention=[True, True],
-                                  cross_attention_dim=64, n_tokens=4, attention_head_dim=8, guidance=2.0,
-                                  cond_dropout=0.1, sample_steps=25),
-            # 60 VAE epochs: with 6 the test reconstruction MSE was 0.11 and every sample decoded to black;
-            # with 60 it is 0.0045 (400 stimulus images, ~0.6 s per epoch on 2 cores).
-            # 1,500 UNet steps: at 600 the samples were strokes, not digits, and no condition (EEG,
-            # class-only, shuffled) moved the domain classifier off chance; digits appear at ~1,000.
-            # image_cond_frac 0.5: half the examples are conditioned on the stimulus's stage-one image
-            # embedding. Chosen on the validation split (120 trials, GPU runs of the same config):
-            # EEG-conditioned n-way acc 0.150 without it, 0.217 with it (shuffled EEG 0.083 / 0.100).
-            vae_epochs=60, vae_lr=2e-3, vae_batch_size=32, epochs=15, batch_size=64, steps_per_epoch=100, lr=1e-3,
-            warmup_steps=50, image_cond_frac=0.5,
-            grid_trials=10, grid_samples=4)
-    if name == "paper":
-        return DiffusionTrainConfig(
-            data="eegcvpr40", image_set="", encoder_preset="paper",
-            model=DiffusionConfig(image_size=512, image_channels=3, native_size=512, resize="resize",
-                                  n_tokens=77, cross_attention_dim=768, sampler="dpm++", sample_steps=25, guidance=5.0,
-                                  beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                  pretrained_vae="stable-diffusion", pretrained_unet="stable-diffusion"),
-            vae_epochs=0, epochs=30, batch_size=16, lr=1e-5, ema=True, ema_decay=0.999, warmup_steps=500)
-    raise UserError(f"unknown diffusion preset {name!r} (known: tiny, paper)")
-
-
-PRESETS = ("tiny", "paper")
 
 
 # -- stage one: the aligned encoder ------------------------------------------------------------------

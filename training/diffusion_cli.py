@@ -22,7 +22,7 @@ def _run(ns: argparse.Namespace) -> int:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from eegsine.training.diffusion import PRESETS, DiffusionTrainConfig
+    from eegsine.training.configs import DIFFUSION_PRESETS, DiffusionTrainConfig
 
     p = subparsers.add_parser("diffusion", help="train the EEG-conditioned latent diffusion model (VAE, then UNet)",
                               description="Stage A trains the VAE on the stimulus images, stage B the cross-attention "
@@ -30,6 +30,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               "(load_diffusion), RUN/grids/epoch_XXX.png and strip.png, metrics.json; rerun to resume. "
                               "Data-parallel with `accelerate launch -m eegsine train diffusion ...`.")
     p.add_argument("--run", required=True, help="output run folder (resumes if it holds a checkpoint)")
-    p.add_argument("--preset", choices=list(PRESETS), default=None, help="named settings; other flags override them")
+    p.add_argument("--preset", choices=DIFFUSION_PRESETS, default=None, help="named settings; other flags override them")
     add_config_args(p, DiffusionTrainConfig)
     p.set_defaults(func=_run)

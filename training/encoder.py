@@ -35,153 +35,22 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from eegsine.config import Config
 from eegsine.data import EEGSet, load_eeg
 from eegsine.embed_eval import _l2, retrieval_topk
-from eegsine.errors import UserError
+from eegsine.errors import DataMissingError, UserError
 from eegsine.checkpoint import load_checkpoint, save_checkpoint
 from eegsine.io import load_state_into, run_logger, save_weights, update_metrics
 from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, embed, save_encoder
-from eegsine.models.image_encoder import (ImageEncoderConfig, build_image_encoder, embed_images, load_image_encoder,
-                                          save_image_encoder)
+from eegsine.models.image_encoder import build_image_encoder, embed_images, load_image_encoder, save_image_encoder
 from eegsine.run_folder import RunFolder, main_process
+from eegsine.training.configs import ENCODER_PRESETS as PRESETS  # noqa: F401 - re-exported
+from eegsine.training.configs import EncoderTrainConfig, encoder_preset  # noqa: F401 - re-exported
 from eegsine.training.episodes import EpisodeSampler, clip_loss, cosine_ce, prototypical_loss
 
 ENCODER_DIR = "encoder"            # best EEG encoder: config.json + model.safetensors (load_encoder reads it)
 IMAGE_ENCODER_DIR = "image_encoder"
 ALIGNER_FILE = "aligner.safetensors"  # best encoder + temperatures + classification head
 CONTROL_DIR = "control_shuffled"
-
-
-@dataclasses.dataclass
-class EncoderTrainConfig(Config):
-    """Everything `eegsine train encoder` needs; saved as the run's config.json."""
-
-    KIND = "encoder-train"
-    VERSION = 1
-
-    # data
-    data: str = dataclasses.field(default="synthetic-vep", metadata={"help": "synthetic-vep | eegcvpr40 | uea:<Name>"})
-    data_root: str = dataclasses.field(default="", metadata={"help": "folder of a local data set (eegcvpr40)"})
-    image_set: str = dataclasses.field(default="mnist", metadata={"help": "synthetic-vep: paired image set"})
-    data_options: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "extra loader options as key=value (JSON values), e.g. snr=0.5 n_chans=32"})
-    loso_subject: int = dataclasses.field(default=0, metadata={
-        "help": "leave-one-subject-out: test on this subject id, train/val on the others (0: off)"})
-    heldout_classes: int = dataclasses.field(default=0, metadata={
-        "help": "classes removed from training entirely and evaluated few-shot (unseen classes)"})
-    # models
-    encoder: EEGEncoderConfig = dataclasses.field(default_factory=EEGEncoderConfig)
-    image_encoder: ImageEncoderConfig = dataclasses.field(default_factory=ImageEncoderConfig)
-    image_epochs: int = 8
-    # episodes and losses
-    n_way: int = dataclasses.field(default=10, metadata={"help": "classes per episode (0: all training classes)"})
-    k_shot: int = 5
-    n_query: int = 5
-    w_proto: float = 1.0
-    w_clip: float = 1.0
-    w_cls: float = 0.0
-    image_anchor: bool = dataclasses.field(default=True, metadata={"help": "add image class anchors to prototypes"})
-    anchor_weight: float = 1.0
-    temperature: float = dataclasses.field(default=0.07, metadata={"help": "initial InfoNCE temperature (learnable)"})
-    proto_scale: float = dataclasses.field(default=10.0, metadata={"help": "initial prototype logit scale (learnable)"})
-    # augmentation (train episodes only): EEG latencies jitter trial to trial and electrodes drop out
-    aug_shift_ms: float = dataclasses.field(default=20.0, metadata={"help": "random time shift per trial, +- ms"})
-    aug_noise: float = dataclasses.field(default=0.1, metadata={"help": "added white noise, x the trial's RMS"})
-    aug_chan_drop: float = dataclasses.field(default=0.1, metadata={"help": "probability of zeroing a channel"})
-    # optimisation
-    epochs: int = 20
-    lr: float = 1e-3
-    weight_decay: float = 1e-2
-    warmup_frac: float = 0.05
-    seed: int = 0
-    # evaluation
-    controls: bool = dataclasses.field(default=True, metadata={"help": "train/compute the control baselines"})
-    shuffle_labels: bool = dataclasses.field(default=False, metadata={"help": "train on permuted labels (control)"})
-    eval_k_shot: int = 5
-    eval_episodes: int = 200
-    plot: bool = True
-
-    def validate(self) -> None:
-        for name in ("k_shot", "n_query", "epochs", "image_epochs", "eval_k_shot", "eval_episodes"):
-            if getattr(self, name) < 1:
-                raise UserError(f"EncoderTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.n_way < 0 or self.n_way == 1:
-            raise UserError(f"EncoderTrainConfig.n_way must be 0 (all) or >= 2, got {self.n_way}")
-        if not 0 <= self.aug_chan_drop < 1:
-            raise UserError(f"EncoderTrainConfig.aug_chan_drop must be in [0, 1), got {self.aug_chan_drop}")
-        for name in ("w_proto", "w_clip", "w_cls", "anchor_weight", "weight_decay", "aug_shift_ms", "aug_noise"):
-            if getattr(self, name) < 0:
-                raise UserError(f"EncoderTrainConfig.{name} must be >= 0, got {getattr(self, name)}")
-        for name in ("lr", "proto_scale"):
-            if getattr(self, name) <= 0:
-                raise UserError(f"EncoderTrainConfig.{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 <= self.warmup_frac < 1.0:
-            raise UserError(f"EncoderTrainConfig.warmup_frac must be in [0, 1), got {self.warmup_frac}")
-        if self.w_proto + self.w_clip + self.w_cls <= 0:
-            raise UserError("EncoderTrainConfig: at least one of w_proto, w_clip, w_cls must be > 0")
-        if not 0 < self.temperature < 1:
-            raise UserError(f"EncoderTrainConfig.temperature must be in (0, 1), got {self.temperature}")
-        if self.loso_subject < 0:
-            raise UserError(f"EncoderTrainConfig.loso_subject must be >= 0 (0: off), got {self.loso_subject}")
-        if self.heldout_classes < 0:
-            raise UserError(f"EncoderTrainConfig.heldout_classes must be >= 0, got {self.heldout_classes}")
-        for kv in self.data_options:
-            if "=" not in kv:
-                raise UserError(f"EncoderTrainConfig.data_options: {kv!r} is not key=value")
-
-
-# -- presets ------------------------------------------------------------------------------------
-def encoder_preset(name: str) -> EncoderTrainConfig:
-    """Named configurations; ``eegsine train encoder --preset NAME`` starts from one of them.
-
-    * ``tiny``: synthetic-vep paired with MNIST, 32 channels x 110 samples at 250 Hz (the
-      same 20-460 ms window), 40 images x 10 classes x 3 subjects = 1,200 trials, snr 0.2
-      (the default 0.06 needs the full 128 x 440 x 12,000 set: shrinkage LDA gets 0.21 here
-      at 0.06, 0.68 at 0.2), a small transformer; aligned + shuffled control in ~1-2 min.
-    * ``synthetic-default``: the done-when run: synthetic-vep at its defaults (MNIST,
-      128 x 440 @ 1 kHz, 12,000 trials, snr 0.06), transformer with 20 ms tokens (patch 20,
-      kernel 41: at 1 kHz the default 8 ms tokens left val NCM at 0.12 after one epoch), 12
-      epochs + controls (on an H100 the validation score rose to ~0.185 by epoch 11 and was
-      flat after; 3 epochs reached 0.15).
-    * ``paper``: EEGCVPR40 from your local files (``--data-root``), 128 x 440, 40-way
-      episodes, band-passed (the loader's default), by-image splits, chosen on validation.
-    * ``uea-fingermovements``: the real-EEG check (28 ch, 100 Hz, left/right): no images,
-      so prototypes + classification head only.
-    * ``scale``: synthetic-vep at EEGCVPR40 scale (12,000 trials of 128 x 440), one
-      epoch, no controls: the speed measurement.
-    """
-    if name == "tiny":
-        return EncoderTrainConfig(
-            data="synthetic-vep", image_set="mnist",
-            data_options=["n_chans=32", "n_times=110", "sfreq=250", "n_images_per_class=40", "n_subjects=3", "snr=0.2"],
-            encoder=EEGEncoderConfig(d_model=48, n_layers=2, n_heads=4, patch=8, kernel=15, emb_dim=64, dropout=0.2),
-            image_encoder=ImageEncoderConfig(width=16, emb_dim=64), image_epochs=4,
-            n_way=10, k_shot=4, n_query=4, epochs=30, lr=2e-3, weight_decay=0.05, eval_episodes=100)
-    if name == "paper":
-        return EncoderTrainConfig(
-            data="eegcvpr40", encoder=EEGEncoderConfig(emb_dim=128, patch=20, kernel=41),
-            image_encoder=ImageEncoderConfig(width=32, emb_dim=128), w_cls=0.5,
-            n_way=40, k_shot=5, n_query=5, epochs=60, lr=1e-3)
-    if name == "uea-fingermovements":
-        return EncoderTrainConfig(
-            data="uea:FingerMovements", image_set="",
-            encoder=EEGEncoderConfig(arch="transformer", d_model=32, n_layers=1, n_heads=4, patch=4, kernel=9,
-                                     emb_dim=32, dropout=0.3, center="trial"),
-            w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
-            n_way=2, k_shot=16, n_query=16, epochs=40, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
-    if name == "synthetic-default":
-        return EncoderTrainConfig(data="synthetic-vep", image_set="mnist", n_way=10, k_shot=5, n_query=5, epochs=12,
-                                  encoder=EEGEncoderConfig(patch=20, kernel=41), eval_episodes=100)
-    if name == "scale":
-        return EncoderTrainConfig(
-            data="synthetic-vep", image_set="mnist", data_options=["n_chans=128", "n_times=440", "n_trials=12000"],
-            n_way=10, k_shot=5, n_query=5,
-            epochs=1, controls=False, plot=False, eval_episodes=50)
-    raise UserError(f"unknown encoder preset {name!r} (known: {', '.join(PRESETS)})")
-
-
-PRESETS = ("tiny", "synthetic-default", "paper", "uea-fingermovements", "scale")
 
 
 # -- data -----------------------------------------------------------------------------------------
@@ -201,6 +70,8 @@ def load_data(cfg: EncoderTrainConfig) -> EEGSet:
             opts[k.strip().replace("-", "_")] = v
     try:
         return load_eeg(cfg.data, **opts).check()
+    except DataMissingError as e:
+        raise e.for_flag("--data-root") from None
     except TypeError as e:
         raise UserError(f"{cfg.data}: bad data option ({e}); given: {sorted(opts)}") from None
 

@@ -8,7 +8,7 @@ from eegsine.config import add_config_args, config_from_args
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from eegsine.training.encoder import PRESETS, EncoderTrainConfig
+    from eegsine.training.configs import ENCODER_PRESETS, EncoderTrainConfig
 
     p = subparsers.add_parser(
         "encoder", help="align an EEG encoder to image embeddings (stage one of EEG->image)",
@@ -17,7 +17,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "and class-only controls. Rerunning on the same --run folder resumes. Runs under Accelerate: "
                     "`accelerate launch -m eegsine train encoder ...` scales it to several GPUs unchanged.")
     p.add_argument("--run", required=True, help="run folder (config.json, encoder/, metrics.json, plots, checkpoint)")
-    p.add_argument("--preset", choices=PRESETS, default=None,
+    p.add_argument("--preset", choices=ENCODER_PRESETS, default=None,
                    help="start from a named config (flags override it); without one, an existing run's config.json")
     add_config_args(p, EncoderTrainConfig)
     p.set_defaults(func=_run)

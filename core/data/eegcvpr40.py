@@ -47,7 +47,8 @@ T_LOW, T_HIGH = 20, 460           # samples used
 SFREQ = 1000.0
 HOW_TO_GET = ("place your eeg_*.pth (e.g. eeg_5_95_std.pth or eeg_signals_raw_with_mean_std.pth) and "
               "block_splits_by_image_all.pth in $EEGSINE_EEGCVPR40_DIR (default ~/.cache/eegsine/data/eegcvpr40) "
-              "or pass --root FOLDER; they cannot be downloaded here")
+              "or pass --root FOLDER (eegsine does not download them: they come with the EEG data release of "
+              "Spampinato et al., CVPR 2017)")
 EEG_PREFERENCE = ("eeg_signals_raw_with_mean_std.pth", "eeg_5_95_std.pth", "eeg_14_70_std.pth", "eeg_55_95_std.pth")
 
 

@@ -249,8 +249,9 @@ def load_cifar10(root: str | Path | None = None) -> ImageSet:
     folder = Path(root) if root else cifar_dir()
     if not folder.exists():
         raise DataMissingError(
-            f"cifar10: {folder} does not exist; CIFAR-10 cannot be downloaded here: copy your "
-            "'cifar-10-batches-py' (or '-bin') folder there, or pass --root / set EEGSINE_CIFAR10_DIR")
+            f"cifar10: {folder} does not exist; eegsine does not download data sets: get the CIFAR-10 python (or "
+            "binary) version from https://www.cs.toronto.edu/~kriz/cifar.html, unpack it and copy its "
+            "'cifar-10-batches-py' (or '-bin') folder there, or pass --root FOLDER / set EEGSINE_CIFAR10_DIR")
     if (folder / "data_batch_1.bin").exists():
         reader, names, test = _read_cifar_bin_batch, [f"data_batch_{i}.bin" for i in range(1, 6)], "test_batch.bin"
     else:

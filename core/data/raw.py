@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -27,6 +28,16 @@ from eegsine.errors import DataMissingError, UserError
 
 log = logging.getLogger(__name__)
 HOW_TO_GET = "your own recording: raw:/path/to/file.{edf,bdf,fif,vhdr} (read with MNE-Python)"
+
+
+# EDF/BDF carry no channel types: a trigger channel written there comes back as "eeg"
+_STIM_NAME = re.compile(r"^(sti\b|sti\s*\d|status$|trig|trigger|marker|events?$)", re.IGNORECASE)
+
+
+def channel_kinds(raw: object) -> dict[str, str]:
+    """name -> MNE channel type, with trigger-named channels (STI 014, Status, TRIG...) typed "stim"."""
+    return {n: ("stim" if _STIM_NAME.match(n) else t)
+            for n, t in zip(raw.ch_names, raw.get_channel_types())}  # type: ignore[attr-defined]
 
 
 def available() -> bool:
@@ -59,8 +70,7 @@ def recording_events(raw: object, events: str = "auto", stim_channel: str = "") 
     elif events == "annotations":
         raise UserError(f"{raw.filenames[0]}: no (non-BAD) annotations to take events from")  # type: ignore[attr-defined]
     else:
-        stims = [stim_channel] if stim_channel else [n for n, t in zip(raw.ch_names, raw.get_channel_types())  # type: ignore[attr-defined]
-                                                     if t == "stim"]
+        stims = [stim_channel] if stim_channel else [n for n, t in channel_kinds(raw).items() if t == "stim"]
         if not stims:
             raise UserError(f"{raw.filenames[0]}: no annotations and no stim channel to take events from")  # type: ignore[attr-defined]
         ev = mne.find_events(raw, stim_channel=stims, shortest_event=1, initial_event=True, verbose="error")
@@ -88,7 +98,7 @@ def load_raw(path: str | os.PathLike | None = None, tmin: float = 0.0, tmax: flo
         raise UserError("raw: val_fraction + test_fraction must be < 1")
     raw = read_recording(path)
     sfreq = float(raw.info["sfreq"])
-    types = dict(zip(raw.ch_names, raw.get_channel_types()))
+    types = channel_kinds(raw)
     chans = list(picks) if picks else [n for n in raw.ch_names if types[n] == "eeg"]
     missing = [c for c in chans if c not in types]
     if missing:

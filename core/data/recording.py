@@ -74,7 +74,7 @@ def write_fif(rec: Recording, path: str | Path) -> Path:
     """MNE ``.fif``: EEG in volts, stim channel ``STI 014``, annotations named by class."""
     import mne
 
-    from eegsine.preprocessing import unit_factor
+    from eegsine.preprocessing import standard_montage, unit_factor
 
     path = Path(path)
     if not path.name.endswith((".fif", "_raw.fif", "_eeg.fif", ".fif.gz")):
@@ -84,7 +84,7 @@ def write_fif(rec: Recording, path: str | Path) -> Path:
     stim[0, rec.events[:, 0]] = rec.events[:, 1]
     scale = unit_factor(rec.units, "V") if rec.units != "a.u." else 1e-6   # a.u. is written as if uV
     raw = mne.io.RawArray(np.concatenate([rec.data.astype(np.float64) * scale, stim]), info, verbose="error")
-    raw.set_montage(mne.channels.make_standard_montage("standard_1005"), on_missing="ignore", match_case=False)
+    raw.set_montage(standard_montage(), on_missing="ignore", match_case=False)
     raw.set_annotations(mne.Annotations(rec.events[:, 0] / rec.sfreq, 0.0,
                                         [rec.classes[c - 1] for c in rec.events[:, 1]]))
     path.parent.mkdir(parents=True, exist_ok=True)

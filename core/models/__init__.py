@@ -1,8 +1,11 @@
-"""Model definitions (torch). Shared helpers live here."""
+"""Model definitions (torch). Shared helpers live here; the configs live torch-free in :mod:`eegsine.models.configs`."""
 from __future__ import annotations
 
-import torch
-import torch.nn as nn
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # importing a config (``eegsine.models.configs``) must not import torch
+    import torch
+    import torch.nn as nn
 
 
 def module_device(module: nn.Module) -> torch.device:
@@ -11,6 +14,8 @@ def module_device(module: nn.Module) -> torch.device:
     Batch helpers (``embed``, metrics) move each input batch there and bring results back to
     the CPU, so a model trained on a GPU evaluates in place.
     """
+    import torch
+
     for t in module.parameters():
         return t.device
     for t in module.buffers():

@@ -23,10 +23,9 @@ Hand-written: the models are ~150 lines and torchvision (which has neither) does
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -35,49 +34,9 @@ import torch.nn.functional as F
 from eegsine.config import Config, read_config_fields
 from eegsine.errors import UserError
 from eegsine.kernels.sine_head import sine_head
+from eegsine.models.configs import ClassifierConfig
 
 WEIGHTS_FILE = "model.safetensors"
-
-
-@dataclasses.dataclass
-class ClassifierConfig(Config):
-    KIND = "classifier"
-    VERSION = 1
-
-    arch: Literal["small_cnn", "preact_resnet18"] = "small_cnn"
-    in_channels: int = 1
-    image_size: int = 28
-    n_classes: int = 10
-    head: Literal["linear", "sine"] = "linear"
-    omega: float = 1.0        # sine head: frequency inside sin
-    amplitude: float = 1.0    # sine head: logits lie in [-amplitude, amplitude]
-    init: Literal["siren", "poster", "default"] = "default"  # head weight initialisation
-    poster_p: float = 1.0     # ``poster`` init: U(-p/(6 fan_in), +p/(6 fan_in))
-    fc_width: int = 200       # small_cnn: width of the two fully-connected layers
-    base_width: int = 64      # preact_resnet18: channels of the first stage
-    mean: list[float] = dataclasses.field(default_factory=lambda: [0.0])
-    std: list[float] = dataclasses.field(default_factory=lambda: [1.0])
-
-    def validate(self) -> None:
-        for name in ("in_channels", "image_size", "fc_width", "base_width"):
-            if getattr(self, name) < 1:
-                raise UserError(f"ClassifierConfig.{name}: must be >= 1, got {getattr(self, name)}")
-        if self.n_classes < 2:
-            raise UserError(f"ClassifierConfig.n_classes: must be >= 2, got {self.n_classes}")
-        if self.omega <= 0 or self.amplitude <= 0 or self.poster_p <= 0:
-            raise UserError("ClassifierConfig.omega/amplitude/poster_p: must be > 0")
-        for name in ("mean", "std"):
-            v = getattr(self, name)
-            if len(v) not in (1, self.in_channels):
-                raise UserError(f"ClassifierConfig.{name}: needs 1 or in_channels={self.in_channels} values, got {len(v)}")
-        if any(s <= 0 for s in self.std):
-            raise UserError(f"ClassifierConfig.std: must be > 0, got {self.std}")
-        if self.arch == "small_cnn" and self.image_size < 8:
-            raise UserError(f"ClassifierConfig.image_size: small_cnn needs >= 8 px, got {self.image_size}")
-
-    @property
-    def head_name(self) -> str:
-        return "Sine" if self.head == "sine" else "Standard"
 
 
 # -- heads ----------------------------------------------------------------------------------

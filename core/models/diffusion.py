@@ -1,6 +1,6 @@
 """EEG-conditioned latent diffusion: diffusers VAE + cross-attention UNet + EEG tokens.
 
-Stage two of the EEG->image system (DESIGN.md). The pieces are diffusers' own:
+Stage two of the EEG->image system (docs/design.md). The pieces are diffusers' own:
 
 * ``AutoencoderKL`` maps images in [-1, 1] (B, C, H, W) to latents (B, c, H/f, W/f); it is
   trained in-project on the image set (``eegsine.training.diffusion`` stage A) or read from
@@ -25,133 +25,21 @@ A saved model folder (:func:`save_diffusion`) holds ``config.json`` (:class:`Dif
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import load_weights, save_weights
 from eegsine.models import module_device
+from eegsine.models.configs import DiffusionConfig
 from eegsine.models.eeg_encoder import EEGEncoder, EEGTokenMapper, load_encoder, save_encoder
 
 COND_FILE = "cond.safetensors"
 SAMPLERS = ("ddim", "dpm++")
-
-
-@dataclasses.dataclass
-class DiffusionConfig(Config):
-    """Sizes of the VAE, the UNet and the EEG conditioning, plus noise/sampling settings."""
-
-    KIND = "eeg-diffusion"
-    VERSION = 1
-
-    # images
-    image_size: int = dataclasses.field(default=32, metadata={"help": "side of the square image the VAE sees"})
-    image_channels: int = dataclasses.field(default=1, metadata={"help": "channels of the image set (1 or 3)"})
-    native_size: int = dataclasses.field(default=28, metadata={"help": "side of the image set's images"})
-    resize: Literal["pad", "resize"] = dataclasses.field(default="pad", metadata={
-        "help": "native -> image_size: zero-pad around (MNIST 28 -> 32) or bilinear resize"})
-    # VAE (AutoencoderKL); downsampling factor 2^(len(vae_channels)-1)
-    vae_channels: list[int] = dataclasses.field(default_factory=lambda: [32, 64, 64])
-    vae_layers: int = 1
-    latent_channels: int = 4
-    vae_norm_groups: int = 8
-    vae_mid_attention: bool = False
-    scaling_factor: float = dataclasses.field(default=0.0, metadata={
-        "help": "latent scale (0: measured as 1/std of the training latents after stage A)"})
-    # UNet2DConditionModel
-    unet_channels: list[int] = dataclasses.field(default_factory=lambda: [64, 128])
-    unet_cross_attention: list[bool] = dataclasses.field(default_factory=lambda: [True, True], metadata={
-        "help": "per resolution level: CrossAttn block (True) or plain ResNet block (False)"})
-    unet_layers: int = 1
-    unet_norm_groups: int = 8
-    attention_head_dim: int = 8
-    cross_attention_dim: int = 64
-    # EEG conditioning
-    emb_dim: int = dataclasses.field(default=0, metadata={"help": "EEG embedding size (0: from the encoder)"})
-    n_tokens: int = 4
-    mapper_hidden: int = dataclasses.field(default=0, metadata={"help": "token mapper MLP width (0: automatic)"})
-    cond_dropout: float = dataclasses.field(default=0.1, metadata={"help": "training: P(null tokens) for CFG"})
-    # noise schedule (DDPM training) and sampling
-    num_train_timesteps: int = 1000
-    # scaled_linear (Stable Diffusion's): squaredcos_cap_v2 ends at alpha_bar[999] = 2.4e-9, so with
-    # epsilon prediction DDIM's first step multiplies any UNet error ~20,000x (INT8 image SQNR -0.9 dB
-    # on the tiny run); scaled_linear ends at 4.7e-3 (~15x).
-    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "scaled_linear"
-    beta_start: float = 0.00085
-    beta_end: float = 0.012
-    prediction_type: Literal["epsilon", "v_prediction"] = "epsilon"
-    sampler: Literal["ddim", "dpm++"] = "ddim"
-    sample_steps: int = 25
-    guidance: float = dataclasses.field(default=2.0, metadata={"help": "classifier-free guidance scale (1: off)"})
-    # local pretrained folders (Stable Diffusion layout: <dir>/vae, <dir>/unet, or the model folder itself)
-    pretrained_vae: str = dataclasses.field(default="", metadata={"help": "local AutoencoderKL folder (no download)"})
-    pretrained_unet: str = dataclasses.field(default="", metadata={"help": "local UNet2DConditionModel folder"})
-
-    def validate(self) -> None:
-        for name in ("image_size", "image_channels", "native_size", "vae_layers", "latent_channels", "vae_norm_groups",
-                     "unet_layers", "unet_norm_groups", "attention_head_dim", "cross_attention_dim", "n_tokens",
-                     "num_train_timesteps", "sample_steps"):
-            if getattr(self, name) < 1:
-                raise UserError(f"DiffusionConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if not self.vae_channels or not self.unet_channels:
-            raise UserError("DiffusionConfig.vae_channels / unet_channels must not be empty")
-        if len(self.unet_cross_attention) != len(self.unet_channels):
-            raise UserError(f"DiffusionConfig.unet_cross_attention has {len(self.unet_cross_attention)} entries for "
-                            f"{len(self.unet_channels)} unet_channels levels")
-        for name, groups in (("vae_channels", self.vae_norm_groups), ("unet_channels", self.unet_norm_groups)):
-            bad = [c for c in getattr(self, name) if c % groups]
-            if bad:
-                raise UserError(f"DiffusionConfig.{name}: {bad[0]} is not divisible by the norm groups ({groups})")
-        f = 2 ** (len(self.vae_channels) - 1)
-        if self.image_size % f or self.latent_size % 2 ** (len(self.unet_channels) - 1):
-            raise UserError(f"DiffusionConfig.image_size={self.image_size}: must be divisible by the VAE factor {f} "
-                            f"and give latents divisible by 2^{len(self.unet_channels) - 1} for the UNet")
-        if self.resize == "pad" and self.native_size > self.image_size:
-            raise UserError(f"DiffusionConfig: resize='pad' needs native_size ({self.native_size}) <= image_size "
-                            f"({self.image_size}); use resize='resize'")
-        if not 0.0 <= self.cond_dropout < 1.0:
-            raise UserError(f"DiffusionConfig.cond_dropout must be in [0, 1), got {self.cond_dropout}")
-        if self.guidance < 0 or self.scaling_factor < 0 or self.emb_dim < 0 or self.mapper_hidden < 0:
-            raise UserError("DiffusionConfig: guidance, scaling_factor, emb_dim, mapper_hidden must be >= 0")
-        if self.sample_steps > self.num_train_timesteps:
-            raise UserError(f"DiffusionConfig.sample_steps ({self.sample_steps}) must be <= num_train_timesteps "
-                            f"({self.num_train_timesteps})")
-        if not 0.0 < self.beta_start < self.beta_end < 1.0:
-            raise UserError(f"DiffusionConfig: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
-
-    def sampling(self, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
-        """The (steps, guidance) a sampler runs with: ``None`` takes this config's. ``steps=0`` is an
-        error, not the default; more steps than ``num_train_timesteps`` have no timesteps to run."""
-        n = self.sample_steps if steps is None else steps
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.num_train_timesteps:
-            raise UserError(f"steps={steps!r}: must be an int in [1, {self.num_train_timesteps}] "
-                            "(the model's num_train_timesteps)")
-        g = self.guidance if guidance is None else guidance
-        if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
-            raise UserError(f"guidance={guidance!r}: must be a finite number >= 0 (1: off)")
-        return n, float(g)
-
-    @property
-    def vae_factor(self) -> int:
-        return 2 ** (len(self.vae_channels) - 1)
-
-    @property
-    def latent_size(self) -> int:
-        return self.image_size // self.vae_factor
-
-    def scheduler_config(self) -> dict[str, Any]:
-        """diffusers scheduler config shared by DDPM (training), DDIM and DPM-Solver++ (sampling)."""
-        return {"num_train_timesteps": self.num_train_timesteps, "beta_schedule": self.beta_schedule,
-                "beta_start": self.beta_start, "beta_end": self.beta_end, "prediction_type": self.prediction_type,
-                # latents are not bounded to [-1, 1]: no x0 clipping; "trailing" starts DDIM at t=T-1 (pure noise)
-                "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 0, "timestep_spacing": "trailing"}
 
 
 # -- builders -----------------------------------------------------------------------------------

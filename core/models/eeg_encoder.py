@@ -26,69 +26,20 @@ that differs from the training path and exports to a different ONNX graph.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import load_state_into, save_weights
 from eegsine.models import module_device
+from eegsine.models.configs import EEGEncoderConfig
 from eegsine.preprocessing import SPEC_FILE, PreprocessingSpec, load_spec
 
 WEIGHTS_FILE = "model.safetensors"
-
-
-@dataclasses.dataclass
-class EEGEncoderConfig(Config):
-    """Input geometry and size of an EEG encoder (``n_chans``/``n_times`` 0 = take from the data)."""
-
-    KIND = "eeg-encoder"
-    VERSION = 1
-
-    arch: Literal["transformer", "lstm", "eegnet"] = "transformer"
-    n_chans: int = 0
-    n_times: int = 0
-    sfreq: float = 0.0
-    emb_dim: int = 128
-    d_model: int = dataclasses.field(default=64, metadata={"help": "transformer width / LSTM hidden size"})
-    n_layers: int = dataclasses.field(default=2, metadata={"help": "transformer blocks / LSTM layers"})
-    n_heads: int = 4
-    patch: int = dataclasses.field(default=8, metadata={"help": "time downsampling into tokens (transformer, lstm)"})
-    kernel: int = dataclasses.field(default=25, metadata={"help": "temporal conv kernel in samples"})
-    n_filters: int = dataclasses.field(default=8, metadata={"help": "EEGNet F1 (temporal filters)"})
-    depth_mult: int = dataclasses.field(default=2, metadata={"help": "EEGNet D (spatial filters per temporal filter)"})
-    dropout: float = 0.1
-    center: Literal["channel", "trial"] = dataclasses.field(default="channel", metadata={
-        "help": "subtract each channel's mean (channel) or one mean per trial (trial: keeps slow potentials "
-                "such as the readiness potential, which lives in channel offsets)"})
-
-    def validate(self) -> None:
-        for name in ("n_chans", "n_times"):
-            if getattr(self, name) < 0:
-                raise UserError(f"EEGEncoderConfig.{name} must be >= 0 (0 = from the data), got {getattr(self, name)}")
-        for name in ("emb_dim", "d_model", "n_layers", "n_heads", "patch", "kernel", "n_filters", "depth_mult"):
-            if getattr(self, name) < 1:
-                raise UserError(f"EEGEncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.sfreq < 0:
-            raise UserError(f"EEGEncoderConfig.sfreq must be >= 0, got {self.sfreq}")
-        if self.arch == "transformer" and self.d_model % self.n_heads:
-            raise UserError(f"EEGEncoderConfig.d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        if not 0.0 <= self.dropout < 1.0:
-            raise UserError(f"EEGEncoderConfig.dropout must be in [0, 1), got {self.dropout}")
-
-    def fit_to(self, n_chans: int, n_times: int, sfreq: float, what: str = "data") -> "EEGEncoderConfig":
-        """Fill 0 fields from the data; a non-zero field that differs is an error."""
-        for name, have in (("n_chans", n_chans), ("n_times", n_times)):
-            want = getattr(self, name)
-            if want and want != have:
-                raise UserError(f"EEGEncoderConfig.{name}={want} but {what} has {name}={have}")
-        return self.replace(n_chans=n_chans, n_times=n_times, sfreq=float(sfreq) if not self.sfreq else self.sfreq)
 
 
 def check_input(x: torch.Tensor | np.ndarray, cfg: EEGEncoderConfig, what: str = "EEG input") -> None:

@@ -5,7 +5,7 @@ EEG train split shows (see ``eegsine.training.image_encoder``): four 3x3 conv la
 (widths w, w, 2w, 4w, two 2x max-pools), global average pool, a linear projection to
 ``emb_dim`` and an L2 norm. It is trained with cross-entropy through a *cosine* classifier
 (logits = 10 * cos(z, w_c)), so classes are separated by angle, the geometry the EEG side is
-aligned in. No pretrained image network exists offline here (DESIGN.md), hence in-project.
+aligned in. No pretrained image network exists offline (docs/design.md), hence in-project.
 
 Optional (``source="hf"``): any Hugging Face image model in a local folder (CLIP's vision
 tower with projection when the folder holds a CLIP model, else the model's pooled output),
@@ -15,43 +15,20 @@ Every encoder maps images (B, C, H, W) in [0, 1] to (B, emb_dim) unit vectors.
 """
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.io import load_state_into, save_weights
 from eegsine.models import module_device
+from eegsine.models.configs import ImageEncoderConfig
 
 WEIGHTS_FILE = "model.safetensors"
 COSINE_SCALE = 10.0  # fixed logit scale of the cosine classifier: 10 reaches >97% train acc on MNIST in 2 epochs
-
-
-@dataclasses.dataclass
-class ImageEncoderConfig(Config):
-    KIND = "image-encoder"
-    VERSION = 1
-
-    source: Literal["cnn", "hf"] = "cnn"
-    in_chans: int = 1
-    image_size: int = 28
-    emb_dim: int = 128
-    width: int = 32
-    n_classes: int = 10
-    hf_path: str = dataclasses.field(default="", metadata={"help": "local Hugging Face model folder (source=hf)"})
-
-    def validate(self) -> None:
-        for name in ("in_chans", "image_size", "emb_dim", "width", "n_classes"):
-            if getattr(self, name) < 1:
-                raise UserError(f"ImageEncoderConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.source == "hf" and not self.hf_path:
-            raise UserError("ImageEncoderConfig.hf_path: source='hf' needs a local model folder")
 
 
 def _check_images(x: torch.Tensor, in_chans: int) -> None:

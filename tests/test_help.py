@@ -1,0 +1,90 @@
+"""`--help` is the documentation of record: every flag explained, readable placeholders, no torch to print it."""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+
+import pytest
+
+import eegsine
+from eegsine.cli import bench_main, build_parser, export_main, main
+
+SPHINX = re.compile(r":(class|func|mod|meth|attr|data|exc|obj):`|``")
+
+
+def _parsers(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()):
+    yield path, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _parsers(sub, path + (name,))
+
+
+COMMANDS = list(_parsers(build_parser()))
+
+
+def _where(path: tuple[str, ...], action: argparse.Action) -> str:
+    return f"eegsine {' '.join(path)} {'/'.join(action.option_strings) or action.dest}".replace("  ", " ")
+
+
+def test_every_subcommand_is_walked():
+    names = {p for p, _ in COMMANDS}
+    assert {(), ("data",), ("verify",), ("train", "classifier"), ("train", "encoder"), ("train", "diffusion"),
+            ("attack",), ("export",), ("bench",), ("pipeline",), ("generate",), ("report",)} <= names
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "eegsine")
+def test_every_flag_has_help_and_a_readable_metavar(path):
+    parser = dict(COMMANDS)[path]
+    formatter = parser._get_formatter()
+    missing, internal = [], []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            missing += [f"eegsine {' '.join(path + (a.dest,))}" for a in action._choices_actions if not a.help]
+            continue
+        text = action.help or ""
+        # a config field without metadata help still gets "(default: ...)": that is not an explanation
+        if text == argparse.SUPPRESS or not text.strip() or text.lstrip().startswith("(default"):
+            missing.append(_where(path, action))
+        if action.option_strings and action.nargs != 0:
+            shown = formatter._format_args(action, formatter._get_default_metavar_for_optional(action))
+            if "_" in re.sub(r"\{[^}]*\}", "", shown):  # MODEL__NUM_TRAIN_TIMESTEPS: argparse's dest, not a word
+                internal.append(f"{_where(path, action)} {shown}")
+    assert not missing, "flags without help:\n" + "\n".join(missing)
+    assert not internal, "internal metavars:\n" + "\n".join(internal)
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "eegsine")
+def test_help_has_no_sphinx_markup(path):
+    text = dict(COMMANDS)[path].format_help()
+    assert not SPHINX.search(text), f"eegsine {' '.join(path)} --help: {SPHINX.search(text).group(0)!r} in\n{text}"
+
+
+def test_verify_script_help_has_no_sphinx_markup(capsys):
+    from eegsine.device_verify import main as verify_main
+
+    with pytest.raises(SystemExit):
+        verify_main(["--help"])
+    assert not SPHINX.search(capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("entry, prog", [(main, "eegsine"), (export_main, "eegsine-export"), (bench_main, "eegsine-bench")])
+def test_version(entry, prog, capsys):
+    with pytest.raises(SystemExit) as info:
+        entry(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"{prog} {eegsine.__version__}"
+
+
+@pytest.mark.parametrize("argv", [[], ["train", "classifier"], ["export"], ["attack"], ["bench"], ["pipeline"]],
+                         ids=lambda a: " ".join(a) or "eegsine")
+def test_help_imports_no_torch(argv):
+    """Printing help builds every parser from the config dataclasses alone (timings: the closing report)."""
+    code = ("import sys\nfrom eegsine.cli import main\ntry:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
+            "heavy = sorted(m for m in ('torch', 'torchattacks', 'onnxruntime', 'diffusers') if m in sys.modules)\n"
+            "assert not heavy, f'--help imported {heavy}'\n")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
