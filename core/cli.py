@@ -58,16 +58,8 @@ def _cmd_data(ns: argparse.Namespace) -> int:
     if ns.action == "fetch":
         print(data.fetch(ns.name))
         return 0
-    # info: each -o value is JSON (else a bare string); load_images / load_eeg type-check it against the loader
-    kwargs = {"root": ns.root} if ns.root else {}
-    for kv in ns.option or []:
-        key, sep, val = kv.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--option {kv!r}: expected KEY=VALUE, e.g. --option n_chans=32")
-        try:
-            kwargs[key.strip().replace("-", "_")] = json.loads(val)
-        except json.JSONDecodeError:
-            kwargs[key.strip().replace("-", "_")] = val  # a bare string such as image_set=digits
+    # info: load_images / load_eeg type-check each option against the loader
+    kwargs = _data_kwargs(ns)
     spec = data.get_spec(ns.name)
     if spec.kind == "image":
         s = data.load_images(ns.name, **kwargs)
@@ -92,7 +84,7 @@ def _data_kwargs(ns: argparse.Namespace) -> dict:
         try:
             kwargs[key.strip().replace("-", "_")] = json.loads(val)
         except json.JSONDecodeError:
-            kwargs[key.strip().replace("-", "_")] = val
+            kwargs[key.strip().replace("-", "_")] = val  # a bare string such as image_set=digits
     return kwargs
 
 
