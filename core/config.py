@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from eegsine.errors import UserError
-from eegsine.io import atomic_write_text
+from eegsine.io import atomic_write_text, read_json
 
 C = TypeVar("C", bound="Config")
 CONFIG_FILE = "config.json"
@@ -144,10 +144,7 @@ def read_config_fields(path: str | Path, kinds: dict[str, int], fields: dict[str
 def _read_json_object(path: Path) -> dict[str, Any]:
     if not path.exists():
         raise UserError(f"{path}: config file does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path}: not valid JSON ({e})") from None
+    data = read_json(path)
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a JSON object, got {type(data).__name__}")
     return data

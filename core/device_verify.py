@@ -89,9 +89,10 @@ def _run_chunked(bundle: Any, model: str, inputs: dict[str, np.ndarray], precisi
     c = bundle.contract(model)
     d0 = c.inputs[0].shape[0]
     hi = c.dims[d0][2] if isinstance(d0, str) else len(next(iter(inputs.values())))
-    n = len(inputs[c.input_names[0]])
-    parts = [bundle.run(model, {k: np.ascontiguousarray(v[s:s + hi]) for k, v in inputs.items()}, precision)
-             for s in range(0, n, hi)]
+    from eegsine.runtime import _batches
+
+    parts = [bundle.run(model, {k: np.ascontiguousarray(v[s]) for k, v in inputs.items()}, precision)
+             for s in _batches(len(inputs[c.input_names[0]]), hi)]
     return [np.concatenate([p[i] for p in parts]) for i in range(len(c.output_names))]
 
 

@@ -25,7 +25,6 @@ run where torch is not installed (edge/BCI devices); the DDIM update is ~30 line
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import os
 import warnings
@@ -36,7 +35,7 @@ import numpy as np
 
 from eegsine.contracts import ExportContract
 from eegsine.errors import UserError
-from eegsine.io import sha256_file
+from eegsine.io import read_json, sha256_file
 from eegsine.manifest import PRECISIONS, check_manifest
 
 MANIFEST = "manifest.json"
@@ -157,10 +156,7 @@ class Bundle:
         mpath = self.root / MANIFEST
         if not mpath.is_file():
             raise UserError(f"{self.root}: not an eegsine bundle (no {MANIFEST})")
-        try:
-            m = json.loads(mpath.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise UserError(f"{mpath}: not valid JSON ({e})") from None
+        m = read_json(mpath)
         if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
             raise UserError(f"{mpath}: not an eegsine bundle manifest (format {m.get('format') if isinstance(m, dict) else None!r})")
         if m.get("version") != BUNDLE_VERSION:

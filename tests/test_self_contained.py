@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-# ../shared is a folder beside one checkout; /work/ and /root/ are the paths of one machine
+# a sibling folder of one checkout, and the absolute home/work paths of one machine
 OUTSIDE = re.compile(r"\.\./shared|/work/|/root/")
 
 

@@ -18,7 +18,6 @@ channels, board and events (BrainFlow files carry no channel names).
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 
 from eegsine.data.base import EEGSet
 from eegsine.errors import UserError
+from eegsine.io import read_json, write_json
 
 SIDECAR_FORMAT = "eegsine-recording"
 
@@ -127,8 +127,6 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def _write_sidecar(rec: Recording, path: Path, extra: dict) -> None:
-    from eegsine.io import write_json
-
     write_json(sidecar_path(path), {
         "kind": SIDECAR_FORMAT, "version": 1, **extra, "sfreq": rec.sfreq, "ch_names": rec.ch_names,
         "units": rec.units, "tmin": rec.tmin, "n_samples": int(rec.data.shape[1]),
@@ -140,10 +138,7 @@ def read_sidecar(path: str | Path) -> dict | None:
     p = sidecar_path(path)
     if not p.is_file():
         return None
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{p}: not valid JSON ({e})") from None
+    d = read_json(p)
     if not isinstance(d, dict) or d.get("kind") != SIDECAR_FORMAT:
         raise UserError(f"{p}: not an eegsine recording sidecar")
     return d
