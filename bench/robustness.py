@@ -175,16 +175,16 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
 
 
 def run_data(run: str | Path) -> tuple[str, str]:
-    """(dataset, data_root) of a classifier run folder, its config.json validated whole ("", "" for a bare
-    model config, which names no data set)."""
-    from eegsine.models.classifier import read_run_config
-    from eegsine.training.classifier import ClassifierTrainConfig
+    """(dataset, data_root) a classifier was trained on, from its provenance ("", "" when it names none).
 
-    head = read_run_config(run)  # header first: a bare ClassifierConfig is not a training config
-    if head["kind"] != ClassifierTrainConfig.KIND:
-        return "", ""
-    tc = ClassifierTrainConfig.load(run)
-    return tc.dataset, tc.data_root
+    The model folder's config is checked too, so a bad folder fails before anything is written."""
+    from eegsine.models.configs import ClassifierConfig
+    from eegsine.models.protocol import model_folder, read_provenance
+
+    folder = model_folder(run)
+    ClassifierConfig.load(folder)
+    prov = read_provenance(folder)
+    return prov.data, str(prov.data_options.get("root", ""))
 
 
 def resolve_data(runs: list[str | Path | nn.Module], cfg: RobustnessConfig) -> tuple[str, str]:
@@ -337,7 +337,9 @@ class _Cache:
 
         from eegsine.io import sha256_file
 
-        w = run / "model.safetensors"
+        from eegsine.models.protocol import WEIGHTS_FILE, model_folder
+
+        w = model_folder(run) / WEIGHTS_FILE if run.exists() else run / WEIGHTS_FILE
         keep = ("n_eval", "n_eval_expensive", "pgd_steps", "pgd_restarts", "pgd_alpha", "apgd_steps", "fab_steps",
                 "square_queries", "n_targets", "seed", "data_root")  # what one (attack, eps) result depends on
         h = hashlib.sha256(json.dumps([{k: getattr(cfg, k) for k in keep}, str(run), label, dataset,

@@ -37,92 +37,13 @@ import torch.nn.functional as F
 
 from eegsine.config import Config, read_config_fields
 from eegsine.errors import UserError
-from eegsine.io import atomic_write_text, load_state_into, read_json, save_weights, write_json
+from eegsine.io import atomic_write_text, read_json, write_json
 from eegsine.models import module_device
+from eegsine.models.domain_cnn import DomainCNN, DomainCNNConfig, FeatureExtractor  # noqa: F401 (re-exported)
 
-WEIGHTS_FILE = "model.safetensors"
 # kind -> version of a diffusion training run's config.json (eegsine.training.diffusion.DiffusionTrainConfig;
 # core cannot import it: tests/test_validation.py checks the two agree)
 DIFFUSION_RUN_KINDS = {"diffusion-train": 1}
-
-
-# -- the domain feature network ------------------------------------------------------------------
-@dataclasses.dataclass
-class DomainCNNConfig(Config):
-    """A small CNN classifier of the image set, used only as a metric feature network."""
-
-    KIND = "domain-cnn"
-    VERSION = 1
-
-    dataset: str = ""
-    in_chans: int = 1
-    image_size: int = 28
-    n_classes: int = 10
-    width: int = 32
-    feat_dim: int = 64
-    epochs: int = 3
-    lr: float = 2e-3
-    batch_size: int = 128
-    max_train: int = dataclasses.field(default=20000, metadata={"help": "train on at most this many images"})
-    min_steps: int = dataclasses.field(default=600, metadata={"help": "more epochs on small image sets (digits)"})
-    seed: int = 0
-
-    def validate(self) -> None:
-        for name in ("in_chans", "image_size", "n_classes", "width", "feat_dim", "epochs", "batch_size", "max_train"):
-            if getattr(self, name) < 1:
-                raise UserError(f"DomainCNNConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UserError(f"DomainCNNConfig.lr must be > 0, got {self.lr}")
-        if self.min_steps < 0:
-            raise UserError(f"DomainCNNConfig.min_steps must be >= 0, got {self.min_steps}")
-
-
-class DomainCNN(nn.Module):
-    """3 conv stages (w, 2w, 4w; each conv-BN-ReLU x2 + max-pool) -> global mean -> feat_dim -> classes."""
-
-    def __init__(self, cfg: DomainCNNConfig):
-        super().__init__()
-        self.cfg = cfg
-        w = cfg.width
-        chans = [cfg.in_chans, w, 2 * w, 4 * w]
-
-        def stage(a: int, b: int) -> nn.Sequential:
-            return nn.Sequential(nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(),
-                                 nn.Conv2d(b, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
-
-        self.stages = nn.ModuleList(stage(chans[i], chans[i + 1]) for i in range(3))
-        self.fc = nn.Linear(4 * w, cfg.feat_dim)
-        self.head = nn.Linear(cfg.feat_dim, cfg.n_classes)
-        self.num_features = cfg.feat_dim  # torchmetrics reads this for a custom FID feature extractor
-
-    def layers(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C, H, W) in [0, 1] -> each stage's activation (before pooling), for lpips_domain."""
-        h = (x - 0.5) / 0.5
-        out = []
-        for i, st in enumerate(self.stages):
-            h = st(h)
-            out.append(h)
-            if min(h.shape[-2:]) >= 2 and i < 2:
-                h = F.max_pool2d(h, 2)
-        return out
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, feat_dim)
-        return F.relu(self.fc(self.layers(x)[-1].mean(dim=(2, 3))))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, n_classes)
-        return self.head(self.features(x))
-
-
-class FeatureExtractor(nn.Module):
-    """The domain CNN's penultimate features as a module (torchmetrics' custom ``feature=``)."""
-
-    def __init__(self, net: DomainCNN):
-        super().__init__()
-        self.net = net
-        self.num_features = net.cfg.feat_dim
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.features(x)
 
 
 def train_domain_cnn(cfg: DomainCNNConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -170,19 +91,18 @@ def domain_network(folder: str | Path, cfg: DomainCNNConfig | None = None,
                    data: Callable[[], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] | None = None,
                    logger=None) -> tuple[DomainCNN, dict]:
     """Load the domain CNN from ``folder`` or train it there (``data()`` -> train_x, train_y, test_x, test_y)."""
+    from eegsine.models.protocol import Provenance
+
     folder = Path(folder)
-    if (folder / "config.json").exists() and (folder / WEIGHTS_FILE).exists():
-        dcfg = DomainCNNConfig.load(folder)
-        net = DomainCNN(dcfg)
-        load_state_into(net, folder / WEIGHTS_FILE)
+    if (folder / "config.json").exists():
+        net = DomainCNN.from_pretrained(folder)
         stats = read_json(folder / "metrics.json") if (folder / "metrics.json").exists() else {}
-        return net.eval().requires_grad_(False), stats
+        return net.requires_grad_(False), stats
     if cfg is None or data is None:
         raise UserError(f"{folder}: no domain CNN there, and no data given to train one")
     net, stats = train_domain_cnn(cfg, *data(), logger=logger)
     write_json(folder / "metrics.json", stats)
-    save_weights(folder / WEIGHTS_FILE, net.state_dict())
-    cfg.save(folder)  # last: marks the folder complete
+    net.save_pretrained(folder, Provenance(trained_by=DomainCNNConfig.KIND, data=cfg.dataset, seed=cfg.seed))
     return net.eval().requires_grad_(False), stats
 
 
@@ -257,17 +177,41 @@ def ssim_pairs(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> np
 
 
 def bootstrap_ci(stat: Callable[[np.ndarray], float], n: int, n_boot: int = 200, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
-    """Percentile bootstrap CI of ``stat(indices)`` over ``n`` items resampled with replacement."""
+                 level: float = 0.95, bounds: tuple[float, float] = (-math.inf, math.inf)) -> tuple[float, float]:
+    """Bootstrap CI of ``stat(indices)`` over ``n`` items that always contains the estimate ``stat(arange(n))``.
+
+    The estimate stays the statistic on the full sample (the number everyone reports for FID
+    and IS); the interval is the percentile interval of the same statistic on ``n_boot``
+    resamples with replacement, each replicate shifted by the bootstrap's own bias estimate
+    ``b = median(replicates) - estimate`` (Efron & Tibshirani's bias correction, with the median
+    so that the shifted replicates have the estimate as their median and a central interval
+    therefore contains it), then clipped to ``bounds``, the statistic's range.
+
+    Why not the plain percentile interval: IS and FID are not means of per-item terms, and a
+    resample with replacement holds only ~63% distinct items. IS = exp(H(mean p) - mean H(p)):
+    the resample's marginal entropy is biased low (entropy is concave), so replicates sit below
+    the full-sample IS, by more the smaller n; FID gains the noise of the resampled means and
+    covariances and sits above. On the 12 trials of one class the plain interval excluded its
+    own estimate (issue #17: is_domain 5.533 [3.131, 5.384]). The basic (2 est - q) and BCa
+    intervals do not fix that: with every replicate on one side of the estimate, basic misses
+    it too and BCa's bias constant is infinite. For the means (acc, lpips, ssim) the median of
+    the replicates is the estimate up to Monte-Carlo noise, so b ~ 0 and this is the plain
+    percentile interval.
+    """
     if n < 2 or n_boot < 1:
         return float("nan"), float("nan")
+    est = float(stat(np.arange(n)))
     rng = np.random.default_rng(seed)
     vals = np.array([stat(rng.integers(0, n, n)) for _ in range(n_boot)], dtype=np.float64)
     vals = vals[np.isfinite(vals)]
-    if len(vals) == 0:
+    if len(vals) == 0 or not np.isfinite(est):
         return float("nan"), float("nan")
-    lo, hi = np.quantile(vals, [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    shifted = vals - (np.median(vals) - est)
+    lo, hi = np.quantile(shifted, [(1 - level) / 2, 1 - (1 - level) / 2])
+    # min/max with est last: only float round-off of the shift (or of a statistic at its bound)
+    # could otherwise leave the estimate outside
+    lo, hi = min(max(float(lo), bounds[0]), est), max(min(float(hi), bounds[1]), est)
+    return lo, hi
 
 
 def score_set(gen: dict[str, np.ndarray], real: dict[str, np.ndarray], labels: np.ndarray, lpips: np.ndarray,
@@ -276,22 +220,25 @@ def score_set(gen: dict[str, np.ndarray], real: dict[str, np.ndarray], labels: n
 
     ``gen``/``real``: domain outputs of generated images and their ground-truth images (paired,
     same order); ``labels``: each trial's class. FID compares the generated set with the
-    ground-truth set of the same trials (resampled together).
+    ground-truth set of the same trials (resampled together). Each figure is the statistic on
+    all ``n`` trials; its ``_ci`` the bias-shifted percentile interval of :func:`bootstrap_ci`,
+    which contains it.
     """
     n = len(labels)
     pred = gen["probs"].argmax(1)
-    stats: dict[str, Callable[[np.ndarray], float]] = {
-        "acc": lambda i: float((pred[i] == labels[i]).mean()),
-        "fid_domain": lambda i: frechet_distance(gen["features"][i], real["features"][i]),
-        "is_domain": lambda i: inception_score(gen["probs"][i]),
-        "lpips_domain": lambda i: float(lpips[i].mean()),
-        "ssim": lambda i: float(ssim[i].mean()),
+    n_classes = gen["probs"].shape[1] if gen["probs"].ndim == 2 else math.inf
+    stats: dict[str, tuple[Callable[[np.ndarray], float], tuple[float, float]]] = {
+        "acc": (lambda i: float((pred[i] == labels[i]).mean()), (0.0, 1.0)),
+        "fid_domain": (lambda i: frechet_distance(gen["features"][i], real["features"][i]), (0.0, math.inf)),
+        "is_domain": (lambda i: inception_score(gen["probs"][i]), (1.0, float(n_classes))),  # IS in [1, classes]
+        "lpips_domain": (lambda i: float(lpips[i].mean()), (0.0, math.inf)),
+        "ssim": (lambda i: float(ssim[i].mean()), (-1.0, 1.0)),
     }
     out: dict[str, Any] = {"n": int(n)}
     full = np.arange(n)
-    for k, (name, fn) in enumerate(stats.items()):
+    for k, (name, (fn, bounds)) in enumerate(stats.items()):
         out[name] = fn(full) if n else float("nan")
-        out[name + "_ci"] = list(bootstrap_ci(fn, n, n_boot, seed + k))
+        out[name + "_ci"] = list(bootstrap_ci(fn, n, n_boot, seed + k, bounds=bounds))
     return out
 
 

@@ -49,8 +49,6 @@ def run(ns: argparse.Namespace) -> int:
     vcfg = config_from_args(VerifyConfig, ns, prefix="verify__")
     if not ns.classifier and not ns.eeg_run:
         raise UserError("export: give --classifier RUN and/or --eeg-run RUN")
-    if ns.classifier:
-        _check_classifier_run(ns.classifier)
     if ns.verify_only:
         eeg_set = _run_eeg_data(ns.eeg_run, cfg) if ns.eeg_run else None
         return verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
@@ -87,15 +85,6 @@ def run(ns: argparse.Namespace) -> int:
     return verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
 
 
-def _check_classifier_run(run_dir: str) -> None:
-    """The whole run config through its class (unknown keys, types, version, ranges) before anything runs."""
-    from eegsine.training.classifier import ClassifierTrainConfig  # an entry point may reach across layers
-
-    if not (Path(run_dir) / "config.json").exists():
-        raise UserError(f"{run_dir}: no config.json (not a classifier run folder)")
-    ClassifierTrainConfig.load(run_dir)
-
-
 def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = None, eeg_set=None,
                   eeg_run: str | None = None) -> int:
     """Run the verification sections that apply, write verify.json/.md; 1 if a gate failed."""
@@ -108,13 +97,12 @@ def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = Non
     result: dict = {"config": vcfg.to_dict(), "host": this_host()}
     if classifier_run:
         from eegsine.data import load_images
-        from eegsine.models.classifier import load_classifier, read_run_config
+        from eegsine.models.classifier import Classifier
 
-        run_cfg = read_run_config(classifier_run)
-        model, _ = load_classifier(classifier_run)
+        model = Classifier.from_pretrained(classifier_run)
         entry = bundle.manifest["models"]["classifier"]
-        images = load_images(entry["dataset"])
-        eps = vcfg.eps if vcfg.eps > 0 else float(entry.get("eps") or run_cfg.get("eps") or 0.1)
+        images = load_images(entry["dataset"], **model.provenance.data_options)
+        eps = vcfg.eps if vcfg.eps > 0 else float(entry.get("eps") or model.provenance.train_eps or 0.1)
         result["classifier"] = verify_classifier(bundle, model, images.test_x, images.test_y, eps, vcfg)
         result["classifier"]["dataset"] = images.name
     if eeg_run and eeg_set is not None:

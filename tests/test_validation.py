@@ -54,23 +54,24 @@ def classifier_run(tmp_path):
     return run
 
 
-def _patch_config(run, **changes):
-    data = json.loads((run / "config.json").read_text())
+def _patch_config(run, file="config.json", **changes):
+    data = json.loads((run / file).read_text())
     for k, v in changes.items():
         if v is ...:
             data.pop(k)
         else:
             data[k] = v
-    (run / "config.json").write_text(json.dumps(data))
+    (run / file).write_text(json.dumps(data))
 
 
-BAD_RUN_CONFIGS = [
-    ({"colour": "red"}, "unknown key 'colour'"),
-    ({"epochs": "ten"}, "ClassifierTrainConfig.epochs: expected int"),
-    ({"version": 2}, "version 2 is not supported"),
-    ({"kind": "encoder-train"}, "kind 'encoder-train'"),
-    ({"eps": 5.0}, "eps"),
-    ({"version": ...}, "no 'version' key"),
+# what export / attack read of a classifier run: its model folder (model/config.json, model/provenance.json)
+BAD_MODEL_FILES = [
+    ("model/config.json", {"colour": "red"}, "unknown key 'colour'"),
+    ("model/config.json", {"fc_width": "ten"}, "ClassifierConfig.fc_width: expected int"),
+    ("model/config.json", {"version": 2}, "version 2 is not supported"),
+    ("model/config.json", {"kind": "encoder-train"}, "kind 'encoder-train'"),
+    ("model/provenance.json", {"train_eps": 5.0}, "train_eps"),
+    ("model/provenance.json", {"version": ...}, "no 'version' key"),
 ]
 
 
@@ -93,44 +94,51 @@ def diffusion_run(tmp_path):
     return run
 
 
-# -- 1. a run config read as a raw dict ---------------------------------------------------------------------
-@pytest.mark.parametrize("changes, message", BAD_RUN_CONFIGS)
-def test_export_cli_validates_the_classifier_run_config(classifier_run, tmp_path, capsys, changes, message):
+# -- 1. a model folder's files, read through the model protocol --------------------------------------------
+@pytest.mark.parametrize("file, changes, message", BAD_MODEL_FILES)
+def test_export_cli_validates_the_classifier_model_folder(classifier_run, tmp_path, capsys, file, changes, message):
     from eegsine.cli import export_main
 
-    _patch_config(classifier_run, **changes)
+    _patch_config(classifier_run, file, **changes)
     out = tmp_path / "bundle"
     _one_line_exit_2(capsys, export_main(["--classifier", str(classifier_run), "--out", str(out)]), message,
-                     str(classifier_run / "config.json"))
+                     str(classifier_run / file))
     assert not out.exists() and not list(tmp_path.glob(".bundle*"))
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"version": 2}, "version 2 is not supported"),
-    ({"kind": "encoder-train"}, "kind 'encoder-train'"),
-    ({"eps": 5.0}, "eps must be in [0, 1]"),
-    ({"eps": "0.3"}, "eps: expected float"),
-    ({"dataset": ""}, "dataset must be a non-empty"),
-    ({"dataset": 3}, "dataset: expected str"),
-    ({"version": ...}, "no 'version' key"),
+@pytest.mark.parametrize("file, changes, message", [
+    ("model/config.json", {"version": 2}, "version 2 is not supported"),
+    ("model/config.json", {"kind": "encoder-train"}, "kind 'encoder-train'"),
+    ("model/provenance.json", {"train_eps": 5.0}, "train_eps: must be in [0, 1]"),
+    ("model/provenance.json", {"train_eps": "0.3"}, "train_eps: expected float"),
+    ("model/provenance.json", {"data": 3}, "data: expected str"),
+    ("model/provenance.json", {"version": ...}, "no 'version' key"),
 ])
-def test_library_readers_of_run_configs_check_the_fields_they_read(classifier_run, tmp_path, changes, message):
+def test_library_readers_of_model_folders_check_the_fields_they_read(classifier_run, tmp_path, file, changes, message):
     """export/bundle.py (which cannot import eegsine.training) and bench/robustness.py."""
     from eegsine.bench.robustness import RobustnessConfig, evaluate_robustness
     from eegsine.export.bundle import BundleConfig, classifier_item
 
-    _patch_config(classifier_run, **changes)
+    _patch_config(classifier_run, file, **changes)
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")) as info:
         classifier_item(classifier_run, BundleConfig())
-    assert "\n" not in str(info.value) and str(classifier_run / "config.json") in str(info.value)
+    assert "\n" not in str(info.value) and str(classifier_run / file) in str(info.value)
     out = tmp_path / "robustness"
     with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
         evaluate_robustness([classifier_run], RobustnessConfig(n_eval=5, attacks=["fgsm"]), out)
     assert not out.exists()
 
 
+def test_a_model_without_training_data_says_which_flag_supplies_it(classifier_run):
+    from eegsine.export.bundle import BundleConfig, classifier_item
+
+    _patch_config(classifier_run, "model/provenance.json", data="", data_options={})
+    with pytest.raises(UserError, match="names no training data set"):
+        classifier_item(classifier_run, BundleConfig())
+
+
 def test_attack_cli_checks_run_configs_before_writing(classifier_run, tmp_path, capsys):
-    _patch_config(classifier_run, eps=5.0)
+    _patch_config(classifier_run, "model/provenance.json", train_eps=5.0)
     out = tmp_path / "rob"
     _one_line_exit_2(capsys, main(["attack", "--run", str(classifier_run), "--out", str(out), "--attacks", "fgsm"]),
                      "eps")
@@ -152,11 +160,8 @@ def test_generation_scoring_checks_the_training_run_config(diffusion_run):
 def test_kinds_read_without_their_class_match_the_classes():
     """core reads training runs' headers by kind/version constants: they must agree with the classes."""
     from eegsine.image_metrics import DIFFUSION_RUN_KINDS
-    from eegsine.models.classifier import RUN_CONFIG_KINDS
-    from eegsine.training.classifier import ClassifierTrainConfig
     from eegsine.training.diffusion import DiffusionTrainConfig
 
-    assert RUN_CONFIG_KINDS[ClassifierTrainConfig.KIND] == ClassifierTrainConfig.VERSION
     assert DIFFUSION_RUN_KINDS == {DiffusionTrainConfig.KIND: DiffusionTrainConfig.VERSION}
 
 

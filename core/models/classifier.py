@@ -31,12 +31,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config, read_config_fields
+from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.kernels.sine_head import sine_head
 from eegsine.models.configs import ClassifierConfig
-
-WEIGHTS_FILE = "model.safetensors"
+from eegsine.models.protocol import MODEL_DIR, PretrainedModel, Provenance
 
 
 # -- heads ----------------------------------------------------------------------------------
@@ -156,8 +155,10 @@ class PreActResNet18(nn.Module):
 
 
 # -- classifier -------------------------------------------------------------------------------
-class Classifier(nn.Module):
+class Classifier(PretrainedModel, nn.Module):
     """normalise -> body -> head. Input (B, C, H, W) in [0, 1]; output logits (B, n_classes)."""
+
+    config_class = ClassifierConfig
 
     def __init__(self, cfg: ClassifierConfig):
         super().__init__()
@@ -176,84 +177,36 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, n_classes)
 
+    def export_modules(self, max_batch: int = 256, opset: int | None = None) -> dict[str, tuple[Any, nn.Module]]:
+        from eegsine.contracts import DEFAULT_OPSET, classifier_contract
+
+        c = self.cfg
+        return {"classifier": (classifier_contract(c.in_channels, c.image_size, c.n_classes, max_batch=max_batch,
+                                                   opset=opset or DEFAULT_OPSET), self)}
+
 
 def build_classifier(cfg: ClassifierConfig) -> Classifier:
     return Classifier(cfg)
 
 
 def save_classifier(run_dir: str | Path, model: Classifier, cfg: Config | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` into ``run_dir``.
-
-    ``cfg`` is the model's :class:`ClassifierConfig` or a training config nesting it as ``model``.
-    """
-    from eegsine.io import save_weights
-
-    cfg = cfg or model.cfg
-    mcfg = model.cfg
-    run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    save_weights(run_dir / WEIGHTS_FILE, model.state_dict(), metadata={"kind": mcfg.KIND, "arch": mcfg.arch, "head": mcfg.head})
-    cfg.save(run_dir)
-    return run_dir / WEIGHTS_FILE
-
-
-# kind -> version of a classifier run's config.json: a training run (eegsine.training.classifier.ClassifierTrainConfig,
-# which core cannot import: tests/test_validation.py checks the two agree) or a bare ClassifierConfig
-RUN_CONFIG_KINDS = {"classifier-train": 1, ClassifierConfig.KIND: ClassifierConfig.VERSION}
-
-
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The checked header and the fields export and bench read from a classifier run's config.json.
-
-    Keys present in the file among ``dataset`` (non-empty str), ``data_root`` (str) and ``eps``
-    (finite, in [0, 1] pixel units), plus ``kind`` and ``version``; a wrong one is a one-line error
-    naming the file. The CLIs validate the whole file with ``ClassifierTrainConfig`` as well.
-    """
-    path = Path(run_dir) / "config.json"
-    if not path.exists():
-        raise UserError(f"{run_dir}: no config.json (not a classifier run folder)")
-    f = read_config_fields(path, RUN_CONFIG_KINDS, {"dataset": str, "data_root": str, "eps": float})
-    if "dataset" in f and not f["dataset"].strip():
-        raise UserError(f"{path}: dataset must be a non-empty data set name")
-    if "eps" in f and not 0.0 <= f["eps"] <= 1.0:
-        raise UserError(f"{path}: eps must be in [0, 1] ([0, 1] pixel units), got {f['eps']}")
-    return f
+    """TRANSITIONAL (the trainer moves to ``model.save_pretrained`` in this change): the model into
+    ``run_dir/model`` with the provenance a training config ``cfg`` gives, ``cfg`` itself into ``run_dir``."""
+    if cfg is not None and cfg.KIND != ClassifierConfig.KIND:
+        model.provenance = Provenance(trained_by=cfg.KIND, data=cfg.dataset,
+                                      data_options={"root": cfg.data_root} if cfg.data_root else {},
+                                      train_eps=cfg.eps, train_attack=cfg.mode, seed=cfg.seed)
+        cfg.save(run_dir)
+    model.save_pretrained(Path(run_dir) / MODEL_DIR)
+    return Path(run_dir) / MODEL_DIR
 
 
 def load_classifier(run_dir: str | Path, expect_arch: str | None = None) -> tuple[Classifier, ClassifierConfig]:
-    """Load a classifier run folder -> (model in eval mode, its config).
-
-    A classifier written by ``eegsine train classifier`` keeps its model config under the
-    ``model`` key of the training config; a bare ``config.json`` of kind "classifier" works too.
-    """
-    from eegsine.io import load_weights, read_json
-
-    run_dir = Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise UserError(f"{run_dir}: no config.json (not a classifier run folder)")
-    read_config_fields(path, RUN_CONFIG_KINDS, {})  # the file's own kind and version, not only its model's
-    data = read_json(path)
-    if data.get("kind") != ClassifierConfig.KIND:
-        if not isinstance(data.get("model"), dict):
-            raise UserError(f"{path}: a {data.get('kind')} config needs a 'model' object (the classifier's config)")
-        data = data["model"]
-    try:
-        cfg = ClassifierConfig.from_dict(data)
-    except UserError as e:
-        raise UserError(f"{path}: {e}") from None
-    if expect_arch is not None and cfg.arch != expect_arch:
-        raise UserError(f"{run_dir}: checkpoint is a {cfg.arch} classifier, expected {expect_arch}")
-    model = build_classifier(cfg)
-    state = load_weights(run_dir / WEIGHTS_FILE)
-    mine = model.state_dict()
-    if set(state) != set(mine) or any(state[k].shape != mine[k].shape for k in mine):
-        missing = sorted(set(mine) - set(state))[:1]
-        odd = sorted(set(state) - set(mine))[:1] or [k for k in mine if k in state and state[k].shape != mine[k].shape][:1]
-        raise UserError(f"{run_dir / WEIGHTS_FILE}: weights are not of a {cfg.arch} ({cfg.head} head) classifier as "
-                        f"config.json says (missing {missing or '-'}, unexpected/mismatched {odd or '-'})")
-    model.load_state_dict(state)
-    return model.eval(), cfg
+    """A classifier model folder (or a run folder's ``model/``) -> (model in eval mode, its config)."""
+    model = Classifier.from_pretrained(run_dir)
+    if expect_arch is not None and model.cfg.arch != expect_arch:
+        raise UserError(f"{run_dir}: checkpoint is a {model.cfg.arch} classifier, expected {expect_arch}")
+    return model, model.cfg
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor | None, cfg: ClassifierConfig, what: str = "images") -> None:

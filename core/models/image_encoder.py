@@ -23,11 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eegsine.errors import UserError
-from eegsine.io import load_state_into, save_weights
 from eegsine.models import module_device
 from eegsine.models.configs import ImageEncoderConfig
-
-WEIGHTS_FILE = "model.safetensors"
+from eegsine.models.protocol import PretrainedModel
 COSINE_SCALE = 10.0  # fixed logit scale of the cosine classifier: 10 reaches >97% train acc on MNIST in 2 epochs
 
 
@@ -36,7 +34,17 @@ def _check_images(x: torch.Tensor, in_chans: int) -> None:
         raise UserError(f"image encoder: expected (batch, {in_chans}, H, W) images, got {tuple(x.shape)}")
 
 
-class CNNImageEncoder(nn.Module):
+class ImageEncoder(PretrainedModel, nn.Module):
+    """Base of the two sources; ``from_config`` picks one. An HF model's weights stay in its own folder."""
+
+    config_class = ImageEncoderConfig
+
+    @classmethod
+    def from_config(cls, cfg: ImageEncoderConfig) -> "ImageEncoder":
+        return CNNImageEncoder(cfg) if cfg.source == "cnn" else HFImageEncoder(cfg)
+
+
+class CNNImageEncoder(ImageEncoder):
     def __init__(self, cfg: ImageEncoderConfig):
         super().__init__()
         self.cfg = cfg
@@ -61,8 +69,10 @@ class CNNImageEncoder(nn.Module):
         return COSINE_SCALE * z @ F.normalize(self.class_weight, dim=-1).T
 
 
-class HFImageEncoder(nn.Module):
+class HFImageEncoder(ImageEncoder):
     """A local Hugging Face vision model; grayscale is repeated to RGB and resized to its input size."""
+
+    saves_weights = False  # config.json names the user's folder (hf_path); its weights stay there
 
     def __init__(self, cfg: ImageEncoderConfig):
         super().__init__()
@@ -111,23 +121,19 @@ class HFImageEncoder(nn.Module):
         return int(self.forward(torch.zeros(1, self.in_chans, 8, 8)).shape[1])
 
 
-def build_image_encoder(cfg: ImageEncoderConfig) -> nn.Module:
-    return CNNImageEncoder(cfg) if cfg.source == "cnn" else HFImageEncoder(cfg)
+def build_image_encoder(cfg: ImageEncoderConfig) -> ImageEncoder:
+    return ImageEncoder.from_config(cfg)
 
 
-def save_image_encoder(directory: str | Path, model: nn.Module, cfg: ImageEncoderConfig) -> None:
-    """``config.json`` (+ ``model.safetensors`` for the in-project CNN; an HF model stays in its folder)."""
-    cfg.save(directory)
-    if cfg.source == "cnn":
-        save_weights(Path(directory) / WEIGHTS_FILE, model.state_dict())
+# TRANSITIONAL (removed when the trainers move to save_pretrained/from_pretrained in this change)
+def save_image_encoder(directory: str | Path, model: ImageEncoder, cfg: ImageEncoderConfig) -> None:
+    model.cfg = cfg
+    model.save_pretrained(directory)
 
 
-def load_image_encoder(directory: str | Path) -> tuple[nn.Module, ImageEncoderConfig]:
-    cfg = ImageEncoderConfig.load(directory)
-    model = build_image_encoder(cfg)
-    if cfg.source == "cnn":
-        load_state_into(model, Path(directory) / WEIGHTS_FILE)
-    return model.eval(), cfg
+def load_image_encoder(directory: str | Path) -> tuple[ImageEncoder, ImageEncoderConfig]:
+    model = ImageEncoder.from_pretrained(directory)
+    return model, model.cfg
 
 
 @torch.no_grad()

@@ -1,0 +1,100 @@
+"""Every model kind eegsine saves, by its ``config.json`` kind (torch-free: classes are imported on use).
+
+``load_pretrained(folder)`` reads any model folder (or a run folder's ``model/``) through its kind;
+``tests/test_models_registry.py`` runs every entry's ``examples`` through save/load, export and ORT
+parity (braindecode's completeness test), with its known exceptions commented there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from eegsine.config import CONFIG_FILE, Config
+from eegsine.errors import UserError
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    kind: str
+    config: Callable[[], type[Config]]  # the config class (lazy: DomainCNNConfig lives beside its model)
+    cls: str                            # "module:Class" of the model (imports torch)
+    deploys: tuple[str, ...]            # the export contracts its export_modules() returns
+    examples: Callable[[], list[Config]]  # small configs the completeness test builds
+    summary: str
+
+    def model_class(self) -> Any:
+        module, name = self.cls.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+def _configs(name: str) -> Callable[[], type[Config]]:
+    def get() -> type[Config]:
+        from eegsine.models import configs
+
+        return getattr(configs, name)
+    return get
+
+
+def _classifier_examples() -> list[Config]:
+    from eegsine.models.configs import ClassifierConfig
+
+    return [ClassifierConfig(image_size=8, fc_width=16), ClassifierConfig(image_size=8, head="sine", init="siren"),
+            ClassifierConfig(arch="preact_resnet18", in_channels=3, image_size=8, base_width=4, head="sine")]
+
+
+def _encoder_examples() -> list[Config]:
+    from eegsine.models.configs import EEGEncoderConfig
+
+    base = EEGEncoderConfig(n_chans=4, n_times=64, sfreq=128.0, emb_dim=8, d_model=16, n_layers=1, n_heads=2)
+    return [base.replace(arch=a) for a in ("transformer", "lstm", "eegnet")]
+
+
+def _image_encoder_examples() -> list[Config]:
+    from eegsine.models.configs import ImageEncoderConfig
+
+    return [ImageEncoderConfig(image_size=8, emb_dim=8, width=4)]
+
+
+def _domain_examples() -> list[Config]:
+    from eegsine.models.domain_cnn import DomainCNNConfig
+
+    return [DomainCNNConfig(image_size=8, width=4)]
+
+
+def _domain_config() -> type[Config]:
+    from eegsine.models.domain_cnn import DomainCNNConfig
+
+    return DomainCNNConfig
+
+
+REGISTRY: dict[str, ModelEntry] = {e.kind: e for e in [
+    ModelEntry("classifier", _configs("ClassifierConfig"), "eegsine.models.classifier:Classifier", ("classifier",),
+               _classifier_examples, "image classifier, linear or sine-bounded head (small_cnn, preact_resnet18)"),
+    ModelEntry("eeg-encoder", _configs("EEGEncoderConfig"), "eegsine.models.eeg_encoder:EEGEncoder", (),
+               _encoder_examples, "EEG encoder (transformer, lstm, eegnet) -> unit embedding; deployed inside "
+                                  "eeg-diffusion's eeg_encoder contract (with its token mapper)"),
+    ModelEntry("image-encoder", _configs("ImageEncoderConfig"), "eegsine.models.image_encoder:ImageEncoder", (),
+               _image_encoder_examples, "image side of the encoder alignment (training only)"),
+    ModelEntry("domain-cnn", _domain_config, "eegsine.models.domain_cnn:DomainCNN", (),
+               _domain_examples, "feature network of the fid/is/lpips_domain metrics (evaluation only)"),
+]}
+
+
+def get_entry(kind: str, where: str = "model") -> ModelEntry:
+    if kind not in REGISTRY:
+        raise UserError(f"{where}: unknown model kind {kind!r} (known: {', '.join(REGISTRY)})")
+    return REGISTRY[kind]
+
+
+def load_pretrained(path: str | Path, device: str = "cpu") -> Any:
+    """Any registered model from its folder (or a run folder's ``model/``), in eval mode."""
+    from eegsine.io import read_json
+    from eegsine.models.protocol import model_folder
+
+    folder = model_folder(path)
+    return get_entry(read_json(folder / CONFIG_FILE).get("kind"), str(folder)).model_class().from_pretrained(folder, device)
+
+
+__all__ = ["REGISTRY", "ModelEntry", "get_entry", "load_pretrained"]
