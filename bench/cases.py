@@ -55,7 +55,7 @@ def classifier_cases(run: Path, bundle: Any, cfg: BenchConfig, work: Path) -> li
     from eegsine.export.bundle import BundleConfig, classifier_item
 
     item = classifier_item(run, BundleConfig())
-    images = load_images(item.info["dataset"])
+    images = load_images(item.info["dataset"], **item.module.provenance.data_options)
     test_x, test_y = images.test_x[: cfg.eval_images], images.test_y[: cfg.eval_images]
     max_b = min(v[2] for v in item.contract.dims.values())
     b1 = {"images": np.ascontiguousarray(test_x[:1])}
@@ -63,32 +63,26 @@ def classifier_cases(run: Path, bundle: Any, cfg: BenchConfig, work: Path) -> li
     cases = [Case("classifier", item.module, item.contract.input_names, b1, bn,
                   bundle.model_path("classifier", "fp32"), item.calibration, _engines(bundle, "classifier"),
                   item.contract, task_metric=_accuracy_metric(test_x, test_y, max_b))]
-    head = getattr(item.module, "head", None)
-    if head is not None and hasattr(head, "omega"):
+    head = item.module.head
+    if item.module.cfg.head == "sine":
         cases.append(sine_head_case(head, item, cfg, work))
     return cases
 
 
 def sine_head_case(head: Any, item: Any, cfg: BenchConfig, work: Path) -> Case:
-    """The classifier's own sine head alone (GEMM + bias + sine), on its real penultimate features."""
+    """The classifier's own sine head alone (a kernels ``SineHead``: GEMM + bias + sine), on its real penultimate features."""
     import torch
 
-    from eegsine.kernels.sine_head import SineHead
     from eegsine.kernels.trt_plugin import export_onnx_head
 
     model = item.module
-    fc = head.linear if hasattr(head, "linear") else head
-    weight = fc.weight.detach()
-    module = SineHead(weight.shape[1], weight.shape[0], omega=float(head.omega), amplitude=float(head.amplitude))
     with torch.no_grad():
-        module.weight.copy_(weight)
-        module.bias.copy_(fc.bias.detach())
         feats = [model.features(torch.from_numpy(f["images"])).numpy() for f in item.calibration[:4]]
     feats = np.concatenate(feats).astype(np.float32)
     path = work / "sine_head.fp32.onnx"
-    export_onnx_head(module, torch.from_numpy(feats[:2]), path)
+    export_onnx_head(head, torch.from_numpy(feats[:2]), path)
     calib = [{"x": feats[i:i + 32]} for i in range(0, len(feats), 32)]
-    return Case("sine_head", module, ["x"], {"x": feats[:1]}, {"x": _batch(calib, cfg.batch)["x"]}, path, calib)
+    return Case("sine_head", head, ["x"], {"x": feats[:1]}, {"x": _batch(calib, cfg.batch)["x"]}, path, calib)
 
 
 def eeg_cases(eeg_run: Path, bundle: Any, cfg: BenchConfig) -> tuple[list[Case], dict[str, Any]]:

@@ -1,11 +1,14 @@
 """GPU benchmark of the fused Triton sine head against torch eager and torch.compile.
 
     python -m eegsine.bench.kernel_bench [--n 10 1000] [--batch 1 8 64 512 4096 8192]
-        [--k 1024] [--dtype float16] [--mode forward|predict|backward] [--cudagraph] [--json out.json]
+        [--k 1024] [--dtype float16] [--mode forward|predict|backward|int8] [--cudagraph] [--json out.json]
 
 For each (N, batch) it times, with triton.testing.do_bench (median ms, CUDA events):
-  * triton   the fused kernel (sine_head / sine_head_predict / forward+backward)
-  * eager    torch: F.linear, then sin and the amplitude multiply (+ log_softmax, argmax)
+  * triton   the fused kernel (sine_head / sine_head_predict / forward+backward; ``int8``: the INT8
+             head of :mod:`eegsine.kernels.sine_head_int8`, int8 x int8 -> int32 GEMM, dequantize + bias
+             + sine in the epilogue: what the classifier's INT8 QDQ ONNX head computes)
+  * eager    torch: F.linear, then sin and the amplitude multiply (+ log_softmax, argmax); ``int8``: the
+             INT8 head's torch reference (quantize, integer matmul, dequantize, sine)
   * compile  torch.compile of the same eager function (default mode, dynamic=False)
 With --cudagraph the calls are replayed from a CUDA graph (triton.testing.do_bench_cudagraph),
 which removes the host's launch overhead: the default numbers are what a Python caller sees,
@@ -38,6 +41,8 @@ def _eager_predict(x, w, b):
 
 
 def _bytes(mode: str, m: int, n: int, k: int, es: int) -> int:
+    if mode == "int8":  # x in its dtype, W as int8 + one fp32 scale per row, fp32 bias, fp32 output
+        return m * k * es + n * k + 8 * n + 4 * m * n
     fwd = (m * k + n * k + n) * es + m * n * es
     if mode == "predict":
         return fwd + m * n * es + m * 8
@@ -50,8 +55,24 @@ def _flops(mode: str, m: int, n: int, k: int) -> int:
     return 2 * m * n * k * (3 if mode == "backward" else 1)
 
 
+def _int8_callables(x, w, b, compiled: bool = True) -> dict:
+    from eegsine.kernels import sine_head_int8 as sq
+
+    w_q, w_s = sq.quantize_weight_per_channel(w)
+    x_s = sq.activation_scale(float(x.abs().max()))
+    b32 = b.float()
+    out = {"triton": lambda: sq.sine_head_int8(x, w_q, w_s, b32, x_s, OMEGA, AMP, impl="triton"),
+           "eager": lambda: sq.reference_sine_head_int8(x, w_q, w_s, b32, x_s, OMEGA, AMP)}
+    if compiled:
+        fn = torch.compile(sq.reference_sine_head_int8, dynamic=False)
+        out["compile"] = lambda: fn(x, w_q, w_s, b32, x_s, OMEGA, AMP)
+    return out
+
+
 def _callables(mode: str, x, w, b):
     torch._dynamo.reset()  # one shape per compile: else shapes past the recompile limit (8) run eagerly
+    if mode == "int8":
+        return _int8_callables(x, w, b)
     compiled = torch.compile(_eager_predict if mode == "predict" else _eager, dynamic=False)
     if mode == "forward":
         return {"triton": lambda: sh.sine_head(x, w, b, OMEGA, AMP, impl="triton"),
@@ -87,8 +108,12 @@ def run(ns: argparse.Namespace) -> list[dict]:
             w = torch.randn(n, ns.k, device=dev, dtype=dtype, generator=g) / ns.k ** 0.5
             b = torch.randn(n, device=dev, dtype=dtype, generator=g)
             if ns.mode != "backward":  # same answer before timing anything
-                ref = _eager(x.float(), w.float(), b.float())
-                got = sh.sine_head(x, w, b, OMEGA, AMP, impl="triton").float()
+                if ns.mode == "int8":
+                    fns = _int8_callables(x, w, b, compiled=False)
+                    ref, got = fns["eager"]().float(), fns["triton"]().float()
+                else:
+                    ref = _eager(x.float(), w.float(), b.float())
+                    got = sh.sine_head(x, w, b, OMEGA, AMP, impl="triton").float()
                 err = (got - ref).abs().max().item()
                 if err > (1e-4 if dtype == torch.float32 else 2e-2):
                     raise SystemExit(f"kernel disagrees with torch at N={n} batch={m}: max err {err:.3g}")
@@ -117,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, nargs="+", default=[1, 8, 64, 512, 4096, 8192], help="batch sizes M")
     p.add_argument("--k", type=int, default=1024, help="input features K")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float16")
-    p.add_argument("--mode", choices=["forward", "predict", "backward"], default="forward")
+    p.add_argument("--mode", choices=["forward", "predict", "backward", "int8"], default="forward",
+                   help="forward, predict (+ log-softmax and argmax), backward (forward + autograd), or int8 "
+                        "(the INT8 head: int8 weights per output channel, per-tensor int8 activations)")
     p.add_argument("--warmup", type=int, default=25, help="do_bench warmup (ms)")
     p.add_argument("--rep", type=int, default=100, help="do_bench repetition time (ms)")
     p.add_argument("--cudagraph", action="store_true",

@@ -87,19 +87,6 @@ class DiffusionDecoderForExport(nn.Module):
         return self.model.decode_latents(latents)
 
 
-class VAEDecoderForExport(nn.Module):
-    """Scaled latents (B, C, h, w) -> image (B, 3, H, W) in [0, 1] (un-scaling and [-1, 1] -> [0, 1] inside)."""
-
-    def __init__(self, vae: nn.Module, scaling_factor: float | None = None):
-        super().__init__()
-        self.vae = vae
-        self.scaling_factor = float(scaling_factor if scaling_factor is not None else vae.config.scaling_factor)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        img = self.vae.decode(latents / self.scaling_factor, return_dict=False)[0]
-        return (img / 2 + 0.5).clamp(0.0, 1.0)
-
-
 # -- export -----------------------------------------------------------------------------------------
 def _export_batch(contract: ExportContract) -> dict[str, int]:
     """Sample sizes for dynamic dims: >= 2 where the range allows (torch.export specialises size-1 dims)."""

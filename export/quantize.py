@@ -337,14 +337,3 @@ def max_abs_int8_weight(model: Any) -> int:
         if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].data_type == TensorProto.INT8:
             worst = max(worst, int(np.abs(numpy_helper.to_array(inits[n.input[0]]).astype(np.int32)).max(initial=0)))
     return worst
-
-
-def quantization_config(model_path: str | Path) -> dict[str, Any] | None:
-    """The Int8Config stored in a quantized model's metadata (None for a float model)."""
-    import onnx
-
-    m = onnx.load(str(model_path), load_external_data=False)
-    for p in m.metadata_props:
-        if p.key == QUANT_KEY:
-            return json.loads(p.value)
-    return None

@@ -562,6 +562,10 @@ class SineHead(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
         return sine_head(x, self.weight, self.bias, self.omega, self.amplitude, impl=self.impl)
 
+    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:  # (..., in) -> (..., out)
+        """``x @ W.T + b``, the values inside the sine before omega (adaptive attacks differentiate it)."""
+        return torch.nn.functional.linear(x, self.weight, self.bias)
+
     def predict(self, x: torch.Tensor) -> SineHeadPrediction:
         return sine_head_predict(x, self.weight, self.bias, self.omega, self.amplitude, impl=self.impl)
 

@@ -11,7 +11,7 @@ import torch
 from eegsine.cli import main
 from eegsine.errors import UserError
 from eegsine.io import read_json, save_weights
-from eegsine.models.classifier import (ClassifierConfig, SineBoundedHead, build_classifier, check_images,
+from eegsine.models.classifier import (ClassifierConfig, make_sine_head, build_classifier, check_images,
                                        load_classifier, save_classifier)
 from eegsine.training.classifier import (ClassifierTrainConfig, classifier_preset, detect_catastrophic_overfitting,
                                          init_gradient_probe, train_classifier)
@@ -23,7 +23,7 @@ DIGITS = dict(dataset="digits", n_val_eval=100, val_pgd_steps=3, batch_size=32, 
 # -- heads ------------------------------------------------------------------------------------------
 def test_sine_head_formula_and_bound():
     torch.manual_seed(0)
-    head = SineBoundedHead(16, 5, omega=3.0, amplitude=2.5, init="default")
+    head = make_sine_head(16, 5, omega=3.0, amplitude=2.5, init="default")
     x = torch.randn(7, 16) * 100  # huge pre-activations: output must stay within the amplitude
     out = head(x)
     ref = 2.5 * torch.sin(3.0 * (x @ head.weight.T + head.bias))
@@ -40,7 +40,7 @@ def test_sine_head_formula_and_bound():
 ])
 def test_head_init_bounds(init, omega, bound):
     torch.manual_seed(0)
-    head = SineBoundedHead(200, 10, omega=omega, init=init, poster_p=1.0)
+    head = make_sine_head(200, 10, omega=omega, init=init, poster_p=1.0)
     w = head.weight.detach()
     assert w.abs().max() <= bound * (1 + 1e-6)
     assert w.abs().max() >= 0.95 * bound  # uses the whole interval (2000 draws)
@@ -48,7 +48,7 @@ def test_head_init_bounds(init, omega, bound):
 
 def test_poster_p_scales_bound():
     torch.manual_seed(0)
-    head = SineBoundedHead(50, 10, init="poster", poster_p=6.0)
+    head = make_sine_head(50, 10, init="poster", poster_p=6.0)
     assert head.weight.abs().max() <= 6.0 / (6 * 50) + 1e-9
     assert head.weight.abs().max() > 0.9 * 6.0 / (6 * 50)
 

@@ -213,6 +213,19 @@ def test_int8_kernel_matches_reference(interp, shape, n):
     _close(pg.log_probs, pr.log_probs, 2e-6, 2e-6)
 
 
+def test_int8_head_is_reachable_from_the_kernel_benchmark(interp):
+    """``python -m eegsine.bench.kernel_bench --mode int8`` times this pair: same answer, and the byte count it
+    reports counts int8 weights (1 byte) rather than the float dtype's."""
+    from eegsine.bench import kernel_bench as kb
+
+    x, w, b = (t.detach() for t in _inputs((5, 37), 10, torch.float32))
+    fns = kb._int8_callables(x, w, b, compiled=False)
+    assert set(fns) == {"triton", "eager"}
+    _close(fns["triton"](), fns["eager"](), 2e-6, 2e-6)
+    assert kb._bytes("int8", 5, 10, 37, 4) == 5 * 37 * 4 + 10 * 37 + 8 * 10 + 4 * 5 * 10
+    assert kb.build_parser().parse_args(["--mode", "int8"]).mode == "int8"
+
+
 def test_int8_rounding_is_half_to_even_and_saturates():
     codes = sq.quantize_activation(torch.tensor([0.5, 1.5, 2.5, -0.5, -2.5, 300.0, -300.0]), 1.0)
     assert codes.tolist() == [0, 2, 2, 0, -2, 127, -128]

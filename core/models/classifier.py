@@ -1,7 +1,7 @@
 """Image classifiers with a standard linear head or a sine-bounded head.
 
-``SineBoundedHead``: ``out = amplitude * sin(omega * (W x + b))`` -- logits bounded by
-``amplitude``. It calls :func:`eegsine.kernels.sine_head.sine_head`, which runs the fused
+The sine head (:func:`make_sine_head`): ``out = amplitude * sin(omega * (W x + b))`` -- logits bounded
+by ``amplitude``; it is :class:`eegsine.kernels.sine_head.SineHead`, whose dispatch runs the fused
 Triton kernel on CUDA and the torch reference elsewhere.
 
 Two bodies:
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 from eegsine.config import Config
 from eegsine.errors import UserError
-from eegsine.kernels.sine_head import sine_head
+from eegsine.kernels.sine_head import SineHead
 from eegsine.models.configs import ClassifierConfig
 from eegsine.models.protocol import MODEL_DIR, PretrainedModel, Provenance
 
@@ -53,37 +53,20 @@ def init_head_weight(weight: torch.Tensor, mode: str, omega: float = 1.0, poster
             raise UserError(f"unknown head init {mode!r} (siren, poster, default)")
 
 
-class SineBoundedHead(nn.Module):
-    """``amplitude * sin(omega * (x @ W.T + b))``; (B, in_features) -> (B, n_classes).
-
-    Bias keeps nn.Linear's default init in every mode (SIREN's reference code re-initialises
-    only the weight, and the source's formula names only the weight).
-    """
-
-    def __init__(self, in_features: int, out_features: int, omega: float = 1.0, amplitude: float = 1.0,
-                 init: str = "siren", poster_p: float = 1.0):
-        super().__init__()
-        lin = nn.Linear(in_features, out_features)  # borrow nn.Linear's default init
-        self.weight = nn.Parameter(lin.weight.detach().clone())
-        self.bias = nn.Parameter(lin.bias.detach().clone())
-        self.omega = float(omega)
-        self.amplitude = float(amplitude)
-        init_head_weight(self.weight, init, omega, poster_p)
-
-    def pre_activation(self, x: torch.Tensor) -> torch.Tensor:
-        """``W x + b`` (the values inside sin, before omega); used by adaptive attacks."""
-        return F.linear(x, self.weight, self.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return sine_head(x, self.weight, self.bias, self.omega, self.amplitude)
-
-    def extra_repr(self) -> str:
-        return f"in={self.weight.shape[1]}, out={self.weight.shape[0]}, omega={self.omega}, amplitude={self.amplitude}"
+def make_sine_head(in_features: int, out_features: int, omega: float = 1.0, amplitude: float = 1.0,
+                   init: str = "siren", poster_p: float = 1.0) -> SineHead:
+    """``amplitude * sin(omega * (x @ W.T + b))``; (B, in_features) -> (B, n_classes): the kernels module's
+    :class:`~eegsine.kernels.sine_head.SineHead` (Triton on CUDA, the torch reference elsewhere) with this
+    classifier's weight init. Bias keeps nn.Linear's default init in every mode (SIREN's reference code
+    re-initialises only the weight, and the source's formula names only the weight)."""
+    head = SineHead(in_features, out_features, omega=omega, amplitude=amplitude)  # nn.Linear's default init
+    init_head_weight(head.weight, init, omega, poster_p)
+    return head
 
 
 def make_head(cfg: ClassifierConfig, in_features: int) -> nn.Module:
     if cfg.head == "sine":
-        return SineBoundedHead(in_features, cfg.n_classes, cfg.omega, cfg.amplitude, cfg.init, cfg.poster_p)
+        return make_sine_head(in_features, cfg.n_classes, cfg.omega, cfg.amplitude, cfg.init, cfg.poster_p)
     head = nn.Linear(in_features, cfg.n_classes)
     init_head_weight(head.weight, cfg.init, cfg.omega, cfg.poster_p)
     return head

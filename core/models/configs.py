@@ -61,10 +61,6 @@ class ClassifierConfig(Config):
         if self.arch == "small_cnn" and self.image_size < 8:
             raise UserError(f"ClassifierConfig.image_size: small_cnn needs >= 8 px, got {self.image_size}")
 
-    @property
-    def head_name(self) -> str:
-        return "Sine" if self.head == "sine" else "Standard"
-
 
 @dataclasses.dataclass
 class EEGEncoderConfig(Config):
