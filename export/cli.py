@@ -42,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(ns: argparse.Namespace) -> int:
     from eegsine.export.bundle import BundleConfig, check_out_dir, classifier_item, eeg_run_items, export_bundle
     from eegsine.export.tensorrt import TRTConfig, build_bundle_engines, require_trt
-    from eegsine.export.verify import VerifyConfig
+    from eegsine.export.verify import VerifyConfig, verify_bundle
 
     cfg = config_from_args(BundleConfig, ns)
     trt_cfg = config_from_args(TRTConfig, ns, prefix="trt__")
@@ -51,7 +51,8 @@ def run(ns: argparse.Namespace) -> int:
         raise UserError("export: give --classifier RUN and/or --eeg-run RUN")
     if ns.verify_only:
         eeg_set = _run_eeg_data(ns.eeg_run, cfg) if ns.eeg_run else None
-        return verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
+        result = verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
+        return report_verification(result, ns.out)
     if ns.trt:
         require_trt()  # before any work: exit 2 with the reason
     if ns.verify and not cfg.int8:
@@ -82,37 +83,12 @@ def run(ns: argparse.Namespace) -> int:
             return 1
     if not ns.verify:
         return 0
-    return verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
+    return report_verification(verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set,
+                                             eeg_run=ns.eeg_run), ns.out)
 
 
-def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = None, eeg_set=None,
-                  eeg_run: str | None = None) -> int:
-    """Run the verification sections that apply, write verify.json/.md; 1 if a gate failed."""
-    from eegsine.export.verify import verify_classifier, verify_eeg, write_report
-    from eegsine.runtime import Bundle
-
-    from eegsine.isa import this_host
-
-    bundle = Bundle(bundle_dir)
-    result: dict = {"config": vcfg.to_dict(), "host": this_host()}
-    if classifier_run:
-        from eegsine.data import load_images
-        from eegsine.models.classifier import Classifier
-
-        model = Classifier.from_pretrained(classifier_run)
-        entry = bundle.manifest["models"]["classifier"]
-        images = load_images(entry["dataset"], **model.provenance.data_options)
-        eps = vcfg.eps if vcfg.eps > 0 else float(entry.get("eps") or model.provenance.train_eps or 0.1)
-        result["classifier"] = verify_classifier(bundle, model, images.test_x, images.test_y, eps, vcfg)
-        result["classifier"]["dataset"] = images.name
-    if eeg_run and eeg_set is not None:
-        test = eeg_set.splits.get("test")
-        if test is None or len(test) == 0:
-            raise UserError(f"{eeg_set.name}: has no test split to verify on")
-        metrics = _domain_metrics(eeg_run)
-        real = eeg_set.images[eeg_set.image[test]] if eeg_set.images is not None else None
-        result["eeg"] = verify_eeg(bundle, eeg_set.x[test], eeg_set.y[test], real, vcfg, metrics=metrics)
-    write_report(bundle_dir, result)
+def report_verification(result: dict, bundle_dir: str | Path) -> int:
+    """Print each gate of a :func:`~eegsine.export.verify.verify_bundle` result; 1 if a gate failed."""
     for g in [g for sec in ("classifier", "eeg") for g in result.get(sec, {}).get("gates", [])]:
         print(f"  gate {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']:.3f} {g['unit']} (limit {g['limit']})")
     for reason in result.get("eeg", {}).get("gates_skipped", []):
@@ -140,15 +116,3 @@ def _run_eeg_data(run_dir: str, cfg):
     except UserError as e:
         raise UserError(f"{e} (pass --eeg-data to name the EEG data set)") from None
     return load_data(tcfg)
-
-
-def _domain_metrics(eeg_run: str):
-    """(fake, real, labels) -> fid_domain / is_domain / lpips_domain / acc / ssim on the run's domain CNN, or None."""
-    from eegsine.export.verify import domain_scorer
-    from eegsine.image_metrics import domain_network
-
-    folder = next(iter(sorted(Path(eeg_run).glob("domain-cnn-*"))), None)
-    if folder is None:
-        return None
-    net, _ = domain_network(folder)
-    return domain_scorer(net, folder.name)

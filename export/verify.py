@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from eegsine.errors import UserError
 from eegsine.export.configs import VerifyConfig  # noqa: F401 - re-exported
 from eegsine.export.quantize import sqnr
 from eegsine.io import atomic_write_text, write_json
@@ -230,3 +231,42 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
             lines += ["", f"Domain metrics: {e.get('metrics')}"]
     m = atomic_write_text(bundle_dir / "verify.md", "\n".join(lines) + "\n")
     return j, m
+
+
+def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = None, eeg_set=None,
+                  eeg_run: str | None = None) -> dict[str, Any]:
+    """Verify a bundle against the torch models of its runs: the sections that apply, written to verify.json/.md."""
+    from eegsine.isa import this_host
+
+    bundle = Bundle(bundle_dir)
+    result: dict = {"config": vcfg.to_dict(), "host": this_host()}
+    if classifier_run:
+        from eegsine.data import load_images
+        from eegsine.models.classifier import Classifier
+
+        model = Classifier.from_pretrained(classifier_run)
+        entry = bundle.manifest["models"]["classifier"]
+        images = load_images(entry["dataset"], **model.provenance.data_options)
+        eps = vcfg.eps if vcfg.eps > 0 else float(entry.get("eps") or model.provenance.train_eps or 0.1)
+        result["classifier"] = verify_classifier(bundle, model, images.test_x, images.test_y, eps, vcfg)
+        result["classifier"]["dataset"] = images.name
+    if eeg_run and eeg_set is not None:
+        test = eeg_set.splits.get("test")
+        if test is None or len(test) == 0:
+            raise UserError(f"{eeg_set.name}: has no test split to verify on")
+        metrics = _domain_metrics(eeg_run)
+        real = eeg_set.images[eeg_set.image[test]] if eeg_set.images is not None else None
+        result["eeg"] = verify_eeg(bundle, eeg_set.x[test], eeg_set.y[test], real, vcfg, metrics=metrics)
+    write_report(bundle_dir, result)
+    return result
+
+
+def _domain_metrics(eeg_run: str):
+    """(fake, real, labels) -> fid_domain / is_domain / lpips_domain / acc / ssim on the run's domain CNN, or None."""
+    from eegsine.image_metrics import domain_network
+
+    folder = next(iter(sorted(Path(eeg_run).glob("domain-cnn-*"))), None)
+    if folder is None:
+        return None
+    net, _ = domain_network(folder)
+    return domain_scorer(net, folder.name)

@@ -44,9 +44,10 @@ def _one_thread(fn):
 @functools.lru_cache(maxsize=None)
 @_one_thread
 def classifier_run() -> Path:
-    """A sine-head SmallCNN trained 4 epochs on digits; run folder with a training-style config.json."""
+    """A sine-head SmallCNN trained 4 epochs on digits; a run folder: training-style config.json + model/."""
     from eegsine.data import load_images
-    from eegsine.models.classifier import ClassifierConfig, build_classifier, save_classifier
+    from eegsine.models.classifier import ClassifierConfig, build_classifier
+    from eegsine.models.protocol import Provenance
 
     torch.manual_seed(0)
     ds = load_images("digits")
@@ -62,7 +63,8 @@ def classifier_run() -> Path:
             loss.backward()
             opt.step()
     run = _ROOT / "clf_run"
-    save_classifier(run, model.eval(), mcfg)
+    model.eval().save_pretrained(run / "model", Provenance(trained_by="classifier-train", data="digits", train_eps=0.1,
+                                                           train_attack="natural"))
     (run / "config.json").write_text(json.dumps({"kind": "classifier-train", "version": 1, "dataset": "digits",
                                                  "eps": 0.1, "model": mcfg.to_dict()}))
     return run

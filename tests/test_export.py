@@ -255,12 +255,12 @@ def test_cli_export_int8_verify_classifier(tmp_path, capsys):
 
 
 def test_verify_gate_failure_exits_1_and_names_gate(tmp_path, capsys):
-    from eegsine.export.cli import verify_bundle
-    from eegsine.export.verify import VerifyConfig
+    from eegsine.export.cli import report_verification
+    from eegsine.export.verify import VerifyConfig, verify_bundle
 
     b = h.copy_bundle(h.clf_bundle(), tmp_path / "b")
-    rc = verify_bundle(b, VerifyConfig(n_eval=100, n_eval_square=20, square_queries=10, pgd_steps=2,
-                                       max_clean_drop=-1.0), classifier_run=str(h.classifier_run()))
+    rc = report_verification(verify_bundle(b, VerifyConfig(n_eval=100, n_eval_square=20, square_queries=10, pgd_steps=2,
+                                                           max_clean_drop=-1.0), classifier_run=str(h.classifier_run())), b)
     assert rc == 1
     err = capsys.readouterr().err
     assert "verification FAILED" in err and "clean accuracy drop" in err
