@@ -7,9 +7,14 @@ file ``block_splits_by_image_*.pth`` = ``{splits: [{train: [...], val: [...], te
 Both are read with ``torch.load(weights_only=True)``: a file carrying any other pickled object
 is refused, never executed.
 
-Like the original loader: keep trials with ``450 <= T <= 600``, use samples ``20:460``
-(440 at 1 kHz), drop split entries whose trial fails the length check; ``subject`` filters
-first, and a ``*_single*`` splits file counts its indices within that subject's trials (the
+Like the reference loaders: keep trials with ``450 <= T <= 600`` (the rest are dropped, counted in
+``info["dropped_trials"]``, and their split entries with them), use samples ``20:460`` (440 at 1 kHz).
+A kept trial with ``450 <= T < 460`` is a few samples short of 460: its window still starts at sample 20
+and its missing tail (at most 10 samples, 10 ms) repeats its last filtered sample (edge padding). Padding
+rather than resampling: a resample would stretch that trial's time axis by up to 2.2 % and move its
+evoked components against every other trial's; the pad keeps every sample's latency after onset exact
+and touches only the last <= 10 ms of the window (``info["padded_trials"]`` counts them). ``subject``
+filters first, and a ``*_single*`` splits file counts its indices within that subject's trials (the
 original convention), an ``*_all*`` file within the full list. Split membership is by image.
 
 Known confound (Li et al., TPAMI 2020): the block design leaves slow drifts that make raw
@@ -19,8 +24,13 @@ causal by default (``phase="causal"``, :mod:`eegsine.preprocessing`, the filter 
 each trial starts from the steady state of its first sample), ``phase="zero-phase"`` is forward-backward
 (offline only, recorded as such in the spec and the bundle). The files' own "5_95" variants were
 band-passed by their authors (zero-phase, outside our control): the spec cannot describe that.
-No stimulus images ship with the EEG: ``images`` is None, ``image`` is the stimulus index
-and ``info["image_names"]`` names each stimulus.
+Stimulus images do not ship with the EEG. Without ``images_root``: ``images`` is None, ``image`` is
+the stimulus index and ``info["image_names"]`` names each stimulus. With ``images_root=DIR`` (the
+ImageNet photos the subjects saw, ``DIR/<wnid>/<image name>.JPEG`` as in ImageNet's train folders, or
+flat ``DIR/<image name>.JPEG``) every stimulus a kept trial shows is read and brought to
+``image_size`` x ``image_size`` RGB by one transform, the ImageNet evaluation one: resize the shorter
+side to ``image_size`` (bicubic, antialiased), then centre-crop; ``images`` is (M, 3, S, S) in [0, 1]
+(stimuli no kept trial shows stay zero and are counted in ``info["unused_images"]``).
 """
 from __future__ import annotations
 
@@ -43,7 +53,8 @@ log = logging.getLogger(__name__)
 
 N_CHANS = 128
 T_MIN, T_MAX = 450, 600           # kept trial lengths (samples), inclusive
-T_LOW, T_HIGH = 20, 460           # samples used
+T_LOW, T_HIGH = 20, 460           # samples used (a trial shorter than 460 is edge-padded at its end)
+IMAGE_SUFFIXES = (".JPEG", ".jpeg", ".jpg", ".JPG", ".png", ".PNG")
 SFREQ = 1000.0
 HOW_TO_GET = ("place your eeg_*.pth (e.g. eeg_5_95_std.pth or eeg_signals_raw_with_mean_std.pth) and "
               "block_splits_by_image_all.pth in $EEGSINE_EEGCVPR40_DIR (default ~/.cache/eegsine/data/eegcvpr40) "
@@ -189,16 +200,63 @@ def bandpass_filter(x: np.ndarray, sfreq: float, band: Sequence[float], order: i
     return apply_filters(x, spec)
 
 
-def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.PathLike | None = None,
-                   splits_file: str | os.PathLike | None = None, split_index: int = 0, subject: int = 0,
-                   loso_subject: int = 0, bandpass: Sequence[float] | str | None = (5.0, 95.0),
-                   sfreq: float = SFREQ, phase: Literal["causal", "zero-phase"] = "causal") -> EEGSet:
-    """Load EEGCVPR40. ``subject`` 0 = all; ``loso_subject`` k > 0: subject k is the test split.
+def _window(block: np.ndarray) -> np.ndarray:
+    """(n, 128, T) -> (n, 128, 440): samples 20:460, the tail of a T < 460 trial edge-padded (module docstring)."""
+    w = block[:, :, T_LOW:T_HIGH]
+    short = (T_HIGH - T_LOW) - w.shape[-1]
+    return np.pad(w, ((0, 0), (0, 0), (0, short)), mode="edge") if short > 0 else w
 
-    ``bandpass`` is applied to each whole trial before cutting samples 20:460 (fewer edge effects).
-    """
+
+def find_stimulus(root: Path, name: str) -> Path | None:
+    """``root/<wnid>/<name>.JPEG`` (ImageNet layout) or ``root/<name>.JPEG`` (flat); other common suffixes too."""
+    wnid = name.split("_")[0]
+    for folder in (root / wnid, root):
+        for sfx in IMAGE_SUFFIXES:
+            if (folder / (name + sfx)).is_file():
+                return folder / (name + sfx)
+    return None
+
+
+def stimulus_transform(path: Path, size: int) -> np.ndarray:
+    """One photo -> (3, size, size) float32 in [0, 1]: shorter side to ``size`` (bicubic), centre crop."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            w, h = im.size
+            scale = size / min(w, h)
+            im = im.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.Resampling.BICUBIC)
+            w, h = im.size
+            left, top = (w - size) // 2, (h - size) // 2
+            arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{path}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def load_stimuli(images_root: str | os.PathLike, names: list[str], used: np.ndarray, size: int) -> np.ndarray:
+    """(len(names), 3, size, size): every stimulus in ``used`` read from ``images_root``; a missing one is an error."""
     from tqdm import tqdm
 
+    root = Path(images_root)
+    if not root.is_dir():
+        raise DataMissingError(f"eegcvpr40: images_root {root} is not a folder (the ImageNet stimulus photos, "
+                               "<root>/<wnid>/<name>.JPEG or <root>/<name>.JPEG)")
+    paths = {int(i): find_stimulus(root, names[int(i)]) for i in used}
+    missing = [names[i] for i, p in paths.items() if p is None]
+    if missing:
+        raise DataMissingError(f"eegcvpr40: {len(missing)} of {len(paths)} stimulus images not found under {root} "
+                               f"(first: {missing[0]}; looked for <root>/{missing[0].split('_')[0]}/{missing[0]}.JPEG "
+                               f"and <root>/{missing[0]}.JPEG)")
+    out = np.zeros((len(names), 3, size, size), np.float32)
+    for i, p in tqdm(sorted(paths.items()), desc="stimulus images", unit="img", disable=len(paths) < 200, leave=False):
+        out[i] = stimulus_transform(p, size)
+    return out
+
+
+def _check_args(sfreq: float, bandpass, subject: int, loso_subject: int, image_size: int):
+    """The loader's own option checks -> the band-pass as (low, high) or None."""
     if not (isinstance(sfreq, (int, float)) and math.isfinite(sfreq) and sfreq > 0):
         raise UserError(f"eegcvpr40: sfreq={sfreq!r}: must be a finite sampling rate > 0 Hz")
     if isinstance(bandpass, str):
@@ -210,40 +268,41 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
                         f"{sfreq / 2:g} (Nyquist), or None")
     if loso_subject and subject:
         raise UserError("eegcvpr40: subject= and loso_subject= exclude each other (LOSO needs every subject)")
-    eeg_path, splits_path = _resolve_files(root, eeg_file, splits_file, subject)
-    single = "single" in splits_path.name
-    if single and not subject:
-        raise UserError(f"{splits_path}: a *_single* splits file counts within one subject's trials; pass subject=N "
-                        "or use block_splits_by_image_all.pth")
+    if not 8 <= image_size <= 1024:
+        raise UserError(f"eegcvpr40: image_size={image_size}: must be in [8, 1024] px")
+    return bandpass
 
-    obj = _torch_load(eeg_path)
-    dataset, labels, image_names = _check_dataset(eeg_path, obj)
-    sp = _check_splits(splits_path, _torch_load(splits_path), split_index)
 
-    # subject filter first (like the original), then split indices count within that list or the full one
-    trials = [_trial(eeg_path, i, d, len(labels), len(image_names)) for i, d in enumerate(dataset)]
+def _select(eeg_path: Path, splits_path: Path, trials: list, sp: dict, split_index: int, subject: int,
+            loso_subject: int, single: bool) -> tuple[list[int], np.ndarray, np.ndarray]:
+    """(what the split indices count in, kept trials' file indices, file index -> kept index or -1)."""
+    subjects = sorted({t[3] for t in trials})
     pool = [i for i, t in enumerate(trials) if subject == 0 or t[3] == subject]
     if not pool:
-        have = sorted({t[3] for t in trials})
-        raise UserError(f"eegcvpr40: no trials of subject {subject} in {eeg_path} (subjects: {have})")
-    if loso_subject and loso_subject not in {t[3] for t in trials}:
-        raise UserError(f"eegcvpr40: loso_subject={loso_subject} not in {eeg_path} (subjects: {sorted({t[3] for t in trials})})")
+        raise UserError(f"eegcvpr40: no trials of subject {subject} in {eeg_path} (subjects: {subjects})")
+    if loso_subject and loso_subject not in subjects:
+        raise UserError(f"eegcvpr40: loso_subject={loso_subject} not in {eeg_path} (subjects: {subjects})")
     ref = pool if single else list(range(len(trials)))     # what the split indices count in
     for key, idx in sp.items():
         bad_idx = idx[(idx < 0) | (idx >= len(ref))]
         if len(bad_idx):
             raise UserError(f"{splits_path}: splits[{split_index}][{key!r}] has index {int(bad_idx[0])} outside the "
                             f"{len(ref)} trials it indexes ({'subject ' + str(subject) if single else 'all'})")
-    length_ok = [T_MIN <= trials[i][0].shape[1] <= T_MAX for i in range(len(trials))]
     in_pool = np.zeros(len(trials), bool)
     in_pool[pool] = True
-    keep = np.flatnonzero(in_pool & np.asarray(length_ok))   # original indices of kept trials
+    length_ok = np.array([T_MIN <= t[0].shape[1] <= T_MAX for t in trials])
+    keep = np.flatnonzero(in_pool & length_ok)   # file indices of kept trials
     if len(keep) == 0:
         raise UserError(f"{eeg_path}: no trial has {T_MIN} <= T <= {T_MAX} samples")
     new_of = np.full(len(trials), -1, np.int64)
     new_of[keep] = np.arange(len(keep))
+    return ref, keep, new_of
 
-    # EEG: filter whole trials grouped by length, then cut 20:460
+
+def _windows(eeg_path: Path, trials: list, keep: np.ndarray, bandpass, sfreq: float, phase: str) -> np.ndarray:
+    """(kept, 128, 440): each trial filtered whole (grouped by length), then its 20:460 window."""
+    from tqdm import tqdm
+
     x = np.empty((len(keep), N_CHANS, T_HIGH - T_LOW), dtype=np.float32)
     by_len: dict[int, list[int]] = {}
     for j, i in enumerate(keep):
@@ -254,23 +313,25 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
             bad = ~np.isfinite(block.sum(axis=(1, 2), dtype=np.float64))     # finite iff every sample is
         if bad.any():
             first = int(keep[js[int(np.argmax(bad))]])
-            raise UserError(f"{eeg_path}: dataset[{first}]['eeg'] contains NaN/inf ({int(bad.sum())} trial(s) of length {T})")
+            raise UserError(f"{eeg_path}: dataset[{first}]['eeg'] contains NaN/inf ({int(bad.sum())} trial(s) of "
+                            f"length {T})")
         if bandpass is not None:
             for a in range(0, len(block), 64):  # 64 trials at a time: bounded float64 scratch
                 block[a:a + 64] = bandpass_filter(block[a:a + 64], sfreq, bandpass, phase=phase)
-        x[js] = block[:, :, T_LOW:T_HIGH]
+        x[js] = _window(block)
     if bandpass is None:
         log.warning("eegcvpr40: no band-pass (bandpass=None). Raw block-design EEG carries slow drifts that "
                     "inflate accuracy (0.98 raw vs ~0.48 band-passed, Li et al., TPAMI 2020); report band-passed results.")
+    return x
 
-    y = np.array([trials[i][2] for i in keep], np.int64)
-    image = np.array([trials[i][1] for i in keep], np.int64)
-    subj = np.array([trials[i][3] for i in keep], np.int64)
+
+def _splits(splits_path: Path, split_index: int, sp: dict, ref: list[int], new_of: np.ndarray, subj: np.ndarray,
+            image: np.ndarray, loso_subject: int) -> tuple[dict[str, np.ndarray], dict[str, int]]:
+    """The file's split in kept-trial indices (entries of dropped trials dropped and counted), LOSO applied."""
     splits: dict[str, np.ndarray] = {}
     dropped = {}
     for key, idx in sp.items():
-        orig = np.asarray(ref, np.int64)[idx]                  # -> indices into the full list
-        new = new_of[orig]
+        new = new_of[np.asarray(ref, np.int64)[idx]]
         dropped[key] = int((new < 0).sum())
         splits[key] = np.unique(new[new >= 0])
     a, b, c = (set(splits[k].tolist()) for k in ("train", "val", "test"))
@@ -287,19 +348,55 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
     shared = set(image[splits["train"]].tolist()) & set(image[splits["test"]].tolist())
     if shared and not loso_subject:
         log.warning("eegcvpr40: %d image(s) appear in both train and test of %s", len(shared), splits_path.name)
+    return splits, dropped
+
+
+def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.PathLike | None = None,
+                   splits_file: str | os.PathLike | None = None, split_index: int = 0, subject: int = 0,
+                   loso_subject: int = 0, bandpass: Sequence[float] | str | None = (5.0, 95.0),
+                   sfreq: float = SFREQ, phase: Literal["causal", "zero-phase"] = "causal",
+                   images_root: str | os.PathLike | None = None, image_size: int = 64) -> EEGSet:
+    """Load EEGCVPR40. ``subject`` 0 = all; ``loso_subject`` k > 0: subject k is the test split.
+
+    ``bandpass`` is applied to each whole trial before cutting samples 20:460 (fewer edge effects);
+    ``images_root`` pairs the trials with their stimulus photos at ``image_size`` px (module docstring).
+    """
+    bandpass = _check_args(sfreq, bandpass, subject, loso_subject, image_size)
+    eeg_path, splits_path = _resolve_files(root, eeg_file, splits_file, subject)
+    single = "single" in splits_path.name
+    if single and not subject:
+        raise UserError(f"{splits_path}: a *_single* splits file counts within one subject's trials; pass subject=N "
+                        "or use block_splits_by_image_all.pth")
+    dataset, labels, image_names = _check_dataset(eeg_path, _torch_load(eeg_path))
+    sp = _check_splits(splits_path, _torch_load(splits_path), split_index)
+    # subject filter first (like the original), then split indices count within that list or the full one
+    trials = [_trial(eeg_path, i, d, len(labels), len(image_names)) for i, d in enumerate(dataset)]
+    ref, keep, new_of = _select(eeg_path, splits_path, trials, sp, split_index, subject, loso_subject, single)
+    x = _windows(eeg_path, trials, keep, bandpass, sfreq, phase)
+    y = np.array([trials[i][2] for i in keep], np.int64)
+    image = np.array([trials[i][1] for i in keep], np.int64)
+    subj = np.array([trials[i][3] for i in keep], np.int64)
+    splits, dropped = _splits(splits_path, split_index, sp, ref, new_of, subj, image, loso_subject)
     wnid = {w: k for k, w in enumerate(labels)}
     image_labels = np.array([wnid.get(n.split("_")[0], -1) for n in image_names], np.int64)  # -1: not a class id
+    used = np.unique(image)
+    images = load_stimuli(images_root, image_names, used, image_size) if images_root else None
+    lengths = np.array([trials[i][0].shape[1] for i in keep])
+    n_pool = sum(1 for t in trials if subject == 0 or t[3] == subject)
     info = {
         "eeg_file": str(eeg_path), "splits_file": str(splits_path), "split_index": split_index,
         "subject": subject, "loso_subject": loso_subject, "bandpass_hz": list(bandpass) if bandpass else None,
         "bandpass_phase": phase if bandpass else None,
         "samples": [T_LOW, T_HIGH], "kept_trials": int(len(keep)), "file_trials": len(trials),
+        "dropped_trials": int(n_pool - len(keep)), "padded_trials": int((lengths < T_HIGH).sum()),
+        "images_root": str(images_root) if images_root else None, "image_size": image_size if images_root else None,
+        "unused_images": int(len(image_names) - len(used)) if images_root else None,
         "dropped_split_entries": dropped, "image_names": image_names, "units": "as stored in the file",
         "channel_names_note": "the files carry no channel names; E1..E128 in file order",
     }
     return EEGSet(name="eegcvpr40", x=x, y=y, subject=subj, image=image, sfreq=float(sfreq),
                   ch_names=[f"E{i + 1}" for i in range(N_CHANS)], classes=list(labels), splits=splits,
-                  images=None, image_labels=image_labels, info=info, preprocessing=_spec(sfreq, bandpass, phase)).check()
+                  images=images, image_labels=image_labels, info=info, preprocessing=_spec(sfreq, bandpass, phase)).check()
 
 
 def _spec(sfreq: float, bandpass: Sequence[float] | None, phase: str) -> "PreprocessingSpec":
