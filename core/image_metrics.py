@@ -25,17 +25,15 @@ domain CNN (there is no pretrained domain network to load).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config, read_config_fields
+from eegsine.config import read_config_fields
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, read_json, write_json
 from eegsine.models import module_device
