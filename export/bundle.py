@@ -34,11 +34,9 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from eegsine.export.configs import BundleConfig  # torch-free, so `eegsine export --help` needs no torch
-from eegsine.contracts import (ExportContract, classifier_contract, eeg_encoder_contract, unet_contract,
-                               vae_decoder_contract)
+from eegsine.contracts import ExportContract, classifier_contract
 from eegsine.errors import UserError
-from eegsine.export.onnx_export import (DiffusionDecoderForExport, EEGToTokens, ExportConfig, UNetForExport, export_onnx,
-                                        ort_session, parity)
+from eegsine.export.onnx_export import ExportConfig, export_onnx, ort_session, parity
 from eegsine.export.golden import write_classifier_eval, write_model_golden
 from eegsine.export.quantize import Int8Config, quantize, sqnr
 from eegsine.io import sha256_file, write_json
@@ -67,22 +65,18 @@ def _feeds(name: str, x: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
 # -- classifier ----------------------------------------------------------------------------------
 def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None = None) -> Item:
     """The classifier of a ``train classifier`` run, calibrated on its data set's training images."""
-    from eegsine.data import load_images
-    from eegsine.models.classifier import load_classifier, read_run_config
+    from eegsine.models.classifier import Classifier
 
-    run_cfg = read_run_config(run_dir)  # kind, version, dataset, eps checked before the manifest copies them
-    model, mcfg = load_classifier(run_dir)
-    dataset = run_cfg.get("dataset")
+    model = Classifier.from_pretrained(run_dir)
+    mcfg, prov = model.cfg, model.provenance
     if images is None:
-        if not dataset:
-            raise UserError(f"{run_dir}: config.json names no dataset to calibrate the classifier on")
-        images = load_images(dataset)
-    contract = classifier_contract(mcfg.in_channels, mcfg.image_size, mcfg.n_classes,
-                                   max_batch=max(cfg.export.max_batch, 64), opset=cfg.export.opset)
+        prov.require_data(str(run_dir), "a classifier trained by `eegsine train classifier`")
+        images = prov.load_images()
+    contract, module = model.export_modules(max_batch=max(cfg.export.max_batch, 64), opset=cfg.export.opset)["classifier"]
     rng = np.random.default_rng(cfg.seed)
     idx = rng.choice(len(images.train_x), size=min(cfg.calib_images, len(images.train_x)), replace=False)
-    eps = run_cfg.get("eps")
-    return Item(contract, model.eval(), _feeds("images", images.train_x[idx], 32),
+    eps = prov.train_eps
+    return Item(contract, module, _feeds("images", images.train_x[idx], 32),
                 _feeds("images", images.test_x[: cfg.holdout], 32),
                 {"classes": list(images.classes), "dataset": images.name, "arch": mcfg.arch, "head": mcfg.head,
                  "eps": eps},
@@ -92,74 +86,62 @@ def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None =
 
 # -- EEG -> image ---------------------------------------------------------------------------------
 @torch.no_grad()
-def record_trajectories(unet: nn.Module, tokens: torch.Tensor, uncond: torch.Tensor, scheduler_config: dict,
-                        steps: int, guidance: float, latent_shape: tuple[int, ...], seed: int,
+def record_trajectories(pipe: Any, embeddings: torch.Tensor, steps: int, guidance: float, seed: int,
                         batch: int = 8) -> tuple[list[dict[str, np.ndarray]], np.ndarray]:
-    """Run DDIM (diffusers) from ``tokens`` and record the UNet's inputs at every step -> (feeds, final latents)."""
-    from diffusers import DDIMScheduler
+    """Run the pipeline's DDIM loop from ``embeddings`` (N, emb_dim), ``batch`` trials at a time, recording the UNet's
+    inputs at every step through its step callback -> (feeds, final latents (N, c, s, s)).
 
+    ``pipe`` is an :class:`~eegsine.models.diffusion.EEGDiffusionPipeline`; the initial latents are drawn batch
+    after batch from one generator seeded with ``seed``."""
+    ddim = pipe.with_sampler("ddim")
+    ddim.set_progress_bar_config(disable=True)
     feeds: list[dict[str, np.ndarray]] = []
     finals = []
     gen = torch.Generator().manual_seed(seed)
-    cfg_on = guidance != 1.0
-    for s in tqdm(range(0, len(tokens), batch), desc="calibration trajectories", unit="batch", leave=False):
-        tok = tokens[s:s + batch]
-        sched = DDIMScheduler.from_config(scheduler_config)
-        sched.set_timesteps(steps)
-        x = torch.randn((len(tok),) + tuple(latent_shape), generator=gen)
-        for t in sched.timesteps:
-            lat, cond = (torch.cat([x, x]), torch.cat([uncond.expand_as(tok), tok])) if cfg_on else (x, tok)
-            ts = torch.full((len(lat),), float(t))
-            eps = unet(lat, ts, cond)
-            feeds.append({"latents": lat.numpy().copy(), "timestep": ts.numpy().copy(),
-                          "encoder_hidden_states": cond.numpy().copy()})
-            if cfg_on:
-                u, c = eps.chunk(2)
-                eps = u + guidance * (c - u)
-            x = sched.step(eps, t, x).prev_sample
-        finals.append(x.numpy())
+
+    def record(_pipe: Any, _i: int, t: torch.Tensor, kw: dict[str, torch.Tensor]) -> dict:
+        lat = kw["latent_model_input"]           # (2B or B, c, s, s): conditional and unconditional halves
+        feeds.append({"latents": lat.cpu().numpy().copy(), "timestep": torch.full((len(lat),), float(t)).numpy(),
+                      "encoder_hidden_states": kw["encoder_hidden_states"].cpu().numpy().copy()})
+        return {}
+
+    for s in tqdm(range(0, len(embeddings), batch), desc="calibration trajectories", unit="batch", leave=False):
+        emb = embeddings[s:s + batch]
+        x = torch.randn((len(emb),) + ddim.latent_shape, generator=gen)
+        final = ddim(embeddings=emb, num_inference_steps=steps, guidance_scale=guidance, latents=x,
+                     output_type="latent", return_dict=False, callback_on_step_end=record,
+                     callback_on_step_end_tensor_inputs=["latent_model_input", "encoder_hidden_states"])[0]
+        finals.append(final.cpu().numpy())
     return feeds, np.concatenate(finals)
 
 
-def eeg_items(encoder: nn.Module, mapper: nn.Module, decoder: nn.Module, unet: nn.Module, scheduler_config: dict,
-              train_eeg: np.ndarray, holdout_eeg: np.ndarray, cfg: BundleConfig, guidance: float = 1.0,
-              uncond_tokens: np.ndarray | None = None, train_labels: np.ndarray | None = None,
+def eeg_items(pipe: Any, train_eeg: np.ndarray, holdout_eeg: np.ndarray, cfg: BundleConfig,
+              guidance: float | None = None, train_labels: np.ndarray | None = None,
               holdout_labels: np.ndarray | None = None, classes: list[str] | None = None,
               preprocessing: Any | None = None) -> tuple[list[Item], dict[str, Any]]:
     """Items for eeg_encoder (+ token mapper), unet and vae_decoder, plus the bundle's generation section.
 
-    With ``train_labels`` the encoder item carries class prototypes (:func:`class_prototypes`); with
+    ``pipe`` is an :class:`~eegsine.models.diffusion.EEGDiffusionPipeline` with its EEG encoder: the items are its
+    ``export_modules``, the UNet and VAE decoder calibrated along its DDIM trajectories at ``guidance`` (default: the
+    model's). With ``train_labels`` the encoder item carries class prototypes (:func:`class_prototypes`); with
     ``preprocessing`` (a :class:`~eegsine.preprocessing.PreprocessingSpec`) the spec its input needs.
-
-    ``decoder`` maps scaled latents to images in [0, 1] and has a ``scaling_factor``
-    (:class:`DiffusionDecoderForExport` or :class:`VAEDecoderForExport`).
     """
-    enc = EEGToTokens(encoder, mapper).eval()
-    w_unet = UNetForExport(unet).eval()
-    decoder = decoder.eval()
+    modules = pipe.export_modules(max_batch=cfg.export.max_batch, opset=cfg.export.opset)
+    if "eeg_encoder" not in modules:
+        raise UserError("export: the diffusion model has no EEG encoder attached; the bundle needs it")
+    (c_enc, enc), (c_unet, w_unet), (c_vae, decoder) = (modules[k] for k in ("eeg_encoder", "unet", "vae_decoder"))
+    enc, w_unet, decoder = enc.eval(), w_unet.eval(), decoder.eval()
+    guidance = pipe.cfg.guidance if guidance is None else guidance
     n_chans, n_times = int(train_eeg.shape[1]), int(train_eeg.shape[2])
-    n_tokens, token_dim, emb_dim = int(mapper.n_tokens), int(mapper.cross_attention_dim), int(mapper.emb_dim)
-    lat_c, lat_s = int(unet.config.in_channels), int(unet.config.sample_size)
-    with torch.no_grad():
-        img_c, img_s = decoder(torch.zeros(1, lat_c, lat_s, lat_s)).shape[1:3]
-    mb, op = cfg.export.max_batch, cfg.export.opset
-    c_enc = eeg_encoder_contract(n_chans, n_times, emb_dim, n_tokens, token_dim, max_batch=mb, opset=op)
-    c_unet = unet_contract(lat_c, lat_s, n_tokens, token_dim, max_batch=mb,
-                           num_train_timesteps=int(scheduler_config.get("num_train_timesteps", 1000)), opset=op)
-    c_vae = vae_decoder_contract(lat_c, lat_s, int(img_c), int(img_s), float(decoder.scaling_factor), max_batch=mb, opset=op)
     rng = np.random.default_rng(cfg.seed)
     tr = np.ascontiguousarray(train_eeg[rng.choice(len(train_eeg), size=min(cfg.calib_trials, len(train_eeg)), replace=False)],
                               dtype=np.float32)
     ho = np.ascontiguousarray(holdout_eeg[: cfg.holdout], dtype=np.float32)
-    uncond = (torch.zeros(1, n_tokens, token_dim) if uncond_tokens is None
-              else torch.as_tensor(np.asarray(uncond_tokens, np.float32)).reshape(1, n_tokens, token_dim))
     with torch.no_grad():
-        tok_tr = enc(torch.from_numpy(tr))[0]
-        tok_ho = enc(torch.from_numpy(ho[: min(len(ho), 4)]))[0]
-    calib_unet, lat_tr = record_trajectories(w_unet, tok_tr, uncond, scheduler_config, cfg.calib_steps, guidance,
-                                             (lat_c, lat_s, lat_s), cfg.seed)
-    hold_unet, lat_ho = record_trajectories(w_unet, tok_ho, uncond, scheduler_config, min(cfg.calib_steps, 10),
-                                            guidance, (lat_c, lat_s, lat_s), cfg.seed + 1)
+        emb_tr = enc(torch.from_numpy(tr))[1]
+        emb_ho = enc(torch.from_numpy(ho[: min(len(ho), 4)]))[1]
+    calib_unet, lat_tr = record_trajectories(pipe, emb_tr, cfg.calib_steps, guidance, cfg.seed)
+    hold_unet, lat_ho = record_trajectories(pipe, emb_ho, min(cfg.calib_steps, 10), guidance, cfg.seed + 1)
     enc_item = Item(c_enc, enc, _feeds("eeg", tr, 8), _feeds("eeg", ho, 8))
     if preprocessing is not None:
         if (preprocessing.n_chans, preprocessing.n_times) != (n_chans, n_times):
@@ -174,9 +156,9 @@ def eeg_items(encoder: nn.Module, mapper: nn.Module, decoder: nn.Module, unet: n
              Item(c_unet, w_unet, calib_unet, hold_unet),
              Item(c_vae, decoder, _feeds("latents", lat_tr.astype(np.float32), 8),
                   _feeds("latents", lat_ho.astype(np.float32), 8))]
-    generation = {"sampler": "ddim", "scheduler": dict(scheduler_config), "guidance": float(guidance),
+    generation = {"sampler": "ddim", "scheduler": pipe.cfg.scheduler_config(), "guidance": float(guidance),
                   "steps": cfg.calib_steps,
-                  "uncond_tokens": None if uncond_tokens is None else np.asarray(uncond_tokens, np.float32).ravel().tolist()}
+                  "uncond_tokens": pipe.token_mapper.null_tokens.detach().cpu().float().numpy().ravel().tolist()}
     return items, generation
 
 
@@ -245,22 +227,21 @@ def _run_preprocessing(encoder: nn.Module, eeg_set: Any) -> Any:
 
 def diffusion_model_dir(run_dir: str | Path) -> Path:
     """A diffusion model folder: ``run_dir`` itself or its ``model/`` sub-folder."""
-    run_dir = Path(run_dir)
-    for d in (run_dir, run_dir / "model"):
-        if (d / "unet" / "config.json").exists() and (d / "config.json").exists():
-            return d
-    raise UserError(f"{run_dir}: not an eegsine diffusion run (no unet/ and config.json here or in model/)")
+    from eegsine.models.diffusion import diffusion_folder
+
+    return diffusion_folder(run_dir)
 
 
 def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = None) -> tuple[list[Item], dict[str, Any], Any]:
     """Items of a trained EEG->image run (encoder, token mapper, null tokens, UNet, VAE decoder) -> (items, generation, eeg_set)."""
     from eegsine.data import load_eeg
-    from eegsine.models.diffusion import load_diffusion
+    from eegsine.models.diffusion import ENCODER_DIR, EEGDiffusionPipeline
 
     model_dir = diffusion_model_dir(run_dir)
-    model, dcfg = load_diffusion(model_dir)
-    if model.encoder is None:
-        raise UserError(f"{model_dir}: has no encoder/ folder; the bundle needs the EEG encoder")
+    pipe = EEGDiffusionPipeline.from_pretrained(model_dir)
+    dcfg = pipe.cfg
+    if pipe.eeg_encoder is None:
+        raise UserError(f"{model_dir}: has no {ENCODER_DIR}/ folder; the bundle needs the EEG encoder")
     if eeg_set is None:
         if not cfg.eeg_data:
             raise UserError("export: --eeg-data is needed to calibrate the EEG encoder and UNet (e.g. synthetic-vep)")
@@ -271,11 +252,9 @@ def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = 
     train = eeg_set.x[eeg_set.splits["train"]]
     hold = eeg_set.x[eeg_set.splits["val"]]
     guidance = dcfg.guidance if cfg.guidance < 0 else cfg.guidance
-    items, generation = eeg_items(model.encoder, model.mapper, DiffusionDecoderForExport(model), model.unet,
-                                  dcfg.scheduler_config(), train, hold, cfg, guidance,
-                                  model.null_tokens.detach().numpy(), train_labels=eeg_set.y[eeg_set.splits["train"]],
+    items, generation = eeg_items(pipe, train, hold, cfg, guidance, train_labels=eeg_set.y[eeg_set.splits["train"]],
                                   holdout_labels=eeg_set.y[eeg_set.splits["val"]], classes=list(eeg_set.classes),
-                                  preprocessing=_run_preprocessing(model.encoder, eeg_set))
+                                  preprocessing=_run_preprocessing(pipe.eeg_encoder, eeg_set))
     generation["steps"] = dcfg.sample_steps
     return items, generation, eeg_set
 

@@ -19,8 +19,9 @@ import torch
 
 from eegsine.data import EEGSet, load_images
 from eegsine.errors import UserError
-from eegsine.models.diffusion import DiffusionConfig, build_diffusion, load_diffusion
+from eegsine.models.diffusion import DiffusionConfig, EEGDiffusionPipeline, build_diffusion, load_diffusion
 from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
+from eegsine.models.protocol import Provenance
 from eegsine.training.diffusion import DiffusionTrainConfig, diffusion_preset, train_diffusion
 
 
@@ -101,8 +102,9 @@ def test_training_reduces_loss_and_writes_run(trained):
     h = m["history"]
     assert len(h) == 3
     assert h[-1]["loss"] < h[0]["loss"] and h[-1]["val_loss"] < h[0]["val_loss"]
-    for f in ("model/config.json", "model/vae/config.json", "model/unet/config.json", "model/cond.safetensors",
-              "model/encoder/model.safetensors", "model/scheduler/scheduler_config.json",
+    for f in ("model/config.json", "model/model_index.json", "model/vae/config.json", "model/unet/config.json",
+              "model/token_mapper/diffusion_pytorch_model.safetensors", "model/eeg_encoder/model.safetensors",
+              "model/scheduler/scheduler_config.json",
               "grids/epoch_001.png", "grids/epoch_003.png", "grids/strip.png", "metrics.json"):
         assert (run / f).exists(), f
     model, cfg = load_diffusion(run / "model")
@@ -116,7 +118,7 @@ def test_training_reduces_loss_and_writes_run(trained):
 
 
 def test_resume_equals_uninterrupted(trained, ds, tmp_path, monkeypatch):
-    import eegsine.training.diffusion as D
+    import eegsine.training.loop as D  # every trainer checkpoints through eegsine.training.loop
 
     real_save = D.save_checkpoint
     calls = {"n": 0}
@@ -248,6 +250,104 @@ def test_image_cond_frac_needs_stage_one_image_encoder(ds, tmp_path):
         tiny_cfg(image_cond_frac=1.5)
     with pytest.raises(UserError, match="joint"):
         tiny_cfg(image_cond_frac=0.5, mode="joint")
+
+
+# -- the pipeline: save/load, diffusers' loader, step callback ----------------------------------------
+@pytest.fixture(scope="module")
+def pipe_dir(ds, tmp_path_factory) -> Path:
+    """A saved EEGDiffusionPipeline (random weights) with its EEG encoder and a provenance, as RUN/model."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model, _ = build_diffusion(tiny_model_cfg(), standin_encoder(ds))
+    folder = tmp_path_factory.mktemp("pipe") / "run" / "model"
+    model.eval().save_pretrained(folder, provenance=Provenance(trained_by="diffusion-train", data="digits", seed=3))
+    return folder
+
+
+def test_pipeline_save_load_round_trip(pipe_dir, ds, tmp_path):
+    from eegsine.models.diffusion import EEGDiffusion
+
+    for f in ("model_index.json", "config.json", "provenance.json", "vae/config.json", "unet/config.json",
+              "scheduler/scheduler_config.json", "token_mapper/config.json",
+              "token_mapper/diffusion_pytorch_model.safetensors", "eeg_encoder/config.json",
+              "eeg_encoder/model.safetensors"):
+        assert (pipe_dir / f).exists(), f
+    pipe = EEGDiffusionPipeline.from_pretrained(pipe_dir.parent)  # a run folder: its model/
+    assert pipe.cfg == DiffusionConfig.load(pipe_dir)
+    assert (pipe.provenance.trained_by, pipe.provenance.data, pipe.provenance.seed) == ("diffusion-train", "digits", 3)
+    eeg = torch.from_numpy(ds.x[:3])
+    img = pipe(eeg=eeg, num_inference_steps=3, seed=1).images
+    assert img.shape == (3, 1, 8, 8) and 0.0 <= float(img.min()) and float(img.max()) <= 1.0
+    again = EEGDiffusionPipeline.from_pretrained(pipe.save_pretrained(tmp_path / "again"))
+    for name in ("vae", "unet", "token_mapper", "eeg_encoder"):
+        a, b = getattr(pipe, name).state_dict(), getattr(again, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    assert again.cfg == pipe.cfg and again.provenance == pipe.provenance
+    assert torch.equal(again(embeddings=again.embed(eeg), num_inference_steps=3, seed=1).images, img)
+    # the training module shares the pipeline's modules and samples through it
+    model = EEGDiffusion.from_pretrained(pipe_dir)
+    assert model.mapper is model.token_mapper.mapper and model.null_tokens is model.token_mapper.null_tokens
+    assert torch.equal(model.generate(eeg, steps=3, seed=1), img)
+    with pytest.raises(UserError, match="no such folder"):
+        EEGDiffusionPipeline.from_pretrained("some-org/some-model")  # a hub id is never looked up
+    with pytest.raises(UserError, match="exactly one of"):
+        pipe(num_inference_steps=2)
+
+
+def test_diffusers_own_loader_reads_the_folder(pipe_dir, ds):
+    """diffusers' DiffusionPipeline.from_pretrained (not eegsine's override) builds a pipeline from model_index.json.
+
+    Called on the class: DiffusionPipeline.from_pretrained on the base class looks ``_class_name`` up in the
+    diffusers namespace only, which holds no out-of-tree pipeline."""
+    from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
+
+    from eegsine.models.diffusion import EEGConditioner
+
+    index = json.loads((pipe_dir / "model_index.json").read_text())
+    assert index["_class_name"] == "EEGDiffusionPipeline"
+    assert index["token_mapper"] == ["eegsine.models.diffusion", "EEGConditioner"]
+    plain = DiffusionPipeline.from_pretrained.__func__(EEGDiffusionPipeline, str(pipe_dir), local_files_only=True)
+    assert isinstance(plain.vae, AutoencoderKL) and isinstance(plain.unet, UNet2DConditionModel)
+    assert isinstance(plain.scheduler, DDIMScheduler) and isinstance(plain.token_mapper, EEGConditioner)
+    assert plain.eeg_encoder is None  # not a diffusers component: eegsine's from_pretrained attaches it
+    ours = EEGDiffusionPipeline.from_pretrained(pipe_dir)
+    assert plain.cfg == ours.cfg
+    emb = ours.embed(torch.from_numpy(ds.x[:2]))
+    plain.set_progress_bar_config(disable=True)
+    assert torch.equal(plain(embeddings=emb, num_inference_steps=3, seed=2).images,
+                       ours(embeddings=emb, num_inference_steps=3, seed=2).images)
+
+
+@pytest.mark.parametrize("guidance", [2.0, 1.0])
+def test_step_callback_sees_every_step(pipe_dir, ds, guidance):
+    pipe = EEGDiffusionPipeline.from_pretrained(pipe_dir)
+    pipe.set_progress_bar_config(disable=True)
+    eeg = torch.from_numpy(ds.x[:3])
+    seen = []
+
+    def callback(p, i, t, kw):
+        assert p is pipe
+        seen.append((i, int(t), {k: v.clone() for k, v in kw.items()}))
+        return {}
+
+    final = pipe(eeg=eeg, num_inference_steps=5, guidance_scale=guidance, seed=4, output_type="latent",
+                 callback_on_step_end=callback, callback_on_step_end_tensor_inputs=pipe._callback_tensor_inputs).images
+    assert [s[0] for s in seen] == list(range(5)) and [s[1] for s in seen] == pipe.scheduler.timesteps.tolist()
+    rows = 6 if guidance != 1.0 else 3  # guidance: the unconditional half first, then the conditional one
+    for _, _, kw in seen:
+        assert kw["latent_model_input"].shape == (rows, 4, 8, 8) and kw["encoder_hidden_states"].shape == (rows, 2, 16)
+        assert kw["latents"].shape == kw["noise_pred"].shape == (3, 4, 8, 8)
+    if guidance != 1.0:
+        assert torch.equal(seen[0][2]["encoder_hidden_states"][:3], pipe.token_mapper.uncond(3))
+    assert torch.equal(seen[0][2]["latent_model_input"][:3], pipe.initial_latents(3, 4))  # DDIM: no input scaling
+    for a, b in zip(seen, seen[1:]):  # each step's UNet input is the previous step's result
+        assert torch.equal(b[2]["latent_model_input"][-3:], a[2]["latents"])
+    assert torch.equal(seen[-1][2]["latents"], final)
+    replaced = pipe(eeg=eeg, num_inference_steps=3, guidance_scale=guidance, output_type="latent",
+                    callback_on_step_end=lambda p, i, t, kw: {"latents": torch.zeros_like(kw["latents"])}).images
+    assert not replaced.any()  # latents a callback returns replace the trajectory's
+    with pytest.raises(UserError, match="not one of"):
+        pipe(eeg=eeg, num_inference_steps=2, callback_on_step_end=callback, callback_on_step_end_tensor_inputs=["x"])
 
 
 # -- local pretrained folders ------------------------------------------------------------------------

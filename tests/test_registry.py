@@ -48,27 +48,36 @@ def test_every_model_kind_has_examples_and_says_what_it_deploys():
 def test_model_round_trip_export_and_ort_parity(kind, i, tmp_path):
     from eegsine.export.onnx_export import export_onnx, parity
 
-    if kind == "eeg-diffusion":
-        pytest.skip("covered by tests/test_diffusion.py's pipeline round trip and tests/test_export.py's bundle parity")
     torch.manual_seed(i)
     e = REGISTRY[kind]
     cfg = e.examples()[i]
-    model = e.model_class().from_config(cfg).eval()
-    with torch.no_grad():  # move BatchNorm statistics off their init so the round trip compares real buffers
-        saved = model.state_dict()
-        for name, b in model.named_buffers():
-            if name in saved and b.dtype.is_floating_point:  # persistent ones (mean/std are rebuilt from the config)
-                b.add_(torch.rand_like(b))
     prov = Provenance(trained_by="test", data="digits", data_options={"seed": i}, seed=i)
+    if kind == "eeg-diffusion":  # a diffusers pipeline (not an nn.Module) that deploys its EEG encoder too
+        enc = REGISTRY["eeg-encoder"].model_class().from_config(REGISTRY["eeg-encoder"].examples()[0]).eval()
+        model = e.model_class().from_config(cfg, encoder=enc)
+        modules = lambda m: {"vae": m.vae, "unet": m.unet, "token_mapper": m.token_mapper, "eeg": m.eeg_encoder}
+    else:
+        model = e.model_class().from_config(cfg).eval()
+        modules = lambda m: {"model": m}
+    with torch.no_grad():  # move BatchNorm statistics off their init so the round trip compares real buffers
+        for mod in modules(model).values():
+            saved = mod.state_dict()
+            for name, b in mod.named_buffers():
+                if name in saved and b.dtype.is_floating_point:  # persistent ones (mean/std come from the config)
+                    b.add_(torch.rand_like(b))
     model.save_pretrained(tmp_path / "run" / "model", provenance=prov)
     back = load_pretrained(tmp_path / "run")  # a run folder resolves to its model/
     assert type(back) is type(model) and back.cfg == cfg and back.provenance == prov
-    assert not back.training
-    a, b = model.state_dict(), back.state_dict()
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    x = _inputs(model, cfg)
-    with torch.no_grad():
-        torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
+    for name, mod in modules(back).items():
+        a, b = modules(model)[name].state_dict(), mod.state_dict()
+        assert not mod.training and a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    if kind == "eeg-diffusion":
+        x = torch.randn(2, enc.cfg.n_chans, enc.cfg.n_times, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(back(eeg=x, seed=3).images, model(eeg=x, seed=3).images, rtol=0, atol=0)
+    else:
+        x = _inputs(model, cfg)
+        with torch.no_grad():
+            torch.testing.assert_close(back(x), model(x), rtol=0, atol=0)
     mods = back.export_modules(max_batch=4)
     assert set(mods) == set(e.deploys)
     for name, (contract, module) in mods.items():

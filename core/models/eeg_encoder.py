@@ -34,12 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eegsine.errors import UserError
-from eegsine.io import load_state_into, save_weights
 from eegsine.models import module_device
 from eegsine.models.configs import EEGEncoderConfig
+from eegsine.models.protocol import PretrainedModel
 from eegsine.preprocessing import SPEC_FILE, PreprocessingSpec, load_spec
-
-WEIGHTS_FILE = "model.safetensors"
 
 
 def check_input(x: torch.Tensor | np.ndarray, cfg: EEGEncoderConfig, what: str = "EEG input") -> None:
@@ -73,8 +71,14 @@ def normalise_trials(x: torch.Tensor, center: str = "channel") -> torch.Tensor:
     return x / (x.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + 1e-6)
 
 
-class EEGEncoder(nn.Module):
-    """Base: input check + trial normalisation + ``features`` + projection + L2 norm."""
+class EEGEncoder(PretrainedModel, nn.Module):
+    """Base: input check + trial normalisation + ``features`` + projection + L2 norm.
+
+    Its model folder (:class:`~eegsine.models.protocol.PretrainedModel`) keeps ``preprocessing.json``
+    (the :class:`~eegsine.preprocessing.PreprocessingSpec` of the data it was trained on) beside the weights.
+    """
+
+    config_class = EEGEncoderConfig
 
     def __init__(self, cfg: EEGEncoderConfig, feat_dim: int):
         super().__init__()
@@ -85,6 +89,17 @@ class EEGEncoder(nn.Module):
         self.check_inputs = True
         self.preprocessing = None  # PreprocessingSpec of the data it was trained on (preprocessing.json beside it)
         self.proj = nn.Linear(feat_dim, cfg.emb_dim)
+
+    @classmethod
+    def from_config(cls, cfg: EEGEncoderConfig) -> "EEGEncoder":
+        return ARCHS[cfg.arch](cfg)
+
+    def _save_extra(self, directory: Path) -> None:
+        if self.preprocessing is not None:
+            self.preprocessing.save(directory, SPEC_FILE)
+
+    def _load_extra(self, directory: Path) -> None:
+        self.preprocessing = load_spec(directory)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, feat_dim)
         raise NotImplementedError
@@ -195,32 +210,7 @@ ARCHS: dict[str, type[EEGEncoder]] = {"transformer": TransformerEEGEncoder, "lst
 
 
 def build_encoder(cfg: EEGEncoderConfig) -> EEGEncoder:
-    return ARCHS[cfg.arch](cfg)
-
-
-def save_encoder(directory: str | Path, model: EEGEncoder, cfg: EEGEncoderConfig | None = None,
-                 preprocessing: PreprocessingSpec | None = None) -> Path:
-    """Write ``config.json`` + ``model.safetensors`` (+ ``preprocessing.json``: the input's spec) into ``directory``.
-
-    ``preprocessing`` defaults to the model's own (``model.preprocessing``, set by :func:`load_encoder`),
-    so a model folder that copies an encoder keeps it."""
-    directory = Path(directory)
-    (cfg or model.cfg).save(directory)
-    spec = preprocessing if preprocessing is not None else getattr(model, "preprocessing", None)
-    if spec is not None:
-        model.preprocessing = spec
-        spec.save(directory, SPEC_FILE)
-    return save_weights(directory / WEIGHTS_FILE, model.state_dict())
-
-
-def load_encoder(directory: str | Path) -> tuple[EEGEncoder, EEGEncoderConfig]:
-    """Read what :func:`save_encoder` wrote; returns the model in eval mode and its config."""
-    directory = Path(directory)
-    cfg = EEGEncoderConfig.load(directory)
-    model = build_encoder(cfg)
-    load_state_into(model, directory / WEIGHTS_FILE)
-    model.preprocessing = load_spec(directory)
-    return model.eval(), cfg
+    return EEGEncoder.from_config(cfg)
 
 
 @torch.no_grad()
@@ -262,6 +252,21 @@ class EEGTokenMapper(nn.Module):
 
 def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+# TRANSITIONAL (removed when the trainers move to save_pretrained/from_pretrained in this change)
+def save_encoder(directory: str | Path, model: EEGEncoder, cfg: EEGEncoderConfig | None = None,
+                 preprocessing: PreprocessingSpec | None = None) -> Path:
+    if cfg is not None:
+        model.cfg = cfg
+    if preprocessing is not None:
+        model.preprocessing = preprocessing
+    return model.save_pretrained(directory) / "model.safetensors"
+
+
+def load_encoder(directory: str | Path) -> tuple[EEGEncoder, EEGEncoderConfig]:
+    model = EEGEncoder.from_pretrained(directory)
+    return model, model.cfg
 
 
 __all__ = ["EEGEncoderConfig", "EEGEncoder", "TransformerEEGEncoder", "LSTMEEGEncoder", "EEGNetEncoder", "ARCHS",

@@ -63,6 +63,15 @@ def _domain_examples() -> list[Config]:
     return [DomainCNNConfig(image_size=8, width=4)]
 
 
+def _diffusion_examples() -> list[Config]:
+    from eegsine.models.configs import DiffusionConfig
+
+    base = DiffusionConfig(image_size=8, native_size=8, vae_channels=[8, 16], vae_norm_groups=4, unet_channels=[8, 16],
+                           unet_norm_groups=4, attention_head_dim=4, cross_attention_dim=8, n_tokens=2, emb_dim=8,
+                           sample_steps=2, num_train_timesteps=100, scaling_factor=0.8)
+    return [base, base.replace(native_size=6, resize="resize", unet_cross_attention=[True, False])]
+
+
 def _domain_config() -> type[Config]:
     from eegsine.models.domain_cnn import DomainCNNConfig
 
@@ -77,6 +86,10 @@ REGISTRY: dict[str, ModelEntry] = {e.kind: e for e in [
                                   "eeg-diffusion's eeg_encoder contract (with its token mapper)"),
     ModelEntry("image-encoder", _configs("ImageEncoderConfig"), "eegsine.models.image_encoder:ImageEncoder", (),
                _image_encoder_examples, "image side of the encoder alignment (training only)"),
+    ModelEntry("eeg-diffusion", _configs("DiffusionConfig"), "eegsine.models.diffusion:EEGDiffusionPipeline",
+               ("eeg_encoder", "unet", "vae_decoder"), _diffusion_examples,
+               "EEG-conditioned latent diffusion: a diffusers pipeline (VAE, UNet, DDIM, token mapper + null tokens) "
+               "with its EEG encoder"),
     ModelEntry("domain-cnn", _domain_config, "eegsine.models.domain_cnn:DomainCNN", (),
                _domain_examples, "feature network of the fid/is/lpips_domain metrics (evaluation only)"),
 ]}
