@@ -109,7 +109,8 @@ def encoder_128x440_case(cfg: BenchConfig, work: Path) -> Case:
 
     from eegsine.contracts import eeg_encoder_contract
     from eegsine.data import load_eeg
-    from eegsine.export.onnx_export import EEGToTokens, export_onnx
+    from eegsine.export.onnx_export import export_onnx
+    from eegsine.models.diffusion import EEGToTokens
     from eegsine.models.eeg_encoder import EEGEncoderConfig, EEGTokenMapper, build_encoder
 
     ds = load_eeg("synthetic-vep", image_set="digits", n_chans=128, n_times=440, n_images_per_class=4,

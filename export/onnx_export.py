@@ -25,15 +25,15 @@ Default: ``torchscript`` -- 12-16x faster to export with identical numerics and 
 the dynamo graph's INT8 file is 19 % smaller. ``dynamo`` stays selectable (``--export-exporter dynamo``, tested
 on the classifier) since the TorchScript exporter is the one torch is retiring.
 
-Wrappers below give each model the contract's plain-tensor signature: diffusers models
-take keyword arguments and return dataclasses, the encoder and token mapper are two modules.
+The wrappers that give each model the contract's plain-tensor signature (diffusers models take
+keyword arguments and return dataclasses; the encoder and token mapper are two modules) live with
+the models (``export_modules`` of :mod:`eegsine.models.protocol`).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import json
-import os
 import tempfile
 import warnings
 from pathlib import Path
@@ -48,43 +48,6 @@ from eegsine.errors import UserError
 from eegsine.export.configs import ExportConfig  # noqa: F401 - re-exported
 
 CONTRACT_KEY = "eegsine.contract"
-
-
-# -- wrappers with the contracts' signatures ------------------------------------------------------
-class EEGToTokens(nn.Module):
-    """encoder + token mapper as one graph: eeg (B, C, T) -> tokens (B, n_tokens, d), embedding (B, emb)."""
-
-    def __init__(self, encoder: nn.Module, mapper: nn.Module):
-        super().__init__()
-        self.encoder, self.mapper = encoder, mapper
-
-    def forward(self, eeg: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = self.encoder(eeg)          # (B, emb_dim), unit norm
-        return self.mapper(z), z       # (B, n_tokens, d), (B, emb_dim)
-
-
-class UNetForExport(nn.Module):
-    """diffusers UNet2DConditionModel with positional inputs and a tensor output."""
-
-    def __init__(self, unet: nn.Module):
-        super().__init__()
-        self.unet = unet
-
-    def forward(self, latents: torch.Tensor, timestep: torch.Tensor, encoder_hidden_states: torch.Tensor) -> torch.Tensor:
-        return self.unet(latents, timestep, encoder_hidden_states=encoder_hidden_states, return_dict=False)[0]
-
-
-class DiffusionDecoderForExport(nn.Module):
-    """An :class:`~eegsine.models.diffusion.EEGDiffusion`'s decoder: scaled latents -> native images in [0, 1]
-    (un-scaling, VAE decode, [-1, 1] -> [0, 1], crop/resize to the image set's size, channel mapping)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.scaling_factor = float(model.scaling_factor)
-
-    def forward(self, latents: torch.Tensor) -> torch.Tensor:
-        return self.model.decode_latents(latents)
 
 
 # -- export -----------------------------------------------------------------------------------------
