@@ -87,11 +87,9 @@ def sine_head_case(head: Any, item: Any, cfg: BenchConfig, work: Path) -> Case:
 
 def eeg_cases(eeg_run: Path, bundle: Any, cfg: BenchConfig) -> tuple[list[Case], dict[str, Any]]:
     from eegsine.export.bundle import BundleConfig, eeg_run_items
-    from eegsine.export.cli import _run_eeg_data
 
     bcfg = BundleConfig(calib_trials=8, calib_steps=bundle.manifest.get("generation", {}).get("steps", 25))
-    eeg_set = _run_eeg_data(str(eeg_run), bcfg)
-    items, generation, eeg_set = eeg_run_items(eeg_run, bcfg, eeg_set=eeg_set)
+    items, generation, eeg_set = eeg_run_items(eeg_run, bcfg)  # the data the model was trained on
     cases = []
     for item in items:
         name = item.contract.name

@@ -34,11 +34,11 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from eegsine.export.configs import BundleConfig  # torch-free, so `eegsine export --help` needs no torch
-from eegsine.contracts import ExportContract, classifier_contract
+from eegsine.contracts import ExportContract
 from eegsine.errors import UserError
-from eegsine.export.onnx_export import ExportConfig, export_onnx, ort_session, parity
+from eegsine.export.onnx_export import export_onnx, ort_session, parity
 from eegsine.export.golden import write_classifier_eval, write_model_golden
-from eegsine.export.quantize import Int8Config, quantize, sqnr
+from eegsine.export.quantize import quantize, sqnr
 from eegsine.io import sha256_file, write_json
 from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
 
@@ -232,9 +232,20 @@ def diffusion_model_dir(run_dir: str | Path) -> Path:
     return diffusion_folder(run_dir)
 
 
-def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = None) -> tuple[list[Item], dict[str, Any], Any]:
-    """Items of a trained EEG->image run (encoder, token mapper, null tokens, UNet, VAE decoder) -> (items, generation, eeg_set)."""
+def run_eeg_data(provenance: Any, where: str | Path, eeg_data: str = "") -> Any:
+    """The EEG set a model was trained on, rebuilt from its provenance (same loader and options); ``eeg_data``
+    (``--eeg-data``, a registry name) overrides."""
     from eegsine.data import load_eeg
+
+    if eeg_data:
+        return load_eeg(eeg_data).check()
+    provenance.require_data(str(where), "--eeg-data")
+    return provenance.load_eeg()
+
+
+def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = None) -> tuple[list[Item], dict[str, Any], Any]:
+    """Items of a trained EEG->image run (encoder, token mapper, null tokens, UNet, VAE decoder) -> (items, generation,
+    eeg_set); ``eeg_set`` defaults to the data the model was trained on (its provenance)."""
     from eegsine.models.diffusion import ENCODER_DIR, EEGDiffusionPipeline
 
     model_dir = diffusion_model_dir(run_dir)
@@ -243,9 +254,7 @@ def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = 
     if pipe.eeg_encoder is None:
         raise UserError(f"{model_dir}: has no {ENCODER_DIR}/ folder; the bundle needs the EEG encoder")
     if eeg_set is None:
-        if not cfg.eeg_data:
-            raise UserError("export: --eeg-data is needed to calibrate the EEG encoder and UNet (e.g. synthetic-vep)")
-        eeg_set = load_eeg(cfg.eeg_data)
+        eeg_set = run_eeg_data(pipe.provenance, model_dir, cfg.eeg_data)
     for split in ("train", "val"):
         if split not in eeg_set.splits or len(eeg_set.splits[split]) == 0:
             raise UserError(f"{eeg_set.name}: has no {split} split to calibrate/check on")

@@ -50,7 +50,7 @@ def run(ns: argparse.Namespace) -> int:
     if not ns.classifier and not ns.eeg_run:
         raise UserError("export: give --classifier RUN and/or --eeg-run RUN")
     if ns.verify_only:
-        eeg_set = _run_eeg_data(ns.eeg_run, cfg) if ns.eeg_run else None
+        eeg_set = _eeg_data(ns.eeg_run, cfg) if ns.eeg_run else None
         result = verify_bundle(ns.out, vcfg, classifier_run=ns.classifier, eeg_set=eeg_set, eeg_run=ns.eeg_run)
         return report_verification(result, ns.out)
     if ns.trt:
@@ -65,7 +65,7 @@ def run(ns: argparse.Namespace) -> int:
         clf = item
         sources["classifier"] = str(Path(ns.classifier).resolve())
     if ns.eeg_run:
-        more, generation, eeg_set = eeg_run_items(ns.eeg_run, cfg, eeg_set=_run_eeg_data(ns.eeg_run, cfg))
+        more, generation, eeg_set = eeg_run_items(ns.eeg_run, cfg)
         items.extend(more)
         sources["eeg_run"] = str(Path(ns.eeg_run).resolve())
     manifest = export_bundle(items, ns.out, cfg, generation=generation, sources=sources)
@@ -100,19 +100,10 @@ def report_verification(result: dict, bundle_dir: str | Path) -> int:
     return 0
 
 
-def _run_eeg_data(run_dir: str, cfg):
-    """The EEG data set the run was trained on (``--eeg-data`` overrides): same loader, same options."""
-    from eegsine.data import load_eeg
+def _eeg_data(eeg_run: str, cfg):
+    """--verify-only: the EEG set the run's model was trained on (``--eeg-data`` overrides)."""
+    from eegsine.export.bundle import run_eeg_data
+    from eegsine.models.protocol import model_folder, read_provenance
 
-    if cfg.eeg_data:
-        return load_eeg(cfg.eeg_data)
-    from eegsine.training.diffusion import DiffusionTrainConfig  # an entry point may reach across layers
-    from eegsine.training.encoder import load_data
-
-    if not (Path(run_dir) / "config.json").exists():
-        raise UserError(f"{run_dir}: no config.json naming the EEG data; pass --eeg-data")
-    try:
-        tcfg = DiffusionTrainConfig.load(run_dir)
-    except UserError as e:
-        raise UserError(f"{e} (pass --eeg-data to name the EEG data set)") from None
-    return load_data(tcfg)
+    folder = model_folder(eeg_run)
+    return run_eeg_data(read_provenance(folder), folder, cfg.eeg_data)
