@@ -33,15 +33,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from eegsine.config import read_config_fields
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, read_json, write_json
 from eegsine.models import module_device
 from eegsine.models.domain_cnn import DomainCNN, DomainCNNConfig, FeatureExtractor  # noqa: F401 (re-exported)
 
-# kind -> version of a diffusion training run's config.json (eegsine.training.diffusion.DiffusionTrainConfig;
-# core cannot import it: tests/test_validation.py checks the two agree)
-DIFFUSION_RUN_KINDS = {"diffusion-train": 1}
 
 
 def train_domain_cnn(cfg: DomainCNNConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
@@ -324,12 +320,7 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
     if model is None:
         model, _ = load_diffusion(run_dir / "model")
     steps, guidance = model.cfg.sampling(steps, guidance)
-    cfg_file = run_dir / "config.json"  # the training run's config, when run_dir is one: say how it was conditioned
-    train_frac = None
-    if cfg_file.exists():
-        train_frac = read_config_fields(cfg_file, DIFFUSION_RUN_KINDS, {"image_cond_frac": float}).get("image_cond_frac")
-        if train_frac is not None and not 0.0 <= train_frac <= 1.0:
-            raise UserError(f"{cfg_file}: image_cond_frac must be in [0, 1], got {train_frac}")
+    train_frac = model.provenance.image_cond_frac  # how it was conditioned in training (None: not recorded)
     if domain is None:
         folder = next(iter(sorted(run_dir.glob("domain-cnn-*"))), None)
         if folder is None:

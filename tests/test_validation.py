@@ -145,24 +145,19 @@ def test_attack_cli_checks_run_configs_before_writing(classifier_run, tmp_path, 
     assert not out.exists()
 
 
-def test_generation_scoring_checks_the_training_run_config(diffusion_run):
+def test_generation_scoring_checks_the_model_provenance(diffusion_run):
     from eegsine.image_metrics import evaluate_generation
 
-    (diffusion_run / "config.json").write_text(json.dumps({"kind": "diffusion-train", "version": 1,
-                                                           "image_cond_frac": "half"}))
+    prov = diffusion_run / "model" / "provenance.json"
+    prov.write_text(json.dumps({"kind": "provenance", "version": 1, "image_cond_frac": "half"}))
     with pytest.raises(UserError, match="image_cond_frac: expected float"):
         evaluate_generation(diffusion_run, None)
-    (diffusion_run / "config.json").write_text(json.dumps({"kind": "diffusion-train", "version": 2}))
+    prov.write_text(json.dumps({"kind": "provenance", "version": 1, "image_cond_frac": 1.5}))
+    with pytest.raises(UserError, match=r"image_cond_frac: must be in \[0, 1\]"):
+        evaluate_generation(diffusion_run, None)
+    prov.write_text(json.dumps({"kind": "provenance", "version": 2}))
     with pytest.raises(UserError, match="version 2 is not supported"):
         evaluate_generation(diffusion_run, None)
-
-
-def test_kinds_read_without_their_class_match_the_classes():
-    """core reads training runs' headers by kind/version constants: they must agree with the classes."""
-    from eegsine.image_metrics import DIFFUSION_RUN_KINDS
-    from eegsine.training.diffusion import DiffusionTrainConfig
-
-    assert DIFFUSION_RUN_KINDS == {DiffusionTrainConfig.KIND: DiffusionTrainConfig.VERSION}
 
 
 # -- 2. a config file without kind/version ------------------------------------------------------------------

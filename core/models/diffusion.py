@@ -450,7 +450,8 @@ class EEGDiffusionPipeline(DiffusionPipeline):
         finally:
             if bars:
                 diffusers_logging.enable_progress_bar()
-        pipe.token_mapper.to(pipe.unet.dtype)  # passed in, so not cast by a dtype= given to diffusers
+        if pipe.token_mapper.dtype != pipe.unet.dtype:  # passed in, so not cast by a dtype= given to diffusers
+            pipe.token_mapper.to(pipe.unet.dtype)
         pipe.provenance = read_provenance(directory)
         return pipe.to(device)
 
