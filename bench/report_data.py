@@ -30,7 +30,7 @@ class Run:
     pipeline: dict | None = None                                    # pipeline.json
     records: dict[str, dict] = dataclasses.field(default_factory=dict)  # .stages/<name>.json
     classifier: dict[str, dict] = dataclasses.field(default_factory=dict)  # sub-run name -> metrics["train"]
-    classifier_cfg: dict[str, dict] = dataclasses.field(default_factory=dict)
+    classifier_model: dict[str, dict] = dataclasses.field(default_factory=dict)  # each head's model config.json
     robustness: dict | None = None                                  # robustness/robustness.json
     encoder: dict | None = None                                     # encoder/metrics.json["encoder"]
     diffusion: dict | None = None                                   # diffusion/metrics.json["diffusion"]
@@ -68,7 +68,7 @@ def load_run(root: str | Path) -> Run:
         m = _json(sub)
         if isinstance(m, dict) and "train" in m:
             run.classifier[sub.parent.name] = m["train"]
-            run.classifier_cfg[sub.parent.name] = _json(sub.parent / "config.json") or {}
+            run.classifier_model[sub.parent.name] = _json(sub.parent / "model" / "config.json") or {}
     run.robustness = _json(root / "robustness" / "robustness.json")
     if run.robustness is None:
         run.robustness = (_json(root / "robustness" / "metrics.json") or {}).get("robustness")

@@ -80,7 +80,7 @@ def classifier(run: Run) -> Box:
                      f"{n}: validation accuracy vs step, n = {t.get('n_val_eval')} validation images")
     for n in names:
         steps = max((len(v) for v in (m[n].get("grad_norms_first_steps") or {}).values()), default=0)
-        batch = run.classifier_cfg.get(n, {}).get("batch_size", "?")
+        batch = m[n].get("batch_size", "?")
         figs += _fig(run.root / "classifier" / n / "grad_norms.png",
                      f"{n}: per-layer gradient norms, first {steps} steps, n = {batch} images per step")
     for n in names:

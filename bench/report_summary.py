@@ -147,7 +147,7 @@ def key_rows(run: Run) -> list[list[Cell]]:
     r = run.robustness or {}
     models = r.get("models") or {}
     eps = key_eps(run)
-    n_classes = next((c.get("model", {}).get("n_classes") for c in run.classifier_cfg.values() if c), None)
+    n_classes = next((c.get("n_classes") for c in run.classifier_model.values() if c), None)
     chance = pct(1 / n_classes) if n_classes else "—"
     if models:
         for label, m in models.items():
