@@ -18,6 +18,9 @@ this module configures them and adds only what torchattacks lacks:
   exposes the pre-sine values ``omega (W x + b)`` as logits. Both are attacked with
   :class:`PGD` and always judged by the real model.
 * :class:`Transfer` -- adversarial examples crafted on another (standard-head) model.
+
+Every attack is built by its entry in :mod:`eegsine.attack_registry` (name, kind, label and
+builder in one place); :func:`build_attack` looks the entry up.
 """
 from __future__ import annotations
 
@@ -33,7 +36,8 @@ except ImportError as e:  # declared (the toolkit extra), but `make` installs it
                       "pip install --no-deps torchattacks==3.5.1 (--no-deps: its torchvision requirement would "
                       "replace your torch build)", name="torchattacks") from e
 
-from eegsine.attack_registry import ATTACKS, WHITE_BOX, AttackParams, AttackSpec, describe  # noqa: F401 - re-exported
+from eegsine.attack_registry import (ATTACKS, REGISTRY, TRAINING_ATTACKS, WHITE_BOX, AttackParams,  # noqa: F401
+                                     AttackSpec, describe)  # re-exported
 from eegsine.errors import UserError
 
 
@@ -129,6 +133,33 @@ class Transfer(Attack):
         return self.source_attack(images, labels)
 
 
+# -- torchattacks' components at AutoAttack's settings (one restart, L-inf); the registry builds them too --
+def apgd(model: nn.Module, eps: float, steps: int, seed: int, loss: str) -> Attack:
+    """APGD with the ``"ce"`` or ``"dlr"`` loss."""
+    return torchattacks.APGD(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, loss=loss)
+
+
+def apgd_targeted(model: nn.Module, eps: float, n_classes: int, steps: int, n_targets: int, seed: int) -> Attack:
+    """APGD-T against the ``n_targets`` most likely other classes (at most ``n_classes - 1``)."""
+    atk = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, n_classes=n_classes)
+    atk.n_target_classes = min(n_targets, n_classes - 1)
+    return atk
+
+
+def fab_targeted(model: nn.Module, eps: float, n_classes: int, steps: int, n_targets: int, seed: int) -> Attack:
+    """FAB-T (multi-targeted) against the ``n_targets`` most likely other classes."""
+    atk = torchattacks.FAB(model, norm="Linf", eps=eps, steps=steps, n_restarts=1, seed=seed, multi_targeted=True,
+                           n_classes=n_classes)
+    atk.n_target_classes = min(n_targets, n_classes - 1)
+    return atk
+
+
+def square(model: nn.Module, eps: float, queries: int, seed: int) -> Attack:
+    """Square (black box, margin loss) with AutoAttack's initial square size."""
+    return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=queries, n_restarts=1, p_init=0.8, loss="margin",
+                               seed=seed)
+
+
 class AutoAttackStandard(Attack):
     """AutoAttack "standard" from torchattacks' components; worst case per example.
 
@@ -139,19 +170,11 @@ class AutoAttackStandard(Attack):
     def __init__(self, model: nn.Module, eps: float = 0.3, n_classes: int = 10, seed: int = 0,
                  apgd_steps: int = 100, fab_steps: int = 100, square_queries: int = 5000, n_targets: int = 9):
         super().__init__("AutoAttackStandard", model)
-        n_targets = min(n_targets, n_classes - 1)
-        apgd_t = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=apgd_steps, n_restarts=1, seed=seed, n_classes=n_classes)
-        apgd_t.n_target_classes = n_targets
-        fab_t = torchattacks.FAB(model, norm="Linf", eps=eps, steps=fab_steps, n_restarts=1, seed=seed,
-                                 multi_targeted=True, n_classes=n_classes)
-        fab_t.n_target_classes = n_targets
+        apgd_t = apgd_targeted(model, eps, n_classes, apgd_steps, n_targets, seed)
+        fab_t = fab_targeted(model, eps, n_classes, fab_steps, n_targets, seed)
         self.names = ["apgd-ce", "apgd-t", "fab-t", "square"]
-        self.attacks = [
-            torchattacks.APGD(model, norm="Linf", eps=eps, steps=apgd_steps, n_restarts=1, seed=seed, loss="ce"),
-            apgd_t, fab_t,
-            torchattacks.Square(model, norm="Linf", eps=eps, n_queries=square_queries, n_restarts=1, p_init=0.8,
-                                loss="margin", seed=seed),
-        ]
+        self.attacks = [apgd(model, eps, apgd_steps, seed, "ce"), apgd_t, fab_t,
+                        square(model, eps, square_queries, seed)]
         self.eps = eps
         self.success_by: torch.Tensor | None = None
         self.supported_mode = ["default"]
@@ -180,43 +203,12 @@ class AutoAttackStandard(Attack):
         return out
 
 
-def build_attack(name: str, model: nn.Module, eps: float, n_classes: int, params: AttackParams | None = None,
-                 source_model: nn.Module | None = None) -> Attack:
-    """Construct attack ``name`` (a key of :data:`ATTACKS`) against ``model`` at L-inf radius ``eps``."""
-    p = params or AttackParams()
-    if name not in ATTACKS:
+def build_attack(name: str, model: nn.Module, eps: float, n_classes: int | None = None,
+                 params: AttackParams | None = None, source_model: nn.Module | None = None) -> Attack:
+    """Attack ``name`` (of :data:`ATTACKS` or :data:`TRAINING_ATTACKS`) against ``model`` at L-inf radius ``eps``.
+
+    ``n_classes`` is read by the targeted attacks and AutoAttack only.
+    """
+    if name not in REGISTRY:
         raise UserError(f"unknown attack {name!r} (known: {', '.join(ATTACKS)})")
-    spec = ATTACKS[name]
-    if spec.sine_only and not hasattr(model.head, "pre_activation"):
-        raise UserError(f"attack {name!r} needs a sine-head model")
-    if spec.needs_source and source_model is None:
-        raise UserError(f"attack {name!r} needs a source model")
-    pgd = dict(eps=eps, alpha=p.pgd_alpha, steps=p.pgd_steps, restarts=p.pgd_restarts)
-    if name == "fgsm":
-        return torchattacks.FGSM(model, eps=eps)
-    if name in ("pgd-ce", "pgd-margin"):
-        return PGD(model, loss=name.split("-")[1], **pgd)
-    if name in ("apgd-ce", "apgd-dlr"):
-        return torchattacks.APGD(model, norm="Linf", eps=eps, steps=p.apgd_steps, n_restarts=1, seed=p.seed,
-                                 loss=name.split("-")[1])
-    if name == "apgd-t":
-        atk = torchattacks.APGDT(model, norm="Linf", eps=eps, steps=p.apgd_steps, n_restarts=1, seed=p.seed, n_classes=n_classes)
-        atk.n_target_classes = min(p.n_targets, n_classes - 1)
-        return atk
-    if name == "fab-t":
-        atk = torchattacks.FAB(model, norm="Linf", eps=eps, steps=p.fab_steps, n_restarts=1, seed=p.seed,
-                               multi_targeted=True, n_classes=n_classes)
-        atk.n_target_classes = min(p.n_targets, n_classes - 1)
-        return atk
-    if name == "square":
-        return torchattacks.Square(model, norm="Linf", eps=eps, n_queries=p.square_queries, n_restarts=1, p_init=0.8,
-                                   loss="margin", seed=p.seed)
-    if name == "autoattack":
-        return AutoAttackStandard(model, eps=eps, n_classes=n_classes, seed=p.seed, apgd_steps=p.apgd_steps,
-                                  fab_steps=p.fab_steps, square_queries=p.square_queries, n_targets=p.n_targets)
-    if name == "bpda-pgd":
-        return PGD(BPDASine(model), loss="ce", judge=model, **pgd)
-    if name == "presine-pgd":
-        return PGD(PreSine(model), loss="margin", judge=model, **pgd)
-    # transfer
-    return Transfer(model, PGD(source_model, loss="ce", **pgd))
+    return REGISTRY[name].build(model, eps, n_classes, params, source_model)

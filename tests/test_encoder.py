@@ -17,7 +17,8 @@ from eegsine.errors import UserError
 from eegsine.models.eeg_encoder import (ARCHS, EEGEncoderConfig, EEGTokenMapper, build_encoder, check_input,
                                         load_encoder, save_encoder)
 from eegsine.training.encoder import EncoderTrainConfig, encoder_preset, train_encoder
-from eegsine.training.episodes import EpisodeSampler, clip_loss, prototypical_loss
+from eegsine.training.episodes import EpisodeSampler
+from eegsine.training.losses import clip_loss, prototypical_loss
 
 
 def small_vep(n_chans: int = 12, n_times: int = 64, per_image: int = 3, imgs_per_class: int = 8, seed: int = 0) -> EEGSet:

@@ -10,11 +10,15 @@ logged as a WARNING and stored in metrics.json. Per-layer gradient norms of the 
 steps are logged and plotted (``grad_norms.png``) so the head-initialisation claim can be
 checked; :func:`init_gradient_probe` compares the three head inits side by side.
 
-Hand-written: the loop (~100 lines). accelerate would add nothing on one CPU process and
-makes the per-step gradient logging harder; torchattacks generates the attacks.
+Hand-written: the loop (epoch, step, evaluation, ~90 lines). accelerate would add nothing on one
+CPU process and makes the per-step gradient logging harder; the attacks are torchattacks' FGSM,
+FFGSM and PGD, built through the attack registry (:mod:`eegsine.attack_registry`); the
+learning rate, checkpoint and run folder come from :mod:`eegsine.training.loop`.
 """
 from __future__ import annotations
 
+import dataclasses
+import logging
 import math
 import time
 from pathlib import Path
@@ -25,14 +29,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eegsine.checkpoint import load_checkpoint, save_checkpoint
-from eegsine.attacks import torchattacks  # imported there with the message saying how to install it
+from eegsine.attacks import AttackParams, build_attack  # torchattacks there, with how to install it
 from eegsine.errors import DataMissingError, UserError
-from eegsine.io import load_weights, run_logger, save_weights, update_metrics
+from eegsine.io import atomic_write_text, load_weights, save_weights, update_metrics
 from eegsine.models.classifier import ClassifierConfig, build_classifier, save_classifier
+from eegsine.plotting import plot_accuracy_curves, plot_grad_norms, plot_layer_norms
 from eegsine.run_folder import RunFolder
 from eegsine.training.configs import (CLASSIFIER_PRESETS, DATASETS, ClassifierTrainConfig,  # noqa: F401 - re-exported
                                      classifier_preset)
+from eegsine.training.loop import Checkpoint, cosine_warmup, open_run, start_log
 
 BEST_FILE = "best.safetensors"
 
@@ -90,9 +95,9 @@ def validate_robust(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: flo
     """Clean, FGSM and PGD-``steps`` accuracy (eps in pixel units) on a validation subset."""
     model.eval()
     out = {"clean": _accuracy(model, x, y)}
-    out["fgsm"] = _attack_accuracy(torchattacks.FGSM(model, eps=eps), model, x, y) if eps > 0 else out["clean"]
-    out["pgd"] = (_attack_accuracy(torchattacks.PGD(model, eps=eps, alpha=2.5 * eps / steps, steps=steps), model, x, y)
-                  if eps > 0 else out["clean"])
+    out["fgsm"] = _attack_accuracy(build_attack("fgsm", model, eps), model, x, y) if eps > 0 else out["clean"]
+    pgd = build_attack("pgd-rs", model, eps, params=AttackParams(pgd_steps=steps)) if eps > 0 else None
+    out["pgd"] = _attack_accuracy(pgd, model, x, y) if pgd is not None else out["clean"]
     return out
 
 
@@ -119,27 +124,6 @@ def layer_grad_norms(model: nn.Module) -> dict[str, float]:
     return {n: float(mods[n].weight.grad.norm()) if mods[n].weight.grad is not None else 0.0 for n in layer_names(model)}
 
 
-def plot_grad_norms(grad_log: dict[str, list[float]], path: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4))
-    cmap = plt.get_cmap("viridis")
-    names = list(grad_log)
-    for i, name in enumerate(names):
-        ax.plot(np.maximum(grad_log[name], 1e-30), label=name, color=cmap(i / max(1, len(names) - 1)))
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("||dL/dW|| (per layer)")
-    ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def init_gradient_probe(model_cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
                         inits: tuple[str, ...] = ("siren", "poster", "default"), n_batches: int = 5,
                         batch_size: int = 64, seed: int = 0) -> dict[str, dict[str, float]]:
@@ -148,11 +132,6 @@ def init_gradient_probe(model_cfg: ClassifierConfig, x: torch.Tensor, y: torch.T
     Writes ``init_probe.png`` and returns {init: {layer: norm}}: the claim under test is that
     the special head init keeps the early-layer gradients of a sine head alive.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     out: dict[str, dict[str, float]] = {}
     for init in inits:
         torch.manual_seed(seed)
@@ -165,50 +144,59 @@ def init_gradient_probe(model_cfg: ClassifierConfig, x: torch.Tensor, y: torch.T
             for k, v in layer_grad_norms(model).items():
                 acc[k] = acc.get(k, 0.0) + v / n_batches
         out[init] = acc
-    names = layer_names(build_classifier(model_cfg))
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for init in inits:
-        ax.plot(range(len(names)), [max(out[init][n], 1e-30) for n in names], marker="o", label=f"init={init}")
-    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=7)
-    ax.set_yscale("log")
-    ax.set_ylabel("||dL/dW|| at init")
-    ax.set_title(f"{model_cfg.arch}, {model_cfg.head} head (omega={model_cfg.omega}, A={model_cfg.amplitude}): "
-                 f"gradient norms at initialisation", fontsize=8)
-    ax.legend()
-    fig.tight_layout()
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    fig.savefig(Path(out_dir) / "init_probe.png", dpi=120)
-    plt.close(fig)
+    plot_layer_norms(out, layer_names(build_classifier(model_cfg)), Path(out_dir) / "init_probe.png",
+                     f"{model_cfg.arch}, {model_cfg.head} head (omega={model_cfg.omega}, A={model_cfg.amplitude}): "
+                     f"gradient norms at initialisation")
     return out
 
 
 # -- training ---------------------------------------------------------------------------------------
+TRAIN_ATTACK = {"fgsm_rs": "fgsm-rs", "pgd": "pgd-rs"}  # ClassifierTrainConfig.mode -> attack registry name
+
+
 def _lr_at(cfg: ClassifierTrainConfig, step: int, total: int) -> float:
-    if cfg.lr_schedule == "constant":
-        return cfg.lr
-    return 0.5 * cfg.lr * (1.0 + math.cos(math.pi * min(step, total) / max(1, total)))
+    """constant, or a cosine from lr to 0 over the run (no warm-up)."""
+    return cfg.lr if cfg.lr_schedule == "constant" else cosine_warmup(step, total, 0, cfg.lr)
 
 
 def _train_attack(cfg: ClassifierTrainConfig, model: nn.Module, eps: float):
     if cfg.mode == "natural" or eps <= 0:
         return None
-    if cfg.mode == "fgsm_rs":
-        return torchattacks.FFGSM(model, eps=eps, alpha=cfg.alpha or 1.25 * eps)
-    return torchattacks.PGD(model, eps=eps, alpha=cfg.alpha or 2.5 * eps / cfg.steps, steps=cfg.steps, random_start=True)
+    p = AttackParams(pgd_steps=cfg.steps, pgd_alpha=cfg.alpha, fgsm_rs_alpha=cfg.alpha)
+    return build_attack(TRAIN_ATTACK[cfg.mode], model, eps, cfg.model.n_classes, p)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What the steps of one classifier run share."""
+
+    cfg: ClassifierTrainConfig
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    data: dict
+    run_dir: Path
+    log: logging.Logger
+    ckpt: Checkpoint
+    prog: dict
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.cfg.epochs
 
 
 def train_classifier(cfg: ClassifierTrainConfig, run_dir: str | Path, data: dict | None = None) -> dict:
     """Train one classifier into ``run_dir`` (resuming from its checkpoint if present); return its metrics.
 
     The folder follows :class:`~eegsine.run_folder.RunFolder`'s protocol: locked while training,
-    ``config.json`` written once data and model are ready.
+    ``config.json`` written once data and model are ready (the model's input shape comes from the
+    data, so the config is compared with the folder's only then).
     """
-    with RunFolder(run_dir) as run:
+    with open_run(run_dir) as run:
         return _train(cfg, run, data)
 
 
 def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dict:
-    run_dir = run.path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     data = data or load_split(cfg)
@@ -218,69 +206,76 @@ def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dic
     opt = (torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
            else torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True))
     run.write_config(cfg)  # only now: a failed attempt must not block the corrected retry
-    log = run_logger(run_dir, "eegsine.train")
-    run.log_notes(log)
+    log = start_log(run, "eegsine.train")
     n = len(data["train_x"])
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    eval_every = cfg.eval_every_steps or steps_per_epoch
-    vx, vy = data["val_x"][: cfg.n_val_eval], data["val_y"][: cfg.n_val_eval]
-
-    prog = load_checkpoint(run_dir, {"model": model}, {"opt": opt}) or {
-        "step": 0, "history": [], "best": None, "co_events": [], "grad_norms": {}, "train_s": 0.0, "seen": 0}
-    if prog["step"]:
-        log.info(f"resuming at step {prog['step']}/{total_steps}")
-    else:
+    ckpt = Checkpoint(run.path, {"model": model}, {"opt": opt})
+    r = _Run(cfg, model, opt, data, run.path, log, ckpt, {}, math.ceil(n / cfg.batch_size))
+    r.prog = ckpt.resume({"step": 0, "history": [], "best": None, "co_events": [], "grad_norms": {}, "train_s": 0.0,
+                          "seen": 0}, log, "training", "step", r.total_steps)
+    if not r.prog["step"]:
         log.info(f"training {cfg.model.arch} ({cfg.model.head} head, init={cfg.model.init}) on {cfg.dataset} "
                  f"({n} train / {len(data['val_x'])} val images, {data['source']}), mode={cfg.mode}, eps={cfg.eps} "
-                 f"(pixel units), {cfg.epochs} epochs x {steps_per_epoch} steps")
+                 f"(pixel units), {cfg.epochs} epochs x {r.steps_per_epoch} steps")
+    while r.prog["step"] < r.total_steps:
+        _epoch(r)
+    return _finish(r)
 
-    def checkpoint() -> None:
-        save_checkpoint(run_dir, {"model": model}, {"opt": opt}, prog)
 
-    while prog["step"] < total_steps:
-        epoch, start = divmod(prog["step"], steps_per_epoch)
-        perm = torch.from_numpy(np.random.default_rng(cfg.seed * 100_003 + epoch).permutation(n))
-        bar = tqdm(range(start, steps_per_epoch), desc=f"{cfg.model.head} epoch {epoch + 1}/{cfg.epochs}",
-                   initial=start, total=steps_per_epoch, leave=False, dynamic_ncols=True)
-        for b in bar:
-            t0 = time.perf_counter()
-            step = prog["step"]
-            idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = data["train_x"][idx], data["train_y"][idx]
-            ramp = min(1.0, (step + 1) / (cfg.eps_ramp_epochs * steps_per_epoch)) if cfg.eps_ramp_epochs > 0 else 1.0
-            atk = _train_attack(cfg, model, cfg.eps * ramp)
-            x_in = atk(x, y) if atk is not None else x  # torchattacks evaluates in eval mode, restores train mode
-            model.train()
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(cfg, step, total_steps)
-            logits = model(x_in)
-            loss = F.cross_entropy(logits, y)
-            if not math.isfinite(loss.item()):  # stop before the step: NaN weights are never checkpointed or saved
-                raise UserError(f"training diverged: loss is {loss.item()} at step {step + 1} with lr={cfg.lr:g} "
-                                f"({cfg.optimizer}); lower --lr")
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if step < cfg.grad_log_steps:
-                for k, v in layer_grad_norms(model).items():
-                    prog["grad_norms"].setdefault(k, []).append(v)
-            opt.step()
-            if step == 0 and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-                raise UserError(f"training diverged: the first step with lr={cfg.lr:g} ({cfg.optimizer}) made the "
-                                "weights non-finite; lower --lr")
-            prog["step"] = step + 1
-            prog["seen"] += len(idx)
-            prog["train_s"] += time.perf_counter() - t0
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{(logits.argmax(1) == y).float().mean().item():.2f}",
-                            eps=f"{cfg.eps * ramp:.2f}")
-            if prog["step"] % eval_every == 0 or prog["step"] == total_steps:
-                _evaluate(cfg, model, vx, vy, prog, run_dir, log)
-            if cfg.ckpt_every_steps and prog["step"] % cfg.ckpt_every_steps == 0:
-                checkpoint()
-        bar.close()
-        checkpoint()
+def _epoch(r: _Run) -> None:
+    """The rest of the epoch the run stands in (a resumed run restarts mid-epoch at its step)."""
+    cfg, prog = r.cfg, r.prog
+    epoch, start = divmod(prog["step"], r.steps_per_epoch)
+    perm = torch.from_numpy(np.random.default_rng(cfg.seed * 100_003 + epoch).permutation(len(r.data["train_x"])))
+    eval_every = cfg.eval_every_steps or r.steps_per_epoch
+    vx, vy = r.data["val_x"][: cfg.n_val_eval], r.data["val_y"][: cfg.n_val_eval]
+    bar = tqdm(range(start, r.steps_per_epoch), desc=f"{cfg.model.head} epoch {epoch + 1}/{cfg.epochs}",
+               initial=start, total=r.steps_per_epoch, leave=False, dynamic_ncols=True)
+    for b in bar:
+        t0 = time.perf_counter()
+        idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+        loss, acc, eps = _step(r, r.data["train_x"][idx], r.data["train_y"][idx])
+        prog["seen"] += len(idx)
+        prog["train_s"] += time.perf_counter() - t0
+        bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}", eps=f"{eps:.2f}")
+        if prog["step"] % eval_every == 0 or prog["step"] == r.total_steps:
+            _evaluate(cfg, r.model, vx, vy, prog, r.run_dir, r.log)
+        if cfg.ckpt_every_steps and prog["step"] % cfg.ckpt_every_steps == 0:
+            r.ckpt.save(prog)
+    bar.close()
+    r.ckpt.save(prog)
 
-    # final model = best on validation
+
+def _step(r: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
+    """One optimizer step on the batch's adversarial examples; -> (loss, batch accuracy, eps used)."""
+    cfg, model, prog = r.cfg, r.model, r.prog
+    step = prog["step"]
+    ramp = min(1.0, (step + 1) / (cfg.eps_ramp_epochs * r.steps_per_epoch)) if cfg.eps_ramp_epochs > 0 else 1.0
+    atk = _train_attack(cfg, model, cfg.eps * ramp)
+    x_in = atk(x, y) if atk is not None else x  # torchattacks evaluates in eval mode, restores train mode
+    model.train()
+    for g in r.opt.param_groups:
+        g["lr"] = _lr_at(cfg, step, r.total_steps)
+    logits = model(x_in)
+    loss = F.cross_entropy(logits, y)
+    if not math.isfinite(loss.item()):  # stop before the step: NaN weights are never checkpointed or saved
+        raise UserError(f"training diverged: loss is {loss.item()} at step {step + 1} with lr={cfg.lr:g} "
+                        f"({cfg.optimizer}); lower --lr")
+    r.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if step < cfg.grad_log_steps:
+        for k, v in layer_grad_norms(model).items():
+            prog["grad_norms"].setdefault(k, []).append(v)
+    r.opt.step()
+    if step == 0 and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise UserError(f"training diverged: the first step with lr={cfg.lr:g} ({cfg.optimizer}) made the "
+                        "weights non-finite; lower --lr")
+    prog["step"] = step + 1
+    return loss.item(), (logits.argmax(1) == y).float().mean().item(), cfg.eps * ramp
+
+
+def _finish(r: _Run) -> dict:
+    """The final model is the best on validation: save it, score it on the clean test split, write the report."""
+    cfg, model, prog, data, run_dir = r.cfg, r.model, r.prog, r.data, r.run_dir
     if (run_dir / BEST_FILE).exists():
         model.load_state_dict(load_weights(run_dir / BEST_FILE))
     model.eval()
@@ -290,9 +285,11 @@ def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dic
         plot_grad_norms(prog["grad_norms"], run_dir / "grad_norms.png",
                         f"{cfg.model.head} head, init={cfg.model.init}: per-layer gradient norms, first "
                         f"{len(next(iter(prog['grad_norms'].values())))} steps ({cfg.mode}, {cfg.dataset})")
+    n_val_eval = len(data["val_x"][: cfg.n_val_eval])
     metrics = {
-        "dataset": cfg.dataset, "data_source": data["source"], "n_train": n, "n_val": len(data["val_x"]),
-        "n_val_eval": len(vx), "mode": cfg.mode, "eps": cfg.eps, "eps_units": "[0,1] pixel",
+        "dataset": cfg.dataset, "data_source": data["source"], "n_train": len(data["train_x"]),
+        "n_val": len(data["val_x"]), "n_val_eval": n_val_eval, "mode": cfg.mode, "eps": cfg.eps,
+        "eps_units": "[0,1] pixel",
         "head": cfg.model.head, "init": cfg.model.init, "steps": prog["step"], "epochs": cfg.epochs,
         "history": prog["history"], "best": prog["best"], "catastrophic_overfitting": prog["co_events"],
         "test_clean_accuracy": test_clean, "n_test": len(data["test_x"]),
@@ -303,10 +300,10 @@ def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dic
     update_metrics(run_dir, "train", metrics)
     write_train_report(run_dir, cfg, metrics)
     best = prog["best"] or {}
-    log.info(f"done: best val (step {best.get('step')}): clean {best.get('clean', float('nan')):.3f}, "
-             f"FGSM {best.get('fgsm', float('nan')):.3f}, PGD-{cfg.val_pgd_steps} {best.get('pgd', float('nan')):.3f} "
-             f"at eps={cfg.eps} on {len(vx)} val images; test clean {test_clean:.4f} ({len(data['test_x'])} images); "
-             f"{metrics['train_wall_s']} s training")
+    r.log.info(f"done: best val (step {best.get('step')}): clean {best.get('clean', float('nan')):.3f}, "
+               f"FGSM {best.get('fgsm', float('nan')):.3f}, PGD-{cfg.val_pgd_steps} {best.get('pgd', float('nan')):.3f} "
+               f"at eps={cfg.eps} on {n_val_eval} val images; test clean {test_clean:.4f} ({len(data['test_x'])} images); "
+               f"{metrics['train_wall_s']} s training")
     return metrics
 
 
@@ -339,13 +336,6 @@ def _evaluate(cfg: ClassifierTrainConfig, model: nn.Module, vx: torch.Tensor, vy
 
 def write_train_report(run_dir: Path, cfg: ClassifierTrainConfig, m: dict) -> None:
     """``train.md`` (one table) and ``curves.png`` (validation accuracy over steps)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from eegsine.io import atomic_write_text
-
     b = m["best"] or {}
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     lines = [f"### {cfg.model.head} head ({cfg.model.arch}, init={cfg.model.init}) -- {cfg.mode} training on {cfg.dataset}",
@@ -357,16 +347,6 @@ def write_train_report(run_dir: Path, cfg: ClassifierTrainConfig, m: dict) -> No
              f"Training wall time {m['train_wall_s']} s ({m['train_images_per_s']} images/s incl. attack generation).",
              "Catastrophic overfitting: " + ("; ".join(m["catastrophic_overfitting"]) or "not detected") + "."]
     atomic_write_text(run_dir / "train.md", "\n".join(lines) + "\n")
-    h = m["history"]
-    if h:
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        for k in ("clean", "fgsm", "pgd"):
-            ax.plot([r["step"] for r in h], [r[k] for r in h], marker="o", label=k)
-        ax.set_xlabel("step")
-        ax.set_ylabel(f"validation accuracy (eps={cfg.eps})")
-        ax.set_ylim(0, 1)
-        ax.set_title(f"{cfg.model.head} head, {cfg.mode} on {cfg.dataset}", fontsize=9)
-        ax.legend()
-        fig.tight_layout()
-        fig.savefig(run_dir / "curves.png", dpi=120)
-        plt.close(fig)
+    if m["history"]:
+        plot_accuracy_curves(m["history"], ("clean", "fgsm", "pgd"), run_dir / "curves.png",
+                             f"validation accuracy (eps={cfg.eps})", f"{cfg.model.head} head, {cfg.mode} on {cfg.dataset}")

@@ -9,11 +9,12 @@ from eegsine.config import add_config_args, config_from_args
 
 
 def _run(ns: argparse.Namespace) -> int:
+    from eegsine.bench.timing import diffusion_speed  # an entry point may reach across layers
     from eegsine.training.diffusion import DiffusionTrainConfig, diffusion_preset, train_diffusion
 
     base = diffusion_preset(ns.preset) if ns.preset else None
     cfg = config_from_args(DiffusionTrainConfig, ns, base=base)
-    m = train_diffusion(cfg, Path(ns.run))
+    m = train_diffusion(cfg, Path(ns.run), speed_probe=diffusion_speed)
     summary = {"run": ns.run, "model": str(Path(ns.run) / "model"), "mode": m["mode"], "params": m["params"],
                "seconds_per_epoch": m["seconds_per_epoch"], "final_loss": m["history"][-1]["loss"] if m["history"] else None,
                "speed": m.get("speed"), "joint": m.get("joint")}

@@ -10,7 +10,7 @@ against a *frozen* image encoder (by default the in-project CNN, trained first o
 train-split stimuli; see ``eegsine.models.image_encoder``). An epoch is as many episodes as
 cover the train split once. After every epoch the model is scored on the validation split
 (nearest class mean [+ retrieval]); the best epoch is kept - never chosen on test. Every
-epoch writes a resumable checkpoint (``eegsine.checkpoint``); a rerun on the same folder resumes.
+epoch writes a resumable checkpoint (``eegsine.training.loop``); a rerun on the same folder resumes.
 The loop runs under Hugging Face Accelerate, so ``accelerate launch -m eegsine train
 encoder ...`` runs data-parallel unchanged (each process draws its own episodes).
 
@@ -19,7 +19,8 @@ training on shuffled label+image assignments, and the class-only encoder (see
 ``eegsine.embed_eval``). Evaluation lives in ``eegsine.training.encoder_eval``.
 
 Hand-written: the episode loop (no library trains prototypical + contrastive objectives
-under Accelerate); Accelerate does devices/DDP, tqdm the progress, eegsine.io the files.
+under Accelerate); the losses are in ``eegsine.training.losses``, the episodes in
+``eegsine.training.episodes``; Accelerate does devices/DDP, tqdm the progress, eegsine.io the files.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,14 +39,15 @@ from tqdm.auto import tqdm
 from eegsine.data import EEGSet, load_eeg
 from eegsine.embed_eval import _l2, retrieval_topk
 from eegsine.errors import DataMissingError, UserError
-from eegsine.checkpoint import load_checkpoint, save_checkpoint
-from eegsine.io import load_state_into, run_logger, save_weights, update_metrics
+from eegsine.io import load_state_into, save_weights, update_metrics
 from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, embed, save_encoder
 from eegsine.models.image_encoder import build_image_encoder, embed_images, load_image_encoder, save_image_encoder
 from eegsine.run_folder import RunFolder, main_process
 from eegsine.training.configs import ENCODER_PRESETS as PRESETS  # noqa: F401 - re-exported
 from eegsine.training.configs import EncoderTrainConfig, encoder_preset  # noqa: F401 - re-exported
-from eegsine.training.episodes import EpisodeSampler, clip_loss, cosine_ce, prototypical_loss
+from eegsine.training.episodes import EpisodeSampler
+from eegsine.training.loop import Checkpoint, accelerator, cosine_warmup, open_run, start_log
+from eegsine.training.losses import clip_loss, cosine_ce, prototypical_loss
 
 ENCODER_DIR = "encoder"            # best EEG encoder: config.json + model.safetensors (load_encoder reads it)
 IMAGE_ENCODER_DIR = "image_encoder"
@@ -191,10 +193,8 @@ class Aligner(nn.Module):
 
 
 def _lr_at(step: int, total: int, cfg: EncoderTrainConfig) -> float:
-    warm = max(1, int(cfg.warmup_frac * total))
-    if step < warm:
-        return cfg.lr * (step + 1) / warm
-    return cfg.lr * 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, total - warm)))
+    """Warm-up over ``warmup_frac`` of the steps (at least one), then a cosine to 0."""
+    return cosine_warmup(step, total, max(1, int(cfg.warmup_frac * total)), cfg.lr)
 
 
 def augment(x: torch.Tensor, cfg: EncoderTrainConfig, sfreq: float, g: torch.Generator) -> torch.Tensor:
@@ -242,11 +242,42 @@ def validate_score(model: Aligner, prep: Prepared, y: np.ndarray, image: np.ndar
     return out
 
 
+@dataclasses.dataclass
+class _Fit:
+    """What the epochs of one :func:`fit` share."""
+
+    cfg: EncoderTrainConfig
+    prep: Prepared
+    acc: Any                      # accelerate.Accelerator
+    model: nn.Module              # the Aligner as Accelerate prepared it (DDP-wrapped under accelerate launch)
+    raw: Aligner
+    opt: Any
+    sampler: EpisodeSampler
+    steps: int
+    y: np.ndarray                 # labels and stimulus ids trained on (permuted for the shuffled control)
+    image: np.ndarray
+    w_clip: float
+    anchors: torch.Tensor | None
+    shuffle: bool
+    out_dir: Path
+    x_all: torch.Tensor = dataclasses.field(init=False)       # (N, C, T) every trial
+    y_t: torch.Tensor = dataclasses.field(init=False)
+    img_t: torch.Tensor = dataclasses.field(init=False)
+    img_emb: torch.Tensor | None = dataclasses.field(init=False)  # (M, D) frozen image embeddings
+
+    def __post_init__(self) -> None:
+        self.x_all = torch.from_numpy(self.prep.ds.x)
+        self.y_t, self.img_t = torch.from_numpy(self.y), torch.from_numpy(self.image)
+        self.img_emb = torch.as_tensor(self.prep.img_emb) if self.prep.img_emb is not None else None
+
+    @property
+    def total(self) -> int:
+        return self.steps * self.cfg.epochs
+
+
 def fit(cfg: EncoderTrainConfig, prep: Prepared, out_dir: Path, logger, shuffle: bool = False,
         callback: Callable[[int, dict], None] | None = None) -> dict:
     """Train one aligner into ``out_dir`` (resumable); returns the training summary."""
-    from accelerate import Accelerator
-
     ds = prep.ds
     out_dir.mkdir(parents=True, exist_ok=True)
     y, image = (shuffled_assignment(ds, [prep.train, prep.val], cfg.seed) if shuffle else (ds.y, ds.image))
@@ -258,86 +289,101 @@ def fit(cfg: EncoderTrainConfig, prep: Prepared, out_dir: Path, logger, shuffle:
         raise UserError(f"{ds.name}: no loss left (no images for w_clip; set w_proto or w_cls > 0)")
 
     torch.manual_seed(cfg.seed)
-    acc = Accelerator(cpu=not torch.cuda.is_available())
+    acc = accelerator()
     model = Aligner(enc_cfg, cfg, ds.n_outputs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_way = min(cfg.n_way, len(prep.seen)) if cfg.n_way else 0  # held-out classes shrink the pool
     sampler = EpisodeSampler(y[prep.train], prep.seen, n_way, cfg.k_shot, cfg.n_query, logger)
     sampler.by_class = {c: prep.train[i] for c, i in sampler.by_class.items()}  # local -> dataset indices
-    steps = max(1, len(prep.train) // sampler.episode_size)
-    total = steps * cfg.epochs
-    progress = load_checkpoint(out_dir / "ckpt", {"model": model}, {"opt": opt}) or {
-        "epoch": 0, "best_score": -1.0, "best_epoch": -1, "history": []}
-    if progress["epoch"]:
-        logger.info(f"resuming {out_dir} at epoch {progress['epoch']}/{cfg.epochs}")
-    model, opt = acc.prepare(model, opt)
-    raw = acc.unwrap_model(model)
-    x_all = torch.from_numpy(ds.x)
-    y_t, img_t = torch.from_numpy(y), torch.from_numpy(image)
-    img_emb = torch.as_tensor(prep.img_emb) if use_img else None
+    ckpt = Checkpoint(out_dir / "ckpt", {"model": model}, {"opt": opt})
+    progress = ckpt.resume({"epoch": 0, "best_score": -1.0, "best_epoch": -1, "history": []}, logger, str(out_dir),
+                           "epoch", cfg.epochs)
+    prepared, opt = acc.prepare(model, opt)
+    f = _Fit(cfg, prep, acc, prepared, acc.unwrap_model(prepared), opt, sampler,
+             max(1, len(prep.train) // sampler.episode_size), y, image, w_clip, anchors, shuffle, out_dir)
     for epoch in range(progress["epoch"], cfg.epochs):
-        rng = np.random.default_rng([cfg.seed, epoch, acc.process_index])
-        g = torch.Generator().manual_seed(int(rng.integers(2**62)))  # augmentation: reproducible on resume
-        model.train()
-        t0 = time.perf_counter()
-        sums = {"loss": 0.0, "proto": 0.0, "clip": 0.0, "cls": 0.0, "episode_acc": 0.0}
-        bar = tqdm(range(steps), desc=f"{'control ' if shuffle else ''}epoch {epoch + 1}/{cfg.epochs}", leave=False,
-                   disable=not acc.is_local_main_process)
-        for s in bar:
-            for group in opt.param_groups:
-                group["lr"] = _lr_at(epoch * steps + s, total, cfg)
-            sup, qry = sampler.sample(rng)
-            idx = torch.from_numpy(np.concatenate([sup, qry]))
-            z = model(augment(x_all[idx], cfg, ds.sfreq, g).to(acc.device))  # (S+Q, D)
-            yb = y_t[idx].to(acc.device)
-            ps, cs = raw.scales()
-            loss = torch.zeros((), device=acc.device)
-            if cfg.w_proto > 0:
-                lp, ea = prototypical_loss(z[:len(sup)], yb[:len(sup)], z[len(sup):], yb[len(sup):], ps,
-                                           anchors.to(acc.device) if anchors is not None else None, cfg.anchor_weight)
-                loss = loss + cfg.w_proto * lp
-                sums["proto"] += lp.item()
-                sums["episode_acc"] += ea.item()
-            if w_clip > 0:
-                ib = img_t[idx]
-                lc = clip_loss(z, img_emb[ib].to(acc.device), ib.to(acc.device), cs)
-                loss = loss + w_clip * lc
-                sums["clip"] += lc.item()
-            if cfg.w_cls > 0:
-                lcl = cosine_ce(z, yb, raw.class_weight, ps)
-                loss = loss + cfg.w_cls * lcl
-                sums["cls"] += lcl.item()
-            opt.zero_grad(set_to_none=True)
-            acc.backward(loss)
-            acc.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            sums["loss"] += loss.item()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-        train_s = time.perf_counter() - t0
-        rec = {k: v / steps for k, v in sums.items()}
-        rec.update(epoch=epoch + 1, seconds=train_s, steps=steps, lr=_lr_at((epoch + 1) * steps - 1, total, cfg),
-                   temperature=1.0 / raw.scales()[1].item())
+        rec = _fit_epoch(f, epoch)
         if acc.is_main_process:
-            rec.update(validate_score(raw, prep, y, image, cfg.seed))
-            improved = rec["val_score"] > progress["best_score"]
-            if improved:
-                progress.update(best_score=rec["val_score"], best_epoch=epoch + 1)
-                save_weights(out_dir / ALIGNER_FILE, raw.state_dict())
-                save_encoder(out_dir / ENCODER_DIR, raw.encoder, enc_cfg, preprocessing=ds.preprocessing)
-            progress["history"].append(rec)
-            progress["epoch"] = epoch + 1
-            save_checkpoint(out_dir / "ckpt", {"model": raw}, {"opt": opt}, progress)
-            logger.info(f"{'[control] ' if shuffle else ''}epoch {epoch + 1}/{cfg.epochs}: loss {rec['loss']:.3f} "
-                        f"val {', '.join(f'{k[4:]} {v:.3f}' for k, v in rec.items() if k.startswith('val_'))} "
-                        f"({train_s:.1f} s){' *' if improved else ''}")
+            _end_epoch(f, epoch, rec, progress, ckpt, enc_cfg, logger)
         acc.wait_for_everyone()
         if callback is not None:
             callback(epoch + 1, rec)
     best = Aligner(enc_cfg, cfg, ds.n_outputs)
     load_state_into(best, out_dir / ALIGNER_FILE)
     return {"model": best.eval(), "best_epoch": progress["best_epoch"], "best_val_score": progress["best_score"],
-            "history": progress["history"], "steps_per_epoch": steps, "episode_size": sampler.episode_size,
+            "history": progress["history"], "steps_per_epoch": f.steps, "episode_size": sampler.episode_size,
             "classes_skipped": sampler.skipped, "labels": y, "images": image}
+
+
+def _fit_epoch(f: _Fit, epoch: int) -> dict:
+    """One epoch of episodes; -> its record (mean losses, episode accuracy, time, lr, temperature)."""
+    cfg, acc, ds = f.cfg, f.acc, f.prep.ds
+    rng = np.random.default_rng([cfg.seed, epoch, acc.process_index])
+    g = torch.Generator().manual_seed(int(rng.integers(2**62)))  # augmentation: reproducible on resume
+    f.model.train()
+    t0 = time.perf_counter()
+    sums = {"loss": 0.0, "proto": 0.0, "clip": 0.0, "cls": 0.0, "episode_acc": 0.0}
+    bar = tqdm(range(f.steps), desc=f"{'control ' if f.shuffle else ''}epoch {epoch + 1}/{cfg.epochs}", leave=False,
+               disable=not acc.is_local_main_process)
+    for s in bar:
+        for group in f.opt.param_groups:
+            group["lr"] = _lr_at(epoch * f.steps + s, f.total, cfg)
+        sup, qry = f.sampler.sample(rng)
+        idx = torch.from_numpy(np.concatenate([sup, qry]))
+        z = f.model(augment(f.x_all[idx], cfg, ds.sfreq, g).to(acc.device))  # (S+Q, D)
+        loss = _episode_loss(f, z, idx, len(sup), sums)
+        f.opt.zero_grad(set_to_none=True)
+        acc.backward(loss)
+        acc.clip_grad_norm_(f.model.parameters(), 1.0)
+        f.opt.step()
+        sums["loss"] += loss.item()
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+    rec = {k: v / f.steps for k, v in sums.items()}
+    rec.update(epoch=epoch + 1, seconds=time.perf_counter() - t0, steps=f.steps,
+               lr=_lr_at((epoch + 1) * f.steps - 1, f.total, cfg), temperature=1.0 / f.raw.scales()[1].item())
+    return rec
+
+
+def _episode_loss(f: _Fit, z: torch.Tensor, idx: torch.Tensor, n_sup: int, sums: dict[str, float]) -> torch.Tensor:
+    """w_proto * prototypical + w_clip * InfoNCE + w_cls * cosine CE of one episode's embeddings z (S+Q, D)."""
+    cfg, dev = f.cfg, f.acc.device
+    yb = f.y_t[idx].to(dev)
+    ps, cs = f.raw.scales()
+    loss = torch.zeros((), device=dev)
+    if cfg.w_proto > 0:
+        lp, ea = prototypical_loss(z[:n_sup], yb[:n_sup], z[n_sup:], yb[n_sup:], ps,
+                                   f.anchors.to(dev) if f.anchors is not None else None, cfg.anchor_weight)
+        loss = loss + cfg.w_proto * lp
+        sums["proto"] += lp.item()
+        sums["episode_acc"] += ea.item()
+    if f.w_clip > 0:
+        ib = f.img_t[idx]
+        lc = clip_loss(z, f.img_emb[ib].to(dev), ib.to(dev), cs)
+        loss = loss + f.w_clip * lc
+        sums["clip"] += lc.item()
+    if cfg.w_cls > 0:
+        lcl = cosine_ce(z, yb, f.raw.class_weight, ps)
+        loss = loss + cfg.w_cls * lcl
+        sums["cls"] += lcl.item()
+    return loss
+
+
+def _end_epoch(f: _Fit, epoch: int, rec: dict, progress: dict, ckpt: Checkpoint, enc_cfg: EEGEncoderConfig,
+               logger) -> None:
+    """Main process: score the epoch on validation, keep the best so far (``encoder/``, aligner file), checkpoint."""
+    ds, out_dir = f.prep.ds, f.out_dir
+    rec.update(validate_score(f.raw, f.prep, f.y, f.image, f.cfg.seed))
+    improved = rec["val_score"] > progress["best_score"]
+    if improved:
+        progress.update(best_score=rec["val_score"], best_epoch=epoch + 1)
+        save_weights(out_dir / ALIGNER_FILE, f.raw.state_dict())
+        save_encoder(out_dir / ENCODER_DIR, f.raw.encoder, enc_cfg, preprocessing=ds.preprocessing)
+    progress["history"].append(rec)
+    progress["epoch"] = epoch + 1
+    ckpt.save(progress)
+    logger.info(f"{'[control] ' if f.shuffle else ''}epoch {epoch + 1}/{f.cfg.epochs}: loss {rec['loss']:.3f} "
+                f"val {', '.join(f'{k[4:]} {v:.3f}' for k, v in rec.items() if k.startswith('val_'))} "
+                f"({rec['seconds']:.1f} s){' *' if improved else ''}")
 
 
 def train_encoder(cfg: EncoderTrainConfig, run_dir: str | Path, data: EEGSet | None = None,
@@ -348,8 +394,7 @@ def train_encoder(cfg: EncoderTrainConfig, run_dir: str | Path, data: EEGSet | N
     locks it and writes config.json once the data is loaded, before the first result (the
     image encoder), so no result ever sits beside another run's config.
     """
-    with RunFolder(run_dir, lock=main_process()) as run:
-        run.check_config(cfg)  # before loading data: a mismatch should not wait for it
+    with open_run(run_dir, cfg, lock=main_process()) as run:
         return _train(cfg, run, data, callback)
 
 
@@ -358,9 +403,7 @@ def _train(cfg: EncoderTrainConfig, run: RunFolder, data: EEGSet | None,
     from eegsine.training.encoder_eval import evaluate
 
     run_dir = run.path
-    run_dir.mkdir(parents=True, exist_ok=True)
-    logger = run_logger(run_dir)
-    run.log_notes(logger)
+    logger = start_log(run)
     t0 = time.perf_counter()
     ds = data if data is not None else load_data(cfg)
     ds.check()

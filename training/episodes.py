@@ -1,22 +1,18 @@
-"""N-way K-shot episodes and the alignment losses (prototypical, CLIP-style InfoNCE, cosine CE).
+"""N-way K-shot episodes: which trials form each training episode of the encoder alignment.
 
-Hand-written: the sampler and the three losses are ~20 lines each; the few-shot libraries
-that ship them (learn2learn, torchmeta) are unmaintained and pull in torchvision, which
-does not import here.
+Hand-written: the sampler is ~40 lines; the few-shot libraries that ship one (learn2learn,
+torchmeta) are unmaintained and pull in torchvision, which does not import here.
 
 Bad input policy (documented, tested): at sampler construction every training class with
 fewer than K + Q trials (including empty classes) is *skipped and logged* with its count;
-fewer than N usable classes is a :class:`UserError`. Inside the loss, a query class without
-support examples (an empty class in an episode) is a :class:`UserError`, never a NaN
-prototype.
+fewer than N usable classes is a :class:`UserError`. The losses over an episode live in
+:mod:`eegsine.training.losses`.
 """
 from __future__ import annotations
 
 import logging
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from eegsine.errors import UserError
 
@@ -63,47 +59,3 @@ class EpisodeSampler:
             sup.append(pick[:self.k_shot])
             qry.append(pick[self.k_shot:])
         return np.concatenate(sup), np.concatenate(qry)
-
-
-def prototypical_loss(z_s: torch.Tensor, y_s: torch.Tensor, z_q: torch.Tensor, y_q: torch.Tensor,
-                      scale: torch.Tensor, anchors: torch.Tensor | None = None,
-                      anchor_weight: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy of queries against class prototypes; returns (loss, accuracy).
-
-    z_s (S, D), z_q (Q, D) unit vectors; prototypes = normalised mean of a class's support
-    embeddings, plus ``anchor_weight`` x that class's image anchor (``anchors`` (n_classes, D),
-    indexed by class id) when image-anchored prototypes are on.
-    """
-    classes = torch.unique(y_q)                                          # (n_way,)
-    protos = []
-    for c in classes:
-        m = y_s == c
-        if not bool(m.any()):
-            raise UserError(f"episode: class {int(c)} has query trials but no support trials (empty class)")
-        p = F.normalize(z_s[m].mean(0), dim=0)
-        if anchors is not None:
-            p = F.normalize(p + anchor_weight * anchors[c], dim=0)
-        protos.append(p)
-    P = torch.stack(protos)                                             # (n_way, D)
-    target = torch.searchsorted(classes, y_q)                           # (Q,) position of each query's class
-    logits = scale * z_q @ P.T                                          # (Q, n_way)
-    return F.cross_entropy(logits, target), (logits.argmax(1) == target).float().mean()
-
-
-def clip_loss(z: torch.Tensor, img_z: torch.Tensor, img_id: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE between EEG (B, D) and the paired image embeddings (B, D).
-
-    Several trials of one batch can show the same image; those pairs are all positives
-    (soft targets spread evenly over them) rather than false negatives.
-    """
-    logits = scale * z @ img_z.T                                        # (B, B)
-    same = (img_id[:, None] == img_id[None, :]).float()                 # (B, B) positives
-    t = same / same.sum(1, keepdim=True)
-    loss_e = -(t * F.log_softmax(logits, dim=1)).sum(1).mean()
-    loss_i = -(t * F.log_softmax(logits, dim=0)).sum(0).mean()
-    return 0.5 * (loss_e + loss_i)
-
-
-def cosine_ce(z: torch.Tensor, y: torch.Tensor, class_weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """Classification term: cosine classifier logits = scale * cos(z, w_c)."""
-    return F.cross_entropy(scale * z @ F.normalize(class_weight, dim=-1).T, y)

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 
 from eegsine.errors import UserError
-from eegsine.io import atomic_path, run_logger, write_json
+from eegsine.io import run_logger, write_json
 from eegsine.models.diffusion import EEGDiffusion, load_diffusion
 from eegsine.models.eeg_encoder import check_input
+from eegsine.plotting import save_grid, save_png
 
 
 def read_eeg_file(path: str | Path, cfg) -> np.ndarray:
@@ -48,20 +49,6 @@ def read_eeg_file(path: str | Path, cfg) -> np.ndarray:
     return arr
 
 
-def _save_png(path: Path, img: np.ndarray) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.image as mpimg
-
-    im = img.transpose(1, 2, 0)
-    with atomic_path(path) as tmp:
-        if im.shape[-1] == 1:
-            mpimg.imsave(tmp, im[..., 0], cmap="gray", vmin=0, vmax=1, format="png")
-        else:
-            mpimg.imsave(tmp, np.clip(im, 0, 1), format="png")
-
-
 def load_run_data(run: str | Path):
     """The EEG set a diffusion run was trained on (from its config.json)."""
     from eegsine.training.diffusion import DiffusionTrainConfig
@@ -74,7 +61,7 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
              samples: int = 4, max_trials: int = 16, steps: int | None = None, guidance: float | None = None,
              sampler: str | None = None, seed: int = 0, model: EEGDiffusion | None = None, data=None) -> dict[str, Any]:
     """Write PNGs and grid.png for the trials of ``eeg_file`` or of the run's ``split``; returns an index."""
-    from eegsine.training.diffusion import pick_grid_trials, save_grid
+    from eegsine.training.unet import pick_grid_trials
 
     run = Path(run)
     if (eeg_file is None) == (split is None):
@@ -113,10 +100,10 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
     for i in range(T):
         for j in range(samples):
             f = out / f"trial{i:03d}_s{j}.png"
-            _save_png(f, imgs[i, j])
+            save_png(f, imgs[i, j])
             files.append(f.name)
         if truth is not None:
-            _save_png(out / f"trial{i:03d}_truth.png", truth[i])
+            save_png(out / f"trial{i:03d}_truth.png", truth[i])
     grid = save_grid(out / "grid.png", imgs, truth, title=f"{source}: {samples} samples per trial"
                      + (", ground truth right" if truth is not None else ""))
     index = {"source": source, "n_trials": T, "samples_per_trial": samples, "n_images": T * samples,

