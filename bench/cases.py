@@ -134,12 +134,13 @@ def generation_rows(model_dir: Path, bundle_dir: Path, test_eeg: np.ndarray, cfg
     import torch
 
     from eegsine.bench.timing import time_callable
-    from eegsine.models.diffusion import load_diffusion
+    from eegsine.models.diffusion import EEGDiffusion
     from eegsine.runtime import EEGToImage
 
     rows: list[dict[str, Any]] = []
     eeg1 = np.ascontiguousarray(test_eeg[:1].astype(np.float32))
-    model, dcfg = load_diffusion(model_dir)
+    model = EEGDiffusion.from_pretrained(model_dir).requires_grad_(False)
+    dcfg = model.cfg
     model.eval()
     steps = cfg.generation_steps
     guidance = float(dcfg.guidance)

@@ -33,7 +33,7 @@ from eegsine.attacks import ATTACKS, AttackParams, AutoAttackStandard, build_att
 from eegsine.bench.configs import DEFAULT_ATTACKS, RobustnessConfig, robustness_preset  # noqa: F401 - re-exported
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import atomic_write_text, run_logger, update_metrics, write_json
-from eegsine.models.classifier import check_images, load_classifier
+from eegsine.models.classifier import Classifier, check_images
 from eegsine.run_folder import RunFolder
 
 GREY_SETS = ("mnist", "fashion-mnist", "digits")
@@ -225,7 +225,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
         if isinstance(r, nn.Module):  # an in-memory model carrying its ClassifierConfig as ``.cfg``
             models.append((Path(getattr(r, "name", f"model{i}")), r, r.cfg))
         else:
-            model, mcfg = load_classifier(r)
+            model = Classifier.from_pretrained(r)
+            mcfg = model.cfg
             models.append((Path(r), model, mcfg))
     from eegsine.data import load_images
 
@@ -242,7 +243,7 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     # so another config evaluates afresh beside the old results
     cfg.save(out_dir)
     names = _model_names(models)
-    source = (load_classifier(cfg.transfer_from)[0].eval() if cfg.transfer_from
+    source = (Classifier.from_pretrained(cfg.transfer_from) if cfg.transfer_from
               else next((m for _, m, c in models if c.head == "linear"), None))
     src_path = Path(cfg.transfer_from).resolve() if cfg.transfer_from else None
     is_source = lambda run: src_path is not None and run.resolve() == src_path  # noqa: E731

@@ -38,12 +38,19 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
                     str(r / "bundle"), "--int8", "--overwrite"]],
         "verify": [[*t, "export", "--classifier", str(clf / "sine"), "--eeg-run", str(r / "diffusion"), "--out",
                     str(r / "bundle"), "--verify-only"]],
-        # the encoder's test trials as a continuous recording, replayed through the torch-free stream runtime
+        # the encoder's first 100 test trials as a continuous recording, replayed by BrainFlow's PLAYBACK_FILE_BOARD
+        # at 4x real time (~105 s of signal in ~30 s) through the torch-free stream runtime; `--board auto`: the
+        # board with the recording's rate and channels (tiny, 32 ch @ 250 Hz: EXPLORE_PLUS_32_CHAN). eegcvpr40
+        # (128 ch @ 1 kHz: no BrainFlow board has that) replays its FIF from file: instead. The summary comes with
+        # stream.md and latency_hist.png for the report.
         "stream": [["data", "export-recording", _encoder_data(p["encoder"])[0], "--split", "test", "--trials", "100",
-                    "--out", str(r / "stream" / "recording.fif"), *_encoder_data(p["encoder"])[1]],
-                   [*t, "stream", "--source", f"file:{r / 'stream' / 'recording.fif'}", "--bundle", str(r / "bundle"),
-                    "--fast", "--marker-labels", "--log", str(r / "stream" / "log.jsonl"), "--summary",
-                    str(r / "stream" / "summary.json")]],
+                    *(["--board", "auto", "--out", str(r / "stream" / "recording.csv")]
+                      if _encoder_data(p["encoder"])[0] == "synthetic-vep" else
+                      ["--out", str(r / "stream" / "recording.fif")]), *_encoder_data(p["encoder"])[1]],
+                   [*t, "stream", "--source", f"brainflow:playback:{r / 'stream' / 'recording.csv'}"
+                    if _encoder_data(p["encoder"])[0] == "synthetic-vep" else f"file:{r / 'stream' / 'recording.fif'}",
+                    "--bundle", str(r / "bundle"), "--speed", "4", "--marker-labels", "--log",
+                    str(r / "stream" / "log.jsonl"), "--summary", str(r / "stream" / "summary.json")]],
         # 30 batch-1 calls (3 s cap per cell) keep the tiny bench near 3 minutes; `paper` times longer
         "bench": [["bench", "--pipeline", str(r), "--out", str(r / "bench"), "--threads", str(ctx.cfg.threads),
                    *(["--iters", "30", "--max-seconds", "3"] if ctx.cfg.preset == "tiny" else [])]],

@@ -29,7 +29,8 @@ def bundle_128x1k(work: Path, log: Callable[[str], Any] = print) -> Path:
     from eegsine.contracts import eeg_encoder_contract
     from eegsine.data import load_eeg
     from eegsine.export.bundle import BundleConfig, Item, class_prototypes, export_bundle
-    from eegsine.export.onnx_export import EEGToTokens, ExportConfig
+    from eegsine.export.onnx_export import ExportConfig
+    from eegsine.models.diffusion import EEGToTokens
     from eegsine.models.eeg_encoder import EEGEncoderConfig, EEGTokenMapper, build_encoder
     from eegsine.preprocessing import PreprocessingSpec
 

@@ -310,15 +310,15 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
 
     Writes ``metrics.json[section]`` and ``<section>.md`` in ``run_dir``; returns the section.
     ``model``: an :class:`~eegsine.models.diffusion.EEGDiffusion` with its encoder (default:
-    ``load_diffusion(run_dir / "model")``); ``domain``: the feature network (default: the one
+    ``EEGDiffusion.from_pretrained(run_dir / "model")``); ``domain``: the feature network (default: the one
     saved in ``run_dir / domain-cnn-<dataset>``).
     """
     from eegsine.io import update_metrics
-    from eegsine.models.diffusion import load_diffusion
+    from eegsine.models.diffusion import EEGDiffusion
 
     run_dir = Path(run_dir)
     if model is None:
-        model, _ = load_diffusion(run_dir / "model")
+        model = EEGDiffusion.from_pretrained(run_dir / "model").requires_grad_(False)
     steps, guidance = model.cfg.sampling(steps, guidance)
     train_frac = model.provenance.image_cond_frac  # how it was conditioned in training (None: not recorded)
     if domain is None:

@@ -21,14 +21,21 @@ is measured from the arrival of the chunk holding the epoch's last sample to the
 give ``latency_from_sample_ms``, from the last sample's acquisition timestamp (board buffering
 and polling included). The summary (last JSONL line, ``--summary`` file, one line on stderr) has
 p50/p99 latencies, dropped samples (source counters), deadline misses, buffer overruns and
-channels that were flat or carried NaN/inf (replaced by 0 before filtering, flagged per epoch).
-Ctrl-C (or SIGTERM) stops the source, decides the epochs already complete, and flushes.
+channels that were flat or carried NaN/inf (replaced by 0 before filtering, flagged per epoch);
+beside the ``--summary`` file go ``stream.md`` (a short table for the pipeline report) and
+``latency_hist.png`` (matplotlib, imported only then; skipped with a logged note without it).
+Recordings replay at real time, ``--speed S`` times faster, or (``file:``) as fast as the loop
+runs (``--fast``). Ctrl-C (or SIGTERM) stops the source, decides the epochs already complete, and
+flushes; a source that stops delivering (LSL: no sample for ``--lsl-timeout`` s) ends the stream
+the same way, its reason in ``stopped``.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -42,6 +49,7 @@ from eegsine.config import Config
 from eegsine.errors import UserError
 
 STREAM_LOG_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -52,12 +60,17 @@ class StreamConfig(Config):
     VERSION = 1
 
     source: str = dataclasses.field(default="", metadata={
-        "help": "brainflow:synthetic | brainflow:BOARD | brainflow:playback:FILE | lsl:NAME | file:PATH (.fif/.edf/.bdf/.vhdr/.csv)"})
+        "help": "brainflow:synthetic | brainflow:BOARD | brainflow:playback:FILE | lsl:NAME | "
+                "file:PATH (.fif/.edf/.bdf/.vhdr/.csv)"})
     bundle: str = dataclasses.field(default="", metadata={"help": "bundle folder (eegsine export)"})
     precision: Literal["fp32", "int8"] = dataclasses.field(default="fp32", metadata={"help": "the encoder file to run"})
     log: str = dataclasses.field(default="-", metadata={"help": "JSONL event log ('-' = stdout)"})
     summary: str = dataclasses.field(default="", metadata={"help": "also write the summary JSON here"})
-    fast: bool = dataclasses.field(default=False, metadata={"help": "file: replay as fast as possible, not at real time"})
+    fast: bool = dataclasses.field(default=False, metadata={
+        "help": "file: replay as fast as possible, not at real time"})
+    speed: float = dataclasses.field(default=1.0, metadata={
+        "help": "file: and brainflow:playback: replay at S x real time (the playback board paces by the file's "
+                "timestamps: a copy 1/S apart is replayed)"})
     chunk_ms: float = dataclasses.field(default=32.0, metadata={"help": "file: replay chunk length (ms)"})
     board: str = dataclasses.field(default="", metadata={
         "help": "BrainFlow master board of a playback/CSV file (default: the file's sidecar, else synthetic)"})
@@ -65,15 +78,22 @@ class StreamConfig(Config):
         "help": "BrainFlowInputParams fields as KEY=VALUE (serial_port=/dev/ttyUSB0, ip_address=...)"})
     channel_map: Literal["auto", "by-position"] = dataclasses.field(default="auto", metadata={
         "help": "auto: by name where the source names its channels, else by position; by-position: the first N rows"})
-    lsl_markers: str = dataclasses.field(default="", metadata={"help": "LSL marker stream name (default: any of type Markers)"})
-    lsl_timeout: float = dataclasses.field(default=5.0, metadata={"help": "seconds to wait for the LSL streams to appear"})
-    window_step: float = dataclasses.field(default=0.0, metadata={"help": "sliding-window decisions every S seconds (0: off)"})
+    lsl_markers: str = dataclasses.field(default="", metadata={
+        "help": "LSL marker stream name (default: any of type Markers)"})
+    lsl_timeout: float = dataclasses.field(default=5.0, metadata={
+        "help": "seconds to wait for the LSL streams to appear; no sample for that long ends the stream"})
+    window_step: float = dataclasses.field(default=0.0, metadata={
+        "help": "sliding-window decisions every S seconds (0: off)"})
     buffer_s: float = dataclasses.field(default=10.0, metadata={"help": "ring buffer length (s)"})
-    deadline_ms: float = dataclasses.field(default=100.0, metadata={"help": "a decision later than this counts as a miss"})
+    deadline_ms: float = dataclasses.field(default=100.0, metadata={
+        "help": "a decision later than this counts as a miss"})
     max_markers: int = dataclasses.field(default=0, metadata={"help": "stop after this many markers (0: no limit)"})
-    duration: float = dataclasses.field(default=0.0, metadata={"help": "stop after this many seconds of signal (0: no limit)"})
-    embeddings: bool = dataclasses.field(default=False, metadata={"help": "write each decision's embedding into the log"})
-    images: str = dataclasses.field(default="", metadata={"help": "folder: also generate the image of each decision (PNG)"})
+    duration: float = dataclasses.field(default=0.0, metadata={
+        "help": "stop after this many seconds of signal (0: no limit)"})
+    embeddings: bool = dataclasses.field(default=False, metadata={
+        "help": "write each decision's embedding into the log"})
+    images: str = dataclasses.field(default="", metadata={
+        "help": "folder: also generate the image of each decision (PNG)"})
     image_steps: int = dataclasses.field(default=0, metadata={"help": "DDIM steps of those images (0: the bundle's)"})
     marker_labels: bool = dataclasses.field(default=False, metadata={
         "help": "markers are class index + 1 (as `eegsine data export-recording` writes): report accuracy"})
@@ -82,7 +102,7 @@ class StreamConfig(Config):
     def validate(self) -> None:
         if self.precision not in ("fp32", "int8"):
             raise UserError(f"StreamConfig.precision must be fp32 or int8, got {self.precision!r}")
-        for name in ("chunk_ms", "buffer_s", "deadline_ms", "lsl_timeout"):
+        for name in ("chunk_ms", "buffer_s", "deadline_ms", "lsl_timeout", "speed"):
             if getattr(self, name) <= 0:
                 raise UserError(f"StreamConfig.{name} must be > 0, got {getattr(self, name)}")
         for name in ("window_step", "duration", "max_markers", "image_steps", "threads"):
@@ -197,7 +217,8 @@ class StreamRunner:
         from eegsine.stream_sources import open_source
 
         if not cfg.source:
-            raise UserError("stream: --source is required (brainflow:synthetic, brainflow:playback:FILE, lsl:NAME, file:PATH)")
+            raise UserError("stream: --source is required (brainflow:synthetic, brainflow:playback:FILE, lsl:NAME, "
+                            "file:PATH)")
         if not cfg.bundle:
             raise UserError("stream: --bundle is required")
         self.cfg = cfg
@@ -207,16 +228,16 @@ class StreamRunner:
         if entry is None:
             raise UserError(f"{cfg.bundle}: the bundle has no EEG encoder")
         if entry.get("preprocessing") is None:
-            raise UserError(f"{cfg.bundle}: the bundle carries no preprocessing (sfreq, channels, epoch window, filters); "
-                            "re-export it from an encoder trained by this eegsine")
+            raise UserError(f"{cfg.bundle}: the bundle carries no preprocessing (sfreq, channels, epoch window, "
+                            "filters); re-export it from an encoder trained by this eegsine")
         self.decoder = EEGDecoder(self.bundle, cfg.precision)
         spec = self.decoder.preprocessing
         if spec is not None:  # open the ONNX session now: the first decision must not pay for it (~45 ms, measured)
             self.decoder.embed(np.zeros((1, spec.n_chans, spec.n_times), np.float32))
         self.spec = spec
         if spec.phase == "zero-phase" and spec.has_filters:
-            self._warn(f"the bundle was trained on zero-phase ({spec.describe()}) filtered data; a stream can only filter "
-                       "causally, so its epochs differ from the training data's (re-train with phase=causal)")
+            self._warn(f"the bundle was trained on zero-phase ({spec.describe()}) filtered data; a stream can only "
+                       "filter causally, so its epochs differ from the training data's (re-train with phase=causal)")
         self.generator = None
         if cfg.images:
             from eegsine.runtime import EEGToImage
@@ -225,7 +246,8 @@ class StreamRunner:
             Path(cfg.images).mkdir(parents=True, exist_ok=True)
         params = dict(kv.split("=", 1) for kv in cfg.board_params)
         self.source = open_source(cfg.source, fast=cfg.fast, board=cfg.board, board_params=params,
-                                  lsl_markers=cfg.lsl_markers, lsl_timeout=cfg.lsl_timeout, chunk_s=cfg.chunk_ms / 1000)
+                                  lsl_markers=cfg.lsl_markers, lsl_timeout=cfg.lsl_timeout, chunk_s=cfg.chunk_ms / 1000,
+                                  speed=cfg.speed)
         info = self.source.info
         if not math.isclose(info.sfreq, spec.sfreq, rel_tol=1e-6):
             raise UserError(f"{info.description} samples at {info.sfreq:g} Hz, the bundle needs {spec.sfreq:g} Hz "
@@ -235,11 +257,12 @@ class StreamRunner:
         self.ref_index = None
         if spec.reference not in ("as-recorded", "average"):
             if not info.ch_names or spec.reference not in info.ch_names:
-                raise UserError(f"{info.description}: the bundle's reference channel {spec.reference!r} is not in the stream")
+                raise UserError(f"{info.description}: the bundle's reference channel {spec.reference!r} is not in the "
+                                "stream")
             self.ref_index = info.ch_names.index(spec.reference)
         if info.units == "a.u." and spec.units != "a.u." or spec.units == "a.u." and info.units != "a.u.":
-            self._warn(f"units: the stream is in {info.units}, the bundle's input in {spec.units}; no conversion applied "
-                       "(check the scale)")
+            self._warn(f"units: the stream is in {info.units}, the bundle's input in {spec.units}; no conversion "
+                       "applied (check the scale)")
         self.gain = unit_factor(info.units, spec.units) * spec.scale
         self.filter = SOSFilter(spec.sos_array()) if spec.has_filters else None
         self.ring = RingBuffer(spec.n_chans, max(int(cfg.buffer_s * spec.sfreq), 2 * spec.n_times))
@@ -259,8 +282,8 @@ class StreamRunner:
                 self._warn(f"channel names differ ({', '.join(missing[:4])} not in the stream): mapped by position")
                 return np.arange(len(want)), "by position (names differ)"
             raise UserError(f"{self.source.info.description}: the bundle needs channels {', '.join(missing[:6])}"
-                            f"{' ...' if len(missing) > 6 else ''} ({len(missing)} of {len(want)} missing; the stream has "
-                            f"{len(names)}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
+                            f"{' ...' if len(missing) > 6 else ''} ({len(missing)} of {len(want)} missing; the stream "
+                            f"has {len(names)}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
         if n_src < len(want):
             raise UserError(f"{self.source.info.description}: {n_src} channels, the bundle needs {len(want)}")
         if n_src > len(want):
@@ -274,8 +297,8 @@ class StreamRunner:
     # -- output ------------------------------------------------------------------------------------
     def emit(self, event: dict[str, Any]) -> None:
         if self.out is not None:
-            self.out.write(json.dumps(event, allow_nan=False, default=lambda o: o.item() if hasattr(o, "item") else str(o))
-                           + "\n")
+            self.out.write(json.dumps(event, allow_nan=False,
+                                      default=lambda o: o.item() if hasattr(o, "item") else str(o)) + "\n")
             self.out.flush()
 
     # -- the loop ------------------------------------------------------------------------------------
@@ -302,11 +325,9 @@ class StreamRunner:
         cfg, spec = self.cfg, self.spec
         st = {"markers": 0, "decisions": 0, "windows": 0, "dropped_markers": 0, "dropped_samples": 0,
               "deadline_misses": 0, "correct": 0, "scored": 0, "overruns": 0}
-        lat: list[float] = []
-        lat_ts: list[float] = []
-        pending: list[dict[str, Any]] = []            # markers waiting for their epoch
-        next_window = spec.n_times
-        step = int(round(cfg.window_step * spec.sfreq)) if cfg.window_step > 0 else 0
+        self.latency_ms, self.latency_from_sample_ms = [], []
+        self.pending: list[dict[str, Any]] = []       # markers waiting for their epoch
+        self.next_window = spec.n_times
         stopped = "end of stream"
         wall0 = time.perf_counter()
         prev_handler = signal.getsignal(signal.SIGTERM)
@@ -319,47 +340,22 @@ class StreamRunner:
         except ValueError:  # not the main thread
             prev_handler = None
         info = self.source.info
-        self.emit({"type": "start", "log_version": STREAM_LOG_VERSION, "source": cfg.source, "description": info.description,
-                   "bundle": str(cfg.bundle), "precision": cfg.precision, "sfreq": spec.sfreq, "n_chans": spec.n_chans,
-                   "n_times": spec.n_times, "tmin": spec.tmin, "tmax": spec.tmax, "preprocessing": spec.describe(),
-                   "channel_mapping": self.mapping, "classes": self.decoder.classes, "warnings": list(self.warnings)})
-        self.source.start()
+        self.emit({"type": "start", "log_version": STREAM_LOG_VERSION, "source": cfg.source,
+                   "description": info.description, "bundle": str(cfg.bundle), "precision": cfg.precision,
+                   "sfreq": spec.sfreq, "n_chans": spec.n_chans, "n_times": spec.n_times, "tmin": spec.tmin,
+                   "tmax": spec.tmax, "preprocessing": spec.describe(),
+                   "channel_mapping": self.mapping, "classes": self.decoder.classes, "speed": cfg.speed,
+                   "warnings": list(self.warnings)})
         try:
+            self.source.start()
             while True:
                 chunk = self.source.read()
                 if chunk is None:
+                    stopped = self.source.end_reason or stopped
                     break
-                n = chunk.data.shape[1]
-                if n == 0:
-                    continue
-                t_arr = time.perf_counter()
-                st["dropped_samples"] += chunk.dropped
-                base = self.ring.total
-                y, bad = self._preprocess(chunk.data)
-                self.ring.write(y, bad)
-                idx = np.arange(base, base + n) % self.ring.capacity
-                self.arrival[idx] = t_arr
-                self.stamp[idx] = chunk.timestamps if chunk.timestamps is not None else np.nan
-                for off, code in chunk.markers:
-                    st["markers"] += 1
-                    pending.append({"sample": base + off, "marker": code})
-                    if cfg.max_markers and st["markers"] >= cfg.max_markers:
-                        stopped = "max markers"
-                ready, keep = [], []
-                for m in pending:
-                    start = m["sample"] + spec.offset
-                    if start + spec.n_times <= self.ring.total:
-                        ready.append(m)
-                    else:
-                        keep.append(m)
-                pending = keep
-                if step:
-                    while next_window <= self.ring.total:
-                        ready.append({"sample": next_window - spec.n_times - spec.offset, "marker": None})
-                        next_window += step
-                if ready:
-                    self._decide(ready, st, lat, lat_ts)
-                if stopped == "max markers" and not pending:
+                if self._ingest(chunk, st):
+                    stopped = "max markers"
+                if stopped == "max markers" and not self.pending:
                     break
                 if cfg.duration and self.ring.total >= cfg.duration * spec.sfreq:
                     stopped = "duration"
@@ -372,24 +368,64 @@ class StreamRunner:
             finally:
                 if prev_handler is not None:
                     signal.signal(signal.SIGTERM, prev_handler)
-        for m in pending:
+        for m in self.pending:
             self._dropped(m, "the stream ended before its epoch was complete", st)
-        wall = time.perf_counter() - wall0
-        summary = {
+        if self.source.end_reason:
+            self.warnings.append(f"the stream ended early: {self.source.end_reason}")
+        summary = self._summary(stopped, st, time.perf_counter() - wall0)
+        self.emit(summary)
+        return summary
+
+    def _ingest(self, chunk: Any, st: dict[str, int]) -> bool:
+        """One chunk: preprocess into the ring buffer, register its markers, decide what is complete.
+        True once ``max_markers`` markers have come in."""
+        cfg, spec = self.cfg, self.spec
+        n = chunk.data.shape[1]
+        base = self.ring.total
+        if n:
+            t_arr = time.perf_counter()
+            st["dropped_samples"] += chunk.dropped
+            y, bad = self._preprocess(chunk.data)
+            self.ring.write(y, bad)
+            idx = np.arange(base, base + n) % self.ring.capacity
+            self.arrival[idx] = t_arr
+            self.stamp[idx] = chunk.timestamps if chunk.timestamps is not None else np.nan
+        full = False
+        for off, code in chunk.markers:             # off < 0: a marker that came after its sample (LSL)
+            st["markers"] += 1
+            self.pending.append({"sample": base + off, "marker": code})
+            full = full or bool(cfg.max_markers and st["markers"] >= cfg.max_markers)
+        ready, keep = [], []
+        for m in self.pending:
+            (ready if m["sample"] + spec.offset + spec.n_times <= self.ring.total else keep).append(m)
+        self.pending = keep
+        step = int(round(cfg.window_step * spec.sfreq)) if cfg.window_step > 0 else 0
+        while step and self.next_window <= self.ring.total:
+            ready.append({"sample": self.next_window - spec.n_times - spec.offset, "marker": None})
+            self.next_window += step
+        if ready:
+            self._decide(ready, st, self.latency_ms, self.latency_from_sample_ms)
+        return full
+
+    def _summary(self, stopped: str, st: dict[str, int], wall: float) -> dict[str, Any]:
+        cfg, spec, info = self.cfg, self.spec, self.source.info
+        return {
             "type": "summary", "stopped": stopped, "source": cfg.source, "description": info.description,
-            "bundle": str(cfg.bundle), "precision": cfg.precision, "sfreq": spec.sfreq, "n_chans": spec.n_chans,
-            "n_times": spec.n_times, "channel_mapping": self.mapping, "samples": int(self.ring.total),
-            "signal_s": round(self.ring.total / spec.sfreq, 3), "wall_s": round(wall, 3),
+            "bundle": str(cfg.bundle), "precision": cfg.precision, "speed": cfg.speed, "sfreq": spec.sfreq,
+            "n_chans": spec.n_chans, "n_times": spec.n_times, "channel_mapping": self.mapping,
+            "samples": int(self.ring.total), "signal_s": round(self.ring.total / spec.sfreq, 3),
+            "wall_s": round(wall, 3),
             "markers": st["markers"], "decisions": st["decisions"], "windows": st["windows"],
             "dropped_markers": st["dropped_markers"], "dropped_samples": st["dropped_samples"],
             "deadline_ms": cfg.deadline_ms, "deadline_misses": st["deadline_misses"],
             "buffer_overruns": st["overruns"],
-            "latency_ms": _percentiles(lat), "latency_from_sample_ms": _percentiles(lat_ts),
+            "latency_ms": _percentiles(self.latency_ms),
+            "latency_from_sample_ms": _percentiles(self.latency_from_sample_ms),
             **self.monitor.report(), "warnings": self.warnings, "cpu": _cpu_name(),
-            "threads": cfg.threads or None, "accuracy": (round(st["correct"] / st["scored"], 4) if st["scored"] else None),
+            "threads": cfg.threads or None,
+            "accuracy": round(st["correct"] / st["scored"], 4) if st["scored"] else None,
+            "n_classes": len(self.decoder.classes),
         }
-        self.emit(summary)
-        return summary
 
     def _dropped(self, m: dict[str, Any], reason: str, st: dict[str, int]) -> None:
         st["dropped_markers"] += 1
@@ -495,6 +531,101 @@ def render_summary(s: dict[str, Any]) -> str:
     return f"stream ({s['stopped']}): " + ", ".join(parts)
 
 
+def report_paths(summary_path: str | Path) -> tuple[Path, Path]:
+    """The markdown and the latency histogram written next to ``--summary``: ``stream.md`` and
+    ``latency_hist.png`` in its folder (what the pipeline report shows; one stream per folder)."""
+    p = Path(summary_path)
+    return p.with_name("stream.md"), p.with_name("latency_hist.png")
+
+
+def latency_histogram(lat: list[float], lat_ts: list[float], path: Path, description: str) -> Path | None:
+    """Histogram of the decisions' latencies (log-spaced bins); None without matplotlib or decisions.
+
+    ``lat``: from the arrival of the chunk holding the epoch's last sample; ``lat_ts`` (BrainFlow, LSL):
+    from that sample's acquisition timestamp, drawn on the same axis when the source gives one.
+    """
+    if not lat:
+        return None
+    try:
+        import matplotlib
+    except ImportError:
+        log.warning("stream: matplotlib is not installed: no latency histogram (pip install matplotlib)")
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from eegsine.io import atomic_path
+
+    series = [(np.asarray(lat), "from the arrival of the chunk holding that sample")]
+    if lat_ts:
+        series.append((np.asarray(lat_ts), "from that sample's acquisition timestamp"))
+    lo = max(1e-3, min(float(v.min()) for v, _ in series))
+    hi = max(lo * 1.01, max(float(v.max()) for v, _ in series))
+    bins = np.geomspace(lo * 0.95, hi * 1.05, 40)
+    fig, ax = plt.subplots(figsize=(7.0, 3.6))
+    for (v, label), style in zip(series, ({"alpha": 0.75}, {"histtype": "step", "linewidth": 1.6})):
+        p = np.percentile(v, [50, 99])
+        ax.hist(np.clip(v, lo, None), bins=bins, label=f"{label}: p50 {p[0]:.2f}, p99 {p[1]:.2f} ms", **style)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency from the epoch's last sample to the decision (ms)")
+    ax.set_ylabel("count")
+    p50, p99 = np.percentile(series[0][0], [50, 99])
+    short = re.sub(r"\S*/([^/\s]+)", r"\1", description)          # paths by their file names: the title fits
+    ax.set_title(f"eegsine stream: n = {len(lat)} decisions, p50 {p50:.2f} ms, p99 {p99:.2f} ms\n{short}", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
+def render_markdown(s: dict[str, Any], png: Path | None) -> str:
+    """A short markdown summary of a stream (what the pipeline report shows)."""
+    def pct(d: dict | None) -> str:
+        return f"p50 {d['p50']:.2f} ms, p99 {d['p99']:.2f} ms, max {d['max']:.2f} ms (n {d['n']})" if d else "-"
+
+    acc = s.get("accuracy")
+    chance = f", chance {1 / s['n_classes']:.2f}" if s.get("n_classes") else ""
+    rows = [
+        ("source", f"`{s['source']}`: {s['description']}"),
+        ("bundle", f"`{s['bundle']}` ({s['precision']}), {s['n_chans']} ch x {s['n_times']} @ {s['sfreq']:g} Hz, "
+                   f"channels {s['channel_mapping']}"),
+        ("stopped", f"{s['stopped']} after {s['signal_s']:g} s of signal in {s['wall_s']:g} s"),
+        ("markers", str(s["markers"])),
+        ("decisions", f"{s['decisions']}" + (f" (accuracy {acc:.3f}{chance})" if acc is not None else "")
+         + (f", {s['windows']} sliding windows" if s.get("windows") else "")),
+        ("dropped markers", str(s["dropped_markers"])),
+        ("latency, chunk arrival to decision", pct(s.get("latency_ms"))),
+        ("latency, sample timestamp to decision", pct(s.get("latency_from_sample_ms"))),
+        ("dropped samples (source counters)", str(s["dropped_samples"])),
+        (f"late decisions (> {s['deadline_ms']:g} ms)", str(s["deadline_misses"])),
+        ("ring-buffer overruns", str(s["buffer_overruns"])),
+        ("flat channels (s)", ", ".join(f"{k} {v}" for k, v in s.get("flat_channels_s", {}).items()) or "none"),
+        ("NaN/inf samples", ", ".join(f"{k} {v}" for k, v in s.get("nan_samples", {}).items()) or "none"),
+        ("warnings", "; ".join(s.get("warnings") or []) or "none"),
+    ]
+    md = "## Stream\n\n| | |\n|---|---|\n" + "".join(f"| {k} | {str(v).replace('|', '/')} |\n" for k, v in rows)
+    md += f"\nCPU: {s.get('cpu')}, ONNX Runtime threads: {s.get('threads') or 'default'}.\n"
+    if png is not None:
+        md += f"\n![decision latency histogram]({png.name})\n"
+    elif s.get("latency_ms"):
+        md += "\nNo latency histogram: matplotlib is not installed.\n"
+    return md
+
+
+def write_report(summary_path: str | Path, summary: dict[str, Any], lat: list[float], lat_ts: list[float]) -> Path:
+    """``--summary`` JSON plus ``stream.md`` and ``latency_hist.png`` beside it; returns the markdown's path."""
+    from eegsine.io import atomic_write_text, write_json
+
+    write_json(summary_path, summary)
+    md, png = report_paths(summary_path)
+    drawn = latency_histogram(lat, lat_ts, png, summary["description"])
+    atomic_write_text(md, render_markdown(summary, drawn))
+    return md
+
+
 def run_stream(cfg: StreamConfig, out: TextIO | None = None) -> dict[str, Any]:
     """Open the bundle and the source, stream until the end / a limit / Ctrl-C; returns the summary."""
     close = None
@@ -505,14 +636,13 @@ def run_stream(cfg: StreamConfig, out: TextIO | None = None) -> dict[str, Any]:
             Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
             out = close = open(cfg.log, "w", buffering=1)
     try:
-        summary = StreamRunner(cfg, out).run()
+        runner = StreamRunner(cfg, out)
+        summary = runner.run()
     finally:
         if close is not None:
             close.close()
     if cfg.summary:
-        from eegsine.io import write_json
-
-        write_json(cfg.summary, summary)
+        write_report(cfg.summary, summary, runner.latency_ms, runner.latency_from_sample_ms)
     return summary
 
 

@@ -4,17 +4,26 @@ A source is opened from its spec string (:func:`open_source`):
 
 * ``brainflow:synthetic`` -- BrainFlow's SYNTHETIC_BOARD (250 Hz, 16 EEG rows); ``brainflow:BOARD``
   any other board by BoardIds name (its connection through ``--board-params KEY=VALUE``);
-* ``brainflow:playback:FILE`` -- PLAYBACK_FILE_BOARD replaying a BrainFlow CSV in real time, the
-  master board from the file's sidecar (:mod:`eegsine.data.recording`) or ``--board``;
+* ``brainflow:playback:FILE`` -- PLAYBACK_FILE_BOARD replaying a BrainFlow CSV in real time (or
+  ``--speed`` times faster), the master board from the file's sidecar
+  (:mod:`eegsine.data.recording`) or ``--board``;
 * ``lsl:NAME`` -- an LSL EEG outlet by stream name, markers from an outlet of type ``Markers``
-  (or named ``--lsl-markers``), timestamps aligned with LSL's clock offsets;
+  (or named ``--lsl-markers``), both on this host's LSL clock (clock offsets applied);
 * ``file:PATH`` -- a FIF/EDF/BDF/BrainVision recording (MNE) or a BrainFlow CSV, replayed in
-  chunks at real time, or as fast as possible with ``--fast``.
+  chunks at real time (or ``--speed`` times faster), or as fast as possible with ``--fast``.
 
 Each yields :class:`Chunk` s: samples (n_chans, n) float64 in the source's units (BrainFlow:
 microvolts, MNE: volts, LSL: what the outlet declares), the markers that fall on them (sample
 offset, code), the samples' timestamps where the source has them (time.time() for BrainFlow,
-LSL's local_clock for LSL) and how many samples the source says it lost.
+LSL's local_clock for LSL) and how many samples the source says it lost. A marker's offset is
+negative when it arrives after the chunk holding its sample (LSL delivers markers and samples on
+separate connections). A source that stops delivering says why in :attr:`Source.end_reason`.
+
+BrainFlow's PLAYBACK_FILE_BOARD has no speed setting (5.23: ``config_board`` knows
+``loopback_true/false``, ``new/old_timestamps`` and ``set_index_percentage:P``); its reader thread
+sleeps the difference of consecutive rows' timestamps (``playback_file_board.cpp``), so ``--speed S``
+replays a temporary copy of the file whose timestamps are ``1/S`` as far apart. With
+``new_timestamps`` (its default) the rows it hands out carry the wall-clock time of their replay.
 
 Libraries are imported when a source opens (the ``eegsine`` command must start without them).
 BrainFlow 5.23 finds its libraries through ``importlib.resources.files(<module>)``, which needs
@@ -23,9 +32,11 @@ Python >= 3.12, and falls back to ``pkg_resources``, which setuptools >= 81 no l
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib
 import importlib.resources
+import math
 import sys
 import time
 from pathlib import Path
@@ -58,6 +69,7 @@ class Chunk:
 
 class Source:
     info: SourceInfo
+    end_reason: str = ""            # why read() returned None, when it was not the end of a file
 
     def start(self) -> None: ...
 
@@ -108,12 +120,14 @@ def board_descr(board: str | int) -> tuple[int, str, dict]:
 
 
 class BrainFlowSource(Source):
-    """A BrainFlow board (or PLAYBACK_FILE_BOARD with ``playback`` = the CSV path)."""
+    """A BrainFlow board (or PLAYBACK_FILE_BOARD with ``playback`` = the CSV path, ``speed`` x real time)."""
 
-    def __init__(self, board: str, playback: str = "", params: dict[str, str] | None = None, poll_s: float = 0.004):
+    def __init__(self, board: str, playback: str = "", params: dict[str, str] | None = None, poll_s: float = 0.004,
+                 speed: float = 1.0):
         self.bf = import_brainflow()
         self.playback = playback
         self.poll_s = poll_s
+        self.tmp: Path | None = None
         p = self.bf.BrainFlowInputParams()
         sidecar = None
         if playback:
@@ -154,14 +168,31 @@ class BrainFlowSource(Source):
             total = rows.shape[1]
             at = np.flatnonzero(rows[self.marker_row])
             self.file_markers = np.stack([at, rows[self.marker_row, at]], 1)
+        desc = f"BrainFlow {name}" + (f" playback of {playback}" if playback else "")
         self.info = SourceInfo(float(descr["sampling_rate"]), len(self.rows), names, "uV",
-                               f"BrainFlow {name}" + (f" playback of {playback}" if playback else ""), total, "unix")
-        self.shim = self.bf.BoardShim(self.board_id, p)
+                               desc + (f" at {speed:g}x real time" if playback and speed != 1.0 else ""), total, "unix")
+        self.params, self.speed = p, speed
+        self.shim: Any = None                            # made in start(): a faster copy of the file is made there
         self.received = 0
         self.last_pkg: int | None = None
         self._idle_since: float | None = None
 
+    def _faster_copy(self) -> Path:
+        """The playback file with its timestamps ``1 / speed`` as far apart (see the module docstring)."""
+        import tempfile
+
+        rows = self.bf.DataFilter.read_file(str(self.playback))
+        ts = rows[self.ts_row]
+        rows[self.ts_row] = ts[0] + (ts - ts[0]) / self.speed
+        self.tmp = Path(tempfile.mkdtemp(prefix="eegsine-playback-"))
+        path = self.tmp / Path(self.playback).name
+        self.bf.DataFilter.write_file(np.ascontiguousarray(rows), str(path), "w")
+        return path
+
     def start(self) -> None:
+        if self.playback and self.speed != 1.0:
+            self.params.file = str(self._faster_copy())
+        self.shim = self.bf.BoardShim(self.board_id, self.params)
         try:
             self.shim.prepare_session()
             if self.playback:
@@ -199,11 +230,17 @@ class BrainFlowSource(Source):
 
     def stop(self) -> None:
         try:
-            if self.shim.is_prepared():
+            if self.shim is not None and self.shim.is_prepared():
                 self.shim.stop_stream()
                 self.shim.release_session()
         except self.bf.BrainFlowError:
             pass
+        finally:
+            if self.tmp is not None:
+                import shutil
+
+                shutil.rmtree(self.tmp, ignore_errors=True)
+                self.tmp = None
 
 
 # -- LSL --------------------------------------------------------------------------------------------
@@ -211,20 +248,40 @@ _LSL_UNITS = {"microvolts": "uV", "uv": "uV", "µv": "uV", "volts": "V", "v": "V
 
 
 class LSLSource(Source):
-    """An LSL EEG outlet (by name) and, if found, a marker outlet; markers are placed on the first EEG
-    sample whose (clock-corrected) timestamp is at or after theirs."""
+    """An LSL EEG outlet (by name) and, if found, a marker outlet.
 
-    def __init__(self, name: str, markers: str = "", timeout: float = 5.0):
+    Both inlets apply LSL's clock offsets (``proc_clocksync``), so marker and sample times are both on
+    this host's ``local_clock``; the EEG inlet also keeps its timestamps ascending (``proc_monotonize``;
+    markers may carry older timestamps than the one before, which that would clamp). A marker
+    goes on the first sample at or after its timestamp minus half a sample period, looked up in the
+    timestamps of the last ``history_s`` seconds: LSL delivers markers and samples on separate
+    connections, so a marker may arrive a chunk or more after its sample (its offset is then negative;
+    placing it in the chunk it arrived with put it on the wrong sample) or before it (kept until its
+    sample comes). liblsl queues only what is pushed after ``open_stream`` (pylsl's docstring).
+
+    Every wait is bounded: resolving, the full stream info and subscribing by ``timeout`` (one-line
+    errors), each pull by 20 ms, and no sample for ``timeout`` seconds ends the stream
+    (:attr:`end_reason`): an outlet that stopped or vanished (``recover`` keeps trying to reconnect
+    behind that), or a marker whose sample never comes, cannot hang the runner. Markers still waiting
+    then are handed over on extrapolated samples, so the runner reports them as dropped.
+    """
+
+    PULL_S = 0.02
+
+    def __init__(self, name: str, markers: str = "", timeout: float = 5.0, history_s: float = 60.0):
         try:
             import pylsl
+            from pylsl.util import LostError, TimeoutError as LSLTimeout
         except ImportError as e:
             raise UserError(f"pylsl is not installed ({e}); pip install pylsl") from None
-        self.lsl = pylsl
+        self.errors = (LostError, LSLTimeout)
+        self.name, self.timeout = name, timeout
         found = pylsl.resolve_byprop("name", name, 1, timeout)
         if not found:
             raise UserError(f"lsl:{name}: no LSL stream of that name found within {timeout:g} s")
-        self.inlet = pylsl.StreamInlet(found[0], max_buflen=60, processing_flags=pylsl.proc_clocksync)
-        info = self.inlet.info()
+        self.inlet = pylsl.StreamInlet(found[0], max_buflen=60,
+                                       processing_flags=pylsl.proc_clocksync | pylsl.proc_monotonize)
+        info = self._call(lambda: self.inlet.info(timeout), "sent no stream description")
         sfreq = info.nominal_srate()
         if sfreq <= 0:
             raise UserError(f"lsl:{name}: the stream has an irregular rate; EEG needs a nominal sampling rate")
@@ -246,46 +303,98 @@ class LSLSource(Source):
         self.n = info.channel_count()
         self.info = SourceInfo(float(sfreq), self.n, names, unit, f"LSL {name}" + (
             f" + markers {mfound[0].name()}" if mfound else " (no marker stream)"), None, "lsl")
-        self.pending: list[tuple[float, Any]] = []
+        self.pending: list[tuple[float, Any]] = []      # (timestamp, code) of markers not placed yet
+        self.hist: collections.deque[tuple[int, np.ndarray]] = collections.deque()   # (first sample, timestamps)
+        self.keep = int(history_s * sfreq)
+        self.total = 0                                  # samples delivered
         self.last_ts: float | None = None
+        self.last_data = 0.0
+        self.ended = False
+
+    def _call(self, fn, what: str):
+        try:
+            return fn()
+        except self.errors as e:
+            raise UserError(f"lsl:{self.name}: the outlet {what} within {self.timeout:g} s "
+                            f"({type(e).__name__}: {e})") from None
 
     def start(self) -> None:
-        self.inlet.open_stream(timeout=5.0)
-        if self.marker_inlet is not None:
-            self.marker_inlet.open_stream(timeout=5.0)
+        for inlet in (self.inlet, self.marker_inlet):
+            if inlet is not None:
+                self._call(lambda: inlet.open_stream(timeout=self.timeout), "accepted no subscription")
+        self.last_data = time.monotonic()
+
+    def _pull_markers(self) -> None:
+        if self.marker_inlet is None:
+            return
+        mdata, mts = self.marker_inlet.pull_chunk(timeout=0.0)
+        for v, t in zip(mdata, mts):
+            val = v[0]
+            try:
+                val = int(float(val))
+            except (TypeError, ValueError):
+                pass
+            self.pending.append((float(t), val))
+
+    def _sample_at(self, mt: float) -> int:
+        """Absolute index of the first sample at or after ``mt`` - half a period (extrapolated outside the history)."""
+        x = mt - 0.5 / self.info.sfreq
+        if self.hist and x > self.hist[-1][1][-1]:          # after the newest sample (the stream ended first)
+            return self.total - 1 + int(math.ceil((x - self.hist[-1][1][-1]) * self.info.sfreq))
+        for start, t in reversed(self.hist):
+            if x > t[-1]:                       # between this chunk and the next one
+                return start + len(t)
+            if x >= t[0]:
+                return start + int(np.searchsorted(t, x))
+        start, t = self.hist[0] if self.hist else (self.total, np.array([x]))
+        return start + int(math.ceil((x - t[0]) * self.info.sfreq))
+
+    def _place(self, base: int, newest: float) -> list[tuple[int, Any]]:
+        """Markers whose sample has arrived (all of them once the stream ended), as offsets from ``base``."""
+        half = 0.5 / self.info.sfreq
+        out, keep = [], []
+        for mt, v in sorted(self.pending, key=lambda p: p[0]):
+            if self.ended or mt - half <= newest:
+                out.append((self._sample_at(mt) - base, v))
+            else:
+                keep.append((mt, v))
+        self.pending = keep
+        return out
 
     def read(self) -> Chunk | None:
-        try:
-            data, ts = self.inlet.pull_chunk(timeout=0.02)
-            if self.marker_inlet is not None:
-                mdata, mts = self.marker_inlet.pull_chunk(timeout=0.0)
-                for v, t in zip(mdata, mts):
-                    val = v[0]
-                    try:
-                        val = int(float(val))
-                    except (TypeError, ValueError):
-                        pass
-                    self.pending.append((float(t), val))
-        except self.lsl.LostError:
+        if self.ended:
             return None
+        try:
+            data, ts = self.inlet.pull_chunk(timeout=self.PULL_S)
+            self._pull_markers()
+        except self.errors[0]:                  # LostError: not recoverable (no source_id)
+            self.end_reason = f"lsl:{self.name}: the outlet was lost"
+            return self._end()
+        now = time.monotonic()
         if not ts:
-            return Chunk(np.zeros((self.n, 0)), [])
+            if now - self.last_data > self.timeout:
+                self.end_reason = f"no samples from lsl:{self.name} for {self.timeout:g} s"
+                return self._end()
+            late = self._place(self.total, self.last_ts) if self.last_ts is not None else []
+            return Chunk(np.zeros((self.n, 0)), late)       # markers of samples already delivered
+        self.last_data = now
         x = np.asarray(data, np.float64).T                             # (C, n)
         t = np.asarray(ts, np.float64)
         dropped = 0
         if self.last_ts is not None:
-            gap = (t[0] - self.last_ts) * self.info.sfreq - 1
-            dropped = max(0, int(round(gap)))
+            dropped = max(0, int(round((t[0] - self.last_ts) * self.info.sfreq - 1)))
         self.last_ts = float(t[-1])
-        markers, keep = [], []
-        half = 0.5 / self.info.sfreq
-        for mt, v in sorted(self.pending, key=lambda p: p[0]):
-            if mt - half <= t[-1]:
-                markers.append((int(np.searchsorted(t, mt - half)), v))  # a marker older than the chunk -> sample 0
-            else:
-                keep.append((mt, v))
-        self.pending = keep
-        return Chunk(x, markers, t, dropped)
+        base = self.total
+        self.hist.append((base, t))
+        self.total += len(t)
+        while len(self.hist) > 1 and self.total - self.hist[1][0] >= self.keep:
+            self.hist.popleft()
+        return Chunk(x, self._place(base, float(t[-1])), t, dropped)
+
+    def _end(self) -> Chunk:
+        """The markers still waiting, on the samples they would have had: the runner drops them."""
+        self.ended = True
+        return Chunk(np.zeros((self.n, 0)), self._place(self.total, math.inf))
 
     def stop(self) -> None:
         for inlet in (self.inlet, self.marker_inlet):
@@ -295,13 +404,14 @@ class LSLSource(Source):
 
 # -- files ------------------------------------------------------------------------------------------
 class FileSource(Source):
-    """A recording replayed in chunks of ``chunk_s`` seconds, paced by the wall clock unless ``fast``."""
+    """A recording replayed in chunks of ``chunk_s`` seconds, paced by the wall clock (``speed`` x real time)
+    unless ``fast``."""
 
-    def __init__(self, path: str, fast: bool = False, chunk_s: float = 0.032, board: str = ""):
+    def __init__(self, path: str, fast: bool = False, chunk_s: float = 0.032, board: str = "", speed: float = 1.0):
         p = Path(path)
         if not p.is_file():
             raise UserError(f"{p}: recording does not exist")
-        self.fast = fast
+        self.fast, self.speed = fast, speed
         if p.suffix.lower() == ".csv":
             data, names, sfreq, units, events = self._read_csv(p, board)
             desc = f"BrainFlow CSV {p}"
@@ -318,8 +428,8 @@ class FileSource(Source):
             desc = f"recording {p}"
         self.data, self.events = data, events[np.argsort(events[:, 0], kind="stable")]
         self.n = max(1, int(round(chunk_s * sfreq)))
-        self.info = SourceInfo(sfreq, data.shape[0], names, units, desc + (" (fast)" if fast else " (real time)"),
-                               data.shape[1], "")
+        pace = " (fast)" if fast else " (real time)" if speed == 1.0 else f" ({speed:g}x real time)"
+        self.info = SourceInfo(sfreq, data.shape[0], names, units, desc + pace, data.shape[1], "")
         self.pos = 0
         self.t0 = 0.0
 
@@ -349,7 +459,7 @@ class FileSource(Source):
             return None
         a, b = self.pos, min(self.pos + self.n, total)
         if not self.fast:  # a chunk is delivered once its last sample would have been acquired
-            due = self.t0 + b / self.info.sfreq
+            due = self.t0 + b / (self.info.sfreq * self.speed)
             wait = due - time.perf_counter()
             if wait > 0:
                 time.sleep(wait)
@@ -360,10 +470,14 @@ class FileSource(Source):
 
 
 def open_source(spec: str, fast: bool = False, board: str = "", board_params: dict[str, str] | None = None,
-                lsl_markers: str = "", lsl_timeout: float = 5.0, chunk_s: float = 0.032) -> Source:
+                lsl_markers: str = "", lsl_timeout: float = 5.0, chunk_s: float = 0.032, speed: float = 1.0) -> Source:
     kind, _, rest = spec.partition(":")
+    if speed != 1.0 and not (kind == "file" or rest.startswith("playback:")):
+        raise UserError(f"{spec}: --speed paces recordings (file:, brainflow:playback:), a live source has its own")
+    if fast and kind != "file":
+        raise UserError(f"{spec}: --fast replays file: recordings; BrainFlow playback paces itself (use --speed S)")
     if kind == "brainflow" and rest.startswith("playback:"):
-        return BrainFlowSource(board, playback=rest[len("playback:"):], params=board_params)
+        return BrainFlowSource(board, playback=rest[len("playback:"):], params=board_params, speed=speed)
     if kind == "brainflow" and rest:
         if board and rest != "board":
             raise UserError(f"{spec}: give the board once (brainflow:BOARD or brainflow:board --board BOARD)")
@@ -371,6 +485,6 @@ def open_source(spec: str, fast: bool = False, board: str = "", board_params: di
     if kind == "lsl" and rest:
         return LSLSource(rest, lsl_markers, lsl_timeout)
     if kind == "file" and rest:
-        return FileSource(rest, fast=fast, chunk_s=chunk_s, board=board)
+        return FileSource(rest, fast=fast, chunk_s=chunk_s, board=board, speed=speed)
     raise UserError(f"unknown stream source {spec!r}: use brainflow:synthetic, brainflow:playback:FILE, lsl:NAME or "
                     "file:PATH")

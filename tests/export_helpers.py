@@ -94,7 +94,7 @@ def eeg_set(n: int = 60):
 @_one_thread
 def diffusion_run(sfreq: float = 64.0) -> Path:
     """A saved EEGDiffusion model folder (random weights) with its EEG encoder attached."""
-    from eegsine.models.diffusion import DiffusionConfig, build_diffusion, save_diffusion
+    from eegsine.models.diffusion import DiffusionConfig, build_diffusion
     from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
 
     torch.manual_seed(0)
@@ -107,7 +107,7 @@ def diffusion_run(sfreq: float = 64.0) -> Path:
     model, dcfg = build_diffusion(dcfg, enc)
     _fit_noise_prediction(model)
     run = _ROOT / ("diff_run" if sfreq == 64.0 else f"diff_run_{sfreq:g}")
-    save_diffusion(run, model.eval(), dcfg)
+    model.eval().save_pretrained(run)
     return run
 
 

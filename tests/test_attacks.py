@@ -211,7 +211,7 @@ def test_attack_cli_both_heads_and_outputs(digits_runs, tmp_path, capsys):
 
 def test_attack_cli_bad_inputs(digits_runs, tmp_path, capsys):
     rc = main(["attack", "--run", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
-    assert rc == 2 and "no config.json" in capsys.readouterr().err
+    assert rc == 2 and "no such folder" in capsys.readouterr().err
     rc = main(["attack", "--run", str(digits_runs["standard"]), "--out", str(tmp_path / "o"), "--eps", "8"])
     assert rc == 2 and "pixel units" in capsys.readouterr().err
     # a digits (8x8) model evaluated on MNIST-shaped images: wrong shape, one line, exit 2

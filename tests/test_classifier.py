@@ -12,7 +12,7 @@ from eegsine.cli import main
 from eegsine.errors import UserError
 from eegsine.io import read_json, save_weights
 from eegsine.models.classifier import (ClassifierConfig, make_sine_head, build_classifier, check_images,
-                                       load_classifier, save_classifier)
+                                       load_classifier)
 from eegsine.training.classifier import (ClassifierTrainConfig, classifier_preset, detect_catastrophic_overfitting,
                                          init_gradient_probe, train_classifier)
 
@@ -82,7 +82,7 @@ def test_normalisation_inside_model():
 def test_save_load_roundtrip(tmp_path):
     cfg = ClassifierConfig(head="sine", init="siren", omega=2.0, amplitude=3.0)
     m = build_classifier(cfg).eval()
-    save_classifier(tmp_path, m)
+    m.save_pretrained(tmp_path)
     m2, cfg2 = load_classifier(tmp_path)
     assert cfg2 == cfg
     x = torch.rand(4, 1, 28, 28)
@@ -90,12 +90,12 @@ def test_save_load_roundtrip(tmp_path):
 
 
 def test_load_other_architecture_is_a_user_error(tmp_path):
-    save_classifier(tmp_path, build_classifier(ClassifierConfig()))
+    build_classifier(ClassifierConfig()).save_pretrained(tmp_path)
     # config says preact_resnet18, weights are a small_cnn
     ClassifierConfig(arch="preact_resnet18", in_channels=1, image_size=28).save(tmp_path)
-    with pytest.raises(UserError, match="not of a preact_resnet18"):
+    with pytest.raises(UserError, match="weights do not fit Classifier"):
         load_classifier(tmp_path)
-    save_classifier(tmp_path, build_classifier(ClassifierConfig()))
+    build_classifier(ClassifierConfig()).save_pretrained(tmp_path)
     with pytest.raises(UserError, match="is a small_cnn classifier, expected preact_resnet18"):
         load_classifier(tmp_path, expect_arch="preact_resnet18")
 

@@ -190,16 +190,15 @@ def test_lora_needs_a_base_unet(ds, tmp_path):
 
 
 def _encoder_run(ds, folder: Path, image_encoder: bool = True) -> Path:
-    """A stage-one run folder as `eegsine train encoder` leaves it: encoder/ and image_encoder/."""
-    from eegsine.models.eeg_encoder import save_encoder
-    from eegsine.models.image_encoder import ImageEncoderConfig, build_image_encoder, save_image_encoder
+    """A stage-one run folder as `eegsine train encoder` leaves it: model/ (the encoder) and image_encoder/."""
+    from eegsine.models.image_encoder import ImageEncoderConfig, build_image_encoder
 
     enc = standin_encoder(ds)
-    save_encoder(folder / "encoder", enc)
+    enc.save_pretrained(folder / "model")
     if image_encoder:
         torch.manual_seed(1)
         icfg = ImageEncoderConfig(in_chans=1, image_size=int(ds.images.shape[-1]), width=8, emb_dim=enc.cfg.emb_dim)
-        save_image_encoder(folder / "image_encoder", build_image_encoder(icfg), icfg)
+        build_image_encoder(icfg).save_pretrained(folder / "image_encoder")
     return folder
 
 
@@ -212,7 +211,7 @@ def test_image_cond_frac_conditions_training_on_image_embeddings(ds, tmp_path, m
 
     enc_run = _encoder_run(ds, tmp_path / "enc")
     z_img = torch.from_numpy(embed_images(load_image_encoder(enc_run / "image_encoder")[0], ds.images))
-    z_eeg = torch.from_numpy(embed(load_encoder(enc_run / "encoder")[0], ds.x))
+    z_eeg = torch.from_numpy(embed(load_encoder(enc_run / "model")[0], ds.x))
     seen: list[torch.Tensor] = []
     forward = EEGDiffusion.forward
 
@@ -235,9 +234,9 @@ def test_image_encoder_folder_follows_the_encoder_run(tmp_path):
     from eegsine.training.diffusion import image_encoder_folder
 
     enc_run = tmp_path / "enc"
-    (enc_run / "encoder").mkdir(parents=True)
-    (enc_run / "encoder" / "config.json").write_text("{}")
-    for given in (enc_run, enc_run / "encoder"):  # --encoder-run RUN or RUN/encoder
+    (enc_run / "model").mkdir(parents=True)
+    (enc_run / "model" / "config.json").write_text("{}")
+    for given in (enc_run, enc_run / "model"):  # --encoder-run RUN or RUN/model
         assert image_encoder_folder(tiny_cfg(encoder_run=str(given)), tmp_path / "r") == enc_run / "image_encoder"
     assert image_encoder_folder(tiny_cfg(), tmp_path / "r") == tmp_path / "r" / "stage1" / "image_encoder"
 
@@ -546,9 +545,9 @@ def test_evaluate_generation_writes_table_with_baselines_and_training_note(train
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)
-    cfg = json.loads((run / "config.json").read_text())
-    cfg["image_cond_frac"] = 0.5  # as the tiny preset trains: the table must say so
-    (run / "config.json").write_text(json.dumps(cfg))
+    prov = json.loads((run / "model" / "provenance.json").read_text())
+    prov["image_cond_frac"] = 0.5  # as the tiny preset trains: the table must say so
+    (run / "model" / "provenance.json").write_text(json.dumps(prov))
     net, _, _ = domain
     r = evaluate_generation(run, ds, domain=net, domain_name="domain-cnn-digits", split="test", max_trials=12,
                             n_boot=20)

@@ -15,7 +15,7 @@ from eegsine.data import EEGSet, load_images
 from eegsine.embed_eval import hungarian_accuracy, kmeans_accuracy, prototype_fewshot, retrieval_topk
 from eegsine.errors import UserError
 from eegsine.models.eeg_encoder import (ARCHS, EEGEncoderConfig, EEGTokenMapper, build_encoder, check_input,
-                                        load_encoder, save_encoder)
+                                        load_encoder)
 from eegsine.training.encoder import EncoderTrainConfig, encoder_preset, train_encoder
 from eegsine.training.episodes import EpisodeSampler
 from eegsine.training.losses import clip_loss, prototypical_loss
@@ -67,7 +67,7 @@ def test_encoder_shapes_norm_and_gradients(arch, n_chans, n_times):
 def test_encoder_save_load_round_trip(tmp_path):
     cfg = EEGEncoderConfig(arch="transformer", n_chans=8, n_times=64, sfreq=128.0, emb_dim=16, d_model=16)
     model = build_encoder(cfg).eval()
-    save_encoder(tmp_path / "enc", model, cfg)
+    model.save_pretrained(tmp_path / "enc")
     loaded, cfg2 = load_encoder(tmp_path / "enc")
     assert cfg2 == cfg
     x = torch.randn(5, 8, 64)
@@ -184,8 +184,8 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path):
     assert not (tmp_path / "resumed" / "metrics.json").exists()
     resumed = train_encoder(cfg, tmp_path / "resumed", data=ds)
     assert [h["epoch"] for h in resumed["train"]["history"]] == [1, 2]
-    a = (tmp_path / "full" / "encoder" / "model.safetensors").read_bytes()
-    b = (tmp_path / "resumed" / "encoder" / "model.safetensors").read_bytes()
+    a = (tmp_path / "full" / "model" / "model.safetensors").read_bytes()
+    b = (tmp_path / "resumed" / "model" / "model.safetensors").read_bytes()
     assert a == b
     assert full["seen"]["aligned"] == resumed["seen"]["aligned"]
     assert full["unseen"]["aligned"] == resumed["unseen"]["aligned"]
@@ -293,7 +293,7 @@ def test_aligned_encoder_beats_both_controls_on_synthetic_vep_digits(tmp_path):
     m = train_encoder(cfg, tmp_path / "run", data=ds)
     from eegsine.preprocessing import load_spec
 
-    assert load_spec(tmp_path / "run" / "encoder") == ds.preprocessing   # the run saves its input's spec (#16)
+    assert load_spec(tmp_path / "run" / "model") == ds.preprocessing   # the run saves its input's spec (#16)
     seen = m["seen"]
     assert seen["n_trials"] == 240
     a, s, c = seen["aligned"], seen["shuffled_labels"], seen["class_only"]

@@ -106,7 +106,8 @@ def test_sigkill_at_every_commit_point_resumes_bit_identical(tmp_path):
     # 5. to the end
     rc, err = _finish(_spawn(run))
     assert rc == 0, err[-2000:]
-    assert _equal_tensors(load_weights(run / "model.safetensors"), load_weights(tmp_path / "ref" / "model.safetensors"))
+    assert _equal_tensors(load_weights(run / "model" / "model.safetensors"),
+                          load_weights(tmp_path / "ref" / "model" / "model.safetensors"))
     assert _equal_tensors(load_weights(run / _record(run)["weights"]),
                           load_weights(tmp_path / "ref" / _record(tmp_path / "ref")["weights"]))
     assert read_json(run / "metrics.json")["train"]["history"] == ref["history"]

@@ -78,20 +78,22 @@ def test_spec_round_trips_and_refuses_what_it_cannot_run(tmp_path):
 
 
 def test_encoder_folder_keeps_its_preprocessing(tmp_path):
-    from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, load_encoder, save_encoder
+    from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, load_encoder
 
     enc = build_encoder(EEGEncoderConfig(arch="lstm", n_chans=3, n_times=440, emb_dim=4, d_model=4, n_layers=1))
-    save_encoder(tmp_path / "a", enc, preprocessing=_spec())
+    enc.preprocessing = _spec()
+    enc.save_pretrained(tmp_path / "a")
     loaded, _ = load_encoder(tmp_path / "a")
     assert loaded.preprocessing == _spec()
-    save_encoder(tmp_path / "b", loaded)                               # a model folder copying the encoder keeps it
+    loaded.save_pretrained(tmp_path / "b")                             # a model folder copying the encoder keeps it
     assert PreprocessingSpec.load(tmp_path / "b", "preprocessing.json") == _spec()
 
 
 def test_data_set_loaders_produce_their_spec():
     ds = h.vep_set()
     s = ds.preprocessing
-    assert (s.sfreq, s.ch_names, s.units, s.n_times, s.tmin, s.has_filters) == (250.0, ds.ch_names, "uV", 64, 0.02, False)
+    assert (s.sfreq, s.ch_names, s.units, s.n_times, s.tmin) == (250.0, ds.ch_names, "uV", 64, 0.02)
+    assert not s.has_filters
 
 
 # -- raw: recordings ---------------------------------------------------------------------------------------
@@ -158,8 +160,8 @@ def test_export_recording_cli_writes_playback_csv_and_fif(tmp_path):
     common = ["-o", "image_set=digits", "-o", "n_chans=8", "-o", "n_times=64", "-o", "sfreq=250",
               "-o", "n_images_per_class=10", "-o", "n_subjects=1", "--split", "test", "--isi", "0.4"]
     for name in ("rec.csv", "rec.fif"):
-        r = subprocess.run(EEGSINE + ["data", "export-recording", "synthetic-vep", "--out", str(tmp_path / name)] + common,
-                           capture_output=True, text=True, timeout=300, env=ENV)
+        r = subprocess.run(EEGSINE + ["data", "export-recording", "synthetic-vep", "--out", str(tmp_path / name)]
+                           + common, capture_output=True, text=True, timeout=300, env=ENV)
         assert r.returncode == 0, r.stderr[-2000:]
         assert "10 trials of synthetic-vep (test)" in r.stdout
     d = import_brainflow().DataFilter.read_file(str(tmp_path / "rec.csv"))
@@ -172,7 +174,8 @@ def test_export_recording_cli_writes_playback_csv_and_fif(tmp_path):
                                     "-o", "image_set=digits", "-o", "n_images_per_class=10", "-o", "n_subjects=1"],
                          capture_output=True, text=True, timeout=300, env=ENV)
     assert bad.returncode == 2 and "board SYNTHETIC_BOARD samples at 250 Hz, the recording at 1000 Hz" in bad.stderr
-    assert [ln for ln in bad.stderr.splitlines() if "error" in ln][0].startswith("eegsine: error: board SYNTHETIC_BOARD")
+    errors = [ln for ln in bad.stderr.splitlines() if "error" in ln]
+    assert errors[0].startswith("eegsine: error: board SYNTHETIC_BOARD")
 
 
 # -- bundle: preprocessing + prototypes, EEGDecoder ---------------------------------------------------------------
@@ -265,23 +268,65 @@ def test_stream_file_fast_matches_the_offline_runtime(tmp_path):
     assert json.loads(summ.read_text()) == summary and summary["stopped"] == "end of stream"
     assert summary["accuracy"] is not None and summary["flat_channels_s"] == {} and summary["nan_samples"] == {}
     assert f"stream (end of stream): {len(events) - 2} decisions / {len(events) - 2} markers" in r.stderr
+    assert "| latency, chunk arrival to decision | p50 " in (tmp_path / "stream.md").read_text()
+    assert (tmp_path / "latency_hist.png").stat().st_size > 1000
 
 
-def test_stream_brainflow_playback_is_torch_free_and_matches_offline(tmp_path):
-    rec = h.recording("csv", 12)                                        # 12 trials: ~8 s at real time
-    code = ("import io, json, sys\n"
-            "from eegsine.stream import StreamConfig, run_stream\n"
-            f"out = open({str(tmp_path / 'log.jsonl')!r}, 'w')\n"
-            f"run_stream(StreamConfig(source='brainflow:playback:{rec}', bundle={str(h.stream_bundle())!r}, "
-            "embeddings=True), out)\n"
+def test_file_source_paces_at_speed():
+    """file: --speed S delivers each chunk once its last sample is due at S x real time (--fast: no waiting)."""
+    from eegsine.stream_sources import open_source
+
+    rec = h.recording("fif", 12)
+    for speed in (20.0, 40.0):
+        src = open_source(f"file:{rec}", speed=speed)
+        src.start()
+        t0, n = time.perf_counter(), 0
+        while (c := src.read()) is not None:
+            n += c.data.shape[1]
+        wall, signal_s = time.perf_counter() - t0, n / src.info.sfreq
+        assert signal_s / speed * 0.95 < wall < signal_s / speed + 0.5, (speed, wall, signal_s)
+        assert src.info.description.endswith(f"({speed:g}x real time)")
+
+
+def test_stream_brainflow_playback_cli_is_torch_free_faster_than_real_time_and_matches_offline(tmp_path):
+    """`eegsine stream --source brainflow:playback:REC.csv --speed 4` (the demo's stream stage) in a process that
+    never imports torch: every marker decided as offline, and the summary's markdown and latency histogram."""
+    rec = h.recording("csv", 12)                                        # 12 trials: 8.3 s of signal
+    log, summ = tmp_path / "log.jsonl", tmp_path / "summary.json"
+    argv = ["stream", "--source", f"brainflow:playback:{rec}", "--bundle", str(h.stream_bundle()), "--speed", "4",
+            "--embeddings", "--marker-labels", "--log", str(log), "--summary", str(summ)]
+    code = ("import sys\nfrom eegsine.cli import main\n"
+            f"rc = main({argv!r})\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n"
-            "print('ok')\n")
+            "print('ok', rc)\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=ENV)
-    assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
-    events = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert r.returncode == 0 and r.stdout.strip().endswith("ok 0"), r.stderr[-2000:]
+    events = [json.loads(line) for line in log.read_text().splitlines()]
     summary = _check_stream_log(events, rec)
     assert summary["latency_from_sample_ms"]["p50"] > 0                # BrainFlow timestamps are time.time()
     assert "BrainFlow SYNTHETIC_BOARD playback" in summary["description"]
+    assert summary["description"].endswith("at 4x real time") and summary["speed"] == 4.0
+    assert summary["wall_s"] < summary["signal_s"] / 2, summary        # 4x: measured 2.1 s for 8.3 s of signal
+    md = (tmp_path / "stream.md").read_text()
+    assert "| markers | 12 |" in md and "| dropped markers | 0 |" in md and "(latency_hist.png)" in md
+    assert (tmp_path / "latency_hist.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stream_report_without_matplotlib(tmp_path, monkeypatch):
+    """A runtime-only device may lack matplotlib: the markdown says so, no PNG, the stream still succeeds."""
+    from eegsine.stream import write_report
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)               # import matplotlib -> ImportError
+    s = {"source": "file:r.fif", "description": "recording r.fif (fast)", "bundle": "b", "precision": "fp32",
+         "n_chans": 8, "n_times": 64, "sfreq": 250.0, "channel_mapping": "by name", "stopped": "end of stream",
+         "signal_s": 8.4, "wall_s": 0.1, "markers": 2, "decisions": 2, "windows": 0, "dropped_markers": 0,
+         "latency_ms": {"p50": 1.0, "p99": 2.0, "max": 2.0, "n": 2}, "latency_from_sample_ms": None,
+         "dropped_samples": 0, "deadline_ms": 100.0, "deadline_misses": 0, "buffer_overruns": 0, "accuracy": 0.5,
+         "n_classes": 10, "warnings": []}
+    md = write_report(tmp_path / "summary.json", s, [1.0, 2.0], [])
+    assert md == tmp_path / "stream.md" and "No latency histogram: matplotlib is not installed." in md.read_text()
+    assert "| decisions | 2 (accuracy 0.500, chance 0.10) |" in md.read_text()
+    assert not (tmp_path / "latency_hist.png").exists() and json.loads((tmp_path / "summary.json").read_text()) == s
 
 
 def test_stream_brainflow_synthetic_board_runs(tmp_path):
@@ -300,52 +345,70 @@ def test_stream_brainflow_synthetic_board_runs(tmp_path):
 LSL_CFG = "[ports]\nIPv6 = disable\n[multicast]\nResolveScope = machine\n"   # loopback only (127.0.0.1)
 
 
-@pytest.mark.slow  # real-time LSL over loopback: on a loaded 2-core machine it missed markers once and hung once
-def test_stream_lsl_matches_offline(tmp_path):
+@pytest.fixture(scope="module")
+def lsl(tmp_path_factory):
+    """pylsl with discovery kept on 127.0.0.1 (liblsl reads LSLAPICFG once, at first use in the process)."""
     pylsl = pytest.importorskip("pylsl", reason="pylsl is not installed")
-    cfg = tmp_path / "lsl_api.cfg"
+    cfg = tmp_path_factory.mktemp("lsl") / "lsl_api.cfg"
     cfg.write_text(LSL_CFG)
-    os.environ["LSLAPICFG"] = str(cfg)  # liblsl reads it at first use; this process has not used LSL yet
-    rec = h.recording("fif", 12)
-    import mne
+    os.environ["LSLAPICFG"] = str(cfg)
+    return pylsl
 
-    side = json.loads(Path(str(rec) + ".json").read_text())
-    data = mne.io.read_raw_fif(rec, preload=True, verbose="error").get_data(picks=side["ch_names"]) * 1e6
-    info = pylsl.StreamInfo("eegsine-test-eeg", "EEG", 8, h.STREAM_SFREQ, "float32", "eegsine-test-eeg")
+
+def _lsl_outlets(pylsl, tag: str, ch_names: list[str]):
+    info = pylsl.StreamInfo(f"eegsine-{tag}-eeg", "EEG", len(ch_names), h.STREAM_SFREQ, "float32", f"eegsine-{tag}-eeg")
     chans = info.desc().append_child("channels")
-    for n in side["ch_names"]:
+    for n in ch_names:
         c = chans.append_child("channel")
         c.append_child_value("label", n)
         c.append_child_value("unit", "microvolts")
     try:
-        eeg = pylsl.StreamOutlet(info, 32)
-        mk = pylsl.StreamOutlet(pylsl.StreamInfo("eegsine-test-markers", "Markers", 1, 0, "int32", "eegsine-test-mk"))
+        eeg = pylsl.StreamOutlet(info, 8)
+        mk = pylsl.StreamOutlet(pylsl.StreamInfo(f"eegsine-{tag}-markers", "Markers", 1, 0, "int32",
+                                                 f"eegsine-{tag}-mk"))
     except Exception as e:  # noqa: BLE001 - no usable network stack for liblsl here
         pytest.skip(f"liblsl cannot open outlets on this machine ({e})")
-    stop = threading.Event()
+    return eeg, mk
 
-    def push():
-        time.sleep(1.5)                                                  # let the inlets connect
-        t0 = pylsl.local_clock()
-        events = {s: c for s, c in side["events"]}
-        for a in range(0, data.shape[1], 8):
-            if stop.is_set():
-                return
-            ts = t0 + np.arange(a, min(a + 8, data.shape[1])) / h.STREAM_SFREQ
-            eeg.push_chunk(data[:, a:a + 8].T.astype(np.float32).tolist(), ts.tolist())
-            for s in range(a, min(a + 8, data.shape[1])):
-                if s in events:
-                    mk.push_sample([int(events[s])], t0 + s / h.STREAM_SFREQ)
-            time.sleep(max(0.0, t0 + (a + 8) / h.STREAM_SFREQ - pylsl.local_clock()))
 
+def _push(pylsl, eeg, mk, data: np.ndarray, events: dict[int, int], stop: threading.Event, lag: dict[int, int]):
+    """Push ``data`` (C, S) in 8-sample chunks at real time, each marker right after the chunk ``lag[sample]``
+    chunks after the one holding its sample (-1: before its sample exists), timestamps on one grid. liblsl queues
+    for an inlet only what is pushed after it subscribed, so nothing is pushed before both inlets have (a fixed
+    head start lost the first samples and markers on a loaded machine: a shifted filter start, and a run waiting
+    for a marker that never came)."""
+    if not (eeg.wait_for_consumers(120) and mk.wait_for_consumers(120)):
+        return
+    t0 = pylsl.local_clock()
+    due: dict[int, list[int]] = {}
+    for s in events:
+        due.setdefault(max(0, s // 8 + lag.get(s, 0)), []).append(s)
+    for k, a in enumerate(range(0, data.shape[1], 8)):
+        if stop.is_set():
+            return
+        ts = t0 + np.arange(a, min(a + 8, data.shape[1])) / h.STREAM_SFREQ
+        time.sleep(max(0.0, ts[-1] - pylsl.local_clock()))             # as an amplifier: once its last sample is taken
+        eeg.push_chunk(data[:, a:a + 8].T.astype(np.float32), ts.tolist())
+        for s in due.pop(k, []):
+            mk.push_sample([events[s]], t0 + s / h.STREAM_SFREQ)
+    for k in sorted(due):                                                # markers due after the last chunk
+        for s in due[k]:
+            mk.push_sample([events[s]], t0 + s / h.STREAM_SFREQ)
+
+
+def _stream_lsl(lsl, tag: str, data: np.ndarray, events: dict[int, int], lag: dict[int, int], tmp_path, **kw):
     from eegsine.stream import StreamConfig, run_stream
 
-    th = threading.Thread(target=push, daemon=True)
+    side = json.loads(Path(str(h.recording("fif", 12)) + ".json").read_text())
+    bundle = h.stream_bundle()          # before the pusher starts its wait: building it took > 60 s on a loaded machine
+    eeg, mk = _lsl_outlets(lsl, tag, side["ch_names"])
+    stop = threading.Event()
+    th = threading.Thread(target=_push, args=(lsl, eeg, mk, data, events, stop, lag), daemon=True)
     th.start()
     try:
         with open(tmp_path / "log.jsonl", "w") as out:
-            s = run_stream(StreamConfig(source="lsl:eegsine-test-eeg", bundle=str(h.stream_bundle()), embeddings=True,
-                                        lsl_markers="eegsine-test-markers", max_markers=len(side["events"])), out)
+            s = run_stream(StreamConfig(source=f"lsl:eegsine-{tag}-eeg", bundle=str(bundle), embeddings=True,
+                                        lsl_markers=f"eegsine-{tag}-markers", **kw), out)
     except UserError as e:
         if "no LSL stream" in str(e):
             pytest.skip(f"LSL discovery on the loopback interface failed here ({e})")
@@ -353,11 +416,46 @@ def test_stream_lsl_matches_offline(tmp_path):
     finally:
         stop.set()
         th.join(10)
-    events = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
-    assert s["stopped"] == "max markers"
-    # the stream starts 1.5 s into nothing: LSL samples from the outlet's first push on, so the offline reference
+    return s, [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+
+
+def _lsl_recording() -> tuple[Path, np.ndarray, dict[int, int]]:
+    import mne
+
+    rec = h.recording("fif", 12)
+    side = json.loads(Path(str(rec) + ".json").read_text())
+    data = mne.io.read_raw_fif(rec, preload=True, verbose="error").get_data(picks=side["ch_names"]) * 1e6
+    return rec, data, {int(s): int(c) for s, c in side["events"]}
+
+
+@pytest.mark.timeout(300)  # a hang fails here instead of stalling `make test`
+def test_stream_lsl_matches_offline(lsl, tmp_path):
+    """Real time over loopback, markers out of step with their samples: every second marker is pushed three chunks
+    (96 ms) after the chunk holding its sample, every fourth one chunk before it; each lands on its sample."""
+    rec, data, events = _lsl_recording()
+    lag = {s: (3 if i % 2 else -1 if i % 4 == 0 else 0) for i, s in enumerate(sorted(events))}
+    s, log = _stream_lsl(lsl, "parity", data, events, lag, tmp_path, max_markers=len(events), lsl_timeout=10.0)
+    assert s["stopped"] == "max markers", {k: s[k] for k in ("stopped", "samples", "markers", "decisions", "wall_s")}
+    # the pusher waits for both inlets, so the stream sees the outlet's first sample: the offline reference
     # (filter started on the recording's first sample) is what the stream sees
-    _check_stream_log(events, rec, tol=1e-5)
+    _check_stream_log(log, rec, tol=1e-5)
+    assert s["latency_from_sample_ms"]["p50"] > 0 and s["dropped_samples"] == 0
+
+
+@pytest.mark.timeout(300)
+def test_stream_lsl_outlet_that_stops_ends_the_stream(lsl, tmp_path):
+    """The outlet stops after 3 of 5 trials: no sample for lsl_timeout seconds ends the stream (no hang), and
+    the two markers whose epochs never came are reported dropped."""
+    rec, data, events = _lsl_recording()
+    first = sorted(events)[:5]
+    end = first[3] - 1                                                   # the 4th marker's sample is never sent
+    s, log = _stream_lsl(lsl, "stops", data[:, :end], {k: events[k] for k in first}, {}, tmp_path, lsl_timeout=1.5)
+    assert s["stopped"] == "no samples from lsl:eegsine-stops-eeg for 1.5 s"
+    assert (s["markers"], s["decisions"], s["dropped_markers"]) == (5, 3, 2)
+    dropped = [e for e in log if e["type"] == "dropped_marker"]
+    assert [d["sample"] for d in dropped] == first[3:]
+    assert all(d["reason"] == "the stream ended before its epoch was complete" for d in dropped)
+    assert any("the stream ended early" in w for w in s["warnings"])
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -365,6 +463,9 @@ def test_stream_lsl_matches_offline(tmp_path):
     (["--source", "tcp:1234"], "unknown stream source 'tcp:1234'"),
     (["--source", "brainflow:playback:/nonexistent/rec.csv"], "/nonexistent/rec.csv: playback file does not exist"),
     (["--source", "brainflow:nosuchboard"], "unknown BrainFlow board 'nosuchboard'"),
+    (["--source", "brainflow:synthetic", "--speed", "2"], "brainflow:synthetic: --speed paces recordings"),
+    (["--source", "brainflow:synthetic", "--fast"], "brainflow:synthetic: --fast replays file: recordings"),
+    (["--source", "file:x.fif", "--speed", "0"], "StreamConfig.speed must be > 0, got 0.0"),
 ])
 def test_stream_bad_inputs_are_one_line_errors(argv, message):
     r = subprocess.run(EEGSINE + ["stream", "--bundle", str(h.stream_bundle())] + argv, capture_output=True, text=True,
@@ -387,7 +488,7 @@ def test_stream_refuses_bundles_and_recordings_that_do_not_fit(tmp_path):
         run_stream(StreamConfig(source=f"file:{rec}", bundle=str(no_pre), fast=True), open(os.devnull, "w"))
     raw = mne.io.read_raw_fif(rec, preload=True, verbose="error")
     raw.drop_channels(raw.ch_names[:3]).save(tmp_path / "five.fif", verbose="error")
-    with pytest.raises(UserError, match=r"the bundle needs channels Fpz, F3, T7 \(3 of 8 missing; the stream has 5: Cz"):
+    with pytest.raises(UserError, match=r"needs channels Fpz, F3, T7 \(3 of 8 missing; the stream has 5: Cz"):
         run_stream(StreamConfig(source=f"file:{tmp_path / 'five.fif'}", bundle=str(h.stream_bundle()), fast=True),
                    open(os.devnull, "w"))
     raw.resample(125.0, verbose="error").save(tmp_path / "slow.fif", verbose="error")

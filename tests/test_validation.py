@@ -44,13 +44,16 @@ def _one_line_exit_2(capsys, rc: int, *needles: str) -> str:
 # -- fixtures: a tiny classifier run and a tiny diffusion run (random weights: only validation runs) ---------
 @pytest.fixture
 def classifier_run(tmp_path):
-    from eegsine.models.classifier import ClassifierConfig, build_classifier, save_classifier
+    from eegsine.models.classifier import ClassifierConfig, build_classifier
+    from eegsine.training.classifier import classifier_provenance
     from eegsine.training.classifier import ClassifierTrainConfig
 
     torch.manual_seed(0)
     mcfg = ClassifierConfig(image_size=8, fc_width=16)
     run = tmp_path / "clf"
-    save_classifier(run, build_classifier(mcfg).eval(), ClassifierTrainConfig(dataset="digits", eps=0.1, model=mcfg))
+    tcfg = ClassifierTrainConfig(dataset="digits", eps=0.1, model=mcfg)
+    tcfg.save(run)
+    build_classifier(mcfg).eval().save_pretrained(run / "model", classifier_provenance(tcfg))
     return run
 
 
@@ -77,7 +80,7 @@ BAD_MODEL_FILES = [
 
 @pytest.fixture
 def diffusion_run(tmp_path):
-    from eegsine.models.diffusion import DiffusionConfig, build_diffusion, save_diffusion
+    from eegsine.models.diffusion import DiffusionConfig, build_diffusion
     from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
 
     torch.manual_seed(0)
@@ -89,7 +92,7 @@ def diffusion_run(tmp_path):
                            scaling_factor=0.8, guidance=2.0, sample_steps=2, num_train_timesteps=100)
     model, dcfg = build_diffusion(dcfg, enc)
     run = tmp_path / "diff"
-    save_diffusion(run / "model", model.eval(), dcfg)
+    model.eval().save_pretrained(run / "model")
     np.save(tmp_path / "eeg.npy", np.zeros((4, 32), np.float32))
     return run
 

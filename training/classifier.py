@@ -32,7 +32,8 @@ from tqdm import tqdm
 from eegsine.attacks import AttackParams, build_attack  # torchattacks there, with how to install it
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import atomic_write_text, load_weights, save_weights, update_metrics
-from eegsine.models.classifier import ClassifierConfig, build_classifier, save_classifier
+from eegsine.models.classifier import ClassifierConfig, build_classifier
+from eegsine.models.protocol import MODEL_DIR, Provenance
 from eegsine.plotting import plot_accuracy_curves, plot_grad_norms, plot_layer_norms
 from eegsine.run_folder import RunFolder
 from eegsine.training.configs import (CLASSIFIER_PRESETS, DATASETS, ClassifierTrainConfig,  # noqa: F401 - re-exported
@@ -185,6 +186,12 @@ class _Run:
         return self.steps_per_epoch * self.cfg.epochs
 
 
+def classifier_provenance(cfg: ClassifierTrainConfig) -> Provenance:
+    """What the trained classifier records: its data set (and folder), eps, training mode and seed."""
+    return Provenance(trained_by=cfg.KIND, data=cfg.dataset, data_options={"root": cfg.data_root} if cfg.data_root else {},
+                      train_eps=cfg.eps, train_attack=cfg.mode, seed=cfg.seed)
+
+
 def train_classifier(cfg: ClassifierTrainConfig, run_dir: str | Path, data: dict | None = None) -> dict:
     """Train one classifier into ``run_dir`` (resuming from its checkpoint if present); return its metrics.
 
@@ -279,7 +286,7 @@ def _finish(r: _Run) -> dict:
     if (run_dir / BEST_FILE).exists():
         model.load_state_dict(load_weights(run_dir / BEST_FILE))
     model.eval()
-    save_classifier(run_dir, model, cfg)
+    model.save_pretrained(run_dir / MODEL_DIR, classifier_provenance(cfg))
     test_clean = _accuracy(model, data["test_x"], data["test_y"])
     if prog["grad_norms"]:
         plot_grad_norms(prog["grad_norms"], run_dir / "grad_norms.png",

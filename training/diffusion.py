@@ -16,7 +16,7 @@
     the diffusion loss together with the UNet (the two-stage claim, measured; ``joint.png``).
 
 Each epoch writes a fixed-seed sample grid and a resumable checkpoint; the final model is
-``RUN/model`` (``save_diffusion``). Runs under Accelerate: ``accelerate launch -m eegsine train
+``RUN/model`` (``EEGDiffusion.save_pretrained``: a diffusers pipeline folder). Runs under Accelerate: ``accelerate launch -m eegsine train
 diffusion ...`` is data-parallel (tests/test_diffusion.py checks 2 gloo processes against 1).
 Sampling speed (``speed``) is measured by the command, with :mod:`eegsine.bench.timing`, through
 the ``speed_probe`` argument (this layer does not import bench).
@@ -36,9 +36,10 @@ import torch
 from eegsine.data import EEGSet
 from eegsine.errors import UserError
 from eegsine.io import save_weights, update_metrics
-from eegsine.models.diffusion import EEGDiffusion, build_diffusion, load_diffusion, model_sizes, save_diffusion
-from eegsine.models.eeg_encoder import EEGEncoder, embed, load_encoder
-from eegsine.models.image_encoder import embed_images, load_image_encoder
+from eegsine.models.diffusion import EEGDiffusion, build_diffusion, model_sizes
+from eegsine.models.eeg_encoder import EEGEncoder, embed
+from eegsine.models.image_encoder import ImageEncoder, embed_images
+from eegsine.models.protocol import MODEL_DIR  # RUN/model: the run's deployable model
 from eegsine.plotting import save_grid, save_strip  # noqa: F401 - re-exported
 from eegsine.run_folder import RunFolder
 from eegsine.training.configs import DIFFUSION_PRESETS as PRESETS
@@ -48,17 +49,16 @@ from eegsine.training.loop import accelerator, open_run, start_log
 from eegsine.training.unet import LORA_TARGETS, FrozenEncoder, pick_grid_trials, set_trainable, train_unet  # noqa: F401
 from eegsine.training.vae import VAE_DIR, stage_a, train_vae  # noqa: F401 - re-exported
 
-MODEL_DIR = "model"
 SpeedProbe = Callable[[EEGDiffusion, torch.device], dict]  # (trained model, device) -> sampling speed record
 
 
 # -- stage one: the aligned encoder ------------------------------------------------------------------
 def encoder_folder(cfg: DiffusionTrainConfig, run_dir: Path) -> Path:
-    """Where stage one's encoder is (or will be): RUN/stage1/encoder, ENCODER_RUN/encoder or ENCODER_RUN."""
+    """Where stage one's encoder is (or will be): RUN/stage1/model, ENCODER_RUN/model or ENCODER_RUN itself."""
     if not cfg.encoder_run:
-        return run_dir / "stage1" / "encoder"
+        return run_dir / "stage1" / MODEL_DIR
     p = Path(cfg.encoder_run)
-    return p / "encoder" if (p / "encoder" / "config.json").exists() else p
+    return p / MODEL_DIR if (p / MODEL_DIR / "config.json").exists() else p
 
 
 def resolve_encoder(cfg: DiffusionTrainConfig, run_dir: Path, ds: EEGSet, logger) -> EEGEncoder:
@@ -74,8 +74,9 @@ def resolve_encoder(cfg: DiffusionTrainConfig, run_dir: Path, ds: EEGSet, logger
             train_encoder(ecfg, stage1, data=ds)
     elif not (folder / "config.json").exists():
         p = Path(cfg.encoder_run)
-        raise UserError(f"encoder_run={cfg.encoder_run}: no encoder config.json in {p} or {p / 'encoder'}")
-    enc, ecfg = load_encoder(folder)
+        raise UserError(f"encoder_run={cfg.encoder_run}: no encoder config.json in {p} or {p / MODEL_DIR}")
+    enc = EEGEncoder.from_pretrained(folder)
+    ecfg = enc.cfg
     if (ecfg.n_chans, ecfg.n_times) != (ds.n_chans, ds.n_times):
         raise UserError(f"encoder in {folder} expects {ecfg.n_chans} ch x {ecfg.n_times} samples but {ds.name} has "
                         f"{ds.n_chans} x {ds.n_times}; set --data-options to match the encoder run")
@@ -174,7 +175,11 @@ def _save_model(cfg: DiffusionTrainConfig, model: EEGDiffusion, mcfg, run_dir: P
         model.unet.fuse_lora()
         model.unet.unload_lora()
         metrics["lora_params"] = int(sum(v.numel() for v in lora_state.values()))
-    save_diffusion(run_dir / MODEL_DIR, model, mcfg)
+    from eegsine.training.encoder import run_provenance
+
+    model.cfg = mcfg
+    model.save_pretrained(run_dir / MODEL_DIR, run_provenance(cfg, image_cond_frac=cfg.image_cond_frac,
+                                                              image_encoder=model.encoder.provenance.image_encoder))
     if cfg.mode == "lora":
         save_weights(run_dir / MODEL_DIR / "unet_lora.safetensors", lora_state)
 
@@ -187,7 +192,7 @@ def _stimuli(ds: EEGSet, rows: np.ndarray) -> np.ndarray:
 def _init_from(cfg: DiffusionTrainConfig, model: EEGDiffusion) -> None:
     if not cfg.init_from:
         return
-    base, _ = load_diffusion(cfg.init_from)
+    base = EEGDiffusion.from_pretrained(cfg.init_from)
     for name in ("unet", "mapper"):
         getattr(model, name).load_state_dict(getattr(base, name).state_dict())
     with torch.no_grad():
@@ -205,7 +210,7 @@ def image_embeddings(folder: Path, images: np.ndarray, emb_dim: int) -> torch.Te
     """(M, emb_dim) embeddings of the stimulus images by stage one's image encoder (image_cond_frac > 0)."""
     if not (folder / "config.json").exists():
         raise UserError(f"image_cond_frac > 0 needs stage one's image encoder; none at {folder}")
-    model, _ = load_image_encoder(folder)
+    model = ImageEncoder.from_pretrained(folder)
     z = torch.from_numpy(embed_images(model, images))
     if z.shape[1] != emb_dim:
         raise UserError(f"{folder}: image embeddings have {z.shape[1]} dims, the EEG encoder {emb_dim}")

@@ -28,7 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("diffusion", help="train the EEG-conditioned latent diffusion model (VAE, then UNet)",
                               description="Stage A trains the VAE on the stimulus images, stage B the cross-attention "
                               "UNet on the frozen aligned encoder's tokens (--mode full|lora|joint). Writes RUN/model "
-                              "(load_diffusion), RUN/grids/epoch_XXX.png and strip.png, metrics.json; rerun to resume. "
+                              "(EEGDiffusion.from_pretrained), RUN/grids/epoch_XXX.png and strip.png, metrics.json; rerun to resume. "
                               "Data-parallel with `accelerate launch -m eegsine train diffusion ...`.")
     p.add_argument("--run", required=True, help="output run folder (resumes if it holds a checkpoint)")
     p.add_argument("--preset", choices=DIFFUSION_PRESETS, default=None, help="named settings; other flags override them")

@@ -40,8 +40,9 @@ from eegsine.data import EEGSet, load_eeg
 from eegsine.embed_eval import _l2, retrieval_topk
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import load_state_into, save_weights, update_metrics
-from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, embed, save_encoder
-from eegsine.models.image_encoder import build_image_encoder, embed_images, load_image_encoder, save_image_encoder
+from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, embed
+from eegsine.models.image_encoder import ImageEncoder, build_image_encoder, embed_images
+from eegsine.models.protocol import MODEL_DIR, Provenance
 from eegsine.run_folder import RunFolder, main_process
 from eegsine.training.configs import ENCODER_PRESETS as PRESETS  # noqa: F401 - re-exported
 from eegsine.training.configs import EncoderTrainConfig, encoder_preset  # noqa: F401 - re-exported
@@ -49,20 +50,22 @@ from eegsine.training.episodes import EpisodeSampler
 from eegsine.training.loop import Checkpoint, accelerator, cosine_warmup, open_run, start_log
 from eegsine.training.losses import clip_loss, cosine_ce, prototypical_loss
 
-ENCODER_DIR = "encoder"            # best EEG encoder: config.json + model.safetensors (load_encoder reads it)
+ENCODER_DIR = MODEL_DIR            # best EEG encoder, a model folder (EEGEncoder.from_pretrained reads it)
 IMAGE_ENCODER_DIR = "image_encoder"
 ALIGNER_FILE = "aligner.safetensors"  # best encoder + temperatures + classification head
 CONTROL_DIR = "control_shuffled"
 
 
 # -- data -----------------------------------------------------------------------------------------
-def load_data(cfg: EncoderTrainConfig) -> EEGSet:
-    opts: dict = {}
+def data_options(cfg: EncoderTrainConfig | Any) -> dict[str, Any]:
+    """The loader options a run's data fields give (``data_root``, ``image_set``, LOSO, ``--data-options``):
+    what ``load_eeg`` gets, and what the trained model's provenance records (an encoder or diffusion run)."""
+    opts: dict[str, Any] = {}
     if cfg.data_root:
         opts["root"] = cfg.data_root
     if cfg.data == "synthetic-vep" and cfg.image_set:
         opts["image_set"] = cfg.image_set
-    if cfg.data == "eegcvpr40" and cfg.loso_subject:
+    if cfg.data == "eegcvpr40" and getattr(cfg, "loso_subject", 0):  # the diffusion stage has no LOSO field
         opts["loso_subject"] = cfg.loso_subject
     for kv in cfg.data_options:
         k, v = kv.split("=", 1)
@@ -70,6 +73,21 @@ def load_data(cfg: EncoderTrainConfig) -> EEGSet:
             opts[k.strip().replace("-", "_")] = json.loads(v)
         except json.JSONDecodeError:
             opts[k.strip().replace("-", "_")] = v
+    return opts
+
+
+def run_provenance(cfg: EncoderTrainConfig | Any, **fields: Any) -> Provenance:
+    """What a model trained by run config ``cfg`` records about its training (``fields``: the rest)."""
+    return Provenance(trained_by=cfg.KIND, data=cfg.data, data_options=data_options(cfg), seed=cfg.seed, **fields)
+
+
+def _image_source(cfg: EncoderTrainConfig) -> str:
+    """The alignment target as provenance names it: cnn (in-project) or hf:<folder> ('' when the data has none)."""
+    return "cnn" if cfg.image_encoder.source == "cnn" else f"hf:{cfg.image_encoder.hf_path}"
+
+
+def load_data(cfg: EncoderTrainConfig | Any) -> EEGSet:
+    opts = data_options(cfg)
     try:
         return load_eeg(cfg.data, **opts).check()
     except DataMissingError as e:
@@ -149,7 +167,8 @@ def image_embeddings(ds: EEGSet, prep: Prepared, cfg: EncoderTrainConfig, run_di
     folder = run_dir / IMAGE_ENCODER_DIR
     stats: dict = {}
     if (folder / "config.json").exists():
-        model, icfg = load_image_encoder(folder)
+        model = ImageEncoder.from_pretrained(folder)
+        icfg = model.cfg
         logger.info(f"image encoder: reloaded from {folder}")
     else:
         icfg = cfg.image_encoder.replace(in_chans=int(ds.images.shape[1]), image_size=int(ds.images.shape[2]),
@@ -168,7 +187,8 @@ def image_embeddings(ds: EEGSet, prep: Prepared, cfg: EncoderTrainConfig, run_di
         raise UserError(f"image encoder gives {emb.shape[1]}-d embeddings but encoder.emb_dim={cfg.encoder.emb_dim}; "
                         f"set --encoder-emb-dim {emb.shape[1]}")
     if not (folder / "config.json").exists():  # saved only once usable: the corrected retry must not find it
-        save_image_encoder(folder, model, icfg)
+        model.cfg = icfg
+        model.save_pretrained(folder, run_provenance(cfg))
     stats.update({"source": icfg.source, "hf_path": icfg.hf_path, "emb_dim": int(emb.shape[1])})
     return emb, stats
 
@@ -377,7 +397,9 @@ def _end_epoch(f: _Fit, epoch: int, rec: dict, progress: dict, ckpt: Checkpoint,
     if improved:
         progress.update(best_score=rec["val_score"], best_epoch=epoch + 1)
         save_weights(out_dir / ALIGNER_FILE, f.raw.state_dict())
-        save_encoder(out_dir / ENCODER_DIR, f.raw.encoder, enc_cfg, preprocessing=ds.preprocessing)
+        f.raw.encoder.cfg, f.raw.encoder.preprocessing = enc_cfg, ds.preprocessing
+        f.raw.encoder.save_pretrained(out_dir / ENCODER_DIR, run_provenance(
+            f.cfg, image_encoder=_image_source(f.cfg) if f.prep.img_emb is not None else ""))
     progress["history"].append(rec)
     progress["epoch"] = epoch + 1
     ckpt.save(progress)

@@ -18,7 +18,7 @@ import torch
 
 from eegsine.errors import UserError
 from eegsine.io import run_logger, write_json
-from eegsine.models.diffusion import EEGDiffusion, load_diffusion
+from eegsine.models.diffusion import EEGDiffusion
 from eegsine.models.eeg_encoder import check_input
 from eegsine.plotting import save_grid, save_png
 
@@ -73,7 +73,7 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
     if model is None:
         if not (run / "model" / "config.json").exists():
             raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
-        model, _ = load_diffusion(run / "model")
+        model = EEGDiffusion.from_pretrained(run / "model").requires_grad_(False)
     if model.encoder is None:
         raise UserError(f"{run / 'model'}: has no EEG encoder folder; cannot generate from EEG")
     steps, guidance = model.cfg.sampling(steps, guidance)  # before any data is read or file written
@@ -151,7 +151,7 @@ def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, st
     if model is None:
         if not (run / "model" / "config.json").exists():
             raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
-        model, _ = load_diffusion(run / "model")
+        model = EEGDiffusion.from_pretrained(run / "model").requires_grad_(False)
     steps, guidance = model.cfg.sampling(steps, guidance)  # before the domain network is trained and written
     logger = run_logger(run)
     ds = data if data is not None else load_run_data(run)

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from eegsine.io import write_json
-from eegsine.models.diffusion import EEGDiffusion, load_diffusion
+from eegsine.models.diffusion import EEGDiffusion
 from eegsine.training.configs import DiffusionTrainConfig
 from eegsine.training.loop import Checkpoint, batched, diffusers_warmup_cosine, seeded_generator
 from eegsine.training.losses import vae_loss
@@ -51,7 +51,7 @@ def stage_a(cfg: DiffusionTrainConfig, model: EEGDiffusion, images: np.ndarray, 
     if model.cfg.pretrained_vae:
         return {"pretrained": model.cfg.pretrained_vae, "scaling_factor": model.scaling_factor}
     if cfg.init_from:
-        base, _ = load_diffusion(cfg.init_from)
+        base = EEGDiffusion.from_pretrained(cfg.init_from)
         model.vae = base.vae
         return {"init_from": cfg.init_from, "scaling_factor": base.scaling_factor}
     if acc.is_main_process:

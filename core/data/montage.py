@@ -1,20 +1,22 @@
-"""10-20 / 10-10 / 10-5 electrode names and idealised spherical positions.
+"""10-20 / 10-10 / 10-5 electrode names for ``synthetic-vep``, positioned by MNE's 10-05 montage.
 
-Hand-written (MNE's ``standard_1005`` would need mne, not a dependency here). Used by
-``synthetic-vep`` to give channels real names and smooth scalp topographies; the
-positions are an *idealised* sphere, good for spatial smoothness, not for source
-localisation.
+Positions come from MNE (``mne.create_info`` + ``make_standard_montage("standard_1005")``, called
+``colin27_1005`` from MNE 1.13 on: the same points, :func:`eegsine.preprocessing.standard_montage`),
+in MNE's head frame, as unit vectors from the centre of a sphere fitted to the 128 positions named
+here (radius 97.3 mm, residual 5.5 mm RMS: the colin27 scalp is not a sphere; Cz lies 8 degrees in
+front of that centre's vertical). The generator places Gaussian blobs by the angle between those
+vectors. Written by hand is only the naming: which 128 names make the three tiers, and the rows and
+columns that order them (Oostenveld & Praamstra 2001). mne is imported on the first position asked.
 
-Geometry (Oostenveld & Praamstra 2001 naming): a row is a step ``u`` along the midline in
-10 % units of the nasion-inion arc (18 degrees; Cz = 0, Fz = 2, Pz = -2, half rows such as
-FFC = 1.5); a column is a step ``c`` from the midline (z = 0, 1/2 = 1, 3/4 = 2, 5/6 = 3,
-7/8 = 4 on the 10 % ring, 9/10 = 5 on the 0 % ring; ``h`` = half a step). Points with
-``c <= 4`` lie on the great circle from the midline point to the 10 % ring point of their
-row; Fp, O, OI and I rows carry their ``1/2`` on the ring (Fp1 sits where F7's row would
-put column 7).
+The hand-written idealised sphere this replaces (rows 18 degrees apart, the 10 % ring at 72 degrees
+from the vertex) was 14.4 degrees from these directions for the same names (median; mean 15.7, max
+30.8; its nearest-neighbour spacing was 11.1 degrees): it put the 0 % ring (F9/F10, T9/T10,
+FT9/FT10) on the equator, ~30 degrees above MNE's, Fp1/T7 25 degrees and Fz 16 degrees off, Pz
+within 2. Farthest-point subsets change with it (32 channels: CP5/CP6 instead of PO9/PO10).
 """
 from __future__ import annotations
 
+import functools
 import re
 
 import numpy as np
@@ -24,9 +26,8 @@ from eegsine.errors import UserError
 ROW_U = {"Fp": 4.0, "AFp": 3.5, "AF": 3.0, "AFF": 2.5, "F": 2.0, "FFC": 1.5, "FC": 1.0, "FCC": 0.5, "C": 0.0,
          "CCP": -0.5, "CP": -1.0, "CPP": -1.5, "P": -2.0, "PPO": -2.5, "PO": -3.0, "POO": -3.5, "O": -4.0,
          "OI": -4.5, "I": -5.0,
-         # temporal names of the same rows (ring columns 7/8 and beyond)
+         # temporal names of the same rows
          "FFT": 1.5, "FT": 1.0, "FTT": 0.5, "T": 0.0, "TTP": -0.5, "TP": -1.0, "TPP": -1.5}
-RING_ROWS = {"Fp", "O", "OI", "I"}  # their column 1/2 is on the ring (c = 4), 1h/2h halfway
 
 # The classic 21 positions of the 10-20 system (T7/T8/P7/P8 in 10-10 naming).
 TEN_TWENTY = ["Fp1", "Fpz", "Fp2", "F7", "F3", "Fz", "F4", "F8", "T7", "C3", "Cz", "C4", "T8",
@@ -46,45 +47,53 @@ TEN_FIVE = ["AFp3", "AFp4", "AFF5h", "AFF1h", "AFF2h", "AFF6h",
             "PPO9h", "PPO5h", "PPO1h", "PPO2h", "PPO6h", "PPO10h", "POO1", "POO2", "OI1h", "OI2h"]
 ALL_128 = TEN_TWENTY + TEN_TEN + TEN_FIVE
 
-_NAME = re.compile(r"^(AFp|AFF|AF|FFC|FFT|FCC|FC|FTT|FT|Fp|F|CCP|CPP|CP|C|TTP|TPP|TP|T|PPO|POO|PO|P|OI|O|I)(z|\d+)(h?)$")
+_NAME = re.compile(r"^(AFp|AFF|AF|FFC|FFT|FCC|FC|FTT|FT|Fp|F|CCP|CPP|CP|C|TTP|TPP|TP|T|PPO|POO|PO|P|OI|O|I)"
+                   r"(z|\d+)(h?)$")
 
 
-def _parse(name: str) -> tuple[float, float, int, str]:
-    """name -> (row u, column c, side -1 left / +1 right / 0 midline, row prefix)."""
+def _grid(name: str) -> tuple[float, float]:
+    """(row, column) of a name: the row's midline position in 10 % steps of the nasion-inion arc (Cz 0,
+    Fz 2, Pz -2), the column in steps from the midline, negative on the left (C3 -2, C4 2, C1h... -0.5)."""
     m = _NAME.match(name)
     if not m:
         raise UserError(f"montage: {name!r} is not a 10-5 electrode name")
     row, col, half = m.groups()
     if col == "z":
-        return ROW_U[row], 0.0, 0, row
+        return ROW_U[row], 0.0
     n = int(col)
-    side = -1 if n % 2 else 1
-    c = float((n + 1) // 2) - (0.5 if half else 0.0)
-    if row in RING_ROWS:
-        c *= 4.0  # 1 -> ring (4), 1h -> 2
-    return ROW_U[row], c, side, row
+    return ROW_U[row], (-1 if n % 2 else 1) * ((n + 1) // 2 - (0.5 if half else 0.0))
 
 
-def _sph(theta_deg: float, psi_deg: float) -> np.ndarray:
-    """Polar angle from the vertex and azimuth from the nose towards the right ear -> (x right, y front, z up)."""
-    t, p = np.deg2rad(theta_deg), np.deg2rad(psi_deg)
-    return np.array([np.sin(t) * np.sin(p), np.sin(t) * np.cos(p), np.cos(t)])
+def _fit_sphere(p: np.ndarray) -> np.ndarray:
+    """Least-squares sphere through points (N, 3) -> its centre (3,): |p - c|^2 = r^2 is linear in (c, r^2 - |c|^2)."""
+    a = np.c_[2.0 * p, np.ones(len(p))]
+    return np.linalg.lstsq(a, (p ** 2).sum(axis=1), rcond=None)[0][:3]
+
+
+@functools.cache
+def _directions() -> dict[str, np.ndarray]:
+    """Every name of ALL_128 -> unit vector (3,) in MNE's head frame (x right, y nose, z up)."""
+    try:
+        import mne
+    except ImportError as e:
+        raise UserError(f"synthetic-vep places electrodes with MNE's 10-05 montage ({e}); pip install mne") from None
+    from eegsine.preprocessing import standard_montage
+
+    info = mne.create_info(ALL_128, 1000.0, ch_types="eeg")
+    info.set_montage(standard_montage(), match_case=True, verbose="error")
+    xyz = np.stack([ch["loc"][:3] for ch in info["chs"]]).astype(np.float64)   # (128, 3) m, head frame
+    u = xyz - _fit_sphere(xyz)
+    u /= np.linalg.norm(u, axis=1, keepdims=True)
+    return dict(zip(ALL_128, u))
 
 
 def position(name: str) -> np.ndarray:
-    """Unit vector (3,) of an electrode on the idealised sphere."""
-    u, c, side, _ = _parse(name)
-    mid = _sph(18.0 * abs(u), 0.0 if u >= 0 else 180.0)
-    ring_theta = 72.0 + 18.0 * max(abs(u) - 4.0, 0.0)
-    ring_psi = 90.0 - 18.0 * float(np.clip(u, -4.0, 4.0))
-    if side == 0:
-        return mid
-    if c > 4.0:  # below the 10 % ring (columns 9/10)
-        return _sph(ring_theta + 18.0 * (c - 4.0), side * ring_psi)
-    ring = _sph(ring_theta, side * ring_psi)
-    omega = np.arccos(np.clip(mid @ ring, -1.0, 1.0))
-    f = c / 4.0
-    return (np.sin((1 - f) * omega) * mid + np.sin(f * omega) * ring) / np.sin(omega)  # slerp
+    """Unit vector (3,) of an electrode, from the sphere's centre."""
+    _grid(name)
+    d = _directions()
+    if name not in d:
+        raise UserError(f"montage: {name!r} is not one of synthetic-vep's 128 electrodes")
+    return d[name].copy()
 
 
 def positions(names: list[str]) -> np.ndarray:
@@ -119,4 +128,4 @@ def montage(n_chans: int) -> list[str]:
             chosen.append(tier[i])
             d = np.minimum(d, np.arccos(np.clip(pos @ pos[i], -1, 1)))
             d[i] = -1.0
-    return sorted(chosen, key=lambda n: (-_parse(n)[0], float(position(n)[0])))  # rows front-to-back, left-to-right
+    return sorted(chosen, key=lambda n: (-_grid(n)[0], _grid(n)[1]))  # rows front-to-back, left-to-right

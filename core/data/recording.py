@@ -12,7 +12,8 @@ Writers: :func:`write_fif` (MNE; volts, a ``STI 014`` stim channel with the code
 named by class, standard 10-05 positions where the names match) and
 :func:`write_brainflow_csv` (the file BrainFlow's ``DataFilter.write_file`` writes and the
 PLAYBACK_FILE_BOARD replays: the master board's rows, EEG in its first EEG rows in microvolts,
-codes in its marker row, timestamps in its timestamp row) plus a ``.json`` sidecar naming the
+codes in its marker row, timestamps in its timestamp row; ``board="auto"``: the board that has
+the recording's rate and channels, :func:`playback_board`) plus a ``.json`` sidecar naming the
 channels, board and events (BrainFlow files carry no channel names).
 """
 from __future__ import annotations
@@ -93,12 +94,37 @@ def write_fif(rec: Recording, path: str | Path) -> Path:
     return path
 
 
+def playback_board(sfreq: float, n_chans: int) -> str:
+    """The BrainFlow board a recording of ``n_chans`` at ``sfreq`` can be written for (``--board auto``):
+    SYNTHETIC_BOARD if it fits (250 Hz, 16 EEG rows), else the board at that rate with the fewest EEG rows
+    that still holds them all (32 ch @ 250 Hz: EXPLORE_PLUS_32_CHAN_BOARD)."""
+    from eegsine.stream_sources import import_brainflow
+
+    bf = import_brainflow()
+    fits = []
+    for b in bf.BoardIds:
+        try:
+            d = bf.BoardShim.get_board_descr(b.value)
+        except bf.BrainFlowError:
+            continue                                    # PLAYBACK_FILE_BOARD, STREAMING_BOARD: no rows of their own
+        if (float(d.get("sampling_rate", 0)) == float(sfreq) and len(d.get("eeg_channels", [])) >= n_chans
+                and "marker_channel" in d and "timestamp_channel" in d):
+            fits.append((b.name != "SYNTHETIC_BOARD", len(d["eeg_channels"]), int(d["num_rows"]), b.name))
+    if not fits:
+        raise UserError(f"no BrainFlow board samples {n_chans} EEG channels at {sfreq:g} Hz (e.g. FREEEEG128_BOARD: "
+                        "128 at 256 Hz, EXPLORE_PLUS_32_CHAN_BOARD: 32 at 250 Hz): write a .fif instead")
+    return min(fits)[3]
+
+
 def write_brainflow_csv(rec: Recording, path: str | Path, board: str = "synthetic") -> Path:
-    """BrainFlow playback file for the master ``board`` (same sampling rate, at least as many EEG rows)."""
+    """BrainFlow playback file for the master ``board`` (same sampling rate, at least as many EEG rows;
+    ``auto``: :func:`playback_board`)."""
     from eegsine.preprocessing import unit_factor
     from eegsine.stream_sources import board_descr, import_brainflow
 
     bf = import_brainflow()
+    if board == "auto":
+        board = playback_board(rec.sfreq, len(rec.ch_names))
     bid, name, descr = board_descr(board)
     if float(descr["sampling_rate"]) != rec.sfreq:
         raise UserError(f"board {name} samples at {descr['sampling_rate']} Hz, the recording at {rec.sfreq:g} Hz: "

@@ -1,7 +1,8 @@
 """``synthetic-vep``: visually-evoked-style EEG generated for a real image set (the embedded default EEG).
 
 Hand-written: no installed library simulates stimulus-locked ERPs paired with images (MNE's
-simulation needs mne and a forward model, neither available here).
+simulation needs a forward model, i.e. a head model this project cannot download). The electrode
+positions are MNE's (:mod:`eegsine.data.montage`; mne is imported when a set is generated).
 
 Generative model. Trial ``n`` of subject ``s`` sees image ``m`` of class ``c``; time runs from
 ``tmin`` (20 ms, like EEGCVPR40's samples 20:460) at ``sfreq``; everything is in microvolts::
@@ -13,7 +14,7 @@ Generative model. Trial ``n`` of subject ``s`` sees image ``m`` of class ``c``; 
 * class ERP: P1 (~100 ms, occipital), N1 (~170 ms, occipito-temporal), N2 (~250 ms,
   fronto-central), P3 (~340 ms, parietal); each class draws its own latency shift, width,
   amplitude and scalp topography (lobes moved off the canonical electrode, hemispheric
-  balance, spread) over the 10-5 montage (:mod:`eegsine.data.montage`).
+  balance, spread) over the 10-5 montage (:mod:`eegsine.data.montage`: MNE's 10-05 positions).
 * image: every stimulus has its own amplitude (x lognormal 10 %) and latency (+-4 ms)
   per component, plus ``f_mk``: its first 8 principal components (fitted on the train-split
   stimuli, unit variance) driving 8 fixed posterior spatio-temporal components. EEG of
@@ -27,20 +28,21 @@ Generative model. Trial ``n`` of subject ``s`` sees image ``m`` of class ``c``; 
   parieto-occipital alpha bursts, white sensor noise. Background power split 60 / 15 / 25 %.
 
 SNR := RMS of the class-mean evoked response (over classes, channels and time; subject gain
-1, no jitter) / RMS of the background, per trial. Default 0.06 (-24 dB; ERP RMS 1.4 uV in
-23 uV of background): a single trial is buried, as real single-trial EEG is, but 128 x 440
+1, no jitter) / RMS of the background, per trial. Default 0.06 (-24 dB; ERP RMS 1.2 uV in
+20 uV of background): a single trial is buried, as real single-trial EEG is, but 128 x 440
 samples and thousands of trials carry enough to decode. Measured on the default set (MNIST,
 10 classes, 6 subjects, 12,000 trials, by-image test split of 1,200 trials), shrinkage LDA on
 40 ms window means, single-trial accuracy (chance 0.10):
 
     snr   0.05  0.06  0.07  0.10  0.20
-    LDA   0.57  0.65  0.71  0.84  0.97
+    LDA   0.59  0.67  0.73  0.87  0.98
 
-and a ridge read-out of the stimulus's first image PC from the within-class EEG residual
-reaches R^2 0.17 at 0.06 (0.31 at 0.10): image detail is present but faint. So a linear
-read-out gets two thirds, leaving room for an encoder. Fewer channels, samples and trials make
-it much harder: 32 ch x 110 @ 250 Hz with 1,200 trials gives 0.21 at snr 0.06 and 0.68 at 0.2
-(120 test trials), so tiny presets should raise ``snr``.
+(0.57 0.65 0.71 0.84 0.97 with the hand-written spherical montage MNE's positions replaced), and
+a ridge read-out of the stimulus's first image PC from the within-class EEG residual reached
+R^2 0.17 at 0.06 (0.31 at 0.10; measured with that montage): image detail is present but faint.
+So a linear read-out gets two thirds, leaving room for an encoder. Fewer channels, samples and
+trials make it much harder: 32 ch x 110 @ 250 Hz, 20 images per class x 6 subjects (1,200 trials)
+gives 0.18 at snr 0.06 and 0.60 at 0.2 (120 test trials), so tiny presets should raise ``snr``.
 
 Vectorised: the ERP components, the alpha bursts and the background patches are stacked
 into one (n, J + K + 2 + S, T) array and mixed to the channels with one batched matmul per
@@ -83,8 +85,8 @@ NOISE_POWER = {"pink": 0.60, "alpha": 0.15, "sensor": 0.25}
 CHUNK = 256  # trials per matmul block: 256 x 128 x 440 float32 = 58 MB of scratch
 DEFAULT_SNR_NOTE = (
     "snr=0.06: shrinkage LDA on 40 ms window means of the default set (MNIST, 10 classes, 128 ch x 440, "
-    "6 subjects, 12,000 trials, by-image test split) reaches 0.65 single-trial accuracy (chance 0.10); "
-    "0.05 -> 0.57, 0.07 -> 0.71, 0.10 -> 0.84, 0.20 -> 0.97 (measured on this generator).")
+    "6 subjects, 12,000 trials, by-image test split) reaches 0.67 single-trial accuracy (chance 0.10); "
+    "0.05 -> 0.59, 0.07 -> 0.73, 0.10 -> 0.87, 0.20 -> 0.98 (measured on this generator).")
 
 
 @dataclasses.dataclass
@@ -94,20 +96,26 @@ class SyntheticVEPConfig(Config):
     KIND = "synthetic-vep"
     VERSION = 1
 
-    image_set: str = dataclasses.field(default="mnist", metadata={"help": "paired image set (mnist, fashion-mnist, digits, cifar10)"})
-    n_classes: int = dataclasses.field(default=10, metadata={"help": "use the first N classes of the image set (0: all)"})
+    image_set: str = dataclasses.field(default="mnist", metadata={
+        "help": "paired image set (mnist, fashion-mnist, digits, cifar10)"})
+    n_classes: int = dataclasses.field(default=10, metadata={
+        "help": "use the first N classes of the image set (0: all)"})
     n_images_per_class: int = dataclasses.field(default=200, metadata={"help": "distinct stimuli per class"})
     n_subjects: int = 6
     trials_per_image: int = dataclasses.field(default=1, metadata={"help": "repetitions of each image per subject"})
     n_chans: int = dataclasses.field(default=128, metadata={"help": "channels (10-20 -> 10-10 -> 10-5 names, <= 128)"})
     n_times: int = 440
     sfreq: float = 1000.0
-    tmin: float = dataclasses.field(default=0.02, metadata={"help": "time of the first sample after stimulus onset (s)"})
+    tmin: float = dataclasses.field(default=0.02, metadata={
+        "help": "time of the first sample after stimulus onset (s)"})
     snr: float = dataclasses.field(default=0.06, metadata={"help": "RMS(class-mean ERP) / RMS(background), per trial"})
-    image_variation: float = dataclasses.field(default=0.3, metadata={"help": "RMS of the image-specific ERP part / RMS of the class ERP"})
+    image_variation: float = dataclasses.field(default=0.3, metadata={
+        "help": "RMS of the image-specific ERP part / RMS of the class ERP"})
     latency_jitter_ms: float = 10.0
-    val_fraction: float = dataclasses.field(default=0.1, metadata={"help": "stimuli per class in val (from the image train split)"})
-    test_fraction: float = dataclasses.field(default=0.1, metadata={"help": "stimuli per class in test (from the image test split)"})
+    val_fraction: float = dataclasses.field(default=0.1, metadata={
+        "help": "stimuli per class in val (from the image train split)"})
+    test_fraction: float = dataclasses.field(default=0.1, metadata={
+        "help": "stimuli per class in test (from the image test split)"})
     seed: int = 0
 
     def validate(self) -> None:
@@ -244,23 +252,20 @@ def _alpha_power(t: np.ndarray, rng_sd: float, p_burst: float) -> float:
 
 
 # -- the generator ---------------------------------------------------------------------------------
-def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: bool = True) -> EEGSet:
-    """Generate the data set described by ``cfg`` (deterministic in ``cfg``)."""
-    from threadpoolctl import threadpool_limits
-    from tqdm import tqdm
+# Each random stream has its own seed ([cfg.seed, k]), so the pieces below draw the same numbers
+# whatever order they run in: 1 class templates, 2 image components, 3 per-stimulus gain and latency,
+# 4 stimulus choice, 5-7 subjects, 8 the patch normaliser, 9 the trials.
+@dataclasses.dataclass
+class _Stimuli:
+    images: np.ndarray          # (M, C_img, H, W) float32
+    labels: np.ndarray          # (M,) int64 class index
+    split: np.ndarray           # (M,) "train" / "val" / "test"
+    source: list[tuple[str, int]]  # (image-set split, index) of each stimulus
 
-    from eegsine.data import load_images
 
-    t_start = time.perf_counter()
-    imgs = load_images(cfg.image_set, **({"root": image_root} if image_root else {}))
-    n_cls_avail = imgs.n_classes
-    n_classes = n_cls_avail if cfg.n_classes == 0 else cfg.n_classes
-    if n_classes > n_cls_avail:
-        raise UserError(f"SyntheticVEPConfig.n_classes={n_classes}: {cfg.image_set} has only {n_cls_avail} classes")
-    class_ids = list(range(n_classes))
+def _select_stimuli(cfg: SyntheticVEPConfig, imgs, class_ids: list[int]) -> _Stimuli:
+    """Per class, train+val stimuli from the image set's train split, test stimuli from its test split."""
     n_tr, n_va, n_te = cfg.images_per_split()
-
-    # stimuli: per class, train+val from the image set's train split, test from its test split
     sel_rng = np.random.default_rng([cfg.seed, 4])
     stim, stim_lab, stim_split, stim_src = [], [], [], []
     for c in class_ids:
@@ -279,19 +284,33 @@ def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: b
             stim_lab += [c] * len(idx)
             stim_split += [split] * len(idx)
             stim_src += [(src_split, int(i)) for i in idx]
-    images = np.concatenate(stim).astype(np.float32)      # (M, C_img, H, W)
-    image_labels = np.asarray(stim_lab, dtype=np.int64)     # (M,)
-    image_split = np.asarray(stim_split)
-    M = len(images)
+    return _Stimuli(np.concatenate(stim).astype(np.float32), np.asarray(stim_lab, dtype=np.int64),
+                    np.asarray(stim_split), stim_src)
 
-    # montage and fixed spatio-temporal structure
-    ch_names = montage(cfg.n_chans)
-    pos = positions(ch_names)                               # (C, 3)
-    C, T = len(ch_names), cfg.n_times
-    t = cfg.tmin + np.arange(T) / cfg.sfreq                 # (T,) seconds after onset
+
+@dataclasses.dataclass
+class _Sources:
+    """What every trial mixes: fixed topographies and time courses, and the scales that set the SNR."""
+    t: np.ndarray               # (T,) seconds after onset
+    tpl: dict[str, np.ndarray]  # class templates (:func:`_class_templates`)
+    img_topo: np.ndarray        # (C, K)
+    img_lat: np.ndarray         # (K,)
+    img_wid: np.ndarray         # (K,)
+    img_sign: np.ndarray        # (K,)
+    alpha_topo: np.ndarray      # (C, 2)
+    patch_norm: float
+    rms_signal: float
+    rms_noise: float
+    beta: float                 # image components' amplitude per unit image feature
+    pink_scale: float
+    alpha_scale: float
+    sensor_sd: np.float32
+
+
+def _sources(cfg: SyntheticVEPConfig, pos: np.ndarray, class_ids: list[int]) -> _Sources:
+    t = cfg.tmin + np.arange(cfg.n_times) / cfg.sfreq
     tpl = _class_templates(cfg, pos, class_ids)
-    J, K = len(COMPONENTS), N_IMAGE_COMPONENTS
-
+    K = N_IMAGE_COMPONENTS
     rng = np.random.default_rng([cfg.seed, 2])
     back = np.array([0.0, -1.0, 0.3]) / np.linalg.norm([0.0, -1.0, 0.3])
     img_topo = np.stack([_gauss_topo(pos, _nudge(back, rng, 60.0)[None], np.ones(1), np.deg2rad(rng.uniform(25, 40)))
@@ -313,40 +332,82 @@ def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: b
     rms_signal = float(np.sqrt((class_erp ** 2).mean()))
     unit_img = np.einsum("ck,kt->kct", img_topo, _bumps(t, img_lat, img_wid, img_sign))
     rms_img_unit = float(np.sqrt((unit_img ** 2).sum(axis=0).mean()))
-    beta = cfg.image_variation * rms_signal / rms_img_unit
     rms_noise = rms_signal / cfg.snr
-    pink_scale = rms_noise * math.sqrt(NOISE_POWER["pink"])
-    alpha_scale = rms_noise * math.sqrt(NOISE_POWER["alpha"] / _alpha_power(t, 0.3, 0.8))
-    sensor_sd = np.float32(rms_noise * math.sqrt(NOISE_POWER["sensor"]))
+    return _Sources(t, tpl, img_topo, img_lat, img_wid, img_sign, alpha_topo, patch_norm, rms_signal, rms_noise,
+                    beta=cfg.image_variation * rms_signal / rms_img_unit,
+                    pink_scale=rms_noise * math.sqrt(NOISE_POWER["pink"]),
+                    alpha_scale=rms_noise * math.sqrt(NOISE_POWER["alpha"] / _alpha_power(t, 0.3, 0.8)),
+                    sensor_sd=np.float32(rms_noise * math.sqrt(NOISE_POWER["sensor"])))
 
-    # stimulus-specific parameters
-    feats = _image_features(images, np.flatnonzero(image_split == "train"), K, cfg.seed)         # (M, K)
+
+@dataclasses.dataclass
+class _Variation:
+    """Per stimulus (features, gain, latency) and per subject (gain, latency, alpha frequency)."""
+    feats: np.ndarray           # (M, K) image PCs, unit variance
+    img_gain: np.ndarray        # (M, J)
+    img_dlat: np.ndarray        # (M, J) s
+    subj_gain: np.ndarray       # (S, C)
+    subj_dlat: np.ndarray       # (S,) s
+    subj_iaf: np.ndarray        # (S,) Hz
+
+
+def _variation(cfg: SyntheticVEPConfig, stim: _Stimuli, n_chans: int) -> _Variation:
+    M, J, S = len(stim.images), len(COMPONENTS), cfg.n_subjects
+    feats = _image_features(stim.images, np.flatnonzero(stim.split == "train"), N_IMAGE_COMPONENTS, cfg.seed)
     img_rng = np.random.default_rng([cfg.seed, 3])
     img_gain = img_rng.lognormal(0.0, 0.1, (M, J))
     img_dlat = img_rng.normal(0.0, 0.004, (M, J))
-
-    # subjects (1-based ids, like EEGCVPR40)
-    S = cfg.n_subjects
     subj_gain = np.stack([np.random.default_rng([cfg.seed, 5, s]).lognormal(0.0, 0.2) *
-                          np.random.default_rng([cfg.seed, 6, s]).lognormal(0.0, 0.1, C) for s in range(S)])  # (S, C)
+                          np.random.default_rng([cfg.seed, 6, s]).lognormal(0.0, 0.1, n_chans) for s in range(S)])
     subj_rng = np.random.default_rng([cfg.seed, 7])
     subj_dlat = subj_rng.normal(0.0, 0.006, S)
     subj_iaf = subj_rng.uniform(9.0, 11.5, S)
+    return _Variation(feats, img_gain, img_dlat, subj_gain, subj_dlat, subj_iaf)
 
-    # trials: subject-major, then stimulus (class-sorted), then repetition -> (subject, class) blocks are contiguous
-    R = cfg.trials_per_image
-    N = S * M * R
-    t_subject = np.repeat(np.arange(S), M * R)
-    t_image = np.tile(np.repeat(np.arange(M), R), S)
-    t_class = image_labels[t_image]
-    x = np.empty((N, C, T), dtype=np.float32)
-    h_pink = _pink_filter(T, cfg.sfreq).astype(np.float32)
-    jit = cfg.latency_jitter_ms / 1000.0
-    trial_rng = np.random.default_rng([cfg.seed, 9])
-    t32 = t.astype(np.float32)
 
+def _trial_block(out: np.ndarray, src: _Sources, var: _Variation, pos: np.ndarray, s: int, c: int, m: np.ndarray,
+                 rng: np.random.Generator, jit: float, h_pink: np.ndarray) -> None:
+    """Trials of subject ``s`` seeing stimuli ``m`` (all of class ``c``) into ``out``: (n, C, T) float32."""
+    n, C, T = out.shape
+    J, K = len(COMPONENTS), N_IMAGE_COMPONENTS
+    t, t32, tpl = src.t, src.t.astype(np.float32), src.tpl
+    e = rng.normal(0.0, jit, (n, 1)) + var.subj_dlat[s]
+    lat = np.concatenate([tpl["lat"][c] + var.img_dlat[m] + e, src.img_lat + e], axis=1)        # (n, J + K)
+    lat[:, P3] += rng.normal(0.0, jit, n)                                                       # P3 varies more
+    amp = np.concatenate([tpl["amp"][c] * var.img_gain[m], src.beta * src.img_sign * var.feats[m]], axis=1)
+    wid = np.broadcast_to(np.concatenate([tpl["wid"][c], src.img_wid]), lat.shape)
+    erp = _bumps(t32, lat, wid, amp)                                                            # (n, J + K, T)
+    spec = _normal(rng, (n, N_PINK_SOURCES, T // 2 + 1, 2)).view(np.complex64)[..., 0]
+    pink = np.fft.irfft(spec * h_pink, n=T, axis=-1).astype(np.float32, copy=False)             # (n, S_p, T)
+    burst = rng.random((n, 2)) < 0.8
+    ctr = rng.uniform(t[0], t[-1], (n, 2))
+    bw = rng.uniform(0.08, 0.25, (n, 2))
+    freq = var.subj_iaf[s] + rng.normal(0.0, 0.3, (n, 2))
+    phase = rng.uniform(0.0, 2 * np.pi, (n, 2))
+    aamp = burst * rng.lognormal(0.0, 0.3, (n, 2))
+    alpha = (_bumps(t32, ctr, bw, aamp) *
+             np.cos(2 * np.pi * freq[..., None] * t32 + phase[..., None]).astype(np.float32))   # (n, 2, T)
+    sources = np.concatenate([erp, alpha, pink], axis=1)                                        # (n, J+K+2+S_p, T)
+    mix = np.empty((n, C, J + K + 2 + N_PINK_SOURCES), np.float32)                              # per-trial mixing
+    mix[:, :, :J + K + 2] = np.concatenate([tpl["topo"][c], src.img_topo, src.alpha_scale * src.alpha_topo], axis=1)
+    mix[:, :, J + K + 2:] = np.swapaxes(_patch_topos(rng, pos, (n, N_PINK_SOURCES), PATCH_SIGMA_DEG), 1, 2)
+    mix[:, :, J + K + 2:] *= np.float32(src.pink_scale / src.patch_norm)
+    mix *= var.subj_gain[s].astype(np.float32)[None, :, None]
+    np.matmul(mix, sources, out=out)
+    np.add(out, _normal(rng, (n, C, T), src.sensor_sd), out=out)
+
+
+def _trials(cfg: SyntheticVEPConfig, src: _Sources, var: _Variation, pos: np.ndarray, t_subject: np.ndarray,
+            t_class: np.ndarray, t_image: np.ndarray, n_classes: int, progress: bool) -> np.ndarray:
+    """Every trial, in blocks of up to CHUNK trials of one (subject, class): (N, C, T) float32."""
+    from threadpoolctl import threadpool_limits
+    from tqdm import tqdm
+
+    x = np.empty((len(t_subject), pos.shape[0], cfg.n_times), dtype=np.float32)
+    h_pink = _pink_filter(cfg.n_times, cfg.sfreq).astype(np.float32)
+    rng = np.random.default_rng([cfg.seed, 9])
     blocks = []
-    for s in range(S):
+    for s in range(cfg.n_subjects):
         for c in range(n_classes):
             idx = np.flatnonzero((t_subject == s) & (t_class == c))
             blocks += [(s, c, idx[i:i + CHUNK]) for i in range(0, len(idx), CHUNK)]
@@ -356,50 +417,52 @@ def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: b
         for s, c, idx in tqdm(blocks, desc="synthetic-vep", unit="block", disable=not progress or len(blocks) < 8,
                               leave=False):
             a, b = int(idx[0]), int(idx[-1]) + 1                      # contiguous
-            n, m = b - a, t_image[a:b]
-            e = trial_rng.normal(0.0, jit, (n, 1)) + subj_dlat[s]
-            lat = np.concatenate([tpl["lat"][c] + img_dlat[m] + e, img_lat + e], axis=1)         # (n, J + K)
-            lat[:, P3] += trial_rng.normal(0.0, jit, n)                                          # P3 varies more
-            amp = np.concatenate([tpl["amp"][c] * img_gain[m], beta * img_sign * feats[m]], axis=1)
-            wid = np.broadcast_to(np.concatenate([tpl["wid"][c], img_wid]), lat.shape)
-            erp = _bumps(t32, lat, wid, amp)                                                     # (n, J + K, T)
-            spec = _normal(trial_rng, (n, N_PINK_SOURCES, T // 2 + 1, 2)).view(np.complex64)[..., 0]
-            pink = np.fft.irfft(spec * h_pink, n=T, axis=-1).astype(np.float32, copy=False)      # (n, S_p, T)
-            burst = trial_rng.random((n, 2)) < 0.8
-            ctr = trial_rng.uniform(t[0], t[-1], (n, 2))
-            bw = trial_rng.uniform(0.08, 0.25, (n, 2))
-            freq = subj_iaf[s] + trial_rng.normal(0.0, 0.3, (n, 2))
-            phase = trial_rng.uniform(0.0, 2 * np.pi, (n, 2))
-            aamp = burst * trial_rng.lognormal(0.0, 0.3, (n, 2))
-            alpha = (_bumps(t32, ctr, bw, aamp) *
-                     np.cos(2 * np.pi * freq[..., None] * t32 + phase[..., None]).astype(np.float32))  # (n, 2, T)
-            src = np.concatenate([erp, alpha, pink], axis=1)                                     # (n, J+K+2+S_p, T)
-            mix = np.empty((n, C, J + K + 2 + N_PINK_SOURCES), np.float32)                     # per-trial mixing
-            mix[:, :, :J + K + 2] = np.concatenate([tpl["topo"][c], img_topo, alpha_scale * alpha_topo], axis=1)
-            mix[:, :, J + K + 2:] = np.swapaxes(_patch_topos(trial_rng, pos, (n, N_PINK_SOURCES), PATCH_SIGMA_DEG), 1, 2)
-            mix[:, :, J + K + 2:] *= np.float32(pink_scale / patch_norm)
-            mix *= subj_gain[s].astype(np.float32)[None, :, None]
-            np.matmul(mix, src, out=x[a:b])
-            np.add(x[a:b], _normal(trial_rng, (n, C, T), sensor_sd), out=x[a:b])
+            _trial_block(x[a:b], src, var, pos, s, c, t_image[a:b], rng, cfg.latency_jitter_ms / 1000.0, h_pink)
+    return x
 
-    splits = {name: np.flatnonzero(image_split[t_image] == name) for name in ("train", "val", "test")}
+
+def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: bool = True) -> EEGSet:
+    """Generate the data set described by ``cfg`` (deterministic in ``cfg``)."""
+    from eegsine.data import load_images
+
+    t_start = time.perf_counter()
+    imgs = load_images(cfg.image_set, **({"root": image_root} if image_root else {}))
+    n_classes = imgs.n_classes if cfg.n_classes == 0 else cfg.n_classes
+    if n_classes > imgs.n_classes:
+        raise UserError(f"SyntheticVEPConfig.n_classes={n_classes}: {cfg.image_set} has only {imgs.n_classes} classes")
+    class_ids = list(range(n_classes))
+    stim = _select_stimuli(cfg, imgs, class_ids)
+    ch_names = montage(cfg.n_chans)
+    pos = positions(ch_names)                               # (C, 3)
+    src = _sources(cfg, pos, class_ids)
+    var = _variation(cfg, stim, len(ch_names))
+
+    # trials: subject-major, then stimulus (class-sorted), then repetition -> (subject, class) blocks are contiguous
+    S, M, R, T = cfg.n_subjects, len(stim.images), cfg.trials_per_image, cfg.n_times
+    t_subject = np.repeat(np.arange(S), M * R)
+    t_image = np.tile(np.repeat(np.arange(M), R), S)
+    t_class = stim.labels[t_image]
+    x = _trials(cfg, src, var, pos, t_subject, t_class, t_image, n_classes, progress)
+
+    splits = {name: np.flatnonzero(stim.split[t_image] == name) for name in ("train", "val", "test")}
     if cfg.val_fraction == 0:
         splits.pop("val")
     elapsed = time.perf_counter() - t_start
     info = {
         "config": cfg.to_dict(), "units": "uV", "tmin_s": cfg.tmin,
         "snr_definition": "RMS(class-mean ERP over classes, channels, time) / RMS(background) per trial",
-        "signal_rms_uv": rms_signal, "noise_rms_uv": rms_noise, "default_snr_note": DEFAULT_SNR_NOTE,
-        "image_source": [f"{cfg.image_set}:{sp}[{i}]" for sp, i in stim_src], "image_split": image_split.tolist(),
-        "ch_pos": pos.tolist(), "montage": "10-20/10-10/10-5 names, idealised spherical positions",
+        "signal_rms_uv": src.rms_signal, "noise_rms_uv": src.rms_noise, "default_snr_note": DEFAULT_SNR_NOTE,
+        "image_source": [f"{cfg.image_set}:{sp}[{i}]" for sp, i in stim.source], "image_split": stim.split.tolist(),
+        "ch_pos": pos.tolist(),
+        "montage": "10-20/10-10/10-5 names, MNE standard_1005 positions (unit vectors from a fitted sphere)",
         "generated_s": round(elapsed, 3),
     }
-    log.info("synthetic-vep: %d trials x %d ch x %d samples in %.1f s", N, C, T, elapsed)
+    log.info("synthetic-vep: %d trials x %d ch x %d samples in %.1f s", len(x), len(ch_names), T, elapsed)
     return EEGSet(
         name="synthetic-vep", x=x, y=t_class.astype(np.int64), subject=(t_subject + 1).astype(np.int64),
         image=t_image.astype(np.int64), sfreq=float(cfg.sfreq), ch_names=ch_names,
-        classes=[imgs.classes[c] for c in class_ids], splits=splits, images=images,
-        image_labels=image_labels, info=info,
+        classes=[imgs.classes[c] for c in class_ids], splits=splits, images=stim.images,
+        image_labels=stim.labels, info=info,
         preprocessing=PreprocessingSpec(sfreq=float(cfg.sfreq), ch_names=list(ch_names), units="uV",
                                         reference="as-recorded", tmin=cfg.tmin, tmax=cfg.tmin + T / cfg.sfreq,
                                         source="synthetic-vep: generated epochs, no filter")).check()
@@ -422,8 +485,8 @@ def load_synthetic_vep(root: str | os.PathLike | None = None, config: SyntheticV
         n_cls = cfg.n_classes or _n_image_classes(cfg.image_set)
         per = n_cls * cfg.n_subjects * cfg.trials_per_image
         if n_trials <= 0 or n_trials % per:
-            raise UserError(f"synthetic-vep: n_trials={n_trials} is not a positive multiple of n_classes x n_subjects x "
-                            f"trials_per_image = {per}")
+            raise UserError(f"synthetic-vep: n_trials={n_trials} is not a positive multiple of n_classes x "
+                            f"n_subjects x trials_per_image = {per}")
         cfg = cfg.replace(n_images_per_class=n_trials // per)
     return generate(cfg, image_root=root, progress=progress)
 

@@ -31,11 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.kernels.sine_head import SineHead
 from eegsine.models.configs import ClassifierConfig
-from eegsine.models.protocol import MODEL_DIR, PretrainedModel, Provenance
+from eegsine.models.protocol import PretrainedModel
 
 
 # -- heads ----------------------------------------------------------------------------------
@@ -172,20 +171,9 @@ def build_classifier(cfg: ClassifierConfig) -> Classifier:
     return Classifier(cfg)
 
 
-def save_classifier(run_dir: str | Path, model: Classifier, cfg: Config | None = None) -> Path:
-    """TRANSITIONAL (the trainer moves to ``model.save_pretrained`` in this change): the model into
-    ``run_dir/model`` with the provenance a training config ``cfg`` gives, ``cfg`` itself into ``run_dir``."""
-    if cfg is not None and cfg.KIND != ClassifierConfig.KIND:
-        model.provenance = Provenance(trained_by=cfg.KIND, data=cfg.dataset,
-                                      data_options={"root": cfg.data_root} if cfg.data_root else {},
-                                      train_eps=cfg.eps, train_attack=cfg.mode, seed=cfg.seed)
-        cfg.save(run_dir)
-    model.save_pretrained(Path(run_dir) / MODEL_DIR)
-    return Path(run_dir) / MODEL_DIR
-
-
 def load_classifier(run_dir: str | Path, expect_arch: str | None = None) -> tuple[Classifier, ClassifierConfig]:
-    """A classifier model folder (or a run folder's ``model/``) -> (model in eval mode, its config)."""
+    """A classifier model folder (or a run folder's ``model/``) -> (model in eval mode, its config), checking the
+    architecture when ``expect_arch`` is given (``Classifier.from_pretrained`` plus that check)."""
     model = Classifier.from_pretrained(run_dir)
     if expect_arch is not None and model.cfg.arch != expect_arch:
         raise UserError(f"{run_dir}: checkpoint is a {model.cfg.arch} classifier, expected {expect_arch}")

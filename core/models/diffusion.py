@@ -637,13 +637,7 @@ def model_sizes(model: EEGDiffusion) -> dict[str, int]:
             "encoder": n_params(model.encoder)}
 
 
-# -- TRANSITIONAL (the trainers move to EEGDiffusion.save_pretrained / from_pretrained) -------------------
-def save_diffusion(directory: str | Path, model: EEGDiffusion, cfg: DiffusionConfig | None = None) -> Path:
-    pipe = model.pipeline("ddim")
-    pipe.cfg = (cfg or model.cfg).replace(scaling_factor=model.scaling_factor)
-    return pipe.save_pretrained(directory)
-
-
+# -- (model, config) in one call, as the call sites want it --------------------------------------------
 def load_diffusion(directory: str | Path, device: str | torch.device = "cpu") -> tuple[EEGDiffusion, DiffusionConfig]:
     model = EEGDiffusion.from_pretrained(directory, device).requires_grad_(False)
     return model, model.cfg
@@ -651,5 +645,5 @@ def load_diffusion(directory: str | Path, device: str | torch.device = "cpu") ->
 
 __all__ = ["DiffusionConfig", "EEGDiffusion", "EEGDiffusionPipeline", "EEGConditioner", "EEGToTokens", "UNetForExport",
            "LatentDecoder", "build_vae", "build_unet", "build_diffusion", "fit_to_pretrained", "make_scheduler",
-           "initial_latents", "to_model_space", "to_native", "diffusion_folder", "save_diffusion", "load_diffusion",
+           "initial_latents", "to_model_space", "to_native", "diffusion_folder", "load_diffusion",
            "model_sizes", "n_params", "SAMPLERS", "INDEX_FILE", "ENCODER_DIR"]

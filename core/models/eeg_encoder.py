@@ -254,21 +254,12 @@ def n_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-# TRANSITIONAL (removed when the trainers move to save_pretrained/from_pretrained in this change)
-def save_encoder(directory: str | Path, model: EEGEncoder, cfg: EEGEncoderConfig | None = None,
-                 preprocessing: PreprocessingSpec | None = None) -> Path:
-    if cfg is not None:
-        model.cfg = cfg
-    if preprocessing is not None:
-        model.preprocessing = preprocessing
-    return model.save_pretrained(directory) / "model.safetensors"
-
-
+# (model, config) in one call, as the call sites want it
 def load_encoder(directory: str | Path) -> tuple[EEGEncoder, EEGEncoderConfig]:
     model = EEGEncoder.from_pretrained(directory)
     return model, model.cfg
 
 
 __all__ = ["EEGEncoderConfig", "EEGEncoder", "TransformerEEGEncoder", "LSTMEEGEncoder", "EEGNetEncoder", "ARCHS",
-           "build_encoder", "save_encoder", "load_encoder", "check_input", "embed", "EEGTokenMapper",
+           "build_encoder", "load_encoder", "check_input", "embed", "EEGTokenMapper",
            "normalise_trials", "n_params"]

@@ -125,12 +125,7 @@ def build_image_encoder(cfg: ImageEncoderConfig) -> ImageEncoder:
     return ImageEncoder.from_config(cfg)
 
 
-# TRANSITIONAL (removed when the trainers move to save_pretrained/from_pretrained in this change)
-def save_image_encoder(directory: str | Path, model: ImageEncoder, cfg: ImageEncoderConfig) -> None:
-    model.cfg = cfg
-    model.save_pretrained(directory)
-
-
+# (model, config) in one call, as the call sites want it
 def load_image_encoder(directory: str | Path) -> tuple[ImageEncoder, ImageEncoderConfig]:
     model = ImageEncoder.from_pretrained(directory)
     return model, model.cfg
