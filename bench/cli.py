@@ -22,9 +22,10 @@ def _run(ns: argparse.Namespace) -> int:
         root = Path(ns.pipeline)
         if not root.is_dir():
             raise UserError(f"{root}: pipeline folder does not exist")
+        # what the pipeline made: an EEG-only run (--preset paper --stages encoder ...) has no classifier
         bundle = bundle or root / "bundle"
-        clf = clf or root / "classifier" / "sine"
-        eeg = eeg or root / "diffusion"
+        clf = clf or (root / "classifier" / "sine" if (root / "classifier" / "sine").exists() else None)
+        eeg = eeg or (root / "diffusion" if (root / "diffusion").exists() else None)
     for what, p in (("bundle", bundle), ("classifier run", clf), ("EEG run", eeg)):
         if p is not None and not p.exists():
             raise UserError(f"{p}: {what} does not exist")
@@ -44,7 +45,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("bench", help="benchmark every model on every backend present (ratios vs torch eager)",
                               description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pipeline", metavar="DIR", help="pipeline folder (uses DIR/bundle, DIR/classifier/sine, DIR/diffusion)")
+    p.add_argument("--pipeline", metavar="DIR",
+                   help="pipeline folder (uses DIR/bundle and those of DIR/classifier/sine, DIR/diffusion it has)")
     p.add_argument("--bundle", metavar="DIR", help="export bundle (eegsine export)")
     p.add_argument("--classifier", metavar="RUN", help="classifier run folder")
     p.add_argument("--eeg-run", metavar="RUN", help="EEG->image diffusion run folder")

@@ -6,6 +6,7 @@ A stage runs its command(s) in-process through :func:`eegsine.cli.main`, so the 
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from typing import Callable
 
 from eegsine.bench.pipeline import Context, Stage
@@ -24,31 +25,36 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
     p = PRESETS[ctx.cfg.preset]
     t = ["--threads", str(ctx.cfg.threads)]
     clf = r / "classifier"
-    return {
+    c = ctx.cfg
+    clf_flag = ["--classifier", str(clf / "sine")] if "classifier" in c.stages else []  # EEG-only runs export no classifier
+    argv = {
         "data": [["data", "fetch", "mnist"], ["data", "list"]],
         "classifier": [[*t, "train", "classifier", "--preset", p["classifier"], "--run", str(clf)]],
         "robustness": [[*t, "attack", "--preset", p["robustness"], "--run", str(clf / "standard"), "--run",
                         str(clf / "sine"), "--transfer-from", str(clf / "standard"), "--out", str(r / "robustness")]],
-        "encoder": [[*t, "train", "encoder", "--preset", p["encoder"], "--run", str(r / "encoder")]],
+        "encoder": [[*t, "train", "encoder", "--preset", p["encoder"], "--run", str(r / "encoder"), *_user_data(ctx),
+                     *(["--image-encoder-source", "hf", "--image-encoder-hf-path", c.clip] if c.clip else [])]],
         "diffusion": [[*t, "train", "diffusion", "--preset", p["diffusion"], "--encoder-run", str(r / "encoder"),
-                       "--run", str(r / "diffusion")]],
+                       "--run", str(r / "diffusion"), *_user_data(ctx),
+                       *(["--model-pretrained-vae", c.pretrained, "--model-pretrained-unet",
+                          str(Path(c.pretrained) / "unet")] if c.pretrained else [])]],
         "generation": [[*t, "generate", "--run", str(r / "diffusion"), "--split", "test", "--out",
                         str(r / "generation"), "--evaluate"]],
-        "export": [[*t, "export", "--classifier", str(clf / "sine"), "--eeg-run", str(r / "diffusion"), "--out",
-                    str(r / "bundle"), "--int8", "--overwrite"]],
-        "verify": [[*t, "export", "--classifier", str(clf / "sine"), "--eeg-run", str(r / "diffusion"), "--out",
-                    str(r / "bundle"), "--verify-only"]],
+        "export": [[*t, "export", *clf_flag, "--eeg-run", str(r / "diffusion"), "--out", str(r / "bundle"), "--int8",
+                    "--overwrite"]],
+        "verify": [[*t, "export", *clf_flag, "--eeg-run", str(r / "diffusion"), "--out", str(r / "bundle"),
+                    "--verify-only"]],
         # the encoder's first 100 test trials as a continuous recording, replayed by BrainFlow's PLAYBACK_FILE_BOARD
         # at 4x real time (~105 s of signal in ~30 s) through the torch-free stream runtime; `--board auto`: the
         # board with the recording's rate and channels (tiny, 32 ch @ 250 Hz: EXPLORE_PLUS_32_CHAN). eegcvpr40
         # (128 ch @ 1 kHz: no BrainFlow board has that) replays its FIF from file: instead. The summary comes with
         # stream.md and latency_hist.png for the report.
-        "stream": [["data", "export-recording", _encoder_data(p["encoder"])[0], "--split", "test", "--trials", "100",
+        "stream": [["data", "export-recording", _encoder_data(p["encoder"], ctx)[0], "--split", "test", "--trials", "100",
                     *(["--board", "auto", "--out", str(r / "stream" / "recording.csv")]
-                      if _encoder_data(p["encoder"])[0] == "synthetic-vep" else
-                      ["--out", str(r / "stream" / "recording.fif")]), *_encoder_data(p["encoder"])[1]],
+                      if _encoder_data(p["encoder"], ctx)[0] == "synthetic-vep" else
+                      ["--out", str(r / "stream" / "recording.fif")]), *_encoder_data(p["encoder"], ctx)[1]],
                    [*t, "stream", "--source", f"brainflow:playback:{r / 'stream' / 'recording.csv'}"
-                    if _encoder_data(p["encoder"])[0] == "synthetic-vep" else f"file:{r / 'stream' / 'recording.fif'}",
+                    if _encoder_data(p["encoder"], ctx)[0] == "synthetic-vep" else f"file:{r / 'stream' / 'recording.fif'}",
                     "--bundle", str(r / "bundle"), "--speed", "4", "--marker-labels", "--log",
                     str(r / "stream" / "log.jsonl"), "--summary", str(r / "stream" / "summary.json")]],
         # 30 batch-1 calls (3 s cap per cell) keep the tiny bench near 3 minutes; `paper` times longer
@@ -56,12 +62,30 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
                    *(["--iters", "30", "--max-seconds", "3"] if ctx.cfg.preset == "tiny" else [])]],
         "report": [["report", str(r)]],
     }
+    for name, cmds in argv.items():  # --stage-args NAME='...': appended to the stage's (last) command, so they win
+        cmds[-1] += c.extra_args(name)
+    return argv
 
 
-def _encoder_data(preset: str) -> tuple[str, list[str]]:
-    """The encoder preset's data set and its loader options as ``-o KEY=VALUE`` flags."""
+def _user_data(ctx: Context) -> list[str]:
+    """``--preset paper`` on the user's files: EEGCVPR40 (+ its stimulus photos) as the EEG stages' data flags."""
+    c = ctx.cfg
+    if not c.eeg:
+        return []
+    opts = [f"eeg_file={c.eeg}"] + ([f"splits_file={c.splits}"] if c.splits else [])
+    if c.images_root:
+        opts += [f"images_root={c.images_root}", f"image_size={c.image_size}"]
+    return ["--data", "eegcvpr40", "--data-options", *opts]
+
+
+def _encoder_data(preset: str, ctx: Context | None = None) -> tuple[str, list[str]]:
+    """The encoder stage's data set and its loader options as ``-o KEY=VALUE`` flags (the user's EEGCVPR40
+    files when ``--eeg`` is given, else the encoder preset's)."""
     from eegsine.training.encoder import encoder_preset
 
+    if ctx is not None and ctx.cfg.eeg:
+        opts = [f"eeg_file={ctx.cfg.eeg}"] + ([f"splits_file={ctx.cfg.splits}"] if ctx.cfg.splits else [])
+        return "eegcvpr40", [a for kv in opts for a in ("-o", kv)]
     e = encoder_preset(preset)
     opts = ([f"image_set={e.image_set}"] if e.data == "synthetic-vep" and e.image_set else []) + list(e.data_options)
     return e.data, [a for kv in opts for a in ("-o", kv)]

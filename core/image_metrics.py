@@ -59,10 +59,12 @@ def train_domain_cnn(cfg: DomainCNNConfig, train_x: np.ndarray, train_y: np.ndar
     steps = max(1, math.ceil(len(x) / cfg.batch_size))
     epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps))
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=steps * epochs)
+    bar = tqdm(total=steps * epochs, desc=f"domain CNN ({epochs} epochs)", unit="step", leave=False)
     for epoch in range(epochs):
         net.train()
         perm = torch.randperm(len(x), generator=g)
-        for s in tqdm(range(steps), desc=f"domain CNN epoch {epoch + 1}/{epochs}", leave=False):
+        for s in range(steps):
+            bar.update()
             b = perm[s * cfg.batch_size:(s + 1) * cfg.batch_size]
             xb = x[b]
             # 1-pixel random shifts: the generated images are never pixel-aligned copies
@@ -73,6 +75,7 @@ def train_domain_cnn(cfg: DomainCNNConfig, train_x: np.ndarray, train_y: np.ndar
             loss.backward()
             opt.step()
             sched.step()
+    bar.close()
     net.eval()
     acc = float((predict_proba(net, test_x).argmax(1) == test_y).mean()) if len(test_x) else float("nan")
     stats = {"test_top1": acc, "n_train": int(len(x)), "n_test": int(len(test_x)), "epochs": epochs}
@@ -343,7 +346,8 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
         result["training_image_cond_frac"] = train_frac
     gt_row = {"n": int(len(idx)), "acc": float((real["probs"].argmax(1) == labels).mean()),
               "is_domain": inception_score(real["probs"])}
-    gt_row["acc_ci"] = list(bootstrap_ci(lambda i: float((real["probs"][i].argmax(1) == labels[i]).mean()), len(idx), n_boot, seed))
+    gt_row["acc_ci"] = list(bootstrap_ci(lambda i: float((real["probs"][i].argmax(1) == labels[i]).mean()),
+                                         len(idx), n_boot, seed))
     result["ground_truth"] = gt_row
     for name in CONDITIONS:
         imgs = generate_for(model, conds[name], seed, 0, batch_size, progress=f"generate [{name}]", **kw)
