@@ -1,0 +1,118 @@
+"""Committed results: a run's JSON snapshot, and the README figures rendered from it (never typed by hand).
+
+    python -m eegsine.bench.results snapshot runs/tiny docs/results/tiny-pipeline/run
+    python -m eegsine.bench.results readme            # rewrite README.md's figure blocks from the snapshots
+    python -m eegsine.bench.results readme --check    # exit 1 if README.md differs from what the files give
+
+A snapshot keeps exactly the files the report reads (:func:`eegsine.bench.report_data.load_run`), in the
+run's own layout, so ``eegsine report`` renders a snapshot like the run itself. A README block is the text
+between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``; :data:`BLOCKS` maps each NAME to the
+snapshot it is rendered from, with the summary card's key-figure table (value, 95 % interval, n, controls,
+chance) and the host the run was measured on.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from eegsine.errors import UserError
+
+SNAPSHOT_GLOBS = ("pipeline.json", "pipeline_config.json", ".stages/*.json", "classifier/*/metrics.json",
+                  "classifier/*/model/config.json", "robustness/robustness.json", "robustness/metrics.json",
+                  "encoder/metrics.json", "diffusion/metrics.json", "generation/metrics.json", "generation/index.json",
+                  "bundle/verify.json", "bundle/verifications.json", "bundle/manifest.json", "stream/summary.json",
+                  "bench/bench.json")
+BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> snapshot folder (repo-relative)
+_BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
+
+
+def snapshot(run_root: str | Path, out: str | Path) -> list[Path]:
+    """Copy the report's input files of ``run_root`` into ``out`` (same layout); returns the files written."""
+    run_root, out = Path(run_root), Path(out)
+    if not (run_root / "pipeline.json").is_file():
+        raise UserError(f"{run_root}: not a pipeline run folder (no pipeline.json)")
+    if out.exists():
+        shutil.rmtree(out)  # a snapshot is whole: files of an older run must not linger
+    written = []
+    for pattern in SNAPSHOT_GLOBS:
+        for src in sorted(run_root.glob(pattern)):
+            dst = out / src.relative_to(run_root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+            written.append(dst)
+    return written
+
+
+def figures_markdown(snapshot_dir: str | Path) -> str:
+    """The key-figure table of a snapshot as markdown, with the host and its source folder."""
+    from eegsine.bench.report_data import load_run
+    from eegsine.bench.report_doc import _md_cell
+    from eegsine.bench.report_summary import key_rows
+
+    snapshot_dir = Path(snapshot_dir)
+    run = load_run(snapshot_dir)
+    if not run.pipeline:
+        raise UserError(f"{snapshot_dir}: no pipeline.json (make it with `python -m eegsine.bench.results snapshot`)")
+    meta = (run.bench or {}).get("meta", {})
+    host = meta.get("host") or {}
+    cpu = (f"{host.get('cpu', '?')}, ISA class {host.get('isa_class', '?')}, {meta.get('threads', '?')} threads"
+           if host else "host: see its bench.json")
+    head = ["figure", "value [95% CI]", "n", "controls", "chance"]
+    lines = [f"Rendered from `{snapshot_dir.as_posix()}` by `python -m eegsine.bench.results readme` "
+             f"(preset {run.pipeline.get('preset', '?')}, {cpu}).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in key_rows(run)]
+    return "\n".join(lines) + "\n"
+
+
+def render_readme(text: str, root: Path) -> str:
+    """``text`` with every figure block re-rendered from its snapshot (an unknown block name is an error)."""
+    def one(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise UserError(f"README: unknown figures block {name!r} (known: {', '.join(BLOCKS)})")
+        return m.group(1) + figures_markdown(root / BLOCKS[name]) + m.group(4)
+
+    return _BLOCK.sub(one, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eegsine.bench.results", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("snapshot", help="copy a run's report inputs into a committed folder")
+    s.add_argument("run", help="pipeline run folder (e.g. runs/tiny)")
+    s.add_argument("out", help="snapshot folder (replaced whole)")
+    r = sub.add_parser("readme", help="re-render README.md's figure blocks from their snapshots")
+    r.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
+    r.add_argument("--check", action="store_true", help="only compare: exit 1 when the README is out of date")
+    ns = p.parse_args(argv)
+    try:
+        if ns.cmd == "snapshot":
+            files = snapshot(ns.run, ns.out)
+            print(f"snapshot: {len(files)} files -> {ns.out}")
+            return 0
+        readme = Path(ns.readme)
+        text = readme.read_text()
+        new = render_readme(text, readme.resolve().parent)
+        if ns.check:
+            if new != text:
+                print(f"{readme}: figure blocks differ from their snapshots; run `python -m eegsine.bench.results "
+                      "readme`", file=sys.stderr)
+                return 1
+            return 0
+        if new != text:
+            from eegsine.io import atomic_write_text
+
+            atomic_write_text(readme, new)
+        print(f"{readme}: {len(_BLOCK.findall(text))} figure block(s) rendered")
+        return 0
+    except UserError as e:
+        print(f"eegsine results: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
