@@ -21,3 +21,8 @@ def module_device(module: nn.Module) -> torch.device:
     for t in module.buffers():
         return t.device
     return torch.device("cpu")
+
+
+def n_params(module: nn.Module | None) -> int:
+    """Parameter count of a module (0 for None: an optional part that is absent)."""
+    return 0 if module is None else sum(p.numel() for p in module.parameters())

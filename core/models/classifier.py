@@ -193,6 +193,7 @@ def check_images(x: torch.Tensor, y: torch.Tensor | None, cfg: ClassifierConfig,
         raise UserError(f"{what}: images must lie in [0, 1], got range [{float(x.min()):.3g}, {float(x.max()):.3g}]")
     if y is not None:
         if y.ndim != 1 or len(y) != len(x):
-            raise UserError(f"{what}: need one label per image, got labels of shape {tuple(y.shape)} for {len(x)} images")
+            raise UserError(f"{what}: need one label per image, got labels of shape {tuple(y.shape)} "
+                            f"for {len(x)} images")
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= cfg.n_classes):
             raise UserError(f"{what}: labels must lie in [0, {cfg.n_classes}), got [{int(y.min())}, {int(y.max())}]")

@@ -20,7 +20,8 @@ class ClassifierConfig(Config):
     VERSION = 1
 
     arch: Literal["small_cnn", "preact_resnet18"] = dataclasses.field(default="small_cnn", metadata={
-        "help": "body: small_cnn (TRADES' SmallCNN, for MNIST-sized images) or preact_resnet18 (PreAct-ResNet-18, CIFAR-10)"})
+        "help": "body: small_cnn (TRADES' SmallCNN, for MNIST-sized images) "
+                "or preact_resnet18 (PreAct-ResNet-18, CIFAR-10)"})
     in_channels: int = dataclasses.field(default=1, metadata={
         "help": "image channels (training takes it from the data set)"})
     image_size: int = dataclasses.field(default=28, metadata={
@@ -36,7 +37,8 @@ class ClassifierConfig(Config):
         "help": "head weight initialisation: siren U(+-sqrt(6/fan_in)/omega), poster U(+-poster_p/(6 fan_in)), "
                 "default nn.Linear's"})
     poster_p: float = dataclasses.field(default=1.0, metadata={"help": "poster init: the p of U(+-p/(6 fan_in))"})
-    fc_width: int = dataclasses.field(default=200, metadata={"help": "small_cnn: width of the two fully-connected layers"})
+    fc_width: int = dataclasses.field(default=200, metadata={
+        "help": "small_cnn: width of the two fully-connected layers"})
     base_width: int = dataclasses.field(default=64, metadata={
         "help": "preact_resnet18: channels of the first stage (64 in the paper)"})
     mean: list[float] = dataclasses.field(default_factory=lambda: [0.0], metadata={
@@ -55,7 +57,8 @@ class ClassifierConfig(Config):
         for name in ("mean", "std"):
             v = getattr(self, name)
             if len(v) not in (1, self.in_channels):
-                raise UserError(f"ClassifierConfig.{name}: needs 1 or in_channels={self.in_channels} values, got {len(v)}")
+                raise UserError(f"ClassifierConfig.{name}: needs 1 or in_channels={self.in_channels} values, "
+                                f"got {len(v)}")
         if any(s <= 0 for s in self.std):
             raise UserError(f"ClassifierConfig.std: must be > 0, got {self.std}")
         if self.arch == "small_cnn" and self.image_size < 8:
@@ -73,7 +76,8 @@ class EEGEncoderConfig(Config):
         "help": "transformer (spatial conv, temporal conv, patch tokens, attention), lstm, or eegnet"})
     n_chans: int = dataclasses.field(default=0, metadata={"help": "EEG channels of the input (0: from the data)"})
     n_times: int = dataclasses.field(default=0, metadata={"help": "samples per trial (0: from the data)"})
-    sfreq: float = dataclasses.field(default=0.0, metadata={"help": "sampling rate of the input, Hz (0: from the data)"})
+    sfreq: float = dataclasses.field(default=0.0, metadata={
+        "help": "sampling rate of the input, Hz (0: from the data)"})
     emb_dim: int = dataclasses.field(default=128, metadata={"help": "size of the L2-normalised EEG embedding"})
     d_model: int = dataclasses.field(default=64, metadata={"help": "transformer width / LSTM hidden size"})
     n_layers: int = dataclasses.field(default=2, metadata={"help": "transformer blocks / LSTM layers"})
@@ -117,7 +121,8 @@ class ImageEncoderConfig(Config):
 
     source: Literal["cnn", "hf"] = dataclasses.field(default="cnn", metadata={
         "help": "cnn: a small CNN trained here on the stimulus images; hf: a local Hugging Face model (hf_path)"})
-    in_chans: int = dataclasses.field(default=1, metadata={"help": "image channels (training takes it from the images)"})
+    in_chans: int = dataclasses.field(default=1, metadata={
+        "help": "image channels (training takes it from the images)"})
     image_size: int = dataclasses.field(default=28, metadata={
         "help": "side of the square images, px (training takes it from the images)"})
     emb_dim: int = dataclasses.field(default=128, metadata={"help": "size of the L2-normalised image embedding"})
@@ -227,7 +232,8 @@ class DiffusionConfig(Config):
             raise UserError(f"DiffusionConfig.sample_steps ({self.sample_steps}) must be <= num_train_timesteps "
                             f"({self.num_train_timesteps})")
         if not 0.0 < self.beta_start < self.beta_end < 1.0:
-            raise UserError(f"DiffusionConfig: need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}")
+            raise UserError("DiffusionConfig: need 0 < beta_start < beta_end < 1, "
+                            f"got {self.beta_start}, {self.beta_end}")
 
     def sampling(self, steps: int | None = None, guidance: float | None = None) -> tuple[int, float]:
         """The (steps, guidance) a sampler runs with: ``None`` takes this config's. ``steps=0`` is an

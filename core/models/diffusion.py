@@ -64,10 +64,10 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from diffusers.utils import logging as diffusers_logging
 
+from eegsine.checkpoint import load_state_into
 from eegsine.config import CONFIG_FILE
 from eegsine.errors import UserError
-from eegsine.io import load_state_into
-from eegsine.models import module_device
+from eegsine.models import module_device, n_params  # noqa: F401 - n_params re-exported
 from eegsine.models.configs import DiffusionConfig
 from eegsine.models.eeg_encoder import EEGEncoder, EEGTokenMapper
 from eegsine.models.protocol import MODEL_DIR, PROVENANCE_FILE, Provenance, read_provenance
@@ -124,10 +124,12 @@ def fit_to_pretrained(cfg: DiffusionConfig, vae, unet) -> DiffusionConfig:
     changes: dict[str, Any] = {"cross_attention_dim": cad, "latent_channels": int(vc.latent_channels)}
     if cfg.pretrained_vae:
         changes.update(vae_channels=list(vc.block_out_channels), vae_layers=int(vc.layers_per_block),
-                       vae_norm_groups=int(vc.norm_num_groups), scaling_factor=float(cfg.scaling_factor or vc.scaling_factor))
+                       vae_norm_groups=int(vc.norm_num_groups),
+                       scaling_factor=float(cfg.scaling_factor or vc.scaling_factor))
     if cfg.pretrained_unet:
         changes.update(unet_channels=list(uc.block_out_channels), unet_norm_groups=int(uc.norm_num_groups),
-                       unet_layers=int(uc.layers_per_block) if isinstance(uc.layers_per_block, int) else cfg.unet_layers,
+                       unet_layers=(int(uc.layers_per_block) if isinstance(uc.layers_per_block, int)
+                                    else cfg.unet_layers),
                        unet_cross_attention=["CrossAttn" in b for b in uc.down_block_types])
     return cfg.replace(**changes)
 
@@ -552,7 +554,8 @@ class EEGDiffusion(nn.Module):
     def scaling_factor(self) -> float:
         return float(self.cfg.scaling_factor or self.vae.config.scaling_factor)
 
-    def encode_images(self, images: torch.Tensor, sample: bool = True, generator: torch.Generator | None = None) -> torch.Tensor:
+    def encode_images(self, images: torch.Tensor, sample: bool = True,
+                      generator: torch.Generator | None = None) -> torch.Tensor:
         """Native images (B, C, h, w) in [0, 1] -> scaled latents (B, c, s, s)."""
         dist = self.vae.encode(self.to_model_space(images)).latent_dist
         z = dist.sample(generator) if sample else dist.mode()
@@ -627,12 +630,9 @@ def build_diffusion(cfg: DiffusionConfig, encoder: EEGEncoder | None = None) -> 
     return EEGDiffusion(cfg, vae, unet, encoder), cfg
 
 
-def n_params(module: nn.Module | None) -> int:
-    return 0 if module is None else sum(p.numel() for p in module.parameters())
-
-
 def model_sizes(model: EEGDiffusion) -> dict[str, int]:
-    return {"vae": n_params(model.vae), "vae_decoder": n_params(model.vae.decoder) + n_params(model.vae.post_quant_conv),
+    return {"vae": n_params(model.vae),
+            "vae_decoder": n_params(model.vae.decoder) + n_params(model.vae.post_quant_conv),
             "unet": n_params(model.unet), "mapper": n_params(model.mapper) + model.null_tokens.numel(),
             "encoder": n_params(model.encoder)}
 

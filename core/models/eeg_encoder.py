@@ -34,10 +34,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from eegsine.errors import UserError
-from eegsine.models import module_device
+from eegsine.models import module_device, n_params  # noqa: F401 - re-exported
 from eegsine.models.configs import EEGEncoderConfig
 from eegsine.models.protocol import PretrainedModel
-from eegsine.preprocessing import SPEC_FILE, PreprocessingSpec, load_spec
+from eegsine.preprocessing import SPEC_FILE, load_spec
 
 
 def check_input(x: torch.Tensor | np.ndarray, cfg: EEGEncoderConfig, what: str = "EEG input") -> None:
@@ -125,7 +125,8 @@ class _Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, d)
         B, L, d = x.shape
         q, k, v = self.qkv(self.ln1(x)).split(d, dim=-1)                      # 3 x (B, L, d)
-        q, k, v = (t.reshape(B, L, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, h, L, d/h)
+        # (B, h, L, d/h)
+        q, k, v = (t.reshape(B, L, self.n_heads, d // self.n_heads).transpose(1, 2) for t in (q, k, v))
         # no attention dropout: SDPA with dropout_p > 0 leaves the fused CPU kernel (4.5 s vs 0.08 s fwd+bwd,
         # 100 trials x 55 tokens x d=64, 2 threads); regularisation comes from the MLP/token dropout
         a = F.scaled_dot_product_attention(q, k, v)
@@ -240,7 +241,8 @@ class EEGTokenMapper(nn.Module):
                             f"cross_attention_dim={cross_attention_dim}")
         hidden = hidden or max(emb_dim, cross_attention_dim)
         self.emb_dim, self.n_tokens, self.cross_attention_dim = emb_dim, n_tokens, cross_attention_dim
-        self.mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.GELU(), nn.Linear(hidden, n_tokens * cross_attention_dim))
+        self.mlp = nn.Sequential(nn.Linear(emb_dim, hidden), nn.GELU(),
+                                 nn.Linear(hidden, n_tokens * cross_attention_dim))
         self.norm = nn.LayerNorm(cross_attention_dim)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -248,10 +250,6 @@ class EEGTokenMapper(nn.Module):
             raise UserError(f"EEGTokenMapper: expected (batch, {self.emb_dim}) embeddings, got {tuple(z.shape)}")
         t = self.mlp(z).reshape(z.shape[0], self.n_tokens, self.cross_attention_dim)  # (B, n_tokens, cad)
         return self.norm(t)
-
-
-def n_params(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 # (model, config) in one call, as the call sites want it

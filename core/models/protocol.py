@@ -125,7 +125,7 @@ class PretrainedModel:
 
     def save_pretrained(self, directory: str | Path, provenance: Provenance | None = None) -> Path:
         """Write the model folder; ``provenance`` (default: the model's own) is kept on the model."""
-        from eegsine.io import save_weights
+        from eegsine.checkpoint import save_weights
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -141,7 +141,7 @@ class PretrainedModel:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu"):
         """Read a model folder (or a run folder's ``model/``) -> the model in eval mode on ``device``."""
-        from eegsine.io import load_state_into
+        from eegsine.checkpoint import load_state_into
 
         directory = model_folder(directory)
         cfg = cls.config_class.load(directory)
@@ -158,7 +158,8 @@ class PretrainedModel:
     def _load_extra(self, directory: Path) -> None:
         pass
 
-    def export_modules(self, max_batch: int = 16, opset: int | None = None) -> dict[str, tuple["ExportContract", "nn.Module"]]:
+    def export_modules(self, max_batch: int = 16,
+                       opset: int | None = None) -> dict[str, tuple["ExportContract", "nn.Module"]]:
         """name -> (contract, contract-shaped module) of what this model deploys; {} for a training-only model."""
         return {}
 

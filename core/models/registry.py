@@ -107,7 +107,8 @@ def load_pretrained(path: str | Path, device: str = "cpu") -> Any:
     from eegsine.models.protocol import model_folder
 
     folder = model_folder(path)
-    return get_entry(read_json(folder / CONFIG_FILE).get("kind"), str(folder)).model_class().from_pretrained(folder, device)
+    entry = get_entry(read_json(folder / CONFIG_FILE).get("kind"), str(folder))
+    return entry.model_class().from_pretrained(folder, device)
 
 
 __all__ = ["REGISTRY", "ModelEntry", "get_entry", "load_pretrained"]
