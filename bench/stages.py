@@ -26,7 +26,9 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
     t = ["--threads", str(ctx.cfg.threads)]
     clf = r / "classifier"
     c = ctx.cfg
-    clf_flag = ["--classifier", str(clf / "sine")] if "classifier" in c.stages else []  # EEG-only runs export no classifier
+    # an EEG-only run (--stages encoder ...) exports no classifier
+    clf_flag = ["--classifier", str(clf / "sine")] if "classifier" in c.stages else []
+    eeg_name, eeg_opts = _encoder_data(p["encoder"], ctx)
     argv = {
         "data": [["data", "fetch", "mnist"], ["data", "list"]],
         "classifier": [[*t, "train", "classifier", "--preset", p["classifier"], "--run", str(clf)]],
@@ -49,12 +51,12 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
         # board with the recording's rate and channels (tiny, 32 ch @ 250 Hz: EXPLORE_PLUS_32_CHAN). eegcvpr40
         # (128 ch @ 1 kHz: no BrainFlow board has that) replays its FIF from file: instead. The summary comes with
         # stream.md and latency_hist.png for the report.
-        "stream": [["data", "export-recording", _encoder_data(p["encoder"], ctx)[0], "--split", "test", "--trials", "100",
+        "stream": [["data", "export-recording", eeg_name, "--split", "test", "--trials", "100",
                     *(["--board", "auto", "--out", str(r / "stream" / "recording.csv")]
-                      if _encoder_data(p["encoder"], ctx)[0] == "synthetic-vep" else
-                      ["--out", str(r / "stream" / "recording.fif")]), *_encoder_data(p["encoder"], ctx)[1]],
+                      if eeg_name == "synthetic-vep" else
+                      ["--out", str(r / "stream" / "recording.fif")]), *eeg_opts],
                    [*t, "stream", "--source", f"brainflow:playback:{r / 'stream' / 'recording.csv'}"
-                    if _encoder_data(p["encoder"], ctx)[0] == "synthetic-vep" else f"file:{r / 'stream' / 'recording.fif'}",
+                    if eeg_name == "synthetic-vep" else f"file:{r / 'stream' / 'recording.fif'}",
                     "--bundle", str(r / "bundle"), "--speed", "4", "--marker-labels", "--log",
                     str(r / "stream" / "log.jsonl"), "--summary", str(r / "stream" / "summary.json")]],
         # 30 batch-1 calls (3 s cap per cell) keep the tiny bench near 3 minutes; `paper` times longer

@@ -21,11 +21,13 @@ from eegsine.training.episodes import EpisodeSampler
 from eegsine.training.losses import clip_loss, prototypical_loss
 
 
-def small_vep(n_chans: int = 12, n_times: int = 64, per_image: int = 3, imgs_per_class: int = 8, seed: int = 0) -> EEGSet:
+def small_vep(n_chans: int = 12, n_times: int = 64, per_image: int = 3, imgs_per_class: int = 8,
+              seed: int = 0) -> EEGSet:
     """A tiny evoked-response set paired with real digits images, built here (independent of the loaders)."""
     rng = np.random.default_rng(seed)
     ims = load_images("digits")
-    sel = np.concatenate([rng.choice(np.flatnonzero(ims.train_y == c), imgs_per_class, replace=False) for c in range(10)])
+    sel = np.concatenate([rng.choice(np.flatnonzero(ims.train_y == c), imgs_per_class, replace=False)
+                          for c in range(10)])
     images, labels = ims.train_x[sel], ims.train_y[sel]
     t = np.arange(n_times) / 128.0
     topo = rng.normal(size=(10, n_chans))

@@ -71,7 +71,8 @@ def write_sd(folder):
     UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, block_out_channels=(16, 32),
                          down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
                          up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), layers_per_block=1,
-                         cross_attention_dim=24, attention_head_dim=8, norm_num_groups=8).save_pretrained(folder / "unet")
+                         cross_attention_dim=24, attention_head_dim=8,
+                         norm_num_groups=8).save_pretrained(folder / "unet")
     return folder
 
 
@@ -79,8 +80,8 @@ def write_clip(folder):
     import transformers
 
     torch.manual_seed(0)
-    cfg = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                                        image_size=16, patch_size=8, projection_dim=EMB)
+    cfg = transformers.CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, image_size=16, patch_size=8, projection_dim=EMB)
     transformers.CLIPVisionModelWithProjection(cfg).save_pretrained(folder)
     return folder
 
