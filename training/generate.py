@@ -57,9 +57,10 @@ def load_run_data(run: str | Path):
     return load_data(DiffusionTrainConfig.load(run)).check()  # type: ignore[arg-type]
 
 
-def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | None = None, out_dir: str | Path | None = None,
-             samples: int = 4, max_trials: int = 16, steps: int | None = None, guidance: float | None = None,
-             sampler: str | None = None, seed: int = 0, model: EEGDiffusion | None = None, data=None) -> dict[str, Any]:
+def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | None = None,
+             out_dir: str | Path | None = None, samples: int = 4, max_trials: int = 16, steps: int | None = None,
+             guidance: float | None = None, sampler: str | None = None, seed: int = 0,
+             model: EEGDiffusion | None = None, data=None) -> dict[str, Any]:
     """Write PNGs and grid.png for the trials of ``eeg_file`` or of the run's ``split``; returns an index."""
     from eegsine.training.unet import pick_grid_trials
 
@@ -140,8 +141,12 @@ def domain_for_run(run: Path, ds, logger=None):
 
 def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, steps: int | None = None,
                  guidance: float | None = None, sampler: str | None = None, n_boot: int = 200, seed: int = 0,
-                 data=None, model: EEGDiffusion | None = None) -> dict[str, Any]:
-    """Image quality of a run vs the class-only and shuffled-EEG baselines (metrics.json 'generation')."""
+                 data=None, model: EEGDiffusion | None = None, standard=None) -> dict[str, Any]:
+    """Image quality of a run vs the class-only and shuffled-EEG baselines (metrics.json 'generation').
+
+    ``standard``: optional :class:`eegsine.image_nets.StandardNets` (Inception-style FID/IS, LPIPS,
+    a classifier's top-1 from local ONNX files; ``StandardNets.load(feature_net=..., lpips_net=...,
+    classifier_net=..., classifier_classes=...)``, the flags of ``eegsine generate --evaluate``)."""
     from eegsine.image_metrics import evaluate_generation
 
     run = Path(run)
@@ -155,9 +160,12 @@ def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, st
     steps, guidance = model.cfg.sampling(steps, guidance)  # before the domain network is trained and written
     logger = run_logger(run)
     ds = data if data is not None else load_run_data(run)
+    if standard and ds.images is not None:  # a bad class map fails before the domain network is trained
+        standard.bind(list(ds.classes), ds.images[:1])
     net, name, stats = domain_for_run(run, ds, logger)
     r = evaluate_generation(run, ds, model=model, domain=net, domain_name=name, split=split, max_trials=max_trials,
-                            steps=steps, guidance=guidance, sampler=sampler, n_boot=n_boot, seed=seed, logger=logger)
+                            steps=steps, guidance=guidance, sampler=sampler, n_boot=n_boot, seed=seed, logger=logger,
+                            standard=standard)
     r["feature_network_test_top1"] = stats.get("test_top1")
     from eegsine.io import update_metrics
 
