@@ -15,7 +15,8 @@ def _run(ns: argparse.Namespace) -> int:
     resolve_data(ns.run, cfg)  # every run's config.json, validated before the output folder is made
     out = Path(ns.out) if ns.out else Path(ns.run[0]).parent / "robustness"
     summary = evaluate_robustness(ns.run, cfg, out)
-    failed = [f"{lb}:{k}" for lb, m in summary["models"].items() for k, c in m["checks"].items() if c["passed"] is False]
+    failed = [f"{lb}:{k}" for lb, m in summary["models"].items() for k, c in m["checks"].items()
+              if c["passed"] is False]
     print(f"wrote {out / 'robustness.md'}, {out / 'robustness.json'}, {out / 'acc_vs_eps.png'}"
           + (f"; FAILED sanity checks: {', '.join(failed)}" if failed else "; all sanity checks that ran passed"))
     return 0
@@ -24,7 +25,8 @@ def _run(ns: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from eegsine.bench.configs import ROBUSTNESS_PRESETS, RobustnessConfig
 
-    p = subparsers.add_parser("attack", help="evaluate classifier runs under FGSM / PGD / APGD / FAB / Square / AutoAttack",
+    p = subparsers.add_parser("attack",
+                              help="evaluate classifier runs under FGSM / PGD / APGD / FAB / Square / AutoAttack",
                               description="Attack one or more classifier run folders (eps in [0, 1] pixel units) and "
                               "write robustness.md/json, acc_vs_eps.png, logits.png and the sanity checks.")
     p.add_argument("--run", action="append", required=True, help="classifier run folder (repeat: --run A --run B)")

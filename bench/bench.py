@@ -41,13 +41,15 @@ MODELS = ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "generati
 # bench backend -> (Int8Config.target, act_type)
 INT8_BACKENDS = {"onnxruntime-int8-portable": ("portable", "s8"), "onnxruntime-int8-x86-vnni": ("x86-vnni", "s8"),
                  "onnxruntime-int8-u8": ("x86-vnni", "u8")}
-BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", *INT8_BACKENDS, "tensorrt-fp16", "tensorrt-int8", "triton")
+BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", *INT8_BACKENDS, "tensorrt-fp16", "tensorrt-int8",
+            "triton")
 
 
 @dataclasses.dataclass
 class BenchConfig(Config):
     KIND = "bench"
-    threads: int = dataclasses.field(default=2, metadata={"help": "intra-op threads for torch and ONNX Runtime (fixed)"})
+    threads: int = dataclasses.field(default=2, metadata={
+        "help": "intra-op threads for torch and ONNX Runtime (fixed)"})
     warmup: int = dataclasses.field(default=5, metadata={"help": "untimed calls before timing"})
     iters: int = dataclasses.field(default=50, metadata={"help": "timed calls at batch 1"})
     batch: int = dataclasses.field(default=32, metadata={"help": "batch size for the throughput figure"})
@@ -55,9 +57,11 @@ class BenchConfig(Config):
     models: list[str] = dataclasses.field(default_factory=lambda: list(MODELS), metadata={
         "help": "models benchmarked (those whose run or bundle is given): " + ", ".join(MODELS), "metavar": "MODEL"})
     backends: list[str] = dataclasses.field(default_factory=lambda: list(BACKENDS), metadata={
-        "help": "backends tried (one this machine lacks gives a row marked unavailable): " + ", ".join(BACKENDS), "metavar": "BACKEND"})
+        "help": "backends tried (one this machine lacks gives a row marked unavailable): " + ", ".join(BACKENDS),
+        "metavar": "BACKEND"})
     generation_steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps of the full generation"})
-    eval_images: int = dataclasses.field(default=1000, metadata={"help": "test images for the classifier accuracy column"})
+    eval_images: int = dataclasses.field(default=1000, metadata={
+        "help": "test images for the classifier accuracy column"})
 
     def validate(self) -> None:
         for m in self.models:
@@ -120,7 +124,8 @@ def make_runner(case: Case, backend: str, cfg: BenchConfig, work: Path) -> Runne
         precision = backend.split("-", 1)[1]
         return make_tensorrt(case.engines.get(precision), case.contract, backend, precision)
     if backend == "triton":
-        raise BackendUnavailable("the Triton sine head runs on CUDA only; on a GPU: python -m eegsine.bench.kernel_bench")
+        raise BackendUnavailable("the Triton sine head runs on CUDA only; "
+                                 "on a GPU: python -m eegsine.bench.kernel_bench")
     raise BackendUnavailable(f"unknown backend {backend}")
 
 
@@ -189,7 +194,8 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if any(c in r for r in rows)]
     lines = [f"Benchmark on {meta['machine']}; {meta['threads']} intra-op thread(s) fixed for torch and ONNX Runtime; "
              f"batch-1 latency over up to {meta['iters']} calls after {meta['warmup']} warm-up calls; ratios vs torch "
-             "eager and vs ORT FP32 measured in this run. SQNR: output agreement with torch FP32 on the same inputs.", "",
+             "eager and vs ORT FP32 measured in this run. SQNR: output agreement with torch FP32 on the same inputs.",
+             "",
              f"INT8 host: {meta.get('int8_host', '?')}. INT8 rows: portable = 7-bit weights + s8 activations (the "
              "default target, same accuracy on every CPU); x86-vnni = full-range weights + s8; u8 = full-range "
              "weights + u8 activations. Full-range rows lose accuracy on x86 CPUs without VNNI (int16 saturation).", "",
@@ -199,7 +205,8 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], targets: list[dict[str, Any]], out: Path) -> dict[str, Path]:
+def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], targets: list[dict[str, Any]],
+                  out: Path) -> dict[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "bench.json", "csv": out / "bench.csv", "md": out / "bench.md"}
     write_json(paths["json"], {"meta": meta, "rows": rows, "targets": targets})
@@ -281,8 +288,8 @@ def run_bench(cases: list[Case], cfg: BenchConfig, out: str | Path, extra_rows: 
     rows += extra_rows or []
     from eegsine.isa import describe, this_host
 
-    meta = {"machine": machine_description(), "int8_host": describe(), "host": this_host(), "threads": cfg.threads, "warmup": cfg.warmup, "iters": cfg.iters,
-            "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg.to_dict()}
+    meta = {"machine": machine_description(), "int8_host": describe(), "host": this_host(), "threads": cfg.threads,
+            "warmup": cfg.warmup, "iters": cfg.iters, "peak_rss_mb": round(peak_rss_mb(), 1), "config": cfg.to_dict()}
     targets = check_targets(rows)
     paths = write_outputs(rows, meta, targets, out)
     return {"rows": rows, "meta": meta, "targets": targets, "paths": {k: str(v) for k, v in paths.items()}}

@@ -70,7 +70,10 @@ def classifier_cases(run: Path, bundle: Any, cfg: BenchConfig, work: Path) -> li
 
 
 def sine_head_case(head: Any, item: Any, cfg: BenchConfig, work: Path) -> Case:
-    """The classifier's own sine head alone (a kernels ``SineHead``: GEMM + bias + sine), on its real penultimate features."""
+    """The classifier's own sine head alone, on its real penultimate features.
+
+    The head is a kernels ``SineHead`` (GEMM + bias + sine).
+    """
     import torch
 
     from eegsine.kernels.trt_plugin import export_onnx_head

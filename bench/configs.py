@@ -23,7 +23,8 @@ class RobustnessConfig(Config):
     dataset: str = dataclasses.field(default="", metadata={"help": "image set to attack on ('' = the training run's)"})
     data_root: str = dataclasses.field(default="", metadata={
         "help": "folder of the data set ('' = the training run's, else its default location)", "metavar": "DIR"})
-    n_eval: int = dataclasses.field(default=1000, metadata={"help": "test images attacked: a seeded subset of the test split"})
+    n_eval: int = dataclasses.field(default=1000, metadata={
+        "help": "test images attacked: a seeded subset of the test split"})
     n_eval_expensive: int = dataclasses.field(default=100, metadata={
         "help": "first images of that subset attacked by apgd-t, fab-t, square and autoattack"})
     attacks: list[str] = dataclasses.field(default_factory=lambda: list(DEFAULT_ATTACKS), metadata={
@@ -33,14 +34,17 @@ class RobustnessConfig(Config):
                 "the source's larger radii for PGD and AutoAttack; 2/255-16/255 for CIFAR-10)"})
     expensive_eps: list[float] = dataclasses.field(default_factory=list, metadata={
         "help": "radii of the expensive attacks ([] = the same grid as the others)"})
-    pgd_steps: int = dataclasses.field(default=40, metadata={"help": "PGD steps (pgd-*, bpda-pgd, presine-pgd, transfer)"})
+    pgd_steps: int = dataclasses.field(default=40, metadata={
+        "help": "PGD steps (pgd-*, bpda-pgd, presine-pgd, transfer)"})
     pgd_restarts: int = dataclasses.field(default=5, metadata={"help": "PGD random restarts; an example counts as "
                                                                         "broken if any restart breaks it"})
-    pgd_alpha: float | None = dataclasses.field(default=None, metadata={"help": "PGD step size (unset: 2.5 eps / steps)"})
+    pgd_alpha: float | None = dataclasses.field(default=None, metadata={
+        "help": "PGD step size (unset: 2.5 eps / steps)"})
     apgd_steps: int = dataclasses.field(default=100, metadata={"help": "APGD / APGD-T iterations (100 = published)"})
     fab_steps: int = dataclasses.field(default=100, metadata={"help": "FAB-T iterations (100 = published)"})
     square_queries: int = dataclasses.field(default=5000, metadata={"help": "Square queries (5000 = published)"})
-    n_targets: int = dataclasses.field(default=9, metadata={"help": "target classes of APGD-T and FAB-T (9 = published)"})
+    n_targets: int = dataclasses.field(default=9, metadata={
+        "help": "target classes of APGD-T and FAB-T (9 = published)"})
     transfer_from: str = dataclasses.field(default="", metadata={
         "help": "source run of the transfer attack ('' = the first standard-head run given)", "metavar": "RUN"})
     batch_size: int = dataclasses.field(default=250, metadata={"help": "images per attack batch"})
@@ -57,7 +61,8 @@ class RobustnessConfig(Config):
                 raise UserError(f"RobustnessConfig.attacks: unknown attack {a!r} (known: {', '.join(ATTACKS)})")
         for e in list(self.eps) + list(self.expensive_eps):
             if not 0.0 < e <= 1.0:
-                raise UserError(f"RobustnessConfig.eps: {e} is not in (0, 1] ([0, 1] pixel units; CIFAR 8/255 = 0.0314)")
+                raise UserError(f"RobustnessConfig.eps: {e} is not in (0, 1] "
+                                "([0, 1] pixel units; CIFAR 8/255 = 0.0314)")
         for name in ("n_eval", "n_eval_expensive", "pgd_steps", "pgd_restarts", "apgd_steps", "fab_steps",
                      "square_queries", "n_targets", "batch_size"):
             if getattr(self, name) < 1:
@@ -83,12 +88,13 @@ def robustness_preset(name: str) -> RobustnessConfig:
     """``tiny``: a labelled reduced set (~1-2 min on 2 cores, no AutoAttack); ``paper-mnist``: see docs/results."""
     if name == "tiny":
         return RobustnessConfig(n_eval=120, n_eval_expensive=40, eps=[0.1, 0.2, 0.3, 0.4], expensive_eps=[0.3],
-                                attacks=["fgsm", "pgd-ce", "pgd-margin", "apgd-dlr", "square", "bpda-pgd", "presine-pgd",
-                                         "transfer"], pgd_steps=20, pgd_restarts=1, apgd_steps=25, square_queries=1000)
+                                attacks=["fgsm", "pgd-ce", "pgd-margin", "apgd-dlr", "square", "bpda-pgd",
+                                         "presine-pgd", "transfer"],
+                                pgd_steps=20, pgd_restarts=1, apgd_steps=25, square_queries=1000)
     if name == "paper-mnist":
         # every attack at full strength; subsets cut for a shared 2-core CPU (docs/results/paper-mnist/README.md)
         return RobustnessConfig(n_eval=300, n_eval_expensive=100, expensive_eps=[0.3], pgd_steps=40, pgd_restarts=2,
-                                attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd", "transfer",
-                                         "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
+                                attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd",
+                                         "transfer", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
     raise UserError(f"unknown robustness preset {name!r} (known: {', '.join(ROBUSTNESS_PRESETS)})")
 

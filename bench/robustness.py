@@ -106,12 +106,14 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
     checks: dict[str, dict] = {}
     checks["zero_gradients"] = {
         "passed": zero_share <= cfg.zero_grad_max_share, "value": zero_share,
-        "detail": f"{100 * zero_share:.1f}% of {n} images have an all-zero input gradient (limit {100 * cfg.zero_grad_max_share:.0f}%)"}
+        "detail": f"{100 * zero_share:.1f}% of {n} images have an all-zero input gradient "
+                  f"(limit {100 * cfg.zero_grad_max_share:.0f}%)"}
 
     # black-box vs white-box, per eps on the expensive subset
     bb = []
     for eps in sorted({e for a in ("square", "autoattack") if a in res for e in res[a]}):
-        white = [a for a in res if a != "clean" and ATTACKS[a].kind in ("single-step", "iterative", "adaptive") and eps in res[a]]
+        white = [a for a in res
+                 if a != "clean" and ATTACKS[a].kind in ("single-step", "iterative", "adaptive") and eps in res[a]]
         all_white_fail = torch.ones(n_exp, dtype=torch.bool)
         for a in white:
             all_white_fail &= res[a][eps]["robust"][:n_exp]
@@ -131,7 +133,8 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
     checks["black_box_vs_white_box"] = {
         "passed": None if worst is None else worst <= cfg.bb_max_share, "value": bb,
         "detail": ("Square not run" if worst is None else "; ".join(
-            f"eps={_fmt_eps(b['eps'])}: Square fools {b['count']}/{b['n']} images every white-box attack missed" for b in bb))}
+            f"eps={_fmt_eps(b['eps'])}: Square fools {b['count']}/{b['n']} images every white-box attack missed"
+            for b in bb))}
 
     # monotone in eps
     bad = []
@@ -157,7 +160,8 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
                         bad.append(f"{a} leaves {ri} robust > FGSM {rf} at eps={_fmt_eps(e)}")
     checks["iterative_vs_single_step"] = {
         "passed": None if "fgsm" not in res else not bad, "value": bad,
-        "detail": "FGSM not run" if "fgsm" not in res else ("; ".join(bad) or "every iterative attack at least as strong as FGSM")}
+        "detail": ("FGSM not run" if "fgsm" not in res
+                   else ("; ".join(bad) or "every iterative attack at least as strong as FGSM"))}
 
     # chance at eps = 0.5
     at_half = {a: int(per[0.5]["robust"][:n].sum()) for a, per in res.items()
@@ -167,8 +171,8 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
         acc = at_half[best_a] / n
         limit = n_classes_share + 1.0 / n
         checks["chance_at_eps_0.5"] = {"passed": acc <= limit, "value": acc,
-                                       "detail": f"{best_a} at eps=0.5: {100 * acc:.1f}% (chance = majority-class share "
-                                                 f"{100 * n_classes_share:.1f}%)"}
+                                       "detail": f"{best_a} at eps=0.5: {100 * acc:.1f}% "
+                                                 f"(chance = majority-class share {100 * n_classes_share:.1f}%)"}
     else:
         checks["chance_at_eps_0.5"] = {"passed": None, "value": None, "detail": "no attack run at eps=0.5"}
     return checks
@@ -251,7 +255,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     log.info(f"robustness on {dataset} test split ({ds.source}): n_eval={n} (expensive attacks: first {n_exp}), "
              f"eps in [0, 1] pixel units, models: {', '.join(names)}")
 
-    summary: dict = {"dataset": dataset, "data_source": ds.source, "split": "test", "n_eval": n, "n_eval_expensive": n_exp,
+    summary: dict = {"dataset": dataset, "data_source": ds.source, "split": "test", "n_eval": n,
+                     "n_eval_expensive": n_exp,
                      "eps_units": "L-inf, [0, 1] pixel units", "seed": cfg.seed, "config": cfg.to_dict(),
                      "attacks": {a: {"label": describe(a, params)[0], "full_strength": describe(a, params)[1],
                                      "subset": n_exp if ATTACKS[a].expensive else n} for a in cfg.attacks},
@@ -267,7 +272,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
         todo = [(a, e) for a in cfg.attacks for e in eps_grid(a, dataset, cfg)
                 if not (ATTACKS[a].sine_only and mcfg.head != "sine")
                 and not (ATTACKS[a].needs_source and (source is None or source is model or is_source(run)))]
-        if not any(e == 0.5 for a, e in todo if ATTACKS[a].kind in ("iterative", "ensemble") and not ATTACKS[a].expensive):
+        if not any(e == 0.5 for a, e in todo
+                   if ATTACKS[a].kind in ("iterative", "ensemble") and not ATTACKS[a].expensive):
             todo.append(("pgd-ce", 0.5))  # the chance-at-0.5 check needs it
             if "pgd-ce" not in summary["attacks"]:
                 summary["attacks"]["pgd-ce"] = {"label": describe("pgd-ce", params)[0] + " (for the eps=0.5 check)",
@@ -294,7 +300,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
         zero = zero_gradient_share(model, x, y, cfg.batch_size)
         checks = sanity_checks(res, majority, n, n_exp, zero, cfg)
         entry = {"run": str(run), "head": mcfg.head, "arch": mcfg.arch, "clean_accuracy": float(correct.float().mean()),
-                 "eval_wall_s": round(time.perf_counter() - t_model, 1), "results": {}, "images_per_s": {}, "checks": checks}
+                 "eval_wall_s": round(time.perf_counter() - t_model, 1), "results": {}, "images_per_s": {},
+                 "checks": checks}
         for a, per in res.items():
             if a == "clean":
                 continue
@@ -307,7 +314,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
                                                    "threads": r.get("threads")}
                 if a == "autoattack":
                     entry["results"][a][f"{e:.6g}"]["first_success_by"] = {
-                        nm: int((r["success_by"] == k).sum()) for k, nm in enumerate(["apgd-ce", "apgd-t", "fab-t", "square"])}
+                        nm: int((r["success_by"] == k).sum())
+                        for k, nm in enumerate(["apgd-ce", "apgd-t", "fab-t", "square"])}
                 tot_n += r["n_attacked"]
                 tot_s += r["seconds"]
             entry["images_per_s"][a] = round(tot_n / tot_s, 2) if tot_s > 0 else None
@@ -352,7 +360,8 @@ class _Cache:
         return self.dir / f"{a}__eps{e:.6g}{ext}"  # (not Path.with_suffix: "0.3" would lose its ".3")
 
     def get(self, a: str, e: float) -> dict | None:
-        from eegsine.io import load_weights, read_json
+        from eegsine.checkpoint import load_weights
+        from eegsine.io import read_json
 
         if not self.enabled or not self._path(a, e, ".json").exists():
             return None
@@ -365,7 +374,7 @@ class _Cache:
         return r
 
     def put(self, a: str, e: float, r: dict) -> None:
-        from eegsine.io import save_weights
+        from eegsine.checkpoint import save_weights
 
         if not self.enabled:
             return
@@ -434,7 +443,8 @@ def render_markdown(summary: dict) -> str:
             "| Attack | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     attacks = sorted({a for lb in labels for a in summary["models"][lb]["images_per_s"]})
     for a in attacks:
-        out.append(f"| {a} | " + " | ".join(str(summary["models"][lb]["images_per_s"].get(a, "—")) for lb in labels) + " |")
+        out.append(f"| {a} | " + " | ".join(str(summary["models"][lb]["images_per_s"].get(a, "—")) for lb in labels)
+                   + " |")
     return "\n".join(out) + "\n"
 
 
@@ -489,8 +499,8 @@ def plot_logits(store: dict, path: Path, dataset: str) -> None:
             ax.hist(f(adv).numpy(), bins=bins, alpha=0.55, density=True, label=f"PGD-CE eps={_fmt_eps(e)}")
             ax.set_title(f"{lb}: {title}", fontsize=8)
             ax.legend(fontsize=6)
-    fig.suptitle(f"Logit distributions, clean vs adversarial ({dataset} test, n={len(next(iter(store.values()))['y'])})",
-                 fontsize=9)
+    n_shown = len(next(iter(store.values()))["y"])
+    fig.suptitle(f"Logit distributions, clean vs adversarial ({dataset} test, n={n_shown})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

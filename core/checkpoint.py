@@ -1,4 +1,4 @@
-"""Resumable training checkpoints that survive a SIGKILL at any instant.
+"""Safetensors weights, and resumable training checkpoints that survive a SIGKILL at any instant.
 
 A checkpoint is a weights file under a new name, ``ckpt-<serial>.safetensors`` (model and
 optimizer tensors), plus the record ``ckpt.json`` (progress, optimizer metadata, torch RNG
@@ -18,6 +18,10 @@ Test hook: ``EEGSINE_FAULT=<point>[:<n>]`` SIGKILLs this process at ``<point>`` 
 ``n``-th checkpoint (default 1), ``<point>`` one of :data:`FAULT_POINTS`; tests/test_faults.py
 uses it to kill a real training between the weights and the record.
 
+The safetensors helpers every model folder uses (:func:`save_weights`, :func:`load_weights`,
+:func:`load_state_into`) are here too, not in :mod:`eegsine.io`, so that io stays torch-free for
+the runtime. Weights are safetensors only, so nothing a user hands us is ever unpickled.
+
 Hand-written: accelerate's ``save_state`` pickles optimizer and RNG state and overwrites its
 folder in place, which is neither of the two properties above.
 """
@@ -30,9 +34,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from eegsine.errors import UserError
-from eegsine.io import atomic_path, load_weights, read_json, sha256_file, write_json, write_safetensors
+from eegsine.io import atomic_path, read_json, sha256_file, write_json
 
 RECORD = "ckpt.json"
 LEGACY_WEIGHTS = "ckpt.safetensors"   # the single, overwritten weights file of today's runs
@@ -50,6 +56,52 @@ def _fault(point: str) -> None:
     name, _, n = spec.partition(":")
     if name == point and _saves == int(n or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+# -- safetensors weights ----------------------------------------------------------------------
+def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
+    """safetensors' ``save_file`` (not atomic: write into an :func:`atomic_path` temp file).
+
+    safetensors reports a failed write as ``SafetensorError("... (os error 28)")``; it is
+    raised again as the ``OSError`` it is, so :func:`atomic_path` names the disk problem.
+    """
+    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    try:
+        save_file(contiguous, str(path), metadata=metadata)
+    except SafetensorError as e:
+        m = re.search(r"os error (\d+)", str(e))
+        if m is None:
+            raise
+        code = int(m.group(1))
+        raise OSError(code, os.strerror(code), str(path)) from None
+
+
+def save_weights(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
+    """Save a flat dict of torch tensors as safetensors, atomically."""
+    with atomic_path(path) as tmp:
+        write_safetensors(tmp, tensors, metadata)
+    return Path(path)
+
+
+def load_weights(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path}: weights file does not exist")
+    try:
+        return load_file(str(path), device=device)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def load_state_into(module: Any, path: str | Path, strict: bool = True) -> None:
+    """Load safetensors weights into ``module`` with a one-line error on mismatch."""
+    state = load_weights(path)
+    try:
+        module.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise UserError(f"{path}: weights do not fit {type(module).__name__} ({detail[:300]})") from None
 
 
 # -- optimizer state <-> tensors + JSON -------------------------------------------------------
@@ -149,7 +201,8 @@ def _check_record(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(directory: str | Path, modules: dict[str, Any], optimizers: dict[str, Any]) -> dict[str, Any] | None:
+def load_checkpoint(directory: str | Path, modules: dict[str, Any],
+                    optimizers: dict[str, Any]) -> dict[str, Any] | None:
     """Restore the committed checkpoint in ``directory`` into ``modules`` / ``optimizers`` / the RNG.
 
     Returns its progress, or None when there is none. Anything that does not fit (a damaged
@@ -189,7 +242,8 @@ def load_checkpoint(directory: str | Path, modules: dict[str, Any], optimizers: 
         try:
             opt.load_state_dict(unflatten_optimizer(t, meta["optimizers"][name]))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise _damaged(meta_path, f"optimizer {name!r} state does not fit: {type(e).__name__} {_first_line(e)}") from None
+            raise _damaged(meta_path, f"optimizer {name!r} state does not fit: "
+                                      f"{type(e).__name__} {_first_line(e)}") from None
     try:
         torch.set_rng_state(rng)
     except (RuntimeError, ValueError, TypeError) as e:

@@ -164,14 +164,16 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     d.add_argument("action", choices=["list", "fetch", "info", "export-recording"],
                    help="export-recording: the set's trials as one continuous recording with stimulus markers "
                         "(--out REC.csv: BrainFlow playback file; REC.fif: MNE FIF)")
-    d.add_argument("name", nargs="?", help="data set name (see `eegsine data list`), e.g. mnist, synthetic-vep, uea:FingerMovements")
+    d.add_argument("name", nargs="?",
+                   help="data set name (see `eegsine data list`), e.g. mnist, synthetic-vep, uea:FingerMovements")
     d.add_argument("--root", default=None, help="read from this folder/file instead of the default location")
     d.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
                    help="loader option for `info` (JSON value), repeatable, e.g. -o image_set=digits -o n_chans=32")
     d.add_argument("--out", default=None, help="export-recording: REC.csv (BrainFlow playback) or REC.fif")
     d.add_argument("--split", default="test", help="export-recording: split to record (train, val, test, all)")
     d.add_argument("--trials", type=int, default=0, help="export-recording: first N trials of the split (0: all)")
-    d.add_argument("--isi", type=float, default=0.5, help="export-recording: inter-stimulus interval after each epoch (s)")
+    d.add_argument("--isi", type=float, default=0.5,
+                   help="export-recording: inter-stimulus interval after each epoch (s)")
     d.add_argument("--isi-jitter", type=float, default=0.2, metavar="S",
                    help="export-recording: + uniform jitter up to this (s)")
     d.add_argument("--board", default="synthetic", help="export-recording .csv: BrainFlow master board (BoardIds name)")
@@ -181,7 +183,8 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     e = sub.add_parser("env", help="print versions, threads, CUDA/TensorRT/Triton availability")
     e.set_defaults(func=_cmd_env)
 
-    v = sub.add_parser("verify", help="re-prove an INT8 bundle on this machine (numpy + onnxruntime; also eegsine-verify)")
+    v = sub.add_parser("verify",
+                       help="re-prove an INT8 bundle on this machine (numpy + onnxruntime; also eegsine-verify)")
     from eegsine.device_verify import add_arguments, run as verify_run
 
     add_arguments(v, threads_flag=False)
@@ -212,7 +215,8 @@ def install_hint(module: str) -> str | None:
     """How to get the missing ``module`` a command imported (None: not one of eegsine's optional packages)."""
     top = module.split(".")[0]
     if top == "onnxruntime":
-        return "pip install 'eegsine[runtime]' (numpy + onnxruntime), or 'eegsine[cpu]' / 'eegsine[gpu]' with the toolkit"
+        return ("pip install 'eegsine[runtime]' (numpy + onnxruntime), or 'eegsine[cpu]' / 'eegsine[gpu]' "
+                "with the toolkit")
     if top == "torchattacks":
         return ("pip install --no-deps torchattacks==3.5.1 (--no-deps: its torchvision requirement would replace "
                 "your torch build)")

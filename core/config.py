@@ -160,7 +160,8 @@ def _check_header(path: Path, data: dict[str, Any], kinds: dict[str, int]) -> tu
     if kind not in kinds:
         raise UserError(f"{path}: config is of kind {kind!r}, expected {' or '.join(map(repr, kinds))}")
     if isinstance(version, bool) or version != kinds[kind]:
-        raise UserError(f"{path}: {kind} config version {version!r} is not supported (this eegsine reads {kinds[kind]})")
+        raise UserError(f"{path}: {kind} config version {version!r} is not supported "
+                        f"(this eegsine reads {kinds[kind]})")
     return kind, version
 
 
@@ -175,7 +176,8 @@ class Config:
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             finite = not f.metadata.get("nonfinite", False)  # a field that means inf/nan says so in its metadata
-            setattr(self, f.name, _check_value(type(self).__name__, f.name, hints[f.name], getattr(self, f.name), finite))
+            setattr(self, f.name, _check_value(type(self).__name__, f.name, hints[f.name], getattr(self, f.name),
+                                               finite))
         seed = getattr(self, "seed", 0)  # one rule for every config with a seed (already checked to be an int)
         if seed < 0:
             raise UserError(f"{type(self).__name__}.seed: must be >= 0 (numpy's default_rng refuses negative seeds), "
@@ -203,7 +205,8 @@ class Config:
         if kind != cls.KIND:
             raise UserError(f"{cls.__name__}: config is of kind {kind!r}, expected {cls.KIND!r}")
         if isinstance(version, bool) or version != cls.VERSION:
-            raise UserError(f"{cls.__name__}: config version {version!r} is not supported (this eegsine reads {cls.VERSION})")
+            raise UserError(f"{cls.__name__}: config version {version!r} is not supported "
+                            f"(this eegsine reads {cls.VERSION})")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:
@@ -240,7 +243,10 @@ _ROLE = re.compile(r":(?:class|func|mod|meth|attr|data|exc|obj):`(~?)([^`]+)`")
 
 
 def help_text(doc: str | None) -> str:
-    """A module docstring as ``--help`` text: Sphinx roles and RST literals become plain (``:class:`~a.B``` -> ``B``)."""
+    """A module docstring as ``--help`` text.
+
+    Sphinx roles and RST literals become plain (``:class:`~a.B``` -> ``B``).
+    """
     text = _ROLE.sub(lambda m: m.group(2).rsplit(".", 1)[-1] if m.group(1) else m.group(2), doc or "")
     return re.sub(r"``([^`]+)``", r"`\1`", text)
 
@@ -249,7 +255,8 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "", skip: tuple[str, ...] = ()) -> None:
+def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "",
+                    skip: tuple[str, ...] = ()) -> None:
     """Add one flag per field of ``cls`` (nested configs get ``--<field>-<sub>`` flags)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({cls.KIND})")

@@ -40,14 +40,20 @@ class DeviceVerifyConfig(Config):
     KIND = "device-verify"
     VERSION = 1
 
-    min_sqnr_classifier_db: float = dataclasses.field(default=25.0, metadata={"help": "gate: INT8 logits SQNR vs torch"})
-    min_sqnr_encoder_db: float = dataclasses.field(default=20.0, metadata={"help": "gate: INT8 EEG encoder SQNR vs torch (every output)"})
-    min_sqnr_vae_db: float = dataclasses.field(default=25.0, metadata={"help": "gate: INT8 VAE decoder image SQNR vs torch"})
+    min_sqnr_classifier_db: float = dataclasses.field(default=25.0, metadata={
+        "help": "gate: INT8 logits SQNR vs torch"})
+    min_sqnr_encoder_db: float = dataclasses.field(default=20.0, metadata={
+        "help": "gate: INT8 EEG encoder SQNR vs torch (every output)"})
+    min_sqnr_vae_db: float = dataclasses.field(default=25.0, metadata={
+        "help": "gate: INT8 VAE decoder image SQNR vs torch"})
     min_sqnr_unet_db: float = dataclasses.field(default=-1.0, metadata={
         "help": "gate: INT8 UNet SQNR at every timestep it runs INT8 (-1 = the bundle's unet_min_sqnr_db)"})
-    min_sqnr_fp32_db: float = dataclasses.field(default=40.0, metadata={"help": "gate: ORT FP32 vs torch (a broken runtime shows here)"})
-    max_clean_drop: float = dataclasses.field(default=0.5, metadata={"help": "gate: INT8 vs FP32 clean accuracy drop, points"})
-    max_adv_drop: float = dataclasses.field(default=1.0, metadata={"help": "gate: INT8 vs FP32 transfer-PGD accuracy drop, points"})
+    min_sqnr_fp32_db: float = dataclasses.field(default=40.0, metadata={
+        "help": "gate: ORT FP32 vs torch (a broken runtime shows here)"})
+    max_clean_drop: float = dataclasses.field(default=0.5, metadata={
+        "help": "gate: INT8 vs FP32 clean accuracy drop, points"})
+    max_adv_drop: float = dataclasses.field(default=1.0, metadata={
+        "help": "gate: INT8 vs FP32 transfer-PGD accuracy drop, points"})
 
     def floor(self, model: str, manifest: dict[str, Any]) -> float:
         if model == "unet":
@@ -125,7 +131,8 @@ def _model_figures(bundle: Any, model: str, cfg: DeviceVerifyConfig) -> tuple[di
                 per_t.setdefault(int(inputs["timestep"][0]), []).append(sqnr(ref[c.output_names[0]], got[0]))
         fig[p] = {f"{n}_sqnr_db": round(sqnr(np.concatenate(r), np.concatenate(g)), 2) for n, (r, g) in outs.items()}
         if per_t:
-            fig[p]["sqnr_db_per_timestep"] = {str(t): round(float(np.mean(v)), 2) for t, v in sorted(per_t.items(), reverse=True)}
+            fig[p]["sqnr_db_per_timestep"] = {str(t): round(float(np.mean(v)), 2)
+                                              for t, v in sorted(per_t.items(), reverse=True)}
         if p == "fp32":
             worst = min(fig[p][f"{n}_sqnr_db"] for n in c.output_names)
             gates.append(_gate(f"{model} fp32 SQNR vs torch", worst, cfg.min_sqnr_fp32_db, "dB", True))
@@ -135,7 +142,8 @@ def _model_figures(bundle: Any, model: str, cfg: DeviceVerifyConfig) -> tuple[di
             used = {t: np.mean(v) for t, v in per_t.items() if t <= limit}
             fig[p]["gated_timesteps"] = f"t <= {limit} (INT8 there, FP32 above)"
             if used:
-                gates.append(_gate(f"{model} int8 SQNR vs torch (worst INT8 timestep)", min(used.values()), floor, "dB", True))
+                gates.append(_gate(f"{model} int8 SQNR vs torch (worst INT8 timestep)", min(used.values()), floor,
+                                   "dB", True))
             else:
                 fig[p]["gated_timesteps"] = "none: the bundle runs the UNet in FP32 at every timestep"
         else:
@@ -153,8 +161,8 @@ def _classifier_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, An
     hi = bundle.contract("classifier").dims["batch"][2]
 
     def acc(images: np.ndarray, p: str) -> float:
-        pred = np.concatenate([bundle.run("classifier", {"images": np.ascontiguousarray(images[s:s + hi])}, p)[0].argmax(1)
-                               for s in range(0, len(images), hi)])
+        chunks = (np.ascontiguousarray(images[s:s + hi]) for s in range(0, len(images), hi))
+        pred = np.concatenate([bundle.run("classifier", {"images": c}, p)[0].argmax(1) for c in chunks])
         return float((pred == y).mean() * 100.0)
 
     res: dict[str, Any] = {"n": int(len(x)), "eps": ev.get("eps"), "eps_units": ev.get("eps_units"),
@@ -168,7 +176,8 @@ def _classifier_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, An
                    cfg.max_clean_drop, "points", False)]
     if "adv_images" in arr:
         gates.append(_gate("classifier int8 transfer_pgd accuracy drop",
-                           res["fp32"]["transfer_pgd"] - res["int8"]["transfer_pgd"], cfg.max_adv_drop, "points", False))
+                           res["fp32"]["transfer_pgd"] - res["int8"]["transfer_pgd"], cfg.max_adv_drop,
+                           "points", False))
     return res, gates
 
 
@@ -239,14 +248,16 @@ def render(record: dict[str, Any]) -> str:
     """The record as a text table (what the command prints)."""
     h = record["host"]
     lines = [f"host: {h['cpu']} ({h['machine']}), ISA class {h['isa_class']}, int8 features: "
-             f"{', '.join(h['int8_features']) or 'none'}; onnxruntime {h['onnxruntime']}, provider {record['provider']}", "",
+             f"{', '.join(h['int8_features']) or 'none'}; onnxruntime {h['onnxruntime']}, "
+             f"provider {record['provider']}", "",
              f"{'model':12s} {'target':9s} {'fp32 dB':>9s} {'int8 dB':>9s}  feeds"]
     for m, f in record["models"].items():
         worst = {p: min(v for k, v in f[p].items() if k.endswith("_sqnr_db")) for p in ("fp32", "int8") if p in f}
         lines.append(f"{m:12s} {str(f.get('target')):9s} {worst.get('fp32', float('nan')):9.2f} "
                      f"{worst.get('int8', float('nan')):9.2f}  {f['feeds']}")
         if "sqnr_db_per_timestep" in f.get("int8", {}):
-            lines.append(f"{'':12s} int8 per timestep: " + ", ".join(f"t={t}: {v}" for t, v in f["int8"]["sqnr_db_per_timestep"].items())
+            by_t = f["int8"]["sqnr_db_per_timestep"]
+            lines.append(f"{'':12s} int8 per timestep: " + ", ".join(f"t={t}: {v}" for t, v in by_t.items())
                          + f" ({f['int8'].get('gated_timesteps')})")
     t = record.get("classifier_task")
     if t:
@@ -266,7 +277,8 @@ def add_arguments(p: argparse.ArgumentParser, threads_flag: bool = True) -> None
 
     p.add_argument("bundle", metavar="BUNDLE", help="bundle folder written by eegsine-export --int8")
     if threads_flag:
-        p.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+        p.add_argument("--threads", type=int, default=None,
+                       help="ONNX Runtime intra-op threads (default: ORT's choice)")
     p.add_argument("--no-record", action="store_true", help="print the figures without appending to verifications.json")
     add_config_args(p, DeviceVerifyConfig)
 

@@ -147,7 +147,8 @@ def raw_class_means(x: np.ndarray, y: np.ndarray, chunk: int = 1024) -> tuple[np
 def nearest_class_mean(means: np.ndarray, classes: np.ndarray, x_eval: np.ndarray, chunk: int = 1024) -> np.ndarray:
     """Predict each trial's class by cosine to the raw-EEG class means: (N, C, T) -> (N,)."""
     m = _l2(means)
-    out = [classes[np.argmax(_l2(raw_features(x_eval[i:i + chunk])) @ m.T, axis=1)] for i in range(0, len(x_eval), chunk)]
+    out = [classes[np.argmax(_l2(raw_features(x_eval[i:i + chunk])) @ m.T, axis=1)]
+           for i in range(0, len(x_eval), chunk)]
     return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
@@ -190,7 +191,8 @@ def bandpower_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndar
                        cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
     clf.fit(bandpower_features(x_train, sfreq), y_train)
     acc = float((clf.predict(bandpower_features(x_test, sfreq)) == y_test).mean())
-    return {"top1": acc, "features": f"log band power ({', '.join(BANDS)}) x channels, Welch", "n_test": int(len(y_test))}
+    return {"top1": acc, "features": f"log band power ({', '.join(BANDS)}) x channels, Welch",
+            "n_test": int(len(y_test))}
 
 
 # -- plot -------------------------------------------------------------------------------------
@@ -210,7 +212,8 @@ def embedding_plot(z: np.ndarray, y: np.ndarray, classes: list[str], path: str |
     idx = rng.choice(len(z), size=min(len(z), max_points), replace=False)
     zz, yy = _l2(z[idx]), y[idx]
     if method == "tsne" and len(zz) > 10:
-        xy = TSNE(n_components=2, perplexity=min(30.0, (len(zz) - 1) / 3), init="pca", random_state=seed).fit_transform(zz)
+        xy = TSNE(n_components=2, perplexity=min(30.0, (len(zz) - 1) / 3), init="pca",
+                  random_state=seed).fit_transform(zz)
     else:
         xy = PCA(n_components=2, random_state=seed).fit_transform(zz)
     fig, ax = plt.subplots(figsize=(6, 5), dpi=110)

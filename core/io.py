@@ -1,12 +1,11 @@
-"""Atomic files, safetensors weights and run logs.
+"""Atomic files, JSON, sha256 and run logs.
 
 A run killed at any moment leaves either the old file or the new one, never a truncated
 one: every write goes to a temp file ``.<name>.*.tmp`` in the same folder, is fsync-ed,
 then renamed (a killed writer's temp files are swept by :mod:`eegsine.run_folder`). A full,
 read-only or forbidden disk is a :class:`UserError` naming the file, with the old file intact.
-Weights are safetensors only, so nothing a user hands us is ever unpickled. Resumable
-training checkpoints live in :mod:`eegsine.checkpoint`.
-Does not import torch at module level (the runtime imports this module).
+Torch-free (the runtime and ``eegsine-verify`` import this module on a device without torch):
+safetensors weights and resumable training checkpoints live in :mod:`eegsine.checkpoint`.
 """
 from __future__ import annotations
 
@@ -17,7 +16,6 @@ import json
 import logging
 import math
 import os
-import re
 import sys
 import tempfile
 from pathlib import Path
@@ -141,58 +139,6 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-# -- safetensors ------------------------------------------------------------------------
-def write_safetensors(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> None:
-    """safetensors' ``save_file`` (not atomic: write into an :func:`atomic_path` temp file).
-
-    safetensors reports a failed write as ``SafetensorError("... (os error 28)")``; it is
-    raised again as the ``OSError`` it is, so :func:`atomic_path` names the disk problem.
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import save_file
-
-    contiguous = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    try:
-        save_file(contiguous, str(path), metadata=metadata)
-    except SafetensorError as e:
-        m = re.search(r"os error (\d+)", str(e))
-        if m is None:
-            raise
-        code = int(m.group(1))
-        raise OSError(code, os.strerror(code), str(path)) from None
-
-
-def save_weights(path: str | Path, tensors: dict[str, Any], metadata: dict[str, str] | None = None) -> Path:
-    """Save a flat dict of torch tensors as safetensors, atomically."""
-    with atomic_path(path) as tmp:
-        write_safetensors(tmp, tensors, metadata)
-    return Path(path)
-
-
-def load_weights(path: str | Path, device: str = "cpu") -> dict[str, Any]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{path}: weights file does not exist")
-    try:
-        return load_file(str(path), device=device)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable safetensors file ({e})") from None
-
-
-def load_state_into(module: Any, path: str | Path, strict: bool = True) -> None:
-    """Load safetensors weights into ``module`` with a one-line error on mismatch."""
-    state = load_weights(path)
-    try:
-        module.load_state_dict(state, strict=strict)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise UserError(f"{path}: weights do not fit {type(module).__name__} ({detail[:300]})") from None
 
 
 # -- run folders ---------------------------------------------------------------------------

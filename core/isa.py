@@ -38,7 +38,8 @@ NUMPY_NAMES: dict[str, str] = {"avx2": "AVX2", "avx512bw": "AVX512BW", "avx512_v
 FEATURES = tuple(CPUINFO_NAMES)
 
 # ISA classes, from the most to the least capable int8 path
-ISA_CLASSES = ("x86-amx", "x86-vnni", "x86-avx512", "x86-avx2", "x86-sse", "arm-i8mm", "arm-dotprod", "arm-neon", "other")
+ISA_CLASSES = ("x86-amx", "x86-vnni", "x86-avx512", "x86-avx2", "x86-sse", "arm-i8mm", "arm-dotprod", "arm-neon",
+               "other")
 # classes whose u8 x s8 kernels add product pairs in saturating int16 (full-range weights degrade there)
 SATURATING_CLASSES = frozenset({"x86-avx512", "x86-avx2", "x86-sse"})
 
@@ -133,7 +134,8 @@ def host_facts(cpuinfo: str | None = None, cpuid: dict[str, bool] | None = None,
     facts = int8_features(cpuinfo, cpuid, machine)
     cls = isa_class(facts)
     return {"isa_class": cls, "int8_features": sorted(k for k, v in facts["features"].items() if v),
-            "u8s8_saturates": cls in SATURATING_CLASSES, "cpu": facts["model"] or platform.processor() or facts["machine"],
+            "u8s8_saturates": cls in SATURATING_CLASSES,
+            "cpu": facts["model"] or platform.processor() or facts["machine"],
             "machine": facts["machine"], "feature_source": facts["source"], **ort_facts()}
 
 

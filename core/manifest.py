@@ -102,7 +102,8 @@ def _check_eeg_extras(entry: dict, contract: Any, files: dict, where: str) -> No
             raise UserError(f"{where}.preprocessing: {e}") from None
         want = (contract.meta.get("n_chans"), contract.meta.get("n_times"))
         _need((spec.n_chans, spec.n_times) == want, where,
-              f"preprocessing describes {spec.n_chans} ch x {spec.n_times} samples, the encoder takes {want[0]} x {want[1]}")
+              f"preprocessing describes {spec.n_chans} ch x {spec.n_times} samples, "
+              f"the encoder takes {want[0]} x {want[1]}")
     pro = entry.get("prototypes")
     if pro is not None:
         _need(isinstance(pro, dict) and isinstance(pro.get("file"), str) and pro["file"] in files, where,

@@ -120,13 +120,15 @@ class PreprocessingSpec(Config):
         nyq = self.sfreq / 2
         need(0 <= self.l_freq < nyq, "l_freq", f"in [0, {nyq:g}) Hz (0 = no high-pass)")
         need(0 <= self.h_freq < nyq, "h_freq", f"in [0, {nyq:g}) Hz (0 = no low-pass)")
-        need(not (self.l_freq > 0 and self.h_freq > 0) or self.l_freq < self.h_freq, "h_freq", f"> l_freq ({self.l_freq})")
+        need(not (self.l_freq > 0 and self.h_freq > 0) or self.l_freq < self.h_freq, "h_freq",
+             f"> l_freq ({self.l_freq})")
         need(1 <= self.order <= 16, "order", "in [1, 16]")
         need(all(0 < f < nyq for f in self.notch), "notch", f"frequencies in (0, {nyq:g}) Hz")
         need(self.notch_q > 0, "notch_q", "> 0")
         for i, row in enumerate(self.sos):
             if len(row) != 6 or not all(math.isfinite(v) for v in row) or row[3] != 1.0:
-                raise UserError(f"PreprocessingSpec.sos[{i}] must be 6 finite numbers [b0, b1, b2, 1, a1, a2], got {row!r}")
+                raise UserError(f"PreprocessingSpec.sos[{i}] must be 6 finite numbers [b0, b1, b2, 1, a1, a2], "
+                                f"got {row!r}")
             if np.abs(np.roots([1.0, row[4], row[5]])).max(initial=0.0) >= 1.0:
                 raise UserError(f"PreprocessingSpec.sos[{i}] is unstable (a pole on or outside the unit circle)")
         want = self.expected_sections()
@@ -146,7 +148,8 @@ class PreprocessingSpec(Config):
         nyq = sfreq / 2
         for name, f in (("l_freq", l_freq), ("h_freq", h_freq)):
             if not 0 <= f < nyq:
-                raise UserError(f"{name}={f:g}: must be in [0, {nyq:g}) Hz (0 = off; Nyquist at {sfreq:g} Hz is {nyq:g})")
+                raise UserError(f"{name}={f:g}: must be in [0, {nyq:g}) Hz "
+                                f"(0 = off; Nyquist at {sfreq:g} Hz is {nyq:g})")
         if l_freq > 0 and h_freq > 0 and not l_freq < h_freq:
             raise UserError(f"band-pass {l_freq:g}-{h_freq:g} Hz: the low edge must be below the high edge")
         sections = []
@@ -285,7 +288,8 @@ class SOSFilter:
         return y
 
 
-def causal_filter(x: np.ndarray, sos: np.ndarray, axis: int = -1, init: Literal["steady", "zero"] = "steady") -> np.ndarray:
+def causal_filter(x: np.ndarray, sos: np.ndarray, axis: int = -1,
+                  init: Literal["steady", "zero"] = "steady") -> np.ndarray:
     """One offline call of :class:`SOSFilter` along ``axis`` (every other axis is an independent row)."""
     x = np.asarray(x)
     moved = np.moveaxis(x, axis, -1)

@@ -158,9 +158,11 @@ class Bundle:
             raise UserError(f"{self.root}: not an eegsine bundle (no {MANIFEST})")
         m = read_json(mpath)
         if not isinstance(m, dict) or m.get("format") != BUNDLE_FORMAT:
-            raise UserError(f"{mpath}: not an eegsine bundle manifest (format {m.get('format') if isinstance(m, dict) else None!r})")
+            fmt = m.get("format") if isinstance(m, dict) else None
+            raise UserError(f"{mpath}: not an eegsine bundle manifest (format {fmt!r})")
         if m.get("version") != BUNDLE_VERSION:
-            raise UserError(f"{mpath}: bundle version {m.get('version')!r} is not supported (this runtime reads {BUNDLE_VERSION})")
+            raise UserError(f"{mpath}: bundle version {m.get('version')!r} is not supported "
+                            f"(this runtime reads {BUNDLE_VERSION})")
         check_manifest(m, str(mpath))
         self.manifest = m
         self.threads = threads
@@ -189,7 +191,8 @@ class Bundle:
         try:
             return ExportContract.from_dict(self.manifest["models"][model]["contract"])
         except KeyError:
-            raise UserError(f"{self.root}: bundle has no {model} model (has {sorted(self.manifest.get('models', {}))})") from None
+            raise UserError(f"{self.root}: bundle has no {model} model "
+                            f"(has {sorted(self.manifest.get('models', {}))})") from None
 
     def model_path(self, model: str, precision: str) -> Path:
         if precision not in PRECISIONS:
@@ -255,13 +258,14 @@ class Bundle:
             try:
                 sess = ort.InferenceSession(data, so, providers=providers, provider_options=opts)
             except Exception as e:  # noqa: BLE001 - ORT raises its own exception types (Fail, InvalidProtobuf, ...)
-                raise UserError(f"{path}: not a loadable ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+                raise UserError(f"{path}: not a loadable ONNX model "
+                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
             self._check_graph(model, precision, sess)
             self._sessions[key] = sess
         return self._sessions[key]
 
     def _check_graph(self, model: str, precision: str, sess: Any) -> None:
-        """The ONNX graph's inputs/outputs must be the contract's (names, rank, dtype), or the call would fail deep in ORT."""
+        """The ONNX graph's inputs/outputs must match the contract (names, rank, dtype), or ORT fails deep in a call."""
         c = self.contract(model)
         dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
                   "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
@@ -320,7 +324,8 @@ class SineClassifier:
             raise UserError(f"classifier: images must be a float32 numpy array, got "
                             f"{getattr(images, 'dtype', type(images).__name__)}")
         if images.ndim != 4 or images.shape[1:] != tuple(spec.shape[1:]):
-            raise UserError(f"classifier: images must have shape (N, {', '.join(map(str, spec.shape[1:]))}), got {images.shape}")
+            raise UserError(f"classifier: images must have shape (N, {', '.join(map(str, spec.shape[1:]))}), "
+                            f"got {images.shape}")
         if not np.isfinite(images).all():
             raise UserError("classifier: images contain NaN or inf")
         if images.size and (images.min() < 0.0 or images.max() > 1.0):
@@ -355,7 +360,8 @@ def check_eeg(eeg: Any, n_chans: int, n_times: int) -> np.ndarray:
 def encode_eeg(bundle: Bundle, eeg: np.ndarray, precision: str) -> tuple[np.ndarray, np.ndarray]:
     """Checked EEG (N, C, T) -> tokens (N, n_tokens, d), embedding (N, emb_dim), in batches of the contract's max."""
     hi = bundle.contract("eeg_encoder").dims["batch"][2]
-    parts = [bundle.run("eeg_encoder", {"eeg": np.ascontiguousarray(eeg[s])}, precision) for s in _batches(len(eeg), hi)]
+    parts = [bundle.run("eeg_encoder", {"eeg": np.ascontiguousarray(eeg[s])}, precision)
+             for s in _batches(len(eeg), hi)]
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
 
 
@@ -527,7 +533,8 @@ class EEGToImage:
                 tt = np.full(len(lat), t, np.float32)
                 out = self.unet(np.ascontiguousarray(lat), tt, np.ascontiguousarray(tok))
                 if callback is not None:
-                    callback(i, int(t), {"latents": lat, "timestep": tt, "encoder_hidden_states": tok, "noise_pred": out})
+                    callback(i, int(t), {"latents": lat, "timestep": tt, "encoder_hidden_states": tok,
+                                         "noise_pred": out})
                 if cfg:
                     u, c = np.split(out, 2)
                     out = u + g * (c - u)
@@ -538,6 +545,7 @@ class EEGToImage:
     def decode(self, latents: np.ndarray) -> np.ndarray:
         c = self.bundle.contract("vae_decoder")
         hi = c.dims["batch"][2]
-        out = [self.bundle.run("vae_decoder", {"latents": np.ascontiguousarray(latents[s])}, self.precisions["vae_decoder"])[0]
+        p = self.precisions["vae_decoder"]
+        out = [self.bundle.run("vae_decoder", {"latents": np.ascontiguousarray(latents[s])}, p)[0]
                for s in _batches(len(latents), hi)]
         return np.concatenate(out)

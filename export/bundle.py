@@ -72,7 +72,8 @@ def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None =
     if images is None:
         prov.require_data(str(run_dir), "a classifier trained by `eegsine train classifier`")
         images = prov.load_images()
-    contract, module = model.export_modules(max_batch=max(cfg.export.max_batch, 64), opset=cfg.export.opset)["classifier"]
+    contract, module = model.export_modules(max_batch=max(cfg.export.max_batch, 64),
+                                            opset=cfg.export.opset)["classifier"]
     rng = np.random.default_rng(cfg.seed)
     idx = rng.choice(len(images.train_x), size=min(cfg.calib_images, len(images.train_x)), replace=False)
     eps = prov.train_eps
@@ -134,8 +135,8 @@ def eeg_items(pipe: Any, train_eeg: np.ndarray, holdout_eeg: np.ndarray, cfg: Bu
     guidance = pipe.cfg.guidance if guidance is None else guidance
     n_chans, n_times = int(train_eeg.shape[1]), int(train_eeg.shape[2])
     rng = np.random.default_rng(cfg.seed)
-    tr = np.ascontiguousarray(train_eeg[rng.choice(len(train_eeg), size=min(cfg.calib_trials, len(train_eeg)), replace=False)],
-                              dtype=np.float32)
+    pick = rng.choice(len(train_eeg), size=min(cfg.calib_trials, len(train_eeg)), replace=False)
+    tr = np.ascontiguousarray(train_eeg[pick], dtype=np.float32)
     ho = np.ascontiguousarray(holdout_eeg[: cfg.holdout], dtype=np.float32)
     with torch.no_grad():
         emb_tr = enc(torch.from_numpy(tr))[1]
@@ -145,8 +146,8 @@ def eeg_items(pipe: Any, train_eeg: np.ndarray, holdout_eeg: np.ndarray, cfg: Bu
     enc_item = Item(c_enc, enc, _feeds("eeg", tr, 8), _feeds("eeg", ho, 8))
     if preprocessing is not None:
         if (preprocessing.n_chans, preprocessing.n_times) != (n_chans, n_times):
-            raise UserError(f"export: the preprocessing spec describes {preprocessing.n_chans} ch x {preprocessing.n_times} "
-                            f"samples, the encoder takes {n_chans} x {n_times}")
+            raise UserError(f"export: the preprocessing spec describes {preprocessing.n_chans} ch x "
+                            f"{preprocessing.n_times} samples, the encoder takes {n_chans} x {n_times}")
         enc_item.info["preprocessing"] = preprocessing.to_dict()
     if train_labels is not None:
         info, arrays = class_prototypes(enc, train_eeg, train_labels, classes, holdout_eeg, holdout_labels)
@@ -220,8 +221,8 @@ def _run_preprocessing(encoder: nn.Module, eeg_set: Any) -> Any:
         a.pop("source"), b.pop("source")
         if a != b:
             diff = ", ".join(k for k in a if a[k] != b[k])
-            raise UserError(f"export: {eeg_set.name}'s preprocessing differs from the encoder's training data ({diff}); "
-                            "calibrate on the data the encoder was trained on")
+            raise UserError(f"export: {eeg_set.name}'s preprocessing differs from the encoder's training data "
+                            f"({diff}); calibrate on the data the encoder was trained on")
     return run if run is not None else data
 
 
@@ -243,7 +244,8 @@ def run_eeg_data(provenance: Any, where: str | Path, eeg_data: str = "") -> Any:
     return provenance.load_eeg()
 
 
-def eeg_run_items(run_dir: str | Path, cfg: BundleConfig, eeg_set: Any | None = None) -> tuple[list[Item], dict[str, Any], Any]:
+def eeg_run_items(run_dir: str | Path, cfg: BundleConfig,
+                  eeg_set: Any | None = None) -> tuple[list[Item], dict[str, Any], Any]:
     """Items of a trained EEG->image run (encoder, token mapper, null tokens, UNet, VAE decoder) -> (items, generation,
     eeg_set); ``eeg_set`` defaults to the data the model was trained on (its provenance)."""
     from eegsine.models.diffusion import ENCODER_DIR, EEGDiffusionPipeline
@@ -279,7 +281,8 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _sqnr_report(fp32: Path, int8: Path, contract: ExportContract, holdout: list[dict[str, np.ndarray]]) -> dict[str, float]:
+def _sqnr_report(fp32: Path, int8: Path, contract: ExportContract,
+                 holdout: list[dict[str, np.ndarray]]) -> dict[str, float]:
     a, b = ort_session(fp32), ort_session(int8)
     out: dict[str, list[np.ndarray]] = {n: [] for n in contract.output_names}
     ref: dict[str, list[np.ndarray]] = {n: [] for n in contract.output_names}
@@ -287,7 +290,8 @@ def _sqnr_report(fp32: Path, int8: Path, contract: ExportContract, holdout: list
         for n, r, q in zip(contract.output_names, a.run(None, f), b.run(None, f)):
             ref[n].append(r)
             out[n].append(q)
-    return {f"{n}_sqnr_db": round(sqnr(np.concatenate(ref[n]), np.concatenate(out[n])), 2) for n in contract.output_names}
+    return {f"{n}_sqnr_db": round(sqnr(np.concatenate(ref[n]), np.concatenate(out[n])), 2)
+            for n in contract.output_names}
 
 
 def _sqnr_per_timestep(fp32: Path, int8: Path, holdout: list[dict[str, np.ndarray]]) -> dict[int, float]:
@@ -332,8 +336,8 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION,
-                                    "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+        manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "created": created,
                                     "packages": package_versions(), "config": cfg.to_dict(), "sources": sources or {},
                                     "models": {}, "files": {}, "golden": {}}
         if generation is not None:
@@ -375,7 +379,8 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
             manifest["golden"][name] = golden[0]
             if item.evaluation is not None and cfg.golden_eval > 0:
                 ev = item.evaluation
-                log(f"golden set {name}: {len(ev['images'])} test images, PGD-{cfg.golden_pgd_steps} at eps={ev['eps']}")
+                log(f"golden set {name}: {len(ev['images'])} test images, "
+                    f"PGD-{cfg.golden_pgd_steps} at eps={ev['eps']}")
                 golden.append(write_classifier_eval(tmp, item.module, ev["images"], ev["labels"], ev["eps"],
                                                     cfg.golden_pgd_steps, cfg.seed))
                 manifest["golden"][f"{name}_eval"] = golden[-1]

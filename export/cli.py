@@ -23,7 +23,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description=help_text(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--classifier", metavar="RUN", help="classifier run folder (eegsine train classifier)")
     p.add_argument("--eeg-run", metavar="RUN", help="EEG->image diffusion run folder (with encoder/, unet/, vae/)")
-    p.add_argument("--out", metavar="BUNDLE", required=True, help="bundle folder to write (must not exist unless --overwrite)")
+    p.add_argument("--out", metavar="BUNDLE", required=True,
+                   help="bundle folder to write (must not exist unless --overwrite)")
     p.add_argument("--act-type", dest="quant__act_type", choices=["s8", "u8"], default=None,
                    help="INT8 activations: s8 symmetric (TensorRT) or u8 (x86 ORT); same as --quant-act-type")
     p.add_argument("--target", dest="quant__target", choices=["portable", "x86-vnni", "tensorrt"], default=None,
@@ -90,7 +91,8 @@ def run(ns: argparse.Namespace) -> int:
 def report_verification(result: dict, bundle_dir: str | Path) -> int:
     """Print each gate of a :func:`~eegsine.export.verify.verify_bundle` result; 1 if a gate failed."""
     for g in [g for sec in ("classifier", "eeg") for g in result.get(sec, {}).get("gates", [])]:
-        print(f"  gate {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']:.3f} {g['unit']} (limit {g['limit']})")
+        print(f"  gate {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']:.3f} {g['unit']} "
+              f"(limit {g['limit']})")
     for reason in result.get("eeg", {}).get("gates_skipped", []):
         print(f"  gate SKIPPED {reason}")
     print(f"verification written: {Path(bundle_dir) / 'verify.md'}")

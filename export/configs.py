@@ -26,7 +26,8 @@ class ExportConfig(Config):
     opset: int = dataclasses.field(default=18, metadata={"help": "ONNX opset of the exported graphs (17-21)"})
     max_batch: int = dataclasses.field(default=16, metadata={
         "help": "largest batch of each model's declared shape range (the classifier's is at least 64)"})
-    parity_atol: float = dataclasses.field(default=1e-4, metadata={  # fp32 ORT vs torch, max abs error on outputs of O(1)
+    # fp32 ORT vs torch, max abs error on outputs of O(1)
+    parity_atol: float = dataclasses.field(default=1e-4, metadata={
         "help": "export fails when ORT FP32 and torch outputs differ by more than this (max abs, outputs of O(1))"})
 
     def validate(self) -> None:
@@ -45,10 +46,12 @@ class VerifyConfig(Config):
 
     n_eval: int = dataclasses.field(default=500, metadata={"help": "classifier eval images (test split)"})
     n_eval_square: int = dataclasses.field(default=200, metadata={"help": "images attacked with Square per backend"})
-    eps: float = dataclasses.field(default=-1.0, metadata={"help": "L-inf radius in [0,1] pixel units (-1 = the run's training eps)"})
+    eps: float = dataclasses.field(default=-1.0, metadata={
+        "help": "L-inf radius in [0,1] pixel units (-1 = the run's training eps)"})
     pgd_steps: int = dataclasses.field(default=20, metadata={
         "help": "PGD steps of the transfer examples crafted white-box on the torch model"})
-    square_queries: int = dataclasses.field(default=300, metadata={"help": "Square queries per image against each backend"})
+    square_queries: int = dataclasses.field(default=300, metadata={
+        "help": "Square queries per image against each backend"})
     n_gen: int = dataclasses.field(default=32, metadata={"help": "EEG test trials turned into images per precision"})
     steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps for verification images"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the attacks and the generation noise"})
@@ -76,15 +79,20 @@ class BundleConfig(Config):
     int8_models: list[str] = dataclasses.field(default_factory=lambda: list(MODEL_NAMES), metadata={
         "help": "models quantized with --int8: " + ", ".join(MODEL_NAMES), "metavar": "MODEL"})
     calib_images: int = dataclasses.field(default=256, metadata={"help": "classifier calibration images (train split)"})
-    calib_trials: int = dataclasses.field(default=16, metadata={"help": "EEG trials (train split) for encoder/UNet calibration"})
-    calib_steps: int = dataclasses.field(default=25, metadata={"help": "DDIM steps of the UNet calibration trajectories"})
+    calib_trials: int = dataclasses.field(default=16, metadata={
+        "help": "EEG trials (train split) for encoder/UNet calibration"})
+    calib_steps: int = dataclasses.field(default=25, metadata={
+        "help": "DDIM steps of the UNet calibration trajectories"})
     holdout: int = dataclasses.field(default=32, metadata={"help": "held-out (val/test) inputs used for SQNR"})
     golden_eval: int = dataclasses.field(default=500, metadata={
         "help": "classifier test images (+ PGD examples) in the bundle's golden set for eegsine-verify"})
-    golden_pgd_steps: int = dataclasses.field(default=20, metadata={"help": "PGD steps of the golden adversarial examples"})
-    guidance: float = dataclasses.field(default=-1.0, metadata={"help": "CFG scale written to the bundle (-1 = the run's)"})
+    golden_pgd_steps: int = dataclasses.field(default=20, metadata={
+        "help": "PGD steps of the golden adversarial examples"})
+    guidance: float = dataclasses.field(default=-1.0, metadata={
+        "help": "CFG scale written to the bundle (-1 = the run's)"})
     unet_min_sqnr_db: float = dataclasses.field(default=20.0, metadata={
-        "help": "INT8 UNet runs only at timesteps where its held-out SQNR reaches this; above, FP32 (0 = INT8 everywhere)"})
+        "help": "INT8 UNet runs only at timesteps where its held-out SQNR reaches this; above, FP32 "
+                "(0 = INT8 everywhere)"})
     eeg_data: str = dataclasses.field(default="", metadata={"help": "EEG data set of the EEG run (e.g. synthetic-vep)"})
     seed: int = dataclasses.field(default=0, metadata={
         "help": "seed of the calibration subsets, the UNet calibration trajectories and the golden PGD examples"})

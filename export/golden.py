@@ -34,7 +34,8 @@ def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
 
 
 @torch.no_grad()
-def golden_arrays(module: nn.Module, contract: ExportContract, feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+def golden_arrays(module: nn.Module, contract: ExportContract,
+                  feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
     """Inputs and torch FP32 outputs of ``module`` (called with the contract's inputs in order) on ``feeds``."""
     module = module.eval()
     out: dict[str, np.ndarray] = {}

@@ -141,8 +141,9 @@ def ort_session(path: str | Path, threads: int = 1) -> Any:
 
 
 @torch.no_grad()
-def parity(module: nn.Module, contract: ExportContract, path: str | Path, points: tuple[str, ...] = ("min", "opt", "max"),
-           seed: int = 0, max_batch_checked: int = 8) -> dict[str, float]:
+def parity(module: nn.Module, contract: ExportContract, path: str | Path,
+           points: tuple[str, ...] = ("min", "opt", "max"), seed: int = 0,
+           max_batch_checked: int = 8) -> dict[str, float]:
     """Max abs / relative error of ORT vs torch per output over the contract's shape points.
 
     ``max_batch_checked`` caps the batch used for the ``max`` point (a 32-batch UNet pass on
@@ -152,7 +153,8 @@ def parity(module: nn.Module, contract: ExportContract, path: str | Path, points
     module = module.eval()
     worst: dict[str, float] = {}
     for i, which in enumerate(points):
-        fix = {d: min(contract.dims[d][{"min": 0, "opt": 1, "max": 2}[which]], max_batch_checked) for d in contract.dims}
+        fix = {d: min(contract.dims[d][{"min": 0, "opt": 1, "max": 2}[which]], max_batch_checked)
+               for d in contract.dims}
         feeds = contract.sample_inputs(which, seed=seed + i, **fix)
         got = sess.run(contract.output_names, feeds)
         ref = module(*(torch.from_numpy(feeds[n]) for n in contract.input_names))

@@ -90,15 +90,17 @@ class Int8Config(Config):
         "help": "how activation ranges are read off the calibration feeds (ONNX Runtime's calibrators)"})
     percentile: float = dataclasses.field(default=99.999, metadata={
         "help": "calibrate_method percentile: the percentile of |activation| taken as its range"})
-    op_types: list[str] = dataclasses.field(default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"], metadata={
-        "help": "ONNX op types quantized", "metavar": "OP"})
+    op_types: list[str] = dataclasses.field(
+        default_factory=lambda: ["Conv", "ConvTranspose", "MatMul", "Gemm"],
+        metadata={"help": "ONNX op types quantized", "metavar": "OP"})
     matmul_const_b_only: bool = dataclasses.field(
         default=True, metadata={"help": "quantize only weight MatMuls (attention QK^T / AV stay float)"})
     keep_float: list[str] = dataclasses.field(
         default_factory=lambda: list(DEFAULT_KEEP_FLOAT),
         metadata={"help": "regex patterns; a node whose name or any input name matches stays float"})
     quantize_bias: bool = dataclasses.field(
-        default=False, metadata={"help": "int32 bias Q/DQ (TensorRT's parser takes int8 Q/DQ only: keep False for --trt)"})
+        default=False,
+        metadata={"help": "int32 bias Q/DQ (TensorRT's parser takes int8 Q/DQ only: keep False for --trt)"})
     calib_samples: int = dataclasses.field(default=64, metadata={"help": "calibration feeds used at most"})
     preprocess: bool = dataclasses.field(default=True, metadata={
         "help": "run ONNX Runtime's quant_pre_process (shape inference, graph optimisation) before quantizing"})
@@ -319,7 +321,8 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
         report["max_abs_int8_weight"] = max_abs_int8_weight(q)
         report["qdq_nodes"] = sum(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in q.graph.node)
         dq_out = {o for n in q.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
-        report["quantized_ops"] = sum(n.op_type in cfg.op_types and any(i in dq_out for i in n.input) for n in q.graph.node)
+        report["quantized_ops"] = sum(n.op_type in cfg.op_types and any(i in dq_out for i in n.input)
+                                      for n in q.graph.node)
         with atomic_path(out_path) as out:
             out.write_bytes((tmp / "final.onnx").read_bytes())
     report["bytes_fp32"] = onnx_path.stat().st_size

@@ -113,9 +113,11 @@ def check_trt_compatible(onnx_path: str | Path) -> list[str]:
                 problems.append(f"{n.name}: zero point {n.input[2]!r} is not a constant")
                 continue
             if zp.dtype != np.int8:
-                problems.append(f"{n.name}: zero point is {zp.dtype} (TensorRT needs int8 symmetric; export with --act-type s8)")
+                problems.append(f"{n.name}: zero point is {zp.dtype} "
+                                "(TensorRT needs int8 symmetric; export with --act-type s8)")
             elif np.any(zp != 0):
-                problems.append(f"{n.name}: zero point {zp.ravel()[:4].tolist()} is not all zero (TensorRT needs symmetric)")
+                problems.append(f"{n.name}: zero point {zp.ravel()[:4].tolist()} is not all zero "
+                                "(TensorRT needs symmetric)")
     for op, k in sorted(unsupported.items()):
         problems.append(f"op {op} ({k} node{'s' if k > 1 else ''}) is not supported by TensorRT's ONNX parser")
     return problems
@@ -155,8 +157,9 @@ def gpu_identity() -> dict[str, str]:
 def engine_key(onnx_sha256: str, contract: ExportContract, quant: dict | None, cfg: TRTConfig,
                identity: dict[str, str]) -> str:
     """Cache key: TensorRT version, GPU, profile, ONNX hash, quantization and build config."""
-    blob = json.dumps({"identity": identity, "profile": {k: [list(s) for s in v] for k, v in contract.profile().items()},
-                       "onnx": onnx_sha256, "quant": quant, "build": cfg.to_dict()}, sort_keys=True)
+    shapes = {k: [list(s) for s in v] for k, v in contract.profile().items()}
+    blob = json.dumps({"identity": identity, "profile": shapes, "onnx": onnx_sha256, "quant": quant,
+                       "build": cfg.to_dict()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
@@ -217,7 +220,8 @@ def build_engine(onnx_path: str | Path, contract: ExportContract, out_path: str 
     parser = trt.OnnxParser(network, logger)
     with tempfile.TemporaryDirectory(prefix="eegsine-trt-") as tmp:
         plugin_graph = Path(onnx_path).name.endswith(".plugin.onnx")  # custom op: no fp16 rewrite
-        src = _fp16_graph(Path(onnx_path), Path(tmp) / "fp16.onnx") if cfg.fp16 and not plugin_graph else Path(onnx_path)
+        src = (_fp16_graph(Path(onnx_path), Path(tmp) / "fp16.onnx") if cfg.fp16 and not plugin_graph
+               else Path(onnx_path))
         if not parser.parse_from_file(str(src)):
             errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
             raise UserError(f"{onnx_path}: TensorRT could not parse the model ({errs[:400]})")
@@ -283,7 +287,8 @@ def build_bundle_engines(bundle_dir: str | Path, cfg: TRTConfig, precisions: tup
                 problems = check_trt_compatible(bundle_dir / rel)
                 if problems:
                     raise UserError(f"{rel}: not TensorRT-compatible: {problems[0]} (+{len(problems) - 1} more)")
-            key = engine_key(m["files"][rel]["sha256"], contract, entry.get("quantization", {}).get("config"), cfg, identity)
+            key = engine_key(m["files"][rel]["sha256"], contract, entry.get("quantization", {}).get("config"), cfg,
+                             identity)
             fname = f"engines/{name}.{prec}.{key}.engine"
             cached = cache_dir / f"{name}.{prec}.{key}.engine"
             if cached.is_file():
@@ -294,9 +299,9 @@ def build_bundle_engines(bundle_dir: str | Path, cfg: TRTConfig, precisions: tup
                 info = build_engine(bundle_dir / rel, contract, cached, cfg, timing)
             (bundle_dir / "engines").mkdir(exist_ok=True)
             shutil.copyfile(cached, bundle_dir / fname)
+            shapes = {k: [list(s) for s in v] for k, v in contract.profile().items()}
             engines.setdefault(name, {})[prec] = {"file": fname, "key": key, **identity, **info,
-                                                 "profile": {k: [list(s) for s in v] for k, v in contract.profile().items()},
-                                                 "build": cfg.to_dict()}
+                                                 "profile": shapes, "build": cfg.to_dict()}
 
     def mutate(man: dict) -> None:
         man["engines"] = engines
@@ -324,7 +329,8 @@ class TRTRunner:
         blob = Path(engine_path).read_bytes()
         self.engine = trt.Runtime(self.logger).deserialize_cuda_engine(blob)
         if self.engine is None:
-            raise UserError(f"{engine_path}: not a valid TensorRT engine for this TensorRT/GPU (corrupt or built elsewhere)")
+            raise UserError(f"{engine_path}: not a valid TensorRT engine for this TensorRT/GPU "
+                            "(corrupt or built elsewhere)")
         self.context = self.engine.create_execution_context()
         self.contract = contract
 

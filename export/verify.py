@@ -41,7 +41,8 @@ class ORTClassifier(nn.Module):
     def __init__(self, clf: SineClassifier):
         super().__init__()
         self.clf = clf
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # torchattacks reads the device from a parameter
+        # torchattacks reads the device from a parameter
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)
         self.queries = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -72,8 +73,8 @@ def verify_classifier(bundle: Bundle, model: nn.Module, images: np.ndarray, labe
     res: dict[str, Any] = {"data": {"n_eval": len(x), "n_eval_square": min(cfg.n_eval_square, len(x)),
                                     "eps": eps, "eps_units": "L-inf, [0,1] pixel units"},
                            "attacks": {"transfer": f"PGD-{cfg.pgd_steps} CE crafted white-box on the torch model",
-                                       "square": f"torchattacks Square L-inf, margin loss, {cfg.square_queries} queries, "
-                                                 "run against each ORT session"},
+                                       "square": "torchattacks Square L-inf, margin loss, "
+                                                 f"{cfg.square_queries} queries, run against each ORT session"},
                            "accuracy": {}}
     xt, yt = torch.from_numpy(x), torch.from_numpy(y)
     model = model.eval()
@@ -106,7 +107,8 @@ def verify_classifier(bundle: Bundle, model: nn.Module, images: np.ndarray, labe
     for b, acc in res["accuracy"].items():
         if b in ("torch", "ort_fp32"):
             continue
-        gates.append(_gate(f"classifier {b} clean accuracy drop", ref["clean"] - acc["clean"], cfg.max_clean_drop, "points"))
+        gates.append(_gate(f"classifier {b} clean accuracy drop", ref["clean"] - acc["clean"], cfg.max_clean_drop,
+                           "points"))
         for k in ("transfer_pgd", "square"):
             if k in acc:
                 gates.append(_gate(f"classifier {b} {k} accuracy drop", ref[k] - acc[k], cfg.max_adv_drop, "points"))
@@ -198,13 +200,15 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
                   "(`eegsine-verify BUNDLE` re-proves the bundle on another machine).", ""]
     if gates:
         lines += ["| gate | value | limit | passed |", "|---|---|---|---|"]
-        lines += [f"| {g['gate']} | {g['value']:.3f} {g['unit']} | {g['limit']} {g['unit']} | {'yes' if g['passed'] else 'NO'} |"
+        lines += [f"| {g['gate']} | {g['value']:.3f} {g['unit']} | {g['limit']} {g['unit']} "
+                  f"| {'yes' if g['passed'] else 'NO'} |"
                   for g in gates]
     c = result.get("classifier")
     if c:
         d = c["data"]
-        lines += ["", f"## Classifier ({d['n_eval']} test images of {c.get('dataset', '?')}; Square on {d['n_eval_square']}; "
-                  f"eps={d['eps']} {d['eps_units']})", "", "| backend | clean % | transfer PGD % | Square % |", "|---|---|---|---|"]
+        lines += ["", f"## Classifier ({d['n_eval']} test images of {c.get('dataset', '?')}; "
+                  f"Square on {d['n_eval_square']}; eps={d['eps']} {d['eps_units']})", "",
+                  "| backend | clean % | transfer PGD % | Square % |", "|---|---|---|---|"]
         for b, acc in c["accuracy"].items():
             lines.append(f"| {b} | {acc['clean']:.2f} | {acc.get('transfer_pgd', float('nan')):.2f} | "
                          f"{acc['square']:.2f} |" if "square" in acc else
@@ -213,8 +217,9 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
     e = result.get("eeg")
     if e:
         d = e["data"]
-        lines += ["", f"## EEG to image ({d['n_trials']} test trials, {d['steps']} DDIM steps, guidance {d['guidance']}, "
-                  f"seed {d['seed']})", "", f"Image SQNR INT8 vs FP32: {e['image_sqnr_db_int8_vs_fp32']} dB "
+        lines += ["", f"## EEG to image ({d['n_trials']} test trials, {d['steps']} DDIM steps, "
+                  f"guidance {d['guidance']}, seed {d['seed']})", "",
+                  f"Image SQNR INT8 vs FP32: {e['image_sqnr_db_int8_vs_fp32']} dB "
                   f"(INT8 UNet at t <= {d.get('int8_unet_max_timestep')}, FP32 above; None = INT8 at every t)", "",
                   "UNet output SQNR per timestep (INT8 vs FP32, teacher-forced): "
                   + ", ".join(f"t={t}: {v} dB" for t, v in e["unet_sqnr_db_per_timestep"].items())]
@@ -225,8 +230,9 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
                       "(acc = n-way top-1 of the domain classifier vs the trial's label)."]
             lines += ["", "| precision | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
             for p in ("fp32", "int8"):
-                lines.append(f"| {p} | " + " | ".join(f"{e['metrics'][p][k]:.4g}" if isinstance(e['metrics'][p][k], float)
-                                                     else str(e['metrics'][p][k]) for k in keys) + " |")
+                row = e["metrics"][p]
+                lines.append(f"| {p} | " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k])
+                                                     for k in keys) + " |")
         else:
             lines += ["", f"Domain metrics: {e.get('metrics')}"]
     m = atomic_write_text(bundle_dir / "verify.md", "\n".join(lines) + "\n")

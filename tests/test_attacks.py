@@ -193,7 +193,8 @@ def test_attack_cli_both_heads_and_outputs(digits_runs, tmp_path, capsys):
     out = tmp_path / "rob"
     rc = main(["attack", "--run", str(digits_runs["standard"]), "--run", str(digits_runs["sine"]), "--out", str(out),
                "--preset", "tiny", "--n-eval", "40", "--n-eval-expensive", "10", "--square-queries", "50",
-               "--pgd-steps", "5", "--apgd-steps", "5", "--eps", "0.1", "0.3", "--transfer-from", str(digits_runs["standard"])])
+               "--pgd-steps", "5", "--apgd-steps", "5", "--eps", "0.1", "0.3",
+               "--transfer-from", str(digits_runs["standard"])])
     assert rc == 0
     summary = json.loads((out / "robustness.json").read_text())
     assert set(summary["models"]) == {"Standard CNN", "Sine"}
@@ -235,12 +236,12 @@ def test_evaluate_on_cifar_format_folder(tmp_path, head):
     from test_classifier import write_cifar_folder
 
     root = write_cifar_folder(tmp_path / "cifar-10-batches-py")
-    cfg = ClassifierTrainConfig(dataset="cifar10", data_root=str(root), mode="natural", eps=8 / 255, epochs=1, batch_size=32,
-                                n_val_eval=6, val_pgd_steps=2, grad_log_steps=0,
+    cfg = ClassifierTrainConfig(dataset="cifar10", data_root=str(root), mode="natural", eps=8 / 255, epochs=1,
+                                batch_size=32, n_val_eval=6, val_pgd_steps=2, grad_log_steps=0,
                                 model=ClassifierConfig(arch="preact_resnet18", base_width=4, head=head, init="siren"))
     train_classifier(cfg, tmp_path / "run")
-    s = evaluate_robustness([tmp_path / "run"], RobustnessConfig(n_eval=12, n_eval_expensive=4, attacks=["fgsm", "pgd-ce"],
-                                                                 pgd_steps=3, pgd_restarts=1), tmp_path / "rob")
+    rcfg = RobustnessConfig(n_eval=12, n_eval_expensive=4, attacks=["fgsm", "pgd-ce"], pgd_steps=3, pgd_restarts=1)
+    s = evaluate_robustness([tmp_path / "run"], rcfg, tmp_path / "rob")
     label = next(iter(s["models"]))
     eps = sorted(v["eps"] for v in s["models"][label]["results"]["fgsm"].values())
     assert eps == pytest.approx([2 / 255, 4 / 255, 8 / 255, 16 / 255])  # the CIFAR grid

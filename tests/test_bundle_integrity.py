@@ -43,12 +43,14 @@ MANIFEST_CASES = [
     ("unknown_model", lambda m: m["models"].update(gan=m["models"]["unet"]), r"unknown model 'gan'"),
     ("wrong_contract", lambda m: m["models"]["unet"].update(contract=m["models"]["vae_decoder"]["contract"]),
      r"models\.unet\.contract is the contract of 'vae_decoder'"),
-    ("unknown_precision", lambda m: m["models"]["unet"]["files"].update(fp16="unet.fp32.onnx"), r"unknown precision 'fp16'"),
+    ("unknown_precision", lambda m: m["models"]["unet"]["files"].update(fp16="unet.fp32.onnx"),
+     r"unknown precision 'fp16'"),
     ("unlisted_file", lambda m: m["models"]["unet"]["files"].update(int8="other.onnx"), r"not listed under 'files'"),
     ("guidance_string", _set("generation/guidance", "2"), r"generation\.guidance must be a finite number"),
     ("steps_zero", _set("generation/steps", 0), r"generation\.steps must be an integer >= 1"),
     ("uncond_wrong_size", _set("generation/uncond_tokens", [0.0, 1.0]), r"uncond_tokens has 2 values"),
-    ("uncond_nan", _set("generation/uncond_tokens", ["nan"]), r"uncond_tokens must be null or a list of finite numbers"),
+    ("uncond_nan", _set("generation/uncond_tokens", ["nan"]),
+     r"uncond_tokens must be null or a list of finite numbers"),
     ("unknown_target", _set("models/unet/quantization/target", "avx2"), r"not a known INT8 target"),
     ("golden_unlisted", _set("golden/unet/file", "golden/x.npz"), r"golden\.unet\.file must name a file"),
 ]
@@ -80,5 +82,6 @@ def test_contract_that_does_not_fit_the_graph_is_refused(tmp_path):
     def rank(m):
         m["models"]["classifier"]["contract"]["outputs"][0]["shape"].append(1)
     b2 = _copy(h.clf_bundle(), tmp_path / "b2", rank)
-    with pytest.raises(UserError, match=r"output 'logits' is tensor\(float\) of rank 2 in the graph, the contract says float32 of rank 3"):
+    with pytest.raises(UserError, match=r"output 'logits' is tensor\(float\) of rank 2 in the graph, "
+                                        r"the contract says float32 of rank 3"):
         Bundle(b2).session("classifier", "fp32")

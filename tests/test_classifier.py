@@ -10,7 +10,7 @@ import torch
 
 from eegsine.cli import main
 from eegsine.errors import UserError
-from eegsine.io import read_json, save_weights
+from eegsine.io import read_json
 from eegsine.models.classifier import (ClassifierConfig, make_sine_head, build_classifier, check_images,
                                        load_classifier)
 from eegsine.training.classifier import (ClassifierTrainConfig, classifier_preset, detect_catastrophic_overfitting,
@@ -136,8 +136,8 @@ def test_catastrophic_overfitting_detector():
 
 @pytest.mark.parametrize("head,init", [("linear", "default"), ("sine", "siren")])
 def test_train_digits_both_heads(tmp_path, head, init):
-    cfg = ClassifierTrainConfig(**DIGITS, model=ClassifierConfig(head=head, init=init), mode="fgsm_rs", eps=0.1, epochs=3,
-                                eval_every_steps=20)
+    cfg = ClassifierTrainConfig(**DIGITS, model=ClassifierConfig(head=head, init=init), mode="fgsm_rs", eps=0.1,
+                                epochs=3, eval_every_steps=20)
     m = train_classifier(cfg, tmp_path)
     assert m["test_clean_accuracy"] > 0.7  # 10 classes: chance is 0.1
     assert m["best"]["pgd"] <= m["best"]["fgsm"] + 0.02 <= m["best"]["clean"] + 0.04
@@ -153,7 +153,8 @@ def test_train_digits_both_heads(tmp_path, head, init):
 
 
 def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
-    cfg = ClassifierTrainConfig(**{**DIGITS, "ckpt_every_steps": 7, "batch_size": 64}, mode="pgd", steps=2, eps=0.1, epochs=2)
+    cfg = ClassifierTrainConfig(**{**DIGITS, "ckpt_every_steps": 7, "batch_size": 64}, mode="pgd", steps=2, eps=0.1,
+                                epochs=2)
     ref = train_classifier(cfg, tmp_path / "a")
     import eegsine.training.classifier as tc
 
@@ -207,7 +208,8 @@ def test_presets_share_training_settings():
 
 def test_paper_cifar10_preset_uses_cifar_conventions():
     for cfg in classifier_preset("paper-cifar10").values():
-        assert (cfg.dataset, cfg.model.arch, cfg.model.in_channels, cfg.model.image_size) == ("cifar10", "preact_resnet18", 3, 32)
+        assert ((cfg.dataset, cfg.model.arch, cfg.model.in_channels, cfg.model.image_size)
+                == ("cifar10", "preact_resnet18", 3, 32))
         assert cfg.eps == pytest.approx(8 / 255) and cfg.alpha == pytest.approx(2 / 255) and cfg.steps == 10
         assert len(cfg.model.mean) == len(cfg.model.std) == 3
 
@@ -228,7 +230,8 @@ def test_missing_cifar10_names_the_training_flag(tmp_path, capsys):
 # -- CLI & other data ---------------------------------------------------------------------------------
 def test_cli_train_and_bad_input(tmp_path, capsys):
     rc = main(["train", "classifier", "--run", str(tmp_path / "r"), "--dataset", "digits", "--mode", "natural",
-               "--epochs", "1", "--n-val-eval", "50", "--model-head", "sine", "--model-init", "siren", "--no-init-probe"])
+               "--epochs", "1", "--n-val-eval", "50", "--model-head", "sine", "--model-init", "siren",
+               "--no-init-probe"])
     assert rc == 0
     assert load_classifier(tmp_path / "r")[1].head == "sine"
     capsys.readouterr()
@@ -246,14 +249,16 @@ def write_cifar_folder(root, n_per_batch=12, seed=0):
         labels = [int(v) for v in rng.integers(0, 10, n_per_batch)]
         # class-dependent colour so a model can learn something
         base = np.array([[25 * c, 255 - 25 * c, 128] for c in labels], dtype=np.float32)[:, :, None]
-        img = np.clip(base + rng.normal(0, 30, (n_per_batch, 3, 1024)), 0, 255).astype(np.uint8).reshape(n_per_batch, 3072)
+        img = np.clip(base + rng.normal(0, 30, (n_per_batch, 3, 1024)), 0, 255).astype(np.uint8)
+        img = img.reshape(n_per_batch, 3072)
         with open(root / name, "wb") as fh:
             pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": img,
                          b"filenames": [f"{i}.png".encode() for i in range(n_per_batch)]}, fh)
     return root
 
 
-@pytest.mark.parametrize("arch,head", [("preact_resnet18", "linear"), ("preact_resnet18", "sine"), ("small_cnn", "sine")])
+@pytest.mark.parametrize("arch,head", [("preact_resnet18", "linear"), ("preact_resnet18", "sine"),
+                                       ("small_cnn", "sine")])
 def test_train_on_cifar_format_folder(tmp_path, arch, head):
     root = write_cifar_folder(tmp_path / "cifar-10-batches-py")
     cfg = ClassifierTrainConfig(dataset="cifar10", data_root=str(root), mode="fgsm_rs", eps=8 / 255, epochs=1,

@@ -201,7 +201,8 @@ def make_cvpr(folder, trials=TRIALS, splits=SPLITS, eeg=_ramp, name="eeg_5_95_st
               splits_name="block_splits_by_image_all.pth"):
     folder.mkdir(parents=True, exist_ok=True)
     data = {"dataset": [{"eeg": eeg(T), "label": lab, "subject": s, "image": im} for T, lab, s, im in trials],
-            "labels": ["n02951358", "n03452741"], "images": ["n02951358_1", "n03452741_2", "n02951358_3", "n03452741_4"]}
+            "labels": ["n02951358", "n03452741"],
+            "images": ["n02951358_1", "n03452741_2", "n02951358_3", "n03452741_4"]}
     torch.save(data, folder / name)
     torch.save(splits, folder / splits_name)
     return folder
@@ -458,7 +459,8 @@ def test_cli_data_info_eeg(capsys, tmp_path):
     assert "50 paired images (1, 8, 8)" in out
     root = make_cvpr(tmp_path / "cvpr")
     assert main(["data", "info", "eegcvpr40", "--root", str(root)]) == 0
-    assert "eegcvpr40: 4 trials, n_chans=128, n_times=440, sfreq=1000 Hz, 2 classes, 2 subject(s)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "eegcvpr40: 4 trials, n_chans=128, n_times=440, sfreq=1000 Hz, 2 classes, 2 subject(s)" in out
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert "synthetic-vep" in out and "eegcvpr40" in out and "uea" in out

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import os
 import pickle
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 
 from eegsine.data import REGISTRY, load_images
-from eegsine.data.images import MNIST_SHA256, load_mnist, read_idx
+from eegsine.data.images import MNIST_SHA256, load_mnist
 from eegsine.errors import DataMissingError, UserError
 
 

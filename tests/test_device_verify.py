@@ -78,7 +78,8 @@ def test_int8_target_sets_the_weight_range_and_is_recorded():
 
 def test_int8_config_versions_and_tensorrt_constraints():
     assert Int8Config().target == "portable"
-    assert Int8Config.from_dict({"kind": "int8", "version": 1, "act_type": "u8"}).target == "x86-vnni"  # v1 = full range
+    # v1 = full range
+    assert Int8Config.from_dict({"kind": "int8", "version": 1, "act_type": "u8"}).target == "x86-vnni"
     with pytest.raises(UserError, match="tensorrt.*s8 activations"):
         Int8Config(target="tensorrt", act_type="u8")
     with pytest.raises(UserError, match="target"):
@@ -96,7 +97,8 @@ def test_golden_set_is_hashed_and_holds_real_labelled_and_adversarial_images():
     arr = load_npz(b / ev["file"])
     ds = load_images("digits")
     n = min(500, len(ds.test_x))
-    assert ev["n"] == n and np.array_equal(arr["labels"], ds.test_y[:n]) and np.array_equal(arr["images"], ds.test_x[:n])
+    assert ev["n"] == n and np.array_equal(arr["labels"], ds.test_y[:n])
+    assert np.array_equal(arr["images"], ds.test_x[:n])
     delta = np.abs(arr["adv_images"] - arr["images"]).max()
     assert 0.0 < delta <= ev["eps"] + 1e-6 and arr["adv_images"].min() >= 0.0 and arr["adv_images"].max() <= 1.0
     assert ev["torch_adv_accuracy"] < ev["torch_clean_accuracy"] - 10  # the attack is real

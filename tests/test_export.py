@@ -20,7 +20,8 @@ import export_helpers as h
 from eegsine.contracts import ExportContract, classifier_contract, unet_contract
 from eegsine.errors import UserError
 from eegsine.export.onnx_export import ExportConfig, export_onnx, get_contract, ort_session, parity
-from eegsine.export.quantize import Int8Config, check_unique_names, nodes_matching, quantize, sqnr, untie_shared_initializers
+from eegsine.export.quantize import (Int8Config, check_unique_names, nodes_matching, quantize, sqnr,
+                                     untie_shared_initializers)
 from eegsine.export.tensorrt import check_trt_compatible, trt_unavailable_reason
 
 SQNR_MIN = {"classifier": {"logits": 25.0}, "unet": {"noise_pred": 20.0}, "vae_decoder": {"image": 25.0},
@@ -259,8 +260,8 @@ def test_verify_gate_failure_exits_1_and_names_gate(tmp_path, capsys):
     from eegsine.export.verify import VerifyConfig, verify_bundle
 
     b = h.copy_bundle(h.clf_bundle(), tmp_path / "b")
-    rc = report_verification(verify_bundle(b, VerifyConfig(n_eval=100, n_eval_square=20, square_queries=10, pgd_steps=2,
-                                                           max_clean_drop=-1.0), classifier_run=str(h.classifier_run())), b)
+    vcfg = VerifyConfig(n_eval=100, n_eval_square=20, square_queries=10, pgd_steps=2, max_clean_drop=-1.0)
+    rc = report_verification(verify_bundle(b, vcfg, classifier_run=str(h.classifier_run())), b)
     assert rc == 1
     err = capsys.readouterr().err
     assert "verification FAILED" in err and "clean accuracy drop" in err

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from eegsine.checkpoint import FAULT_ENV, load_checkpoint, save_checkpoint
+from eegsine.checkpoint import FAULT_ENV, load_checkpoint, load_weights, save_checkpoint
 from eegsine.cli import main
 from eegsine.errors import UserError
-from eegsine.io import load_weights, read_json, write_json
+from eegsine.io import read_json, write_json
 from eegsine.run_folder import LOCK_FILE, _proc_start
 from eegsine.training.classifier import ClassifierTrainConfig, train_classifier
 
@@ -291,7 +291,8 @@ def small_disk(tmp_path):
         pytest.skip("mounting a small tmpfs needs root")
     mnt = tmp_path / "small"
     mnt.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True, text=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], capture_output=True,
+                          text=True)
     if done.returncode:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
     try:

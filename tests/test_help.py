@@ -70,7 +70,8 @@ def test_verify_script_help_has_no_sphinx_markup(capsys):
     assert not SPHINX.search(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("entry, prog", [(main, "eegsine"), (export_main, "eegsine-export"), (bench_main, "eegsine-bench")])
+@pytest.mark.parametrize("entry, prog", [(main, "eegsine"), (export_main, "eegsine-export"),
+                                         (bench_main, "eegsine-bench")])
 def test_version(entry, prog, capsys):
     with pytest.raises(SystemExit) as info:
         entry(["--version"])
@@ -82,7 +83,8 @@ def test_version(entry, prog, capsys):
                          ids=lambda a: " ".join(a) or "eegsine")
 def test_help_imports_no_torch(argv):
     """Printing help builds every parser from the config dataclasses alone (timings: the closing report)."""
-    code = ("import sys\nfrom eegsine.cli import main\ntry:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
+    code = ("import sys\nfrom eegsine.cli import main\n"
+            "try:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = sorted(m for m in ('torch', 'torchattacks', 'onnxruntime', 'diffusers') if m in sys.modules)\n"
             "assert not heavy, f'--help imported {heavy}'\n")
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)

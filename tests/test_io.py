@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from eegsine.checkpoint import load_checkpoint, save_checkpoint
+from eegsine.checkpoint import load_checkpoint, load_state_into, save_checkpoint, save_weights
 from eegsine.errors import UserError
-from eegsine.io import atomic_path, atomic_write_text, load_state_into, read_json, save_weights, update_metrics, write_json
+from eegsine.io import atomic_path, atomic_write_text, read_json, update_metrics, write_json
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):

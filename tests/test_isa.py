@@ -20,14 +20,18 @@ def _arm(features: str) -> str:
 
 CASES = [
     ("AMD EPYC 7B12 (Rome, AVX2 only)", _x86(_AVX2 + " sha_ni clzero"), "x86_64", "x86-avx2"),
-    ("Skylake-SP (AVX-512 without VNNI)", _x86(_AVX2 + " avx512f avx512dq avx512cd avx512bw avx512vl"), "x86_64", "x86-avx512"),
+    ("Skylake-SP (AVX-512 without VNNI)", _x86(_AVX2 + " avx512f avx512dq avx512cd avx512bw avx512vl"), "x86_64",
+     "x86-avx512"),
     ("Cascade Lake (AVX-512 VNNI)", _x86(_AVX2 + " avx512f avx512bw avx512vl avx512_vnni"), "x86_64", "x86-vnni"),
     ("Alder Lake (AVX-VNNI, no AVX-512)", _x86(_AVX2 + " avx_vnni"), "x86_64", "x86-vnni"),
-    ("Sapphire Rapids (AMX)", _x86(_AVX2 + " avx512f avx512bw avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8"), "x86_64", "x86-amx"),
+    ("Sapphire Rapids (AMX)", _x86(_AVX2 + " avx512f avx512bw avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8"),
+     "x86_64", "x86-amx"),
     ("Westmere (SSE only)", _x86(_BASE), "x86_64", "x86-sse"),
-    ("Neoverse N1 (Graviton2, dotprod)", _arm("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid asimdrdm lrcpc dcpop asimddp ssbs"),
+    ("Neoverse N1 (Graviton2, dotprod)", _arm("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cpuid "
+                                              "asimdrdm lrcpc dcpop asimddp ssbs"),
      "aarch64", "arm-dotprod"),
-    ("Neoverse V1 (Graviton3, i8mm)", _arm("fp asimd aes asimddp sve asimdfhm i8mm bf16 svei8mm"), "aarch64", "arm-i8mm"),
+    ("Neoverse V1 (Graviton3, i8mm)", _arm("fp asimd aes asimddp sve asimdfhm i8mm bf16 svei8mm"), "aarch64",
+     "arm-i8mm"),
     ("Cortex-A53 (NEON only)", _arm("fp asimd evtstrm aes pmull sha1 sha2 crc32 cpuid"), "aarch64", "arm-neon"),
 ]
 

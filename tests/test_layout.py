@@ -36,7 +36,8 @@ def _imports(path: Path) -> list[str]:
 
 
 def test_top_level_layout():
-    for name in ("pyproject.toml", "README.md", "Makefile", "core", "kernels", "export", "training", "bench", "tests", ".ci/run"):
+    for name in ("pyproject.toml", "README.md", "Makefile", "core", "kernels", "export", "training", "bench", "tests",
+                 ".ci/run"):
         assert (ROOT / name).exists(), name
 
 
@@ -57,5 +58,13 @@ def test_imports_point_down(folder):
 
 
 def test_package_import_does_not_import_torch():
-    code = "import sys, eegsine, eegsine.errors, eegsine.io, eegsine.config; assert 'torch' not in sys.modules, 'torch imported'"
+    code = ("import sys, eegsine, eegsine.errors, eegsine.io, eegsine.config; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_io_has_no_torch_import_even_lazily():
+    # issue #13: the safetensors weight helpers live in eegsine.checkpoint, so io.py (which the runtime
+    # and eegsine-verify import on a torch-free device) has no torch import at all, not even inside a function
+    heavy = [m for m in _imports(ROOT / "core" / "io.py") if m.split(".")[0] in ("torch", "safetensors")]
+    assert not heavy, f"core/io.py imports {heavy}"

@@ -69,7 +69,8 @@ def test_runtime_install_verifies_and_runs_a_bundle(runtime_venv, tmp_path):
     _run([str(bin_ / "python"), "-c", code, str(bundle)], cwd=tmp_path)
     help_ = _run([str(bin_ / "eegsine"), "--help"], cwd=tmp_path).stdout  # the toolkit's help, without the toolkit
     assert "train" in help_ and "export" in help_
-    proc = subprocess.run([str(bin_ / "eegsine"), "train", "classifier", "--run", str(tmp_path / "r"), "--dataset", "digits"],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
-    assert proc.returncode == 2 and "pip install 'eegsine[cpu]'" in proc.stderr, proc.stderr  # one line, not a traceback
+    proc = subprocess.run([str(bin_ / "eegsine"), "train", "classifier", "--run", str(tmp_path / "r"),
+                           "--dataset", "digits"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    # one line, not a traceback
+    assert proc.returncode == 2 and "pip install 'eegsine[cpu]'" in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1

@@ -52,13 +52,17 @@ def test_model_round_trip_export_and_ort_parity(kind, i, tmp_path):
     e = REGISTRY[kind]
     cfg = e.examples()[i]
     prov = Provenance(trained_by="test", data="digits", data_options={"seed": i}, seed=i)
+
+    def modules(m):
+        if kind == "eeg-diffusion":
+            return {"vae": m.vae, "unet": m.unet, "token_mapper": m.token_mapper, "eeg": m.eeg_encoder}
+        return {"model": m}
+
     if kind == "eeg-diffusion":  # a diffusers pipeline (not an nn.Module) that deploys its EEG encoder too
         enc = REGISTRY["eeg-encoder"].model_class().from_config(REGISTRY["eeg-encoder"].examples()[0]).eval()
         model = e.model_class().from_config(cfg, encoder=enc)
-        modules = lambda m: {"vae": m.vae, "unet": m.unet, "token_mapper": m.token_mapper, "eeg": m.eeg_encoder}
     else:
         model = e.model_class().from_config(cfg).eval()
-        modules = lambda m: {"model": m}
     with torch.no_grad():  # move BatchNorm statistics off their init so the round trip compares real buffers
         for mod in modules(model).values():
             saved = mod.state_dict()

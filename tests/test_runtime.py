@@ -132,7 +132,8 @@ def test_provider_selection_on_this_machine():
     (np.zeros((2, h.N_CHANS + 1, h.N_TIMES), np.float32), "expected shape"),
     (np.zeros((2, h.N_CHANS, h.N_TIMES)), "expected float32"),
     (np.zeros((h.N_CHANS, h.N_TIMES), np.float32), "expected shape"),
-    (np.where(np.arange(2 * h.N_CHANS * h.N_TIMES).reshape(2, h.N_CHANS, h.N_TIMES) == 70, np.nan, 0.0).astype(np.float32),
+    (np.where(np.arange(2 * h.N_CHANS * h.N_TIMES).reshape(2, h.N_CHANS, h.N_TIMES) == 70, np.nan,
+              0.0).astype(np.float32),
      r"1 trial\(s\) contain NaN/inf \(first: trial 0\)"),
     ([[0.0]], "expected a numpy array"),
 ])

@@ -33,5 +33,6 @@ def test_no_file_points_outside_the_repository():
             text = path.read_text()
         except UnicodeDecodeError:  # images, weights
             continue
-        bad += [f"{rel}:{i}: {line.strip()[:120]}" for i, line in enumerate(text.splitlines(), 1) if OUTSIDE.search(line)]
+        bad += [f"{rel}:{i}: {line.strip()[:120]}" for i, line in enumerate(text.splitlines(), 1)
+                if OUTSIDE.search(line)]
     assert not bad, "paths outside the repository:\n" + "\n".join(bad)

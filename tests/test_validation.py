@@ -29,7 +29,8 @@ CONFIG_MODULES = ("eegsine.models.classifier", "eegsine.models.diffusion", "eegs
                   "eegsine.models.image_encoder", "eegsine.data.synthetic_vep", "eegsine.image_metrics",
                   "eegsine.device_verify", "eegsine.training.classifier", "eegsine.training.encoder",
                   "eegsine.training.diffusion", "eegsine.export.bundle", "eegsine.export.verify",
-                  "eegsine.export.tensorrt", "eegsine.bench.bench", "eegsine.bench.robustness", "eegsine.bench.pipeline")
+                  "eegsine.export.tensorrt", "eegsine.bench.bench", "eegsine.bench.robustness",
+                  "eegsine.bench.pipeline")
 
 
 def _one_line_exit_2(capsys, rc: int, *needles: str) -> str:
@@ -210,7 +211,8 @@ def test_train_classifier_numbers(tmp_path, capsys, argv, message):
 
 def test_global_threads_must_be_positive(tmp_path, capsys):
     run = tmp_path / "run"
-    _one_line_exit_2(capsys, main(["--threads", "-1", "train", "classifier", "--run", str(run)]), "--threads must be >= 1")
+    _one_line_exit_2(capsys, main(["--threads", "-1", "train", "classifier", "--run", str(run)]),
+                     "--threads must be >= 1")
     assert not run.exists()
 
 
@@ -275,8 +277,10 @@ def test_diverging_lr_stops_with_one_line_before_writing_weights(tmp_path):
 
 # -- 4. loader options --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("argv, message", [
-    (["data", "info", "eegcvpr40", "-o", "split_index=abc"], "eegcvpr40: option 'split_index': expected int, got str"),
-    (["data", "info", "eegcvpr40", "-o", "split_index=1.5"], "eegcvpr40: option 'split_index': expected int, got float"),
+    (["data", "info", "eegcvpr40", "-o", "split_index=abc"],
+     "eegcvpr40: option 'split_index': expected int, got str"),
+    (["data", "info", "eegcvpr40", "-o", "split_index=1.5"],
+     "eegcvpr40: option 'split_index': expected int, got float"),
     (["data", "info", "eegcvpr40", "-o", "bandpass=5"], "eegcvpr40: option 'bandpass': expected list of float"),
     (["data", "info", "eegcvpr40", "-o", "sfreq=NaN"], "eegcvpr40: option 'sfreq': must be a finite number"),
     (["data", "info", "digits", "-o", "seed=abc"], "digits: option 'seed': expected int, got str 'abc'"),
@@ -309,7 +313,8 @@ def test_uea_sfreq_must_be_a_positive_rate(tmp_path):
 
 def _cvpr(folder, trials, splits):
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"dataset": [{"eeg": torch.zeros(128, T), "label": lab, "subject": s, "image": im} for T, lab, s, im in trials],
+    data = {"dataset": [{"eeg": torch.zeros(128, T), "label": lab, "subject": s, "image": im}
+                        for T, lab, s, im in trials],
             "labels": ["n01", "n02"], "images": ["n01_1", "n02_2", "n01_3", "n02_4"]}
     torch.save(data, folder / "eeg_5_95_std.pth")
     torch.save(splits, folder / "block_splits_by_image_all.pth")
@@ -433,7 +438,8 @@ def test_cifar_bin_folder_missing_test_batch(tmp_path, capsys):
     folder.mkdir()
     rng = np.random.default_rng(1)
     for name in [f"data_batch_{i}.bin" for i in range(1, 6)]:
-        np.concatenate([rng.integers(0, 10, (2, 1)), rng.integers(0, 256, (2, 3072))], 1).astype(np.uint8).tofile(folder / name)
+        rows = np.concatenate([rng.integers(0, 10, (2, 1)), rng.integers(0, 256, (2, 3072))], 1)
+        rows.astype(np.uint8).tofile(folder / name)
     _one_line_exit_2(capsys, main(["data", "info", "cifar10", "--root", str(folder)]),
                      f"{folder / 'test_batch.bin'}: file does not exist")
 
@@ -467,7 +473,10 @@ def test_sweep_finds_every_config_class():
 
 
 def _with_float(tp, value):
-    """``value`` shaped as ``tp`` holds a float: ``list[list[float]]`` -> ``[[value]]``, ``float | None`` -> ``value``."""
+    """``value`` shaped as ``tp`` holds a float.
+
+    ``list[list[float]]`` -> ``[[value]]``, ``float | None`` -> ``value``.
+    """
     if tp is float:
         return value
     if typing.get_origin(tp) in (list, tuple):
@@ -556,7 +565,8 @@ def test_sweep_loader_options_accept_or_raise_one_line_user_error():
                 continue
             assert out == {key: value} and _finite_everywhere(value), (name, key, value)
         if any(p.kind is p.VAR_KEYWORD for p in inspect.signature(spec.load).parameters.values()):
-            assert check_options(name, spec.load, {"no_such_option": 1}) == {"no_such_option": 1}  # its **fields check it
+            # its **fields check it
+            assert check_options(name, spec.load, {"no_such_option": 1}) == {"no_such_option": 1}
         else:
             with pytest.raises(UserError, match=f"{name}: unknown option 'no_such_option'"):
                 check_options(name, spec.load, {"no_such_option": 1})
@@ -590,7 +600,8 @@ def test_sweep_check_value_numbers():
         is_num = type(v) in (int, float)
         for tp, ok in ((float, is_num and math.isfinite(v)), (int, type(v) is int), (bool, type(v) is bool),
                        (float | None, v is None or (is_num and math.isfinite(v))),
-                       (list[float], isinstance(v, list) and all(type(x) in (int, float) and math.isfinite(x) for x in v))):
+                       (list[float], isinstance(v, list)
+                        and all(type(x) in (int, float) and math.isfinite(x) for x in v))):
             if ok:
                 got = check_value("f", tp, v)
                 assert got == v or (got is None and v is None)

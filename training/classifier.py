@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eegsine.attacks import AttackParams, build_attack  # torchattacks there, with how to install it
+from eegsine.checkpoint import load_weights, save_weights
 from eegsine.errors import DataMissingError, UserError
-from eegsine.io import atomic_write_text, load_weights, save_weights, update_metrics
+from eegsine.io import atomic_write_text, update_metrics
 from eegsine.models.classifier import ClassifierConfig, build_classifier
 from eegsine.models.protocol import MODEL_DIR, Provenance
 from eegsine.plotting import plot_accuracy_curves, plot_grad_norms, plot_layer_norms
@@ -59,7 +60,8 @@ def load_split(cfg: ClassifierTrainConfig) -> dict[str, torch.Tensor]:
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     if cfg.n_train:
         if cfg.n_train > len(train_idx):
-            raise UserError(f"ClassifierTrainConfig.n_train: {cfg.n_train} > {len(train_idx)} training images of {cfg.dataset}")
+            raise UserError(f"ClassifierTrainConfig.n_train: {cfg.n_train} > {len(train_idx)} training images "
+                            f"of {cfg.dataset}")
         train_idx = train_idx[: cfg.n_train]
     t = torch.from_numpy
     return {"train_x": t(ds.train_x[train_idx]), "train_y": t(ds.train_y[train_idx]),
@@ -122,7 +124,8 @@ def layer_names(model: nn.Module) -> list[str]:
 
 def layer_grad_norms(model: nn.Module) -> dict[str, float]:
     mods = dict(model.named_modules())
-    return {n: float(mods[n].weight.grad.norm()) if mods[n].weight.grad is not None else 0.0 for n in layer_names(model)}
+    return {n: float(mods[n].weight.grad.norm()) if mods[n].weight.grad is not None else 0.0
+            for n in layer_names(model)}
 
 
 def init_gradient_probe(model_cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, out_dir: str | Path,
@@ -188,8 +191,9 @@ class _Run:
 
 def classifier_provenance(cfg: ClassifierTrainConfig) -> Provenance:
     """What the trained classifier records: its data set (and folder), eps, training mode and seed."""
-    return Provenance(trained_by=cfg.KIND, data=cfg.dataset, data_options={"root": cfg.data_root} if cfg.data_root else {},
-                      train_eps=cfg.eps, train_attack=cfg.mode, seed=cfg.seed)
+    return Provenance(trained_by=cfg.KIND, data=cfg.dataset,
+                      data_options={"root": cfg.data_root} if cfg.data_root else {}, train_eps=cfg.eps,
+                      train_attack=cfg.mode, seed=cfg.seed)
 
 
 def train_classifier(cfg: ClassifierTrainConfig, run_dir: str | Path, data: dict | None = None) -> dict:
@@ -211,7 +215,8 @@ def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dic
     torch.manual_seed(cfg.seed)
     model = build_classifier(cfg.model)
     opt = (torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
-           else torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay, nesterov=True))
+           else torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
+                                nesterov=True))
     run.write_config(cfg)  # only now: a failed attempt must not block the corrected retry
     log = start_log(run, "eegsine.train")
     n = len(data["train_x"])
@@ -308,8 +313,10 @@ def _finish(r: _Run) -> dict:
     write_train_report(run_dir, cfg, metrics)
     best = prog["best"] or {}
     r.log.info(f"done: best val (step {best.get('step')}): clean {best.get('clean', float('nan')):.3f}, "
-               f"FGSM {best.get('fgsm', float('nan')):.3f}, PGD-{cfg.val_pgd_steps} {best.get('pgd', float('nan')):.3f} "
-               f"at eps={cfg.eps} on {n_val_eval} val images; test clean {test_clean:.4f} ({len(data['test_x'])} images); "
+               f"FGSM {best.get('fgsm', float('nan')):.3f}, "
+               f"PGD-{cfg.val_pgd_steps} {best.get('pgd', float('nan')):.3f} "
+               f"at eps={cfg.eps} on {n_val_eval} val images; "
+               f"test clean {test_clean:.4f} ({len(data['test_x'])} images); "
                f"{metrics['train_wall_s']} s training")
     return metrics
 
@@ -345,15 +352,19 @@ def write_train_report(run_dir: Path, cfg: ClassifierTrainConfig, m: dict) -> No
     """``train.md`` (one table) and ``curves.png`` (validation accuracy over steps)."""
     b = m["best"] or {}
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    lines = [f"### {cfg.model.head} head ({cfg.model.arch}, init={cfg.model.init}) -- {cfg.mode} training on {cfg.dataset}",
+    lines = [f"### {cfg.model.head} head ({cfg.model.arch}, init={cfg.model.init}) -- "
+             f"{cfg.mode} training on {cfg.dataset}",
              "", f"eps = {cfg.eps} ([0, 1] pixel units); {m['n_train']} training images, {cfg.epochs} epochs; "
-             f"checkpoint chosen on {m['n_val_eval']} held-out validation images by PGD-{cfg.val_pgd_steps} accuracy.", "",
+             f"checkpoint chosen on {m['n_val_eval']} held-out validation images by PGD-{cfg.val_pgd_steps} accuracy.",
+             "",
              f"| split | clean % | FGSM % | PGD-{cfg.val_pgd_steps} % |", "|---|---|---|---|",
-             f"| validation (best, step {b.get('step')}) | {pct(b.get('clean'))} | {pct(b.get('fgsm'))} | {pct(b.get('pgd'))} |",
+             f"| validation (best, step {b.get('step')}) | {pct(b.get('clean'))} | {pct(b.get('fgsm'))} "
+             f"| {pct(b.get('pgd'))} |",
              f"| test ({m['n_test']} images) | {pct(m['test_clean_accuracy'])} | | |", "",
              f"Training wall time {m['train_wall_s']} s ({m['train_images_per_s']} images/s incl. attack generation).",
              "Catastrophic overfitting: " + ("; ".join(m["catastrophic_overfitting"]) or "not detected") + "."]
     atomic_write_text(run_dir / "train.md", "\n".join(lines) + "\n")
     if m["history"]:
         plot_accuracy_curves(m["history"], ("clean", "fgsm", "pgd"), run_dir / "curves.png",
-                             f"validation accuracy (eps={cfg.eps})", f"{cfg.model.head} head, {cfg.mode} on {cfg.dataset}")
+                             f"validation accuracy (eps={cfg.eps})",
+                             f"{cfg.model.head} head, {cfg.mode} on {cfg.dataset}")

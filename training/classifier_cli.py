@@ -26,8 +26,9 @@ def _run(ns: argparse.Namespace) -> int:
     summary = {}
     for name, cfg in jobs.items():
         m = train_classifier(cfg, targets[name])
-        summary[name] = {"run": str(targets[name]), "best_val": m["best"], "test_clean_accuracy": m["test_clean_accuracy"],
-                         "train_wall_s": m["train_wall_s"], "catastrophic_overfitting": bool(m["catastrophic_overfitting"])}
+        summary[name] = {"run": str(targets[name]), "best_val": m["best"],
+                         "test_clean_accuracy": m["test_clean_accuracy"], "train_wall_s": m["train_wall_s"],
+                         "catastrophic_overfitting": bool(m["catastrophic_overfitting"])}
         if ns.init_probe and cfg.model.head == "sine":
             data = load_split(cfg)
             from eegsine.training.classifier import resolve_model_config
@@ -43,7 +44,8 @@ def _run(ns: argparse.Namespace) -> int:
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     from eegsine.training.configs import CLASSIFIER_PRESETS, ClassifierTrainConfig
 
-    p = subparsers.add_parser("classifier", help="train a standard or sine-bounded classifier (natural / FGSM-RS / PGD)",
+    p = subparsers.add_parser("classifier",
+                              help="train a standard or sine-bounded classifier (natural / FGSM-RS / PGD)",
                               description="Adversarially train a classifier. With --preset, trains both heads into "
                               "RUN/standard and RUN/sine; other flags override the preset's values.")
     p.add_argument("--run", required=True, help="output run folder (resumes if it holds a checkpoint)")

@@ -31,9 +31,11 @@ class ClassifierTrainConfig(Config):
     data_root: str = dataclasses.field(default="", metadata={
         "help": "folder of the data set ('' = its default location; cifar10: a cifar-10-batches-py or -bin folder)",
         "metavar": "DIR"})
-    model: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)  # channels/size/classes come from the data
+    # channels/size/classes come from the data
+    model: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
     mode: Literal["natural", "fgsm_rs", "pgd"] = dataclasses.field(default="pgd", metadata={
-        "help": "training examples: natural (clean), fgsm_rs (FGSM from a random start) or pgd (PGD from a random start)"})
+        "help": "training examples: natural (clean), fgsm_rs (FGSM from a random start) "
+                "or pgd (PGD from a random start)"})
     eps: float = dataclasses.field(default=0.3, metadata={
         "help": "L-inf radius of the training and validation attacks in [0, 1] pixel units: 0.3 for MNIST, "
                 "8/255 = 0.0314 for CIFAR-10"})
@@ -53,7 +55,8 @@ class ClassifierTrainConfig(Config):
     val_fraction: float = dataclasses.field(default=0.1, metadata={
         "help": "share of the training images held out for checkpoint selection"})
     n_train: int = dataclasses.field(default=0, metadata={"help": "training images used (0: all not held out)"})
-    n_val_eval: int = dataclasses.field(default=1000, metadata={"help": "validation images attacked at each evaluation"})
+    n_val_eval: int = dataclasses.field(default=1000, metadata={
+        "help": "validation images attacked at each evaluation"})
     val_pgd_steps: int = dataclasses.field(default=10, metadata={
         "help": "PGD steps of the validation attack; the checkpoint with the best PGD accuracy is kept"})
     eval_every_steps: int = dataclasses.field(default=0, metadata={
@@ -343,7 +346,8 @@ class DiffusionTrainConfig(Config):
         "help": "mode joint: write joint.png (encoder retrieval and gradient norms over training)"})
 
     def validate(self) -> None:
-        for name in ("lora_rank", "lora_alpha", "vae_batch_size", "epochs", "batch_size", "grid_trials", "grid_samples"):
+        for name in ("lora_rank", "lora_alpha", "vae_batch_size", "epochs", "batch_size", "grid_trials",
+                     "grid_samples"):
             if getattr(self, name) < 1:
                 raise UserError(f"DiffusionTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("vae_epochs", "steps_per_epoch", "warmup_steps"):

@@ -16,8 +16,9 @@
     the diffusion loss together with the UNet (the two-stage claim, measured; ``joint.png``).
 
 Each epoch writes a fixed-seed sample grid and a resumable checkpoint; the final model is
-``RUN/model`` (``EEGDiffusion.save_pretrained``: a diffusers pipeline folder). Runs under Accelerate: ``accelerate launch -m eegsine train
-diffusion ...`` is data-parallel (tests/test_diffusion.py checks 2 gloo processes against 1).
+``RUN/model`` (``EEGDiffusion.save_pretrained``: a diffusers pipeline folder). Runs under
+Accelerate: ``accelerate launch -m eegsine train diffusion ...`` is data-parallel
+(tests/test_diffusion.py checks 2 gloo processes against 1).
 Sampling speed (``speed``) is measured by the command, with :mod:`eegsine.bench.timing`, through
 the ``speed_probe`` argument (this layer does not import bench).
 
@@ -34,8 +35,9 @@ import numpy as np
 import torch
 
 from eegsine.data import EEGSet
+from eegsine.checkpoint import save_weights
 from eegsine.errors import UserError
-from eegsine.io import save_weights, update_metrics
+from eegsine.io import update_metrics
 from eegsine.models.diffusion import EEGDiffusion, build_diffusion, model_sizes
 from eegsine.models.eeg_encoder import EEGEncoder, embed
 from eegsine.models.image_encoder import ImageEncoder, embed_images

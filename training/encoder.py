@@ -20,7 +20,8 @@ training on shuffled label+image assignments, and the class-only encoder (see
 
 Hand-written: the episode loop (no library trains prototypical + contrastive objectives
 under Accelerate); the losses are in ``eegsine.training.losses``, the episodes in
-``eegsine.training.episodes``; Accelerate does devices/DDP, tqdm the progress, eegsine.io the files.
+``eegsine.training.episodes``; Accelerate does devices/DDP, tqdm the progress, eegsine.io and
+eegsine.checkpoint the files.
 """
 from __future__ import annotations
 
@@ -36,10 +37,11 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from eegsine.checkpoint import load_state_into, save_weights
 from eegsine.data import EEGSet, load_eeg
 from eegsine.embed_eval import _l2, retrieval_topk
 from eegsine.errors import DataMissingError, UserError
-from eegsine.io import load_state_into, save_weights, update_metrics
+from eegsine.io import update_metrics
 from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, embed
 from eegsine.models.image_encoder import ImageEncoder, build_image_encoder, embed_images
 from eegsine.models.protocol import MODEL_DIR, Provenance
@@ -137,7 +139,8 @@ def prepare(ds: EEGSet, cfg: EncoderTrainConfig, run_dir: Path, logger) -> Prepa
     rng = np.random.default_rng(cfg.seed)
     if cfg.heldout_classes >= ds.n_outputs - 1:
         raise UserError(f"heldout_classes={cfg.heldout_classes}: {ds.name} has only {ds.n_outputs} classes")
-    unseen = np.sort(rng.choice(classes, size=cfg.heldout_classes, replace=False)) if cfg.heldout_classes else classes[:0]
+    unseen = (np.sort(rng.choice(classes, size=cfg.heldout_classes, replace=False)) if cfg.heldout_classes
+              else classes[:0])
     seen = np.setdiff1d(classes, unseen)
     is_seen = np.isin(ds.y, seen)
     prep = Prepared(ds, train[is_seen[train]], val[is_seen[val]], test[is_seen[test]], seen, unseen,
@@ -162,7 +165,8 @@ def prepare(ds: EEGSet, cfg: EncoderTrainConfig, run_dir: Path, logger) -> Prepa
     return prep
 
 
-def image_embeddings(ds: EEGSet, prep: Prepared, cfg: EncoderTrainConfig, run_dir: Path, logger) -> tuple[np.ndarray, dict]:
+def image_embeddings(ds: EEGSet, prep: Prepared, cfg: EncoderTrainConfig, run_dir: Path,
+                     logger) -> tuple[np.ndarray, dict]:
     """Train (or reload) the frozen image encoder and embed every stimulus image -> (M, D)."""
     folder = run_dir / IMAGE_ENCODER_DIR
     stats: dict = {}
@@ -209,7 +213,8 @@ class Aligner(nn.Module):
 
     def scales(self) -> tuple[torch.Tensor, torch.Tensor]:
         # CLIP clamps its scale at 100 so the temperature cannot collapse
-        return self.log_proto_scale.clamp(max=math.log(100.0)).exp(), self.log_clip_scale.clamp(max=math.log(100.0)).exp()
+        return (self.log_proto_scale.clamp(max=math.log(100.0)).exp(),
+                self.log_clip_scale.clamp(max=math.log(100.0)).exp())
 
 
 def _lr_at(step: int, total: int, cfg: EncoderTrainConfig) -> float:

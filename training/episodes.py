@@ -36,7 +36,8 @@ class EpisodeSampler:
         self.skipped = skipped
         if skipped and logger is not None:
             logger.warning(f"episodes: skipping {len(skipped)} class(es) of the {what} with fewer than "
-                           f"k_shot + n_query = {need} trials: " + ", ".join(f"class {c} ({n})" for c, n in skipped[:10])
+                           f"k_shot + n_query = {need} trials: "
+                           + ", ".join(f"class {c} ({n})" for c, n in skipped[:10])
                            + (" ..." if len(skipped) > 10 else ""))
         self.classes = np.array(sorted(self.by_class), dtype=np.int64)
         self.n_way = n_way if n_way > 0 else len(self.classes)

@@ -112,13 +112,16 @@ class EEGSet:
         with np.errstate(invalid="ignore", over="ignore"):  # inf + -inf -> nan is the point, not a warning
             bad = ~np.isfinite(self.x.sum(axis=(1, 2), dtype=np.float64)) if n else np.zeros(0, bool)
         if bad.any():
-            raise UserError(f"{self.name}: {int(bad.sum())} trial(s) contain NaN/inf (first: trial {int(np.argmax(bad))})")
+            raise UserError(f"{self.name}: {int(bad.sum())} trial(s) contain NaN/inf "
+                            f"(first: trial {int(np.argmax(bad))})")
         if n and (self.y.min() < 0 or self.y.max() >= len(self.classes)):
             raise UserError(f"{self.name}: labels outside [0, {len(self.classes)})")
         spec = self.preprocessing
-        if spec is not None and (spec.ch_names != list(self.ch_names) or spec.sfreq != self.sfreq or spec.n_times != self.x.shape[2]):
+        if spec is not None and (spec.ch_names != list(self.ch_names) or spec.sfreq != self.sfreq
+                                 or spec.n_times != self.x.shape[2]):
             raise UserError(f"{self.name}: preprocessing spec ({spec.n_chans} ch x {spec.n_times} @ {spec.sfreq:g} Hz) "
-                            f"does not describe the data ({self.x.shape[1]} ch x {self.x.shape[2]} @ {self.sfreq:g} Hz)")
+                            f"does not describe the data ({self.x.shape[1]} ch x {self.x.shape[2]} @ "
+                            f"{self.sfreq:g} Hz)")
         if self.images is not None and n and self.image.max() >= len(self.images):
             raise UserError(f"{self.name}: image index {int(self.image.max())} >= {len(self.images)} images")
         return self

@@ -147,10 +147,12 @@ def _trial(path: Path, i: int, d: object, n_labels: int, n_images: int):
             raise UserError(f"{path}: dataset[{i}] has no {key!r}")
     eeg = d["eeg"]
     if not isinstance(eeg, torch.Tensor) or eeg.ndim != 2 or not eeg.is_floating_point():
-        what = f"{eeg.dtype} tensor of shape {tuple(eeg.shape)}" if isinstance(eeg, torch.Tensor) else type(eeg).__name__
+        what = (f"{eeg.dtype} tensor of shape {tuple(eeg.shape)}" if isinstance(eeg, torch.Tensor)
+                else type(eeg).__name__)
         raise UserError(f"{path}: dataset[{i}]['eeg'] must be a float tensor [128, T], got {what}")
     if eeg.shape[0] != N_CHANS:
-        raise UserError(f"{path}: dataset[{i}]['eeg'] has {eeg.shape[0]} channels, expected {N_CHANS} (shape {tuple(eeg.shape)})")
+        raise UserError(f"{path}: dataset[{i}]['eeg'] has {eeg.shape[0]} channels, expected {N_CHANS} "
+                        f"(shape {tuple(eeg.shape)})")
     ints = []
     for key, hi in (("image", n_images), ("label", n_labels), ("subject", None)):
         v = d[key]
@@ -231,7 +233,8 @@ def stimulus_transform(path: Path, size: int) -> np.ndarray:
             left, top = (w - size) // 2, (h - size) // 2
             arr = np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.float32) / 255.0
     except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"{path}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        raise UserError(f"{path}: not a readable image "
+                        f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
@@ -321,7 +324,8 @@ def _windows(eeg_path: Path, trials: list, keep: np.ndarray, bandpass, sfreq: fl
         x[js] = _window(block)
     if bandpass is None:
         log.warning("eegcvpr40: no band-pass (bandpass=None). Raw block-design EEG carries slow drifts that "
-                    "inflate accuracy (0.98 raw vs ~0.48 band-passed, Li et al., TPAMI 2020); report band-passed results.")
+                    "inflate accuracy (0.98 raw vs ~0.48 band-passed, Li et al., TPAMI 2020); "
+                    "report band-passed results.")
     return x
 
 
@@ -396,7 +400,8 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
     }
     return EEGSet(name="eegcvpr40", x=x, y=y, subject=subj, image=image, sfreq=float(sfreq),
                   ch_names=[f"E{i + 1}" for i in range(N_CHANS)], classes=list(labels), splits=splits,
-                  images=images, image_labels=image_labels, info=info, preprocessing=_spec(sfreq, bandpass, phase)).check()
+                  images=images, image_labels=image_labels, info=info,
+                  preprocessing=_spec(sfreq, bandpass, phase)).check()
 
 
 def _spec(sfreq: float, bandpass: Sequence[float] | None, phase: str) -> "PreprocessingSpec":

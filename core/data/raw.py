@@ -56,10 +56,12 @@ def read_recording(path: str | os.PathLike) -> "object":
     try:
         return mne.io.read_raw(p, preload=True, verbose="error")
     except Exception as e:  # noqa: BLE001 - MNE raises ValueError/RuntimeError/... for foreign or broken files
-        raise UserError(f"{p}: not a recording MNE can read ({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
+        raise UserError(f"{p}: not a recording MNE can read "
+                        f"({type(e).__name__}: {' '.join(str(e).split())[:200]})") from None
 
 
-def recording_events(raw: object, events: str = "auto", stim_channel: str = "") -> tuple[np.ndarray, dict[str, int], str]:
+def recording_events(raw: object, events: str = "auto",
+                     stim_channel: str = "") -> tuple[np.ndarray, dict[str, int], str]:
     """(events (n, 3) with sample indices from the recording's start, {description: code}, "annotations" | "stim")."""
     import mne
 
@@ -102,12 +104,14 @@ def load_raw(path: str | os.PathLike | None = None, tmin: float = 0.0, tmax: flo
     chans = list(picks) if picks else [n for n in raw.ch_names if types[n] == "eeg"]
     missing = [c for c in chans if c not in types]
     if missing:
-        raise UserError(f"{path}: picks {missing[:4]} not in the recording (channels: {', '.join(raw.ch_names[:12])}...)")
+        raise UserError(f"{path}: picks {missing[:4]} not in the recording "
+                        f"(channels: {', '.join(raw.ch_names[:12])}...)")
     if not chans:
         raise UserError(f"{path}: no EEG channels (types: {sorted(set(types.values()))}); pass picks=[...]")
     spec = PreprocessingSpec.design(sfreq, chans, l_freq=l_freq, h_freq=h_freq, order=order, notch=notch or [],
                                     phase=phase, units=units, reference=reference, tmin=tmin, tmax=tmax,
-                                    source=f"raw:{Path(path).name}: continuous recording filtered, then epoched at events")
+                                    source=f"raw:{Path(path).name}: continuous recording filtered, "
+                                           "then epoched at events")
     ev, ids, ev_source = recording_events(raw, events, stim_channel)
     x_cont = raw.get_data(picks=chans) * unit_factor("V", units)              # (C, S), MNE keeps volts
     x_cont = rereference(x_cont, reference, chans, axis=0)
@@ -117,7 +121,8 @@ def load_raw(path: str | os.PathLike | None = None, tmin: float = 0.0, tmax: flo
     if not keep.any():
         raise UserError(f"{path}: no event has its whole epoch {tmin:g}..{tmax:g} s inside the recording")
     if (~keep).any():
-        log.warning("raw:%s: %d event(s) too close to the recording's edges dropped", Path(path).name, int((~keep).sum()))
+        log.warning("raw:%s: %d event(s) too close to the recording's edges dropped", Path(path).name,
+                    int((~keep).sum()))
     start, codes = start[keep], ev[keep, 2]
     x = np.stack([x_cont[:, s:s + spec.n_times] for s in start]).astype(np.float32)   # (N, C, T)
     by_code = {v: k for k, v in ids.items()}

@@ -98,7 +98,8 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict]:
                 tag, rest = tag.lower(), rest.strip()
                 if tag == "@data":
                     if "classlabel" not in header:
-                        raise UserError(f"{where}: @data before @classLabel (only classification problems are supported)")
+                        raise UserError(f"{where}: @data before @classLabel "
+                                        "(only classification problems are supported)")
                     in_data = True
                     n_dims = header.get("dimensions")
                     continue
@@ -213,7 +214,8 @@ def load_uea(problem: str | None = None, root: str | os.PathLike | None = None, 
     x_tr, lab_tr, h_tr = read_ts(tr_path)
     x_te, lab_te, h_te = read_ts(te_path)
     if h_tr["classlabel"] != h_te["classlabel"]:
-        raise UserError(f"{te_path}: @classLabel {h_te['classlabel']} differs from {tr_path.name}'s {h_tr['classlabel']}")
+        raise UserError(f"{te_path}: @classLabel {h_te['classlabel']} differs from "
+                        f"{tr_path.name}'s {h_tr['classlabel']}")
     if x_tr.shape[1:] != x_te.shape[1:]:
         raise UserError(f"{te_path}: cases are {x_te.shape[1:]} (dims, length), {tr_path.name} has {x_tr.shape[1:]}")
     classes = list(h_tr["classlabel"])
@@ -247,9 +249,11 @@ def load_uea(problem: str | None = None, root: str | os.PathLike | None = None, 
         tr, va = train_test_split(train, test_size=val_fraction, random_state=seed, stratify=strat)
         splits = {"train": np.sort(tr), "val": np.sort(va), "test": splits["test"]}
     info = {"files": [str(tr_path), str(te_path)], "problem": h_tr.get("problemname", problem),
-            "sfreq_source": "auxiliary json" if "sfreq" in aux_data else ("known table" if problem in KNOWN_SFREQ else "argument"),
+            "sfreq_source": ("auxiliary json" if "sfreq" in aux_data
+                             else "known table" if problem in KNOWN_SFREQ else "argument"),
             "official_train": int(n_tr), "official_test": int(len(x_te)), "val_from_train": val_fraction, "seed": seed}
-    return EEGSet(name=f"uea:{problem}", x=x, y=y, subject=np.zeros(len(x), np.int64), image=np.full(len(x), -1, np.int64),
+    return EEGSet(name=f"uea:{problem}", x=x, y=y, subject=np.zeros(len(x), np.int64),
+                  image=np.full(len(x), -1, np.int64),
                   sfreq=float(fs), ch_names=list(ch), classes=classes, splits=splits, info=info,
                   preprocessing=_spec(problem, float(fs), list(ch), x.shape[2])).check()
 
