@@ -31,6 +31,7 @@ demo: data
 	$(VENV)/bin/eegsine pipeline --preset tiny
 
 test: data qemu
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -m "not slow and not gpu and not tensorrt" --benchmark-disable --timeout=900
 
 # Debian's qemu-user runs the INT8 tests on an emulated AVX2-only CPU (qemu-x86_64 -cpu Haswell), so they
