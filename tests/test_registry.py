@@ -4,6 +4,8 @@ Models: each registry entry's example configs -> save_pretrained / from_pretrain
 folder's ``model/``) round trip exact, then every module ``export_modules`` returns -> ONNX -> ORT
 parity. Known exceptions (``deploys == ()``), commented in :data:`NOT_DEPLOYED`.
 Data sets: each registered name loads a format-exact stand-in written here (or the real, offline data).
+Attacks: every entry of ``eegsine.attack_registry.REGISTRY`` (evaluated and training attacks) builds and
+runs in ``tests/test_attacks.py::test_every_registered_attack_stays_in_the_eps_ball``.
 """
 from __future__ import annotations
 
