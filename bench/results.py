@@ -30,24 +30,27 @@ _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /f
 
 
 def snapshot(run_root: str | Path, out: str | Path) -> list[Path]:
-    """Copy the report's input files of ``run_root`` into ``out`` (same layout); returns the files written."""
+    """Copy the report's input files of ``run_root`` into ``out`` (same layout, paths under the current folder
+    made relative); returns the files written."""
     run_root, out = Path(run_root), Path(out)
     if not (run_root / "pipeline.json").is_file():
         raise UserError(f"{run_root}: not a pipeline run folder (no pipeline.json)")
     if out.exists():
         shutil.rmtree(out)  # a snapshot is whole: files of an older run must not linger
     written = []
+    here = str(Path.cwd().resolve()) + "/"  # absolute paths of this machine (a manifest's sources) become relative
     for pattern in SNAPSHOT_GLOBS:
         for src in sorted(run_root.glob(pattern)):
             dst = out / src.relative_to(run_root)
             dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
+            dst.write_text(src.read_text().replace(here, ""))
             written.append(dst)
     return written
 
 
-def figures_markdown(snapshot_dir: str | Path) -> str:
-    """The key-figure table of a snapshot as markdown, with the host and its source folder."""
+def figures_markdown(snapshot_dir: str | Path, shown_as: str = "") -> str:
+    """The key-figure table of a snapshot as markdown, with the host and its source folder (``shown_as``:
+    how the text names that folder, e.g. repo-relative)."""
     from eegsine.bench.report_data import load_run
     from eegsine.bench.report_doc import _md_cell
     from eegsine.bench.report_summary import key_rows
@@ -61,7 +64,7 @@ def figures_markdown(snapshot_dir: str | Path) -> str:
     cpu = (f"{host.get('cpu', '?')}, ISA class {host.get('isa_class', '?')}, {meta.get('threads', '?')} threads"
            if host else "host: see its bench.json")
     head = ["figure", "value [95% CI]", "n", "controls", "chance"]
-    lines = [f"Rendered from `{snapshot_dir.as_posix()}` by `python -m eegsine.bench.results readme` "
+    lines = [f"Rendered from `{shown_as or snapshot_dir.as_posix()}` by `python -m eegsine.bench.results readme` "
              f"(preset {run.pipeline.get('preset', '?')}, {cpu}).", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in key_rows(run)]
@@ -74,7 +77,7 @@ def render_readme(text: str, root: Path) -> str:
         name = m.group("name")
         if name not in BLOCKS:
             raise UserError(f"README: unknown figures block {name!r} (known: {', '.join(BLOCKS)})")
-        return m.group(1) + figures_markdown(root / BLOCKS[name]) + m.group(4)
+        return m.group(1) + figures_markdown(root / BLOCKS[name], BLOCKS[name]) + m.group(4)
 
     return _BLOCK.sub(one, text)
 
