@@ -36,10 +36,12 @@ def test_fresh_tiny_encoder_lands_inside_the_committed_intervals(tmp_path):
     committed = _figures(json.loads((SNAPSHOT / "encoder" / "metrics.json").read_text()))
     cmd = json.loads((SNAPSHOT / "pipeline.json").read_text())
     threads = int(cmd.get("threads", 2))
-    assert main(["--threads", str(threads), "train", "encoder", "--preset", "tiny", "--run", str(tmp_path / "enc")]) == 0
-    fresh = _figures(json.loads((tmp_path / "enc" / "metrics.json").read_text()))
+    run = tmp_path / "enc"
+    assert main(["--threads", str(threads), "train", "encoder", "--preset", "tiny", "--run", str(run)]) == 0
+    fresh = _figures(json.loads((run / "metrics.json").read_text()))
     for name, (value, n) in committed.items():
         lo, hi = wilson(value, n)
         got, n_got = fresh[name]
         assert n_got == n, name
-        assert lo <= got <= hi, f"{name}: fresh {got:.3f} outside the committed {value:.3f} [{lo:.3f}, {hi:.3f}] (n={n})"
+        assert lo <= got <= hi, (f"{name}: fresh {got:.3f} outside the committed {value:.3f} "
+                                 f"[{lo:.3f}, {hi:.3f}] (n={n})")
