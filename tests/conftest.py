@@ -11,6 +11,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+# Without a CUDA GPU the Triton kernels are tested under the interpreter (tests/test_sine_head.py). Triton fixes
+# its mode when triton.language is first imported, and earlier tests import it too (torch.compile's inductor in
+# the bench rows of tests/test_paper_path.py), so the whole session runs in interpreter mode on such a host.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture
