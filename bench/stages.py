@@ -69,15 +69,18 @@ def _argv(ctx: Context) -> dict[str, list[list[str]]]:
     return argv
 
 
-def _user_data(ctx: Context) -> list[str]:
-    """``--preset paper`` on the user's files: EEGCVPR40 (+ its stimulus photos) as the EEG stages' data flags."""
+def _user_eeg_options(ctx: Context, images: bool) -> list[str]:
+    """``--preset paper`` on the user's files: EEGCVPR40's loader options (+ its stimulus photos), KEY=VALUE."""
     c = ctx.cfg
-    if not c.eeg:
-        return []
     opts = [f"eeg_file={c.eeg}"] + ([f"splits_file={c.splits}"] if c.splits else [])
-    if c.images_root:
+    if images and c.images_root:
         opts += [f"images_root={c.images_root}", f"image_size={c.image_size}"]
-    return ["--data", "eegcvpr40", "--data-options", *opts]
+    return opts
+
+
+def _user_data(ctx: Context) -> list[str]:
+    """The EEG training stages' data flags on the user's EEGCVPR40 files ([] without ``--eeg``)."""
+    return ["--data", "eegcvpr40", "--data-options", *_user_eeg_options(ctx, images=True)] if ctx.cfg.eeg else []
 
 
 def _encoder_data(preset: str, ctx: Context | None = None) -> tuple[str, list[str]]:
@@ -85,9 +88,8 @@ def _encoder_data(preset: str, ctx: Context | None = None) -> tuple[str, list[st
     files when ``--eeg`` is given, else the encoder preset's)."""
     from eegsine.training.encoder import encoder_preset
 
-    if ctx is not None and ctx.cfg.eeg:
-        opts = [f"eeg_file={ctx.cfg.eeg}"] + ([f"splits_file={ctx.cfg.splits}"] if ctx.cfg.splits else [])
-        return "eegcvpr40", [a for kv in opts for a in ("-o", kv)]
+    if ctx is not None and ctx.cfg.eeg:  # the recording needs the EEG only, not the photos
+        return "eegcvpr40", [a for kv in _user_eeg_options(ctx, images=False) for a in ("-o", kv)]
     e = encoder_preset(preset)
     opts = ([f"image_set={e.image_set}"] if e.data == "synthetic-vep" and e.image_set else []) + list(e.data_options)
     return e.data, [a for kv in opts for a in ("-o", kv)]

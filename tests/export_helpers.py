@@ -111,6 +111,22 @@ def diffusion_run(sfreq: float = 64.0) -> Path:
     return run
 
 
+def tiny_diffusion():
+    """A random-weight EEGDiffusion (4 ch x 32 samples encoder attached, 8 px images), seeded: for tests of the
+    plumbing around a diffusion model (validation, metrics), not of image quality."""
+    from eegsine.models.diffusion import DiffusionConfig, build_diffusion
+    from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
+
+    torch.manual_seed(0)
+    enc = build_encoder(EEGEncoderConfig(arch="transformer", n_chans=4, n_times=32, sfreq=64.0, emb_dim=8, d_model=8,
+                                         n_layers=1, n_heads=2, patch=8, kernel=5, dropout=0.0)).eval()
+    dcfg = DiffusionConfig(image_size=8, image_channels=1, native_size=8, vae_channels=[8, 16], latent_channels=4,
+                           vae_norm_groups=4, unet_channels=[8, 16], unet_cross_attention=[True, True],
+                           unet_norm_groups=4, attention_head_dim=4, cross_attention_dim=8, n_tokens=2,
+                           scaling_factor=0.8, guidance=2.0, sample_steps=2, num_train_timesteps=100)
+    return build_diffusion(dcfg, enc)[0].eval()
+
+
 def _fit_noise_prediction(model, steps: int = 40) -> None:
     """A few Adam steps of the real DDPM loss on digits latents: an untrained UNet's eps is unrelated to
     x_t, so DDIM's x0 = (x_t - sqrt(1 - a) eps) / sqrt(a) blows up at t ~ T (|latents| ~ 1e4 after one

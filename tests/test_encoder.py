@@ -220,10 +220,11 @@ def test_local_hf_clip_image_encoder(tmp_path):
 
 
 # -- EEGCVPR40 protocol ----------------------------------------------------------------------------
-def write_eegcvpr40(folder, n_classes=4, imgs_per_class=5, subjects=(1, 2, 3), seed=0):
-    """An EEGCVPR40-format pair of files (the published dict layout), small: 128 ch, T in [450, 600]."""
+def write_eegcvpr40(folder, n_classes=4, imgs_per_class=5, subjects=(1, 2, 3), seed=0, lengths=None, amp=1.5):
+    """An EEGCVPR40-format pair of files (the published dict layout), small: 128 ch, T in [450, 600] drawn at
+    random, or ``lengths[(image + subject) % len(lengths)]`` when given (to reach the loader's edge cases)."""
     rng = np.random.default_rng(seed)
-    t = np.arange(600) / 1000.0
+    t = np.arange(max([600, *(lengths or [])])) / 1000.0
     wnids = [f"n0{1000000 + 17 * c}" for c in range(n_classes)]
     names, dataset, image_of = [], [], []
     for c in range(n_classes):
@@ -233,9 +234,9 @@ def write_eegcvpr40(folder, n_classes=4, imgs_per_class=5, subjects=(1, 2, 3), s
     for m, name in enumerate(names):
         c = m // imgs_per_class
         for s in subjects:
-            T = int(rng.integers(470, 560))
+            T = lengths[(m + s) % len(lengths)] if lengths else int(rng.integers(470, 560))
             erp = np.outer(topo[c], np.sin(2 * np.pi * (8 + 3 * c) * t) * np.exp(-((t - 0.25) / 0.08) ** 2))[:, :T]
-            eeg = 1.5 * erp + rng.normal(size=(128, T))
+            eeg = amp * erp + rng.normal(size=(128, T))
             dataset.append({"eeg": torch.tensor(eeg, dtype=torch.float32), "image": m, "label": c, "subject": s})
             image_of.append(m)
     image_of = np.array(image_of)

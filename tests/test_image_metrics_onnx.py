@@ -193,18 +193,10 @@ def _eeg_set() -> EEGSet:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A diffusion run with random weights (the metrics' plumbing is under test, not image quality)."""
+    import export_helpers as h
     from eegsine.image_metrics import DomainCNN, DomainCNNConfig
-    from eegsine.models.diffusion import DiffusionConfig, build_diffusion
-    from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
 
-    torch.manual_seed(0)
-    enc = build_encoder(EEGEncoderConfig(arch="transformer", n_chans=4, n_times=32, sfreq=64.0, emb_dim=8, d_model=8,
-                                         n_layers=1, n_heads=2, patch=8, kernel=5, dropout=0.0)).eval()
-    dcfg = DiffusionConfig(image_size=8, image_channels=1, native_size=8, vae_channels=[8, 16], latent_channels=4,
-                           vae_norm_groups=4, unet_channels=[8, 16], unet_cross_attention=[True, True],
-                           unet_norm_groups=4, attention_head_dim=4, cross_attention_dim=8, n_tokens=2,
-                           scaling_factor=0.8, guidance=2.0, sample_steps=2, num_train_timesteps=100)
-    model, _ = build_diffusion(dcfg, enc)
+    model = h.tiny_diffusion()
     path = tmp_path_factory.mktemp("gen") / "run"
     model.eval().save_pretrained(path / "model")
     domain = DomainCNN(DomainCNNConfig(dataset="digits", image_size=8, width=4, feat_dim=8)).eval()

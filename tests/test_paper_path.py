@@ -23,28 +23,11 @@ EMB = 32  # the CLIP stand-in's projection size = the EEG encoder's embedding si
 
 def write_cvpr(folder):
     """Spampinato's layout; lengths cycle through 455 (padded), 470..590 and 620 (dropped)."""
-    rng = np.random.default_rng(0)
+    from test_encoder import write_eegcvpr40
+
     folder.mkdir(parents=True)
-    wnids = [f"n0{1000000 + 17 * c}" for c in range(N_CLASSES)]
-    names = [f"{wnids[c]}_{100 + j}" for c in range(N_CLASSES) for j in range(IMGS_PER_CLASS)]
-    t = np.arange(620) / 1000.0
-    topo = rng.normal(size=(N_CLASSES, 128))
-    dataset, image_of = [], []
-    lengths = [455, 470, 510, 590, 620]
-    for m in range(len(names)):
-        c = m // IMGS_PER_CLASS
-        for s in SUBJECTS:
-            T = lengths[(m + s) % len(lengths)]
-            erp = np.outer(topo[c], np.sin(2 * np.pi * (8 + 3 * c) * t) * np.exp(-((t - 0.25) / 0.08) ** 2))[:, :T]
-            eeg = 2.0 * erp + rng.normal(size=(128, T))
-            dataset.append({"eeg": torch.tensor(eeg, dtype=torch.float32), "image": m, "label": c, "subject": s})
-            image_of.append(m)
-    image_of = np.array(image_of)
-    part = np.arange(len(names)) % IMGS_PER_CLASS  # by image: 3 train, 1 val, 1 test per class
-    split = {"train": np.flatnonzero(part[image_of] < 3).tolist(), "val": np.flatnonzero(part[image_of] == 3).tolist(),
-             "test": np.flatnonzero(part[image_of] == 4).tolist()}
-    torch.save({"dataset": dataset, "labels": wnids, "images": names}, folder / "eeg_5_95_std.pth")
-    torch.save({"splits": [split]}, folder / "block_splits_by_image_all.pth")
+    write_eegcvpr40(folder, N_CLASSES, IMGS_PER_CLASS, SUBJECTS, lengths=[455, 470, 510, 590, 620], amp=2.0)
+    names = torch.load(folder / "eeg_5_95_std.pth", weights_only=True)["images"]
     return folder / "eeg_5_95_std.pth", names
 
 

@@ -81,17 +81,9 @@ BAD_MODEL_FILES = [
 
 @pytest.fixture
 def diffusion_run(tmp_path):
-    from eegsine.models.diffusion import DiffusionConfig, build_diffusion
-    from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
+    import export_helpers as h
 
-    torch.manual_seed(0)
-    enc = build_encoder(EEGEncoderConfig(arch="transformer", n_chans=4, n_times=32, sfreq=64.0, emb_dim=8, d_model=8,
-                                         n_layers=1, n_heads=2, patch=8, kernel=5, dropout=0.0)).eval()
-    dcfg = DiffusionConfig(image_size=8, image_channels=1, native_size=8, vae_channels=[8, 16], latent_channels=4,
-                           vae_norm_groups=4, unet_channels=[8, 16], unet_cross_attention=[True, True],
-                           unet_norm_groups=4, attention_head_dim=4, cross_attention_dim=8, n_tokens=2,
-                           scaling_factor=0.8, guidance=2.0, sample_steps=2, num_train_timesteps=100)
-    model, dcfg = build_diffusion(dcfg, enc)
+    model = h.tiny_diffusion()
     run = tmp_path / "diff"
     model.eval().save_pretrained(run / "model")
     np.save(tmp_path / "eeg.npy", np.zeros((4, 32), np.float32))
