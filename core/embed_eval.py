@@ -195,6 +195,33 @@ def bandpower_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndar
             "n_test": int(len(y_test))}
 
 
+def window_means(x: np.ndarray, sfreq: float, win_ms: float = 40.0) -> np.ndarray:
+    """Means over consecutive ``win_ms`` windows per channel (a trailing partial window dropped): (N, C*W)."""
+    n, c, t = x.shape
+    w = max(1, int(round(win_ms * sfreq / 1000.0)))
+    k = max(1, t // w)
+    w = min(w, t)
+    return x[:, :, :k * w].reshape(n, c, k, w).mean(-1).reshape(n, c * k)
+
+
+def lda_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 sfreq: float, win_ms: float = 40.0) -> dict:
+    """Shrinkage LDA (Ledoit-Wolf, sklearn's lsqr solver) on ``win_ms`` window means: the linear ERP read-out.
+
+    The reference an encoder is judged against (issue #18): fitted on the same train split and fed the
+    same (loader-preprocessed) EEG as the encoder, before the encoder's own normalisation.
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # small solves; BLAS threads only add spin-waits here
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        lda.fit(window_means(x_train, sfreq, win_ms), y_train)
+        acc = float((lda.predict(window_means(x_test, sfreq, win_ms)) == y_test).mean())
+    return {"top1": acc, "features": f"{win_ms:g} ms window means x channels, shrinkage LDA (Ledoit-Wolf)",
+            "n_test": int(len(y_test))}
+
+
 # -- plot -------------------------------------------------------------------------------------
 def embedding_plot(z: np.ndarray, y: np.ndarray, classes: list[str], path: str | Path, title: str,
                    method: str = "tsne", max_points: int = 1500, seed: int = 0) -> Path:

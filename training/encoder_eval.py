@@ -8,7 +8,8 @@ queries = their test trials), k-means, retrieval among their test stimuli.
 
 Rows: ``aligned`` (the run), ``shuffled_labels`` (same training on permuted label/image
 assignments), ``class_only`` (raw-EEG class means emitting class-mean image embeddings; see
-``eegsine.embed_eval``), and ``bandpower_logreg`` for classification. Every block names its
+``eegsine.embed_eval``), and ``bandpower_logreg`` and ``lda_windows`` (shrinkage LDA on 40 ms window
+means: the linear read-out the encoder must reach) for classification. Every block names its
 data set, split and trial count. Metric code lives in ``eegsine.embed_eval``.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from eegsine.embed_eval import (_l2, bandpower_baseline, class_only_embeddings, embedding_plot, kmeans_accuracy,
-                                linear_probe_top1, prototype_fewshot, raw_features, retrieval_topk)
+                                lda_baseline, linear_probe_top1, prototype_fewshot, raw_features, retrieval_topk)
 from eegsine.models.eeg_encoder import embed
 
 
@@ -91,6 +92,7 @@ def evaluate(cfg, prep, main: dict, control: dict | None, run_dir: Path, logger)
         co_te = class_only_embeddings(ds.x[tr], y[tr], ds.x[te], class_emb)
         seen["class_only"] = _block(co_tr, y[tr], co_te, y[te], prep, pool, cfg.seed, img[te])
         seen["bandpower_logreg"] = bandpower_baseline(ds.x[tr], y[tr], ds.x[te], y[te], ds.sfreq, cfg.seed)
+        seen["lda_windows"] = lda_baseline(ds.x[tr], y[tr], ds.x[te], y[te], ds.sfreq)
     out["seen"] = seen
     out["inference"] = throughput(main["model"].encoder, ds.x[te])
 

@@ -72,8 +72,9 @@ class EEGEncoderConfig(Config):
     KIND = "eeg-encoder"
     VERSION = 1
 
-    arch: Literal["transformer", "lstm", "eegnet"] = dataclasses.field(default="transformer", metadata={
-        "help": "transformer (spatial conv, temporal conv, patch tokens, attention), lstm, or eegnet"})
+    arch: Literal["transformer", "lstm", "eegnet", "spatial"] = dataclasses.field(default="transformer", metadata={
+        "help": "transformer (spatial conv, temporal conv, patch tokens, attention), lstm, eegnet, or spatial "
+                "(spatial filters first, then window means: an ERP read-out)"})
     n_chans: int = dataclasses.field(default=0, metadata={"help": "EEG channels of the input (0: from the data)"})
     n_times: int = dataclasses.field(default=0, metadata={"help": "samples per trial (0: from the data)"})
     sfreq: float = dataclasses.field(default=0.0, metadata={
@@ -82,14 +83,16 @@ class EEGEncoderConfig(Config):
     d_model: int = dataclasses.field(default=64, metadata={"help": "transformer width / LSTM hidden size"})
     n_layers: int = dataclasses.field(default=2, metadata={"help": "transformer blocks / LSTM layers"})
     n_heads: int = dataclasses.field(default=4, metadata={"help": "transformer: attention heads (divides d_model)"})
-    patch: int = dataclasses.field(default=8, metadata={"help": "time downsampling into tokens (transformer, lstm)"})
+    patch: int = dataclasses.field(default=8, metadata={
+        "help": "time downsampling into tokens (transformer, lstm) / window of the means in samples (spatial)"})
     kernel: int = dataclasses.field(default=25, metadata={"help": "temporal conv kernel in samples"})
     n_filters: int = dataclasses.field(default=8, metadata={"help": "EEGNet F1 (temporal filters)"})
     depth_mult: int = dataclasses.field(default=2, metadata={"help": "EEGNet D (spatial filters per temporal filter)"})
     dropout: float = dataclasses.field(default=0.1, metadata={"help": "dropout probability while training, in [0, 1)"})
-    center: Literal["channel", "trial"] = dataclasses.field(default="channel", metadata={
-        "help": "subtract each channel's mean (channel) or one mean per trial (trial: keeps slow potentials "
-                "such as the readiness potential, which lives in channel offsets)"})
+    center: Literal["channel", "trial", "detrend"] = dataclasses.field(default="channel", metadata={
+        "help": "subtract each channel's mean (channel), one mean per trial (trial: keeps slow potentials "
+                "such as the readiness potential, which lives in channel offsets), or each channel's "
+                "least-squares line (detrend: removes electrode offset and drift)"})
 
     def validate(self) -> None:
         for name in ("n_chans", "n_times"):

@@ -62,12 +62,19 @@ def _tracing() -> bool:
 
 
 def normalise_trials(x: torch.Tensor, center: str = "channel") -> torch.Tensor:
-    """Remove each channel's (or the trial's) mean and divide by the trial's RMS: (B, C, T) -> (B, C, T).
+    """Centre (see ``EEGEncoderConfig.center``) and divide by the trial's RMS: (B, C, T) -> (B, C, T).
 
     Per-trial scaling removes per-subject/session gain (synthetic-vep draws one per subject;
     real caps differ in impedance), which otherwise dominates the first layer's input.
     """
-    x = x - (x.mean(dim=-1, keepdim=True) if center == "channel" else x.mean(dim=(1, 2), keepdim=True))
+    if center == "trial":
+        x = x - x.mean(dim=(1, 2), keepdim=True)
+    else:
+        x = x - x.mean(dim=-1, keepdim=True)
+        if center == "detrend":                             # minus each channel's least-squares slope
+            t = torch.arange(x.shape[-1], dtype=x.dtype, device=x.device)
+            t = t - t.mean()                                  # (T,)
+            x = x - (x * t).sum(dim=-1, keepdim=True) / (t * t).sum() * t
     return x / (x.pow(2).mean(dim=(1, 2), keepdim=True).sqrt() + 1e-6)
 
 
@@ -206,8 +213,37 @@ class EEGNetEncoder(EEGEncoder):
         return self.net(x.unsqueeze(1))
 
 
+# -- spatial filters first ------------------------------------------------------------------------
+class SpatialEEGEncoder(EEGEncoder):
+    """Spatial filters first, then window means: the shape of a linear ERP read-out, learned end to end.
+
+    ``d_model`` spatial filters (1x1 conv, the xDAWN / LDA view: an evoked response is a few
+    sources mixed to many electrodes) -> BatchNorm -> depthwise temporal conv (``kernel``: a
+    learned low-pass per filter) -> means over windows of ``patch`` samples -> dropout -> flatten
+    -> linear. Linear up to BatchNorm, like the shrinkage-LDA reference it is compared with
+    (docs/results/encoder), so it can reach it; the spatial step cuts C x T inputs to d x T/patch.
+    """
+
+    def __init__(self, cfg: EEGEncoderConfig):
+        n_win = cfg.n_times // cfg.patch
+        if n_win < 1:
+            raise UserError(f"EEGEncoderConfig: n_times={cfg.n_times} is too short for patch={cfg.patch}")
+        super().__init__(cfg, cfg.d_model * n_win)
+        d, k = cfg.d_model, cfg.kernel
+        self.spatial = nn.Conv1d(cfg.n_chans, d, 1, bias=False)                     # (B, C, T) -> (B, d, T)
+        self.bn = nn.BatchNorm1d(d)
+        self.temporal = nn.Conv1d(d, d, k, padding=k // 2, groups=d, bias=False)    # per-filter low-pass
+        nn.init.constant_(self.temporal.weight, 1.0 / k)                             # starts as a moving mean
+        self.pool = nn.AvgPool1d(cfg.patch)                                          # (B, d, T) -> (B, d, T/patch)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.temporal(self.bn(self.spatial(x)))              # (B, d, T)
+        return self.drop(self.pool(h)).flatten(1)                # (B, d * T/patch)
+
+
 ARCHS: dict[str, type[EEGEncoder]] = {"transformer": TransformerEEGEncoder, "lstm": LSTMEEGEncoder,
-                                      "eegnet": EEGNetEncoder}
+                                      "eegnet": EEGNetEncoder, "spatial": SpatialEEGEncoder}
 
 
 def build_encoder(cfg: EEGEncoderConfig) -> EEGEncoder:
@@ -258,6 +294,7 @@ def load_encoder(directory: str | Path) -> tuple[EEGEncoder, EEGEncoderConfig]:
     return model, model.cfg
 
 
-__all__ = ["EEGEncoderConfig", "EEGEncoder", "TransformerEEGEncoder", "LSTMEEGEncoder", "EEGNetEncoder", "ARCHS",
+__all__ = ["EEGEncoderConfig", "EEGEncoder", "TransformerEEGEncoder", "LSTMEEGEncoder", "EEGNetEncoder",
+           "SpatialEEGEncoder", "ARCHS",
            "build_encoder", "load_encoder", "check_input", "embed", "EEGTokenMapper",
            "normalise_trials", "n_params"]
