@@ -48,7 +48,8 @@ def _encoder_examples() -> list[Config]:
     from eegsine.models.configs import EEGEncoderConfig
 
     base = EEGEncoderConfig(n_chans=4, n_times=64, sfreq=128.0, emb_dim=8, d_model=16, n_layers=1, n_heads=2)
-    return [base.replace(arch=a) for a in ("transformer", "lstm", "eegnet")]
+    return [base.replace(arch=a) for a in ("transformer", "lstm", "eegnet")] + [
+        base.replace(arch="spatial", patch=8, kernel=5, center="detrend")]
 
 
 def _image_encoder_examples() -> list[Config]:
@@ -82,7 +83,7 @@ REGISTRY: dict[str, ModelEntry] = {e.kind: e for e in [
     ModelEntry("classifier", _configs("ClassifierConfig"), "eegsine.models.classifier:Classifier", ("classifier",),
                _classifier_examples, "image classifier, linear or sine-bounded head (small_cnn, preact_resnet18)"),
     ModelEntry("eeg-encoder", _configs("EEGEncoderConfig"), "eegsine.models.eeg_encoder:EEGEncoder", (),
-               _encoder_examples, "EEG encoder (transformer, lstm, eegnet) -> unit embedding; deployed inside "
+               _encoder_examples, "EEG encoder (transformer, lstm, eegnet, spatial) -> unit embedding; deployed inside "
                                   "eeg-diffusion's eeg_encoder contract (with its token mapper)"),
     ModelEntry("image-encoder", _configs("ImageEncoderConfig"), "eegsine.models.image_encoder:ImageEncoder", (),
                _image_encoder_examples, "image side of the encoder alignment (training only)"),
