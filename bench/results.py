@@ -8,7 +8,9 @@ A snapshot keeps exactly the files the report reads (:func:`eegsine.bench.report
 run's own layout, so ``eegsine report`` renders a snapshot like the run itself. A README block is the text
 between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``; :data:`BLOCKS` maps each NAME to the
 snapshot it is rendered from, with the summary card's key-figure table (value, 95 % interval, n, controls,
-chance) and the host the run was measured on.
+chance) and the host the run was measured on. A block between ``<!-- table:NAME -->`` and
+``<!-- /table:NAME -->`` is the committed table file :data:`TABLES` names (each rendered from its JSON by
+its own script, and tested to be).
 """
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ SNAPSHOT_GLOBS = ("pipeline.json", "pipeline_config.json", ".stages/*.json", "cl
                   "bench/bench.json")
 BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> snapshot folder (repo-relative)
 _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
+# README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
+TABLES = {"encoder": "docs/results/encoder/table.md"}
+_TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
 
 def snapshot(run_root: str | Path, out: str | Path) -> list[Path]:
@@ -79,7 +84,16 @@ def render_readme(text: str, root: Path) -> str:
             raise UserError(f"README: unknown figures block {name!r} (known: {', '.join(BLOCKS)})")
         return m.group(1) + figures_markdown(root / BLOCKS[name], BLOCKS[name]) + m.group(4)
 
-    return _BLOCK.sub(one, text)
+    def table(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise UserError(f"README: unknown table block {name!r} (known: {', '.join(TABLES)})")
+        path = root / TABLES[name]
+        if not path.is_file():
+            raise UserError(f"README: table block {name!r}: {TABLES[name]} is missing")
+        return m.group(1) + f"From `{TABLES[name]}`:\n\n" + path.read_text() + m.group(4)
+
+    return _TABLE.sub(table, _BLOCK.sub(one, text))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             from eegsine.io import atomic_write_text
 
             atomic_write_text(readme, new)
-        print(f"{readme}: {len(_BLOCK.findall(text))} figure block(s) rendered")
+        print(f"{readme}: {len(_BLOCK.findall(text))} figure block(s), {len(_TABLE.findall(text))} table block(s) "
+              "rendered")
         return 0
     except UserError as e:
         print(f"eegsine results: {e}", file=sys.stderr)

@@ -52,6 +52,22 @@ def test_readme_blocks_are_rendered_from_their_snapshot_and_checked(tmp_path, mo
     assert "unknown figures block 'nope'" in capsys.readouterr().err
 
 
+def test_readme_table_blocks_are_the_committed_table_files(tmp_path, monkeypatch, capsys):
+    (tmp_path / "t.md").write_text("| a | b |\n|---|---|\n| 1 | 2 |\n")
+    monkeypatch.setitem(results.TABLES, "demo", "t.md")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- table:demo -->\nold\n<!-- /table:demo -->\n")
+    assert results.main(["readme", "--readme", str(readme), "--check"]) == 1
+    assert results.main(["readme", "--readme", str(readme)]) == 0
+    assert readme.read_text() == ("<!-- table:demo -->\nFrom `t.md`:\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+                                  "<!-- /table:demo -->\n")
+    (tmp_path / "t.md").write_text("| a | b |\n|---|---|\n| 1 | 3 |\n")   # a new table: the README is stale
+    assert results.main(["readme", "--readme", str(readme), "--check"]) == 1
+    readme.write_text("<!-- table:nope -->\nx\n<!-- /table:nope -->\n")
+    assert results.main(["readme", "--readme", str(readme)]) == 2
+    assert "unknown table block 'nope'" in capsys.readouterr().err
+
+
 def test_the_committed_readme_matches_its_committed_snapshots():
     """Every figure block of README.md is what its committed snapshot renders: no hand-typed numbers there."""
     text = (ROOT / "README.md").read_text()
