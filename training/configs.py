@@ -251,7 +251,8 @@ def encoder_preset(name: str) -> EncoderTrainConfig:
         return EncoderTrainConfig(
             data="synthetic-vep", image_set="mnist",
             data_options=["n_chans=32", "n_times=110", "sfreq=250", "n_images_per_class=40", "n_subjects=3", "snr=0.4"],
-            encoder=EEGEncoderConfig(d_model=48, n_layers=2, n_heads=4, patch=8, kernel=15, emb_dim=64, dropout=0.2),
+            encoder=EEGEncoderConfig(arch="spatial", d_model=16, patch=10, kernel=5, emb_dim=64, dropout=0.2,
+                                     center="detrend"),
             image_encoder=ImageEncoderConfig(width=16, emb_dim=64), image_epochs=4,
             n_way=10, k_shot=4, n_query=4, epochs=30, lr=2e-3, weight_decay=0.05, eval_episodes=100)
     if name == "paper":
