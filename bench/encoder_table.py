@@ -4,7 +4,9 @@
 reads each encoder run's ``config.json`` and ``metrics.json`` (section ``encoder``: test split, seen
 classes, the epoch chosen on validation) and keeps what the table shows; the LDA reference and the
 controls come from a run that computed them (``--controls``) on the same data and split, matched by
-the data set's generator config. ``render table.json`` prints the markdown (``table.md`` is exactly
+the data set's generator config, or from ``reference RUN`` (the same LDA, computed for a run without
+controls: it regenerates the run's data from its config, writes ``RUN/reference.json``). ``render
+table.json`` prints the markdown (``table.md`` is exactly
 that output: a test re-renders it), so no number in the table is typed by hand.
 
 The goal: linear probe and NCM of the aligned encoder >= 0.9 x the LDA accuracy on the same split
@@ -62,7 +64,36 @@ def run_row(label: str, run: str | Path) -> dict:
     for name in ("lda_windows", "bandpower_logreg"):
         if name in seen:
             row[name] = {"top1": seen[name]["top1"], "features": seen[name]["features"]}
+    if "lda_windows" not in row and (run / REFERENCE).is_file():
+        ref = _read(run / REFERENCE)
+        if ref["n_test"] != row["n_test"]:
+            raise UserError(f"{run / REFERENCE}: {ref['n_test']} test trials, the run has {row['n_test']}")
+        row["lda_windows"] = {"top1": ref["top1"], "features": ref["features"]}
     return row
+
+
+REFERENCE = "reference.json"
+
+
+def reference(run: str | Path) -> dict:
+    """The shrinkage-LDA reference of an encoder run, on its data and split exactly (train -> test, seen classes)."""
+    from eegsine.embed_eval import lda_baseline
+    from eegsine.training.configs import EncoderTrainConfig
+    from eegsine.training.encoder import load_data, split_indices
+
+    run = Path(run)
+    cfg = EncoderTrainConfig.load(run)
+    if cfg.heldout_classes:
+        raise UserError(f"{run}: reference of runs with held-out classes is not supported (seen-class split)")
+    ds = load_data(cfg)
+    train, _, test = split_indices(ds, cfg)
+    ref = lda_baseline(ds.x[train], ds.y[train], ds.x[test], ds.y[test], ds.sfreq)
+    ref["split"] = "train -> test (the run's split)"
+    ref["n_train"] = int(len(train))
+    from eegsine.io import atomic_write_text
+
+    atomic_write_text(run / REFERENCE, json.dumps(ref, indent=1) + "\n")
+    return ref
 
 
 def _same_data(a: dict, b: dict) -> bool:
@@ -131,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     c.add_argument("--threads", type=int, default=1, help="threads the runs used (recorded)")
     r = sub.add_parser("render", help="print the markdown of a table.json")
     r.add_argument("table")
+    f = sub.add_parser("reference", help="compute RUN/reference.json: the LDA reference of a run without controls")
+    f.add_argument("run")
     ns = p.parse_args(argv)
     try:
         from eegsine.io import atomic_write_text
@@ -147,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             atomic_write_text(out, json.dumps(table, indent=1) + "\n")
             atomic_write_text(out.with_suffix(".md"), render(table))
             print(f"{out}: {len(table['rows'])} rows; {out.with_suffix('.md')}")
+            return 0
+        if ns.cmd == "reference":
+            ref = reference(ns.run)
+            print(f"{ns.run}/{REFERENCE}: LDA top-1 {ref['top1']:.3f} on {ref['n_test']} test trials")
             return 0
         print(render(_read(Path(ns.table))), end="")
         return 0
