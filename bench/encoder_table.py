@@ -49,6 +49,7 @@ def run_row(label: str, run: str | Path) -> dict:
         "kernel": enc["kernel"], "emb_dim": enc["emb_dim"],
         "losses": {k: cfg[k] for k in ("w_proto", "w_clip", "w_cls")},
         "epochs": cfg["epochs"], "seed": cfg["seed"], "best_epoch": met["encoder"]["train"]["best_epoch"],
+        "best_val_score": met["encoder"]["train"].get("best_val_score"),
         "wall_s": round(met["encoder"]["train"]["wall_s"], 1),
         "data": {k: met["encoder"]["data"][k] for k in ("name", "n_train", "n_val", "n_test", "n_chans", "n_times",
                                                          "sfreq")},
@@ -132,7 +133,8 @@ def render(table: dict) -> str:
     out = [f"Goal: {table['goal']}. {table['split']}; 95 % Wilson intervals on the test trials. "
            f"Host: {h.get('cpu', '?')} ({h.get('isa', '?')}), {h.get('threads', '?')} thread(s).", ""]
     head = ["encoder", "data", "n test", "linear probe", "NCM", "LDA reference", "probe / LDA", "NCM / LDA",
-            "goal", "shuffled labels (probe)", "class-only (probe)", "retrieval top-1", "epochs (best)", "wall s"]
+            "goal", "retrieval top-1", "shuffled labels: retrieval · probe", "class-only: retrieval · probe",
+            "val score", "epochs (best)", "wall s"]
     out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table["rows"]:
         n, lda = r["n_test"], r["lda_windows"]["top1"]
@@ -140,14 +142,17 @@ def render(table: dict) -> str:
         rp, rn = a["probe"] / lda, a["ncm"] / lda
         loss = "+".join(f"{k[2:]} {v:g}" for k, v in r["losses"].items() if v)
         d = r["data"]
+        snr = next((o.split("=", 1)[1] for o in r["data_options"] if o.startswith("snr=")), "default")
+        ctrl = ["—" if k not in r else f"{_pct(r[k]['retrieval_top1'])} · {_pct(r[k]['probe'])}"
+                for k in ("shuffled", "class_only")]
         out.append("| " + " | ".join([
-            f"{r['label']}: {r['arch']} ({loss}; center {r['center']})",
-            f"{d['name']} {d['n_chans']}x{d['n_times']} @ {d['sfreq']:g} Hz, {d['n_train']} train",
+            f"{r['label']}: {r['arch']} ({loss}; center {r['center']}; seed {r['seed']})",
+            f"{d['name']} {d['n_chans']}x{d['n_times']} @ {d['sfreq']:g} Hz, snr {snr}, {d['n_train']} train",
             str(n), _pct(a["probe"], n), _pct(a["ncm"], n),
             _pct(lda, n) + (f" (from {r['reference_from']})" if "reference_from" in r else ""),
             f"{rp:.2f}", f"{rn:.2f}", "met" if min(rp, rn) >= GOAL else "not met",
-            _pct(r.get("shuffled", {}).get("probe")), _pct(r.get("class_only", {}).get("probe")),
-            _pct(a["retrieval_top1"]), f"{r['epochs']} ({r['best_epoch']})", f"{r['wall_s']:.0f}"]) + " |")
+            _pct(a["retrieval_top1"]), *ctrl, _pct(r.get("best_val_score")),
+            f"{r['epochs']} ({r['best_epoch']})", f"{r['wall_s']:.0f}"]) + " |")
     chance = ", ".join(sorted({f"{r['chance']:.2f}" for r in table["rows"]}))
     out += ["", f"Chance: {chance}. LDA: {table['rows'][0]['lda_windows']['features']}, fitted on the train split."]
     return "\n".join(out) + "\n"

@@ -1,0 +1,51 @@
+"""The committed encoder table is rendered from its JSON, and the collector pairs runs with their LDA reference."""
+import json
+from pathlib import Path
+
+import pytest
+
+from eegsine.bench.encoder_table import collect, render
+from eegsine.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TABLE = ROOT / "docs" / "results" / "encoder" / "table.json"
+
+
+def test_committed_table_md_is_rendered_from_its_json():
+    table = json.loads(TABLE.read_text())
+    assert TABLE.with_suffix(".md").read_text() == render(table)
+    assert all("lda_windows" in r and r["n_test"] > 0 for r in table["rows"])
+
+
+def _run(tmp: Path, name: str, probe: float, ncm: float, lda: float | None, options=("snr=0.06",)) -> str:
+    d = tmp / name
+    d.mkdir()
+    cfg = {"encoder": {"arch": "spatial", "center": "detrend", "d_model": 32, "patch": 40, "kernel": 21,
+                       "emb_dim": 128},
+           "w_proto": 1.0, "w_clip": 1.0, "w_cls": 0.0, "epochs": 3, "seed": 0, "data_options": list(options),
+           "image_set": "mnist"}
+    data = {"name": "synthetic-vep", "n_train": 80, "n_val": 10, "n_test": 100, "n_chans": 8, "n_times": 40,
+            "sfreq": 100.0}
+    seen = {"n_trials": 100, "chance_top1": 0.1, "aligned": {"linear_probe_top1": probe, "ncm_top1": ncm,
+                                                            "kmeans_acc": 0.2}}
+    if lda is not None:
+        seen["lda_windows"] = {"top1": lda, "features": "40 ms window means"}
+    (d / "config.json").write_text(json.dumps(cfg))
+    (d / "metrics.json").write_text(json.dumps({"encoder": {"data": data, "seen": seen,
+                                                            "train": {"best_epoch": 2, "wall_s": 1.0}}}))
+    return f"{name}={d}"
+
+
+def test_collect_borrows_the_reference_of_the_same_data_and_judges_the_goal(tmp_path):
+    table = collect([_run(tmp_path, "a", 0.30, 0.27, 0.30), _run(tmp_path, "b", 0.20, 0.31, None)],
+                    {"cpu": "x", "isa": "avx2", "threads": 1})
+    a, b = table["rows"]
+    assert b["reference_from"] == "a" and b["lda_windows"]["top1"] == 0.30
+    md = render(table).splitlines()
+    row_a, row_b = (next(line for line in md if line.startswith(f"| {k}:")) for k in "ab")
+    assert "| 1.00 | 0.90 | met |" in row_a           # 0.30 / 0.30 and 0.27 / 0.30: exactly at the goal
+    assert "| 0.67 | 1.03 | not met |" in row_b       # the probe misses it
+    with pytest.raises(UserError, match="no LDA reference"):
+        collect([_run(tmp_path, "c", 0.3, 0.3, None, options=("snr=0.2",))], {})
+    with pytest.raises(UserError, match="LABEL=RUN"):
+        collect([str(tmp_path)], {})
