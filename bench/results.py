@@ -76,6 +76,21 @@ def figures_markdown(snapshot_dir: str | Path, shown_as: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def table_text(root: Path, ref: str) -> str:
+    """A committed table file, or with ``path#Heading`` only its ``## Heading`` section (without the heading)."""
+    rel, _, heading = ref.partition("#")
+    path = root / rel
+    if not path.is_file():
+        raise UserError(f"README: table {rel} is missing")
+    text = path.read_text()
+    if not heading:
+        return text
+    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    if m is None:
+        raise UserError(f"README: {rel} has no '## {heading}' section")
+    return m.group(1).strip("\n") + "\n"
+
+
 def render_readme(text: str, root: Path) -> str:
     """``text`` with every figure block re-rendered from its snapshot (an unknown block name is an error)."""
     def one(m: re.Match) -> str:
@@ -88,10 +103,7 @@ def render_readme(text: str, root: Path) -> str:
         name = m.group("name")
         if name not in TABLES:
             raise UserError(f"README: unknown table block {name!r} (known: {', '.join(TABLES)})")
-        path = root / TABLES[name]
-        if not path.is_file():
-            raise UserError(f"README: table block {name!r}: {TABLES[name]} is missing")
-        return m.group(1) + f"From `{TABLES[name]}`:\n\n" + path.read_text() + m.group(4)
+        return m.group(1) + f"From `{TABLES[name]}`:\n\n" + table_text(root, TABLES[name]) + m.group(4)
 
     return _TABLE.sub(table, _BLOCK.sub(one, text))
 

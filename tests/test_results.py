@@ -63,6 +63,11 @@ def test_readme_table_blocks_are_the_committed_table_files(tmp_path, monkeypatch
                                   "<!-- /table:demo -->\n")
     (tmp_path / "t.md").write_text("| a | b |\n|---|---|\n| 1 | 3 |\n")   # a new table: the README is stale
     assert results.main(["readme", "--readme", str(readme), "--check"]) == 1
+    (tmp_path / "u.md").write_text("# t\n\n## Summary\n\n| x |\n|---|\n\n## Details\n\nmore\n")
+    monkeypatch.setitem(results.TABLES, "sec", "u.md#Summary")
+    readme.write_text("<!-- table:sec -->\n<!-- /table:sec -->\n")
+    assert results.main(["readme", "--readme", str(readme)]) == 0
+    assert readme.read_text() == "<!-- table:sec -->\nFrom `u.md#Summary`:\n\n| x |\n|---|\n<!-- /table:sec -->\n"
     readme.write_text("<!-- table:nope -->\nx\n<!-- /table:nope -->\n")
     assert results.main(["readme", "--readme", str(readme)]) == 2
     assert "unknown table block 'nope'" in capsys.readouterr().err
