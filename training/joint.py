@@ -4,8 +4,10 @@ A fresh encoder (the aligned one's architecture, re-initialised from the run's s
 *through* the diffusion loss together with the UNet, at ``encoder_lr``. Every step logs the
 gradient norm reaching the encoder and the UNet; every epoch scores the encoder's 1-NN EEG->EEG
 retrieval on the validation split against the aligned (two-stage) encoder's and chance
-(metrics ``joint``, ``joint.png``): the measurement behind the two-stage design (docs/design.md:
-trained through the diffusion loss from the start, the encoder's gradients vanish).
+(metrics ``joint``, ``joint.png``; the per-step norms in ``joint_grad_log.json``): the measurement
+behind the two-stage design (docs/design.md). ``python -m eegsine.bench.two_stage`` compares the
+two on the same data and UNet budget (docs/results/two-stage/: on the tiny data the joint encoder
+learns only weakly, and its gradient is small but does not vanish).
 :class:`JointAblation` is the conditioning object of :mod:`eegsine.training.unet`.
 
 Hand-written: bookkeeping around the UNet loop.
@@ -18,12 +20,15 @@ import numpy as np
 import torch
 
 from eegsine.data import EEGSet
+from eegsine.io import write_json
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.models.eeg_encoder import EEGEncoder, build_encoder, embed
 from eegsine.plotting import plot_joint
 from eegsine.training.configs import DiffusionTrainConfig
 
 RETRIEVAL = "1-NN EEG->EEG (cosine) on the validation split, gallery: 2000 train trials"
+GALLERY = 2000  # train trials the retrieval searches (all of them when the train split is smaller)
+GRAD_LOG = "joint_grad_log.json"  # RUN/joint_grad_log.json: the gradient norm reaching encoder and UNet, per step
 
 
 def fresh_encoder(aligned: EEGEncoder, seed: int) -> EEGEncoder:
@@ -39,6 +44,19 @@ def retrieval_top1(z_query: np.ndarray, y_query: np.ndarray, z_gallery: np.ndarr
     return float((y_gallery[np.argmax(zq @ zg.T, axis=1)] == y_query).mean())
 
 
+def retrieval_gallery(ds: EEGSet, seed: int) -> np.ndarray:
+    """The train trials every retrieval score of a run searches: a fixed random draw of ``GALLERY``."""
+    return np.random.default_rng(seed + 3).permutation(ds.split("train"))[:GALLERY]
+
+
+def encoder_retrieval(encoder: EEGEncoder, ds: EEGSet, seed: int, split: str = "val",
+                      z: np.ndarray | None = None) -> float:
+    """1-NN retrieval top-1 of ``split`` trials against the run's train gallery (``z``: precomputed embeddings)."""
+    z = embed(encoder, ds.x) if z is None else z
+    q, g = ds.split(split), retrieval_gallery(ds, seed)
+    return retrieval_top1(z[q], ds.y[q], z[g], ds.y[g])
+
+
 def _grad_norm(params) -> float:
     sq = [p.grad.detach().float().pow(2).sum() for p in params if p.grad is not None]
     return float(torch.stack(sq).sum().sqrt()) if sq else 0.0
@@ -50,16 +68,11 @@ class JointAblation:
     img_table = None  # no image-conditioned examples: the encoder is what is being trained
 
     def __init__(self, aligned: EEGEncoder, ds: EEGSet, seed: int, device: torch.device):
-        self.ds, self.val = ds, ds.split("val")
+        self.ds, self.seed = ds, seed
         self.x_all = torch.from_numpy(ds.x)
-        self.gallery = np.random.default_rng(seed + 3).permutation(ds.split("train"))[:2000]
-        self.ref = self._retrieval(embed(aligned.to(device), ds.x))  # the aligned (two-stage) encoder's score
+        self.ref = encoder_retrieval(aligned.to(device), ds, seed)  # the aligned (two-stage) encoder's score
         self.gn_enc: list[float] = []
         self.gn_unet: list[float] = []
-
-    def _retrieval(self, z: np.ndarray) -> float:
-        y = self.ds.y
-        return retrieval_top1(z[self.val], y[self.val], z[self.gallery], y[self.gallery])
 
     def param_groups(self, model: EEGDiffusion, cfg: DiffusionTrainConfig) -> list[dict]:
         return [{"params": list(model.encoder.parameters()), "lr": cfg.encoder_lr}]
@@ -77,7 +90,7 @@ class JointAblation:
         self.gn_unet.append(_grad_norm(model.unet.parameters()))
 
     def end_epoch(self, model: EEGDiffusion, rec: dict, progress: dict, epoch: int, steps: int) -> None:
-        rec["encoder_retrieval_top1"] = self._retrieval(embed(model.encoder, self.ds.x))
+        rec["encoder_retrieval_top1"] = encoder_retrieval(model.encoder, self.ds, self.seed)
         rec["grad_norm_encoder"] = float(np.mean(self.gn_enc))
         rec["grad_norm_unet"] = float(np.mean(self.gn_unet))
         progress["grad_log"].extend([[step_i, e, u] for step_i, e, u in
@@ -93,6 +106,7 @@ class JointAblation:
                             "final_encoder_retrieval_top1": progress["history"][-1]["encoder_retrieval_top1"],
                             "grad_norm_encoder_mean": float(np.mean([r[1] for r in progress["grad_log"]])),
                             "grad_norm_unet_mean": float(np.mean([r[2] for r in progress["grad_log"]])),
-                            "retrieval": RETRIEVAL}
+                            "retrieval": RETRIEVAL, "grad_log": GRAD_LOG}
+        write_json(run_dir / GRAD_LOG, {"columns": ["step", "encoder", "unet"], "rows": progress["grad_log"]})
         if plot:
             plot_joint(run_dir / "joint.png", progress, self.ref, 1.0 / n_classes)
