@@ -30,7 +30,8 @@ SNAPSHOT_GLOBS = ("pipeline.json", "pipeline_config.json", ".stages/*.json", "cl
 BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> snapshot folder (repo-relative)
 _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 # README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
-TABLES = {"encoder": "docs/results/encoder/table.md"}
+TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
+          "uea": "docs/results/uea/table.md#Summary"}
 _TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
 
