@@ -49,6 +49,7 @@ def run_row(label: str, run: str | Path) -> dict:
         "kernel": enc["kernel"], "emb_dim": enc["emb_dim"],
         "losses": {k: cfg[k] for k in ("w_proto", "w_clip", "w_cls")},
         "epochs": cfg["epochs"], "seed": cfg["seed"], "best_epoch": met["encoder"]["train"]["best_epoch"],
+        "shuffled_labels_run": bool(cfg.get("shuffle_labels", False)),
         "best_val_score": met["encoder"]["train"].get("best_val_score"),
         "wall_s": round(met["encoder"]["train"]["wall_s"], 1),
         "data": {k: met["encoder"]["data"][k] for k in ("name", "n_train", "n_val", "n_test", "n_chans", "n_times",
@@ -145,12 +146,14 @@ def render(table: dict) -> str:
         snr = next((o.split("=", 1)[1] for o in r["data_options"] if o.startswith("snr=")), "default")
         ctrl = ["—" if k not in r else f"{_pct(r[k]['retrieval_top1'])} · {_pct(r[k]['probe'])}"
                 for k in ("shuffled", "class_only")]
+        shuf = "; trained on shuffled labels" if r.get("shuffled_labels_run") else ""
         out.append("| " + " | ".join([
-            f"{r['label']}: {r['arch']} ({loss}; center {r['center']}; seed {r['seed']})",
+            f"{r['label']}: {r['arch']} ({loss}; center {r['center']}; seed {r['seed']}{shuf})",
             f"{d['name']} {d['n_chans']}x{d['n_times']} @ {d['sfreq']:g} Hz, snr {snr}, {d['n_train']} train",
             str(n), _pct(a["probe"], n), _pct(a["ncm"], n),
             _pct(lda, n) + (f" (from {r['reference_from']})" if "reference_from" in r else ""),
-            f"{rp:.2f}", f"{rn:.2f}", "met" if min(rp, rn) >= GOAL else "not met",
+            f"{rp:.2f}", f"{rn:.2f}",
+            "(control)" if r.get("shuffled_labels_run") else "met" if min(rp, rn) >= GOAL else "not met",
             _pct(a["retrieval_top1"]), *ctrl, _pct(r.get("best_val_score")),
             f"{r['epochs']} ({r['best_epoch']})", f"{r['wall_s']:.0f}"]) + " |")
     chance = ", ".join(sorted({f"{r['chance']:.2f}" for r in table["rows"]}))
