@@ -237,11 +237,12 @@ def encoder_preset(name: str) -> EncoderTrainConfig:
       40 ms window means) on detrended trials, chosen on validation (score 0.608; per-channel
       centring 0.562; the former 2-block transformer 0.600 at 2.2x the time); aligned + shuffled
       control in ~1-2 min.
-    * ``synthetic-default``: the done-when run: synthetic-vep at its defaults (MNIST,
-      128 x 440 @ 1 kHz, 12,000 trials, snr 0.06), transformer with 20 ms tokens (patch 20,
-      kernel 41: at 1 kHz the default 8 ms tokens left val NCM at 0.12 after one epoch), 12
-      epochs + controls (on an H100 the validation score rose to ~0.185 by epoch 11 and was
-      flat after; 3 epochs reached 0.15).
+    * ``synthetic-default``: the issue-#18 run: synthetic-vep at its defaults (version 2, MNIST,
+      128 x 440 @ 1 kHz, 12,000 trials, snr 0.06), the spatial-filter-first encoder (32 filters,
+      40 ms window means, 21 ms low-pass kernel) on detrended trials, 20 epochs + controls.
+      Chosen on validation (one thread, seed 0): detrend 0.222 by epoch 15 vs per-channel
+      centring 0.217 (best, epoch 11); the former transformer (patch 20, kernel 41) reached
+      ~0.19 on generator version 1. docs/results/encoder/table.md has its test figures.
     * ``paper``: EEGCVPR40 from your local files (``--data-root``), 128 x 440, 40-way
       episodes, band-passed (the loader's default), by-image splits, chosen on validation.
     * ``uea-fingermovements``, ``uea-selfregulationscp1``, ``uea-handmovementdirection``: real EEG
@@ -286,8 +287,9 @@ def encoder_preset(name: str) -> EncoderTrainConfig:
             w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
             n_way=4, k_shot=8, n_query=8, epochs=500, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
     if name == "synthetic-default":
-        return EncoderTrainConfig(data="synthetic-vep", image_set="mnist", n_way=10, k_shot=5, n_query=5, epochs=12,
-                                  encoder=EEGEncoderConfig(patch=20, kernel=41), eval_episodes=100)
+        return EncoderTrainConfig(data="synthetic-vep", image_set="mnist", n_way=10, k_shot=5, n_query=5, epochs=20,
+                                  encoder=EEGEncoderConfig(arch="spatial", d_model=32, patch=40, kernel=21,
+                                                           center="detrend"), eval_episodes=100)
     if name == "scale":
         return EncoderTrainConfig(
             data="synthetic-vep", image_set="mnist", data_options=["n_chans=128", "n_times=440", "n_trials=12000"],
