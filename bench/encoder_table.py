@@ -55,6 +55,7 @@ def run_row(label: str, run: str | Path) -> dict:
         "data": {k: met["encoder"]["data"][k] for k in ("name", "n_train", "n_val", "n_test", "n_chans", "n_times",
                                                          "sfreq")},
         "data_options": cfg["data_options"], "image_set": cfg["image_set"],
+        "snr": _snr(met["encoder"]["data"].get("info", {})),
         "n_test": seen["n_trials"], "chance": seen["chance_top1"],
         "aligned": {"probe": aligned["linear_probe_top1"], "ncm": aligned["ncm_top1"],
                     "kmeans": aligned["kmeans_acc"], "retrieval_top1": aligned.get("retrieval", {}).get("top1")},
@@ -96,6 +97,12 @@ def reference(run: str | Path) -> dict:
 
     atomic_write_text(run / REFERENCE, json.dumps(ref, indent=1) + "\n")
     return ref
+
+
+def _snr(info: dict) -> float | None:
+    """synthetic-vep's SNR as generated (signal RMS / background RMS); None for other data."""
+    s, n = info.get("signal_rms_uv"), info.get("noise_rms_uv")
+    return round(s / n, 4) if s and n else None
 
 
 def _same_data(a: dict, b: dict) -> bool:
@@ -143,13 +150,13 @@ def render(table: dict) -> str:
         rp, rn = a["probe"] / lda, a["ncm"] / lda
         loss = "+".join(f"{k[2:]} {v:g}" for k, v in r["losses"].items() if v)
         d = r["data"]
-        snr = next((o.split("=", 1)[1] for o in r["data_options"] if o.startswith("snr=")), "default")
+        snr = f", snr {r['snr']:g}" if r.get("snr") else ""
         ctrl = ["—" if k not in r else f"{_pct(r[k]['retrieval_top1'])} · {_pct(r[k]['probe'])}"
                 for k in ("shuffled", "class_only")]
         shuf = "; trained on shuffled labels" if r.get("shuffled_labels_run") else ""
         out.append("| " + " | ".join([
             f"{r['label']}: {r['arch']} ({loss}; center {r['center']}; seed {r['seed']}{shuf})",
-            f"{d['name']} {d['n_chans']}x{d['n_times']} @ {d['sfreq']:g} Hz, snr {snr}, {d['n_train']} train",
+            f"{d['name']} {d['n_chans']}x{d['n_times']} @ {d['sfreq']:g} Hz{snr}, {d['n_train']} train",
             str(n), _pct(a["probe"], n), _pct(a["ncm"], n),
             _pct(lda, n) + (f" (from {r['reference_from']})" if "reference_from" in r else ""),
             f"{rp:.2f}", f"{rn:.2f}",
