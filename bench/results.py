@@ -31,7 +31,9 @@ BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> 
 _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 # README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
 TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
-          "uea": "docs/results/uea/table.md#Summary"}
+          "uea": "docs/results/uea/table.md#Summary",
+          "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
+                                "#Worst case per example over every attack at that eps"}
 _TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
 
@@ -78,7 +80,7 @@ def figures_markdown(snapshot_dir: str | Path, shown_as: str = "") -> str:
 
 
 def table_text(root: Path, ref: str) -> str:
-    """A committed table file, or with ``path#Heading`` only its ``## Heading`` section (without the heading)."""
+    """A committed table file, or with ``path#Heading`` only its ``## Heading`` (or ``###``) section."""
     rel, _, heading = ref.partition("#")
     path = root / rel
     if not path.is_file():
@@ -86,7 +88,7 @@ def table_text(root: Path, ref: str) -> str:
     text = path.read_text()
     if not heading:
         return text
-    m = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.S | re.M)
+    m = re.search(rf"^#{{2,3}} {re.escape(heading)}\n(.*?)(?=^#{{2,3}} |\Z)", text, re.S | re.M)
     if m is None:
         raise UserError(f"README: {rel} has no '## {heading}' section")
     return m.group(1).strip("\n") + "\n"

@@ -262,6 +262,7 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
                                      "subset": n_exp if ATTACKS[a].expensive else n} for a in cfg.attacks},
                      "models": {}}
     logits_store = {}
+    per_example: dict[str, dict] = {}  # label -> attack -> eps -> robust (N,): for the paired comparison
     for (run, model, mcfg), label in zip(models, names):
         model.eval()
         check_images(x, y, mcfg, what=f"{dataset} test images for {run}")
@@ -320,8 +321,10 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
                 tot_s += r["seconds"]
             entry["images_per_s"][a] = round(tot_n / tot_s, 2) if tot_s > 0 else None
         summary["models"][label] = entry
+        per_example[label] = {a: {e: r["robust"] for e, r in per.items()} for a, per in res.items()}
         _print_checks(label, checks, log)
     summary["table"] = table_rows(summary)
+    summary["paired"] = paired_rows(per_example, summary)
     md = render_markdown(summary)
     atomic_write_text(out_dir / "robustness.md", md)
     write_json(out_dir / "robustness.json", summary)
@@ -416,6 +419,44 @@ def table_rows(summary: dict) -> list[dict]:
     return rows
 
 
+def paired_rows(per_example: dict[str, dict], summary: dict) -> list[dict]:
+    """Two models on the same images: per attack and eps, and per-example worst case over every attack at each eps,
+    McNemar's exact test and Newcombe's 95% interval for acc(second) - acc(first) (:mod:`eegsine.bench.paired_stats`).
+    Empty unless exactly two models were evaluated."""
+    from eegsine.bench.paired_stats import paired_compare
+
+    labels = list(per_example)
+    if len(labels) != 2:
+        return []
+    a_lb, b_lb = labels[1], labels[0]
+    A, B = per_example[a_lb], per_example[b_lb]
+    rows = []
+
+    def add(attack: str, eps: float, ra: torch.Tensor, rb: torch.Tensor, used: dict) -> None:
+        m = min(len(ra), len(rb))
+        rows.append({"attack": attack, "eps": eps, "a": a_lb, "b": b_lb, "attacks_used": used,
+                     **paired_compare(ra[:m].numpy(), rb[:m].numpy())})
+
+    for att in [k for k in A if k in B]:
+        for e in sorted(e for e in A[att] if e in B[att]):
+            label = "Clean" if att == "clean" else summary["attacks"][att]["label"]
+            add(label, e, A[att][e], B[att][e], {a_lb: [att], b_lb: [att]})
+    for e in sorted({e for per in (A, B) for att, d in per.items() if att != "clean" for e in d}):
+        worst, used = {}, {}
+        for lb, per in ((a_lb, A), (b_lb, B)):
+            atts = [att for att, d in per.items() if att != "clean" and e in d]
+            if not atts:
+                break
+            m = min(len(per[att][e]) for att in atts)  # the expensive attacks ran on a prefix of the subset
+            w = per["clean"][0.0][:m].clone()
+            for att in atts:
+                w &= per[att][e][:m]
+            worst[lb], used[lb] = w, sorted(atts)
+        if len(worst) == 2:
+            add("Worst case per example over every attack", e, worst[a_lb], worst[b_lb], used)
+    return rows
+
+
 def render_markdown(summary: dict) -> str:
     labels = list(summary["models"])
     pct = lambda v: "—" if v is None else f"{100 * v:.1f}"  # noqa: E731
@@ -431,6 +472,19 @@ def render_markdown(summary: dict) -> str:
     reduced = [m["label"] for m in summary["attacks"].values() if not m["full_strength"]]
     if reduced:
         out += ["", "**Reduced strength** (not the published setting): " + ", ".join(reduced) + "."]
+    if summary.get("paired"):
+        p0 = summary["paired"][0]
+        out += ["", f"### Paired comparison on the same images: {p0['a']} - {p0['b']}", "",
+                "McNemar exact (two-sided binomial on the discordant pairs); 95% interval for the accuracy difference: "
+                "Newcombe 1998 method 10 (paired Wilson score). The worst case is per example over every attack run "
+                "at that eps (on the prefix every one of them reached).", "",
+                "| Attack | eps | n | difference, points [95% CI] | only a / only b robust | McNemar p |",
+                "|---|---|---|---|---|---|"]
+        for r in summary["paired"]:
+            lo, hi = r["ci_newcombe"]
+            out.append(f"| {r['attack']} | {_fmt_eps(r['eps']) if r['eps'] else '0'} | {r['n']} | "
+                       f"{100 * r['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {r['n10']} / {r['n01']} | "
+                       f"{r['p_mcnemar_exact']:.3g} |")
     out += ["", "### Sanity checks", ""]
     for lb in labels:
         for name, c in summary["models"][lb]["checks"].items():

@@ -8,7 +8,7 @@ argument, imported only when an attack is built, so configs that name attacks (`
 
 :data:`ATTACKS` is what ``eegsine attack`` evaluates; :data:`TRAINING_ATTACKS` holds the two
 that adversarial training and its validation craft examples with (torchattacks' own FFGSM and
-single-run PGD, kept as they were so trained runs reproduce).
+single-run PGD, kept as they were so trained runs reproduce, and Wong et al.'s FGSM-RS as their code has it).
 """
 from __future__ import annotations
 
@@ -123,11 +123,17 @@ _EVALUATED = [
                lambda a, t: a.Transfer(t.model, a.PGD(t.source, loss="ce", **t.pgd)), needs_source=True),
 ]
 
-# torchattacks' own: FFGSM (Wong et al. 2020) and PGD from one random start with mean CE, unjudged
+# torchattacks' own: FFGSM (Wong et al. 2020) and PGD from one random start with mean CE, unjudged; and
+# FGSM-RS exactly as Wong et al.'s code takes it (the gradient at the unclipped random start)
 _TRAINING = [
     AttackSpec("fgsm-rs", "single-step", False,
                lambda p: (f"FGSM-RS (step {p.fgsm_rs_alpha if p.fgsm_rs_alpha is not None else '1.25 eps'})", True),
                lambda a, t: a.torchattacks.FFGSM(t.model, eps=t.eps, alpha=t.p.fgsm_rs_alpha or 1.25 * t.eps)),
+    AttackSpec("fgsm-rs-wong", "single-step", False,
+               lambda p: ("FGSM-RS, Wong et al.'s code (step "
+                          f"{p.fgsm_rs_alpha if p.fgsm_rs_alpha is not None else '1.25 eps'}, "
+                          "gradient at the unclipped start)", True),
+               lambda a, t: a.FGSMRSWong(t.model, eps=t.eps, alpha=t.p.fgsm_rs_alpha)),
     AttackSpec("pgd-rs", "iterative", False, lambda p: (f"PGD-{p.pgd_steps} CE (1 random start)", True),
                lambda a, t: a.torchattacks.PGD(t.model, eps=t.eps, alpha=t.p.pgd_alpha or 2.5 * t.eps / t.p.pgd_steps,
                                                steps=t.p.pgd_steps, random_start=True)),

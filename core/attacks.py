@@ -96,6 +96,30 @@ class PGD(Attack):
         return best
 
 
+class FGSMRSWong(Attack):
+    """FGSM from a random start as in Wong, Rice & Kolter 2020's code (locuslab/fast_adversarial, MNIST and
+    CIFAR-10 ``train_*``): delta ~ U(-eps, eps), the gradient taken at the **unclipped** ``x + delta``, one
+    step of ``alpha``, delta clipped to the eps ball and then to ``[-x, 1 - x]``. torchattacks' FFGSM
+    (``fgsm-rs``) clips the start into [0, 1] before the gradient, which on MNIST's zero background
+    leaves half the start's noise at 0."""
+
+    def __init__(self, model: nn.Module, eps: float = 0.3, alpha: float | None = None):
+        super().__init__("FGSMRSWong", model)
+        self.eps = eps
+        self.alpha = alpha if alpha is not None else 1.25 * eps
+        self.supported_mode = ["default"]
+
+    def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        images = images.clone().detach().to(self.device)
+        labels = labels.clone().detach().to(self.device)
+        delta = torch.empty_like(images).uniform_(-self.eps, self.eps).requires_grad_(True)
+        loss = F.cross_entropy(self.get_logits(images + delta), labels)
+        grad = torch.autograd.grad(loss, delta)[0]
+        delta = (delta.detach() + self.alpha * grad.sign()).clamp(-self.eps, self.eps)
+        delta = torch.max(torch.min(1 - images, delta), -images)
+        return (images + delta).detach()
+
+
 class BPDASine(nn.Module):
     """Sine-head classifier whose backward pass treats ``sin`` as identity (forward unchanged)."""
 

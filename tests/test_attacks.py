@@ -67,6 +67,37 @@ def test_every_registered_attack_stays_in_the_eps_ball(name, digits_runs, digits
     assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
 
 
+def test_wong_fgsm_rs_takes_the_gradient_at_the_unclipped_start():
+    """Wong et al.'s code: grad at x + U(-eps, eps) *before* clipping to [0, 1] (torchattacks' FFGSM clips first);
+    the returned point is clipped to the eps ball and to [0, 1], one step of alpha from the start."""
+    torch.manual_seed(0)
+    seen = []
+
+    class Probe(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(16, 3)
+
+        def forward(self, x):
+            seen.append(float(x.min()))
+            return self.lin(x.flatten(1))
+
+    model = Probe()
+    x = torch.zeros(8, 1, 4, 4)  # an all-black image: a clipped start could never go below 0
+    y = torch.zeros(8, dtype=torch.long)
+    adv = build_attack("fgsm-rs-wong", model, 0.3, 3, AttackParams(fgsm_rs_alpha=0.375))(x, y)
+    assert seen[0] < -0.2  # the gradient was taken at negative pixels
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 0.3 + 1e-6
+    # from u ~ U(-eps, eps) one step of 0.375: a pixel pushed up ends at min(eps, u + 0.375) in [0.075, eps], one
+    # pushed down at u - 0.375 < 0, clipped to the black pixel's 0; nothing in between
+    vals = adv.flatten()
+    assert bool(((vals.abs() < 1e-7) | (vals >= 0.075 - 1e-6)).all())
+    assert bool((vals.abs() < 1e-7).any()) and bool((vals > 0.29).any())
+    seen.clear()
+    build_attack("fgsm-rs", model, 0.3, 3, AttackParams(fgsm_rs_alpha=0.375))(x, y)
+    assert min(seen) >= 0.0  # torchattacks' FFGSM: the clipped start
+
+
 def test_sine_only_attacks_refuse_linear_head(digits_runs):
     with pytest.raises(UserError, match="needs a sine-head"):
         build_attack("bpda-pgd", _model(digits_runs["standard"]), 0.1, 10)
@@ -208,6 +239,19 @@ def test_attack_cli_both_heads_and_outputs(digits_runs, tmp_path, capsys):
         assert v is not None and v > 0, a
     md = (out / "robustness.md").read_text()
     assert "| Attack | eps | Standard CNN | Sine | n |" in md and "REDUCED strength" in md
+    # the paired comparison: Sine - Standard on the same images, per attack and per-example worst case
+    paired = {(r["attack"], r["eps"]): r for r in summary["paired"]}
+    fgsm = paired[(summary["attacks"]["fgsm"]["label"], 0.3)]
+    assert (fgsm["a"], fgsm["b"], fgsm["n"]) == ("Sine", "Standard CNN", 40)
+    res = {lb: summary["models"][lb]["results"]["fgsm"]["0.3"]["accuracy"] for lb in ("Sine", "Standard CNN")}
+    assert fgsm["diff"] == pytest.approx(res["Sine"] - res["Standard CNN"])
+    worst = paired[("Worst case per example over every attack", 0.3)]
+    assert {"bpda-pgd", "presine-pgd", "transfer", "fgsm"} <= set(worst["attacks_used"]["Sine"])
+    assert worst["n"] == 10  # the prefix the expensive attacks reached
+    expensive = [a for a, m in summary["attacks"].items() if m["subset"] == 10 and "0.3" in sine.get(a, {})]
+    assert expensive  # the worst case on that prefix is no better than any one attack there
+    assert worst["acc_a"] <= min(sine[a]["0.3"]["accuracy"] for a in expensive) + 1e-9
+    assert "### Paired comparison on the same images: Sine - Standard CNN" in md and "McNemar" in md
     for f in ("acc_vs_eps.png", "logits.png", "metrics.json"):
         assert (out / f).stat().st_size > 0
 

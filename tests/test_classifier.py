@@ -55,7 +55,8 @@ def test_poster_p_scales_bound():
 
 # -- models -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("arch,c,size,kw", [("small_cnn", 1, 28, {}), ("small_cnn", 1, 8, {}),
-                                            ("small_cnn", 3, 32, {}), ("preact_resnet18", 3, 32, {"base_width": 4})])
+                                            ("small_cnn", 3, 32, {}), ("preact_resnet18", 3, 32, {"base_width": 4}),
+                                            ("wong_mnist", 1, 28, {}), ("wong_mnist", 1, 8, {})])
 @pytest.mark.parametrize("head", ["linear", "sine"])
 def test_model_shapes(arch, c, size, kw, head):
     cfg = ClassifierConfig(arch=arch, in_channels=c, image_size=size, head=head, init="siren", **kw)
@@ -198,7 +199,7 @@ def test_init_probe_orders_poster_below_siren(tmp_path):
 
 
 def test_presets_share_training_settings():
-    for name in ("tiny", "paper-mnist", "paper-cifar10"):
+    for name in ("tiny", "paper-mnist", "paper-mnist-fgsmrs", "paper-cifar10"):
         p = classifier_preset(name)
         assert (p["standard"].model.head, p["sine"].model.head) == ("linear", "sine")
         assert p["standard"].replace(model=p["sine"].model) == p["sine"]
@@ -212,6 +213,41 @@ def test_paper_cifar10_preset_uses_cifar_conventions():
                 == ("cifar10", "preact_resnet18", 3, 32))
         assert cfg.eps == pytest.approx(8 / 255) and cfg.alpha == pytest.approx(2 / 255) and cfg.steps == 10
         assert len(cfg.model.mean) == len(cfg.model.std) == 3
+
+
+def test_paper_mnist_fgsmrs_preset_is_wong_et_al_mnist_recipe():
+    """Wong, Rice & Kolter 2020's MNIST defaults (locuslab/fast_adversarial MNIST/train_mnist.py): FGSM from a
+    random start, eps 0.3, alpha 0.375, 10 epochs of batch 100, Adam, cyclic lr peaking at 5e-3, their CNN."""
+    p = classifier_preset("paper-mnist-fgsmrs")
+    for cfg in p.values():
+        assert (cfg.dataset, cfg.mode, cfg.eps, cfg.alpha, cfg.epochs, cfg.batch_size) == (
+            "mnist", "fgsm_rs_wong", 0.3, 0.375, 10, 100)
+        assert (cfg.optimizer, cfg.lr, cfg.lr_schedule, cfg.weight_decay, cfg.eps_ramp_epochs) == (
+            "adam", 5e-3, "cyclic", 0.0, 0.0)
+        assert cfg.model.arch == "wong_mnist" and cfg.n_train == 0
+        assert round(cfg.val_fraction * 60000) == 1000  # 59,000 of MNIST's 60,000 trained on
+    assert (p["standard"].model.init, p["sine"].model.init) == ("default", "siren")
+    # their mnist_net: conv(1->16, 4, s2, p1) conv(16->32, 4, s2, p1) fc(1568->100) fc(100->10): 166,406 parameters
+    for cfg in p.values():
+        m = build_classifier(cfg.model)
+        assert sum(t.numel() for t in m.parameters()) == 166_406
+        assert m(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
+        assert [tuple(t.shape) for t in m.body.parameters()] == [(16, 1, 4, 4), (16,), (32, 16, 4, 4), (32,),
+                                                                 (100, 1568), (100,)]
+    with pytest.raises(UserError, match="multiple of 4"):
+        ClassifierConfig(arch="wong_mnist", image_size=30)
+
+
+def test_cyclic_lr_is_wong_et_al_triangle():
+    from eegsine.training.classifier import _lr_at
+
+    cfg = classifier_preset("paper-mnist-fgsmrs")["sine"]
+    total = 10 * 590  # their np.interp(t, [0, 4, 10], [0, lr_max, 0]) at t = epoch + (i + 1) / 590
+    assert _lr_at(cfg, 2359, total) == pytest.approx(5e-3)        # end of epoch 4: the peak
+    assert _lr_at(cfg, 1179, total) == pytest.approx(2.5e-3)      # end of epoch 2: half way up
+    assert _lr_at(cfg, 4129, total) == pytest.approx(2.5e-3)      # end of epoch 7: half way down
+    assert _lr_at(cfg, total - 1, total) == pytest.approx(0.0)    # the last step
+    assert _lr_at(cfg, 0, total) == pytest.approx(5e-3 / 2360)    # the first step is not zero
 
 
 def test_mnist_scale_eps_on_cifar10_is_refused():

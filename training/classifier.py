@@ -1,9 +1,10 @@
 """Adversarial training of the standard / sine-bounded classifiers (``eegsine train classifier``).
 
 Modes: ``natural``; ``fgsm_rs`` -- FGSM with a random start (Wong et al. 2020, torchattacks
-``FFGSM``); ``pgd`` -- Madry et al. 2018 (torchattacks ``PGD``). The checkpoint written as
-``model.safetensors`` is the one with the best robust accuracy (PGD on a held-out
-validation split carved out of the training set, never the test set; natural training
+``FFGSM``); ``fgsm_rs_wong`` -- the same step as Wong et al.'s own code takes it (the gradient at the
+unclipped random start, :class:`eegsine.attacks.FGSMRSWong`); ``pgd`` -- Madry et al. 2018
+(torchattacks ``PGD``). The checkpoint written as ``model.safetensors`` is the one with the best
+robust accuracy (PGD on a held-out validation split carved out of the training set, never the test set; natural training
 selects on clean validation accuracy). Catastrophic
 overfitting -- validation PGD accuracy collapsing while FGSM accuracy keeps rising -- is
 logged as a WARNING and stored in metrics.json. Per-layer gradient norms of the first
@@ -155,12 +156,18 @@ def init_gradient_probe(model_cfg: ClassifierConfig, x: torch.Tensor, y: torch.T
 
 
 # -- training ---------------------------------------------------------------------------------------
-TRAIN_ATTACK = {"fgsm_rs": "fgsm-rs", "pgd": "pgd-rs"}  # ClassifierTrainConfig.mode -> attack registry name
+# ClassifierTrainConfig.mode -> attack registry name
+TRAIN_ATTACK = {"fgsm_rs": "fgsm-rs", "fgsm_rs_wong": "fgsm-rs-wong", "pgd": "pgd-rs"}
 
 
 def _lr_at(cfg: ClassifierTrainConfig, step: int, total: int) -> float:
-    """constant, or a cosine from lr to 0 over the run (no warm-up)."""
-    return cfg.lr if cfg.lr_schedule == "constant" else cosine_warmup(step, total, 0, cfg.lr)
+    """constant; a cosine from lr to 0 over the run (no warm-up); or cyclic: Wong et al. 2020's triangle,
+    ``np.interp(t, [0, 2/5, 1] * run, [0, lr, 0])`` at ``t = step + 1`` (their ``epoch + (i + 1) / len``)."""
+    if cfg.lr_schedule == "constant":
+        return cfg.lr
+    if cfg.lr_schedule == "cyclic":
+        return float(np.interp(step + 1, [0, 0.4 * total, total], [0.0, cfg.lr, 0.0]))
+    return cosine_warmup(step, total, 0, cfg.lr)
 
 
 def _train_attack(cfg: ClassifierTrainConfig, model: nn.Module, eps: float):

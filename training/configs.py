@@ -33,8 +33,9 @@ class ClassifierTrainConfig(Config):
         "metavar": "DIR"})
     # channels/size/classes come from the data
     model: ClassifierConfig = dataclasses.field(default_factory=ClassifierConfig)
-    mode: Literal["natural", "fgsm_rs", "pgd"] = dataclasses.field(default="pgd", metadata={
-        "help": "training examples: natural (clean), fgsm_rs (FGSM from a random start) "
+    mode: Literal["natural", "fgsm_rs", "fgsm_rs_wong", "pgd"] = dataclasses.field(default="pgd", metadata={
+        "help": "training examples: natural (clean), fgsm_rs (FGSM from a random start, torchattacks' FFGSM), "
+                "fgsm_rs_wong (the same as Wong et al.'s code: gradient at the unclipped start) "
                 "or pgd (PGD from a random start)"})
     eps: float = dataclasses.field(default=0.3, metadata={
         "help": "L-inf radius of the training and validation attacks in [0, 1] pixel units: 0.3 for MNIST, "
@@ -50,8 +51,9 @@ class ClassifierTrainConfig(Config):
     optimizer: Literal["adam", "sgd"] = dataclasses.field(default="adam", metadata={
         "help": "adam, or sgd (momentum 0.9, Nesterov)"})
     weight_decay: float = dataclasses.field(default=0.0, metadata={"help": "weight decay of the optimizer"})
-    lr_schedule: Literal["constant", "cosine"] = dataclasses.field(default="cosine", metadata={
-        "help": "constant, or cosine decay from lr to 0 over the run"})
+    lr_schedule: Literal["constant", "cosine", "cyclic"] = dataclasses.field(default="cosine", metadata={
+        "help": "constant, cosine decay from lr to 0 over the run, or cyclic (Wong et al. 2020: linear from 0 up "
+                "to lr at 2/5 of the run, then linear down to 0)"})
     val_fraction: float = dataclasses.field(default=0.1, metadata={
         "help": "share of the training images held out for checkpoint selection"})
     n_train: int = dataclasses.field(default=0, metadata={"help": "training images used (0: all not held out)"})
@@ -94,7 +96,7 @@ class ClassifierTrainConfig(Config):
                 raise UserError(f"ClassifierTrainConfig.{name}: must be >= 0, got {getattr(self, name)}")
 
 
-CLASSIFIER_PRESETS = ("tiny", "paper-mnist", "paper-cifar10")
+CLASSIFIER_PRESETS = ("tiny", "paper-mnist", "paper-mnist-fgsmrs", "paper-cifar10")
 
 
 def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
@@ -107,6 +109,17 @@ def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
       1 epoch, Adam 1e-3 cosine, eps ramped over the first quarter epoch. Cut to what a
       2-core CPU shared with other jobs finishes in about half an hour per head; see
       docs/results/paper-mnist/README.md.
+    * ``paper-mnist-fgsmrs``: the published FGSM-with-random-start recipe of Wong, Rice & Kolter 2020
+      ("Fast is better than free", ICLR 2020), MNIST settings of their code (locuslab/fast_adversarial,
+      ``MNIST/train_mnist.py`` defaults and ``MNIST/mnist_net.py``): their CNN (``wong_mnist``:
+      conv16-conv32 4x4 stride 2, fc100), eps 0.3, step alpha 0.375 (1.25 eps) from a U(-eps, eps)
+      start, 10 epochs, batch 100, Adam with the cyclic learning rate 0 -> 5e-3 (at epoch 4) -> 0,
+      no weight decay. What differs: 1,000 training images are held out (59,000 trained on, not
+      60,000) and the checkpoint with the best validation PGD-10 accuracy (checked every epoch) is
+      kept instead of the last one. The FGSM step is theirs (``fgsm_rs_wong``: the gradient at the
+      unclipped random start); with torchattacks' FFGSM (``--mode fgsm_rs``, the start clipped into
+      [0, 1] first) the standard head overfitted catastrophically here (validation PGD-10 < 10%).
+      About 4 min per head on one CPU thread; see docs/results/paper-mnist-fgsmrs/README.md.
     * ``paper-cifar10``: your local CIFAR-10 (``--data-root``), PreAct-ResNet-18 with the
       CIFAR-10 mean/std inside the model, PGD-10 training at eps 8/255 with step 2/255 (the
       setting of Rice et al. 2020), SGD (momentum 0.9, Nesterov) at lr 0.1 with cosine decay,
@@ -125,6 +138,13 @@ def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
         base = ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=1, n_train=0,
                                      eps_ramp_epochs=0.25, n_val_eval=1000, val_pgd_steps=10, batch_size=128,
                                      eval_every_steps=106, ckpt_every_steps=53, grad_log_steps=50)
+    elif name == "paper-mnist-fgsmrs":
+        std_model, sine_model = std_model.replace(arch="wong_mnist"), sine_model.replace(arch="wong_mnist")
+        base = ClassifierTrainConfig(dataset="mnist", mode="fgsm_rs_wong", eps=0.3, alpha=0.375, epochs=10,
+                                     batch_size=100,
+                                     optimizer="adam", lr=5e-3, lr_schedule="cyclic", weight_decay=0.0,
+                                     val_fraction=1000 / 60000, n_train=0, eps_ramp_epochs=0.0, n_val_eval=1000,
+                                     val_pgd_steps=10, eval_every_steps=0, ckpt_every_steps=200, grad_log_steps=50)
     elif name == "paper-cifar10":
         body = dict(arch="preact_resnet18", base_width=64, in_channels=3, image_size=32, mean=CIFAR_MEAN, std=CIFAR_STD)
         std_model, sine_model = std_model.replace(**body), sine_model.replace(**body)

@@ -4,13 +4,16 @@ The sine head (:func:`make_sine_head`): ``out = amplitude * sin(omega * (W x + b
 by ``amplitude``; it is :class:`eegsine.kernels.sine_head.SineHead`, whose dispatch runs the fused
 Triton kernel on CUDA and the torch reference elsewhere.
 
-Two bodies:
+Three bodies:
 
 * ``small_cnn`` -- the MNIST adversarial-training CNN of TRADES / MMA (Zhang et al. 2019,
   "SmallCNN"): conv32-conv32-pool-conv64-conv64-pool-fc200-fc200-head, 3x3 convs without
   padding (28 -> 4x4x64 = 1024 features). Two deviations, both for CPU adversarial
   training: no dropout (it makes PGD on the training model stochastic), and 3x3 convs get
   padding 1 when the input is smaller than 16 px (8x8 digits would otherwise vanish).
+* ``wong_mnist`` -- the MNIST CNN of Wong, Rice & Kolter 2020 ("Fast is better than free",
+  locuslab/fast_adversarial, ``MNIST/mnist_net.py``): conv16 4x4/2 - conv32 4x4/2 (padding 1,
+  28 -> 7x7x32 = 1568 features) - fc100 - head, ReLU after each; no pooling, no dropout.
 * ``preact_resnet18`` -- PreAct-ResNet-18 (He et al. 2016) as used by Rice et al. 2020 for
   CIFAR-10 adversarial training; ``base_width`` (64 in the paper) is configurable so tests
   can build a narrow one.
@@ -97,6 +100,21 @@ class SmallCNN(nn.Module):
         return self.fcs(self.convs(x))  # (B, fc_width)
 
 
+class WongMNIST(nn.Module):
+    """Wong et al. 2020's MNIST body (their ``mnist_net`` without its last Linear): (B, C, H, W) -> (B, 100)."""
+
+    def __init__(self, cfg: ClassifierConfig):
+        super().__init__()
+        side = cfg.image_size // 4  # two stride-2 4x4 convs with padding 1 halve the side twice
+        self.convs = nn.Sequential(nn.Conv2d(cfg.in_channels, 16, 4, stride=2, padding=1), nn.ReLU(),
+                                   nn.Conv2d(16, 32, 4, stride=2, padding=1), nn.ReLU())
+        self.fcs = nn.Sequential(nn.Flatten(), nn.Linear(32 * side * side, 100), nn.ReLU())
+        self.out_features = 100
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fcs(self.convs(x))  # (B, 100)
+
+
 class PreActBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int, stride: int):
         super().__init__()
@@ -150,7 +168,7 @@ class Classifier(PretrainedModel, nn.Module):
         std = torch.tensor(cfg.std if len(cfg.std) == c else cfg.std * c, dtype=torch.float32)
         self.register_buffer("mean", mean.view(1, c, 1, 1), persistent=False)
         self.register_buffer("std", std.view(1, c, 1, 1), persistent=False)
-        self.body = SmallCNN(cfg) if cfg.arch == "small_cnn" else PreActResNet18(cfg)
+        self.body = {"small_cnn": SmallCNN, "wong_mnist": WongMNIST, "preact_resnet18": PreActResNet18}[cfg.arch](cfg)
         self.head = make_head(cfg, self.body.out_features)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,9 +19,9 @@ class ClassifierConfig(Config):
     KIND = "classifier"
     VERSION = 1
 
-    arch: Literal["small_cnn", "preact_resnet18"] = dataclasses.field(default="small_cnn", metadata={
-        "help": "body: small_cnn (TRADES' SmallCNN, for MNIST-sized images) "
-                "or preact_resnet18 (PreAct-ResNet-18, CIFAR-10)"})
+    arch: Literal["small_cnn", "preact_resnet18", "wong_mnist"] = dataclasses.field(default="small_cnn", metadata={
+        "help": "body: small_cnn (TRADES' SmallCNN, for MNIST-sized images), "
+                "preact_resnet18 (PreAct-ResNet-18, CIFAR-10) or wong_mnist (Wong et al. 2020's MNIST CNN)"})
     in_channels: int = dataclasses.field(default=1, metadata={
         "help": "image channels (training takes it from the data set)"})
     image_size: int = dataclasses.field(default=28, metadata={
@@ -61,6 +61,8 @@ class ClassifierConfig(Config):
                                 f"got {len(v)}")
         if any(s <= 0 for s in self.std):
             raise UserError(f"ClassifierConfig.std: must be > 0, got {self.std}")
+        if self.arch == "wong_mnist" and self.image_size % 4:
+            raise UserError(f"ClassifierConfig.image_size: wong_mnist needs a multiple of 4 px, got {self.image_size}")
         if self.arch == "small_cnn" and self.image_size < 8:
             raise UserError(f"ClassifierConfig.image_size: small_cnn needs >= 8 px, got {self.image_size}")
 
