@@ -22,17 +22,9 @@ from pathlib import Path
 
 from eegsine.bench.report_data import wilson
 from eegsine.errors import UserError
+from eegsine.io import read_json as _read
 
 GOAL = 0.9  # x the LDA reference
-
-
-def _read(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: missing (is this an encoder run folder that finished?)") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path}: not JSON ({e})") from None
 
 
 def run_row(label: str, run: str | Path) -> dict:

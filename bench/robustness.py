@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eegsine.attacks import ATTACKS, AttackParams, AutoAttackStandard, build_attack, describe
-from eegsine.bench.configs import DEFAULT_ATTACKS, RobustnessConfig, robustness_preset  # noqa: F401 - re-exported
+from eegsine.bench.configs import (CIFAR10_GRID, DEFAULT_ATTACKS, RobustnessConfig,  # noqa: F401 - re-exported
+                                   robustness_preset)
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import atomic_write_text, run_logger, update_metrics, write_json
 from eegsine.models.classifier import Classifier, check_images
@@ -40,7 +41,6 @@ GREY_SETS = ("mnist", "fashion-mnist", "digits")
 MNIST_GRID = [0.1, 0.2, 0.3, 0.4]
 # The source's grids (MNIST): FGSM 0.1-0.3, PGD 0.3-0.7, AutoAttack 0.2-0.5.
 SOURCE_EXTRA = {"pgd-ce": [0.5, 0.6, 0.7], "pgd-margin": [0.5, 0.6, 0.7], "autoattack": [0.5]}
-CIFAR_GRID = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
 
 
 def eps_grid(attack: str, dataset: str, cfg: RobustnessConfig) -> list[float]:
@@ -52,7 +52,7 @@ def eps_grid(attack: str, dataset: str, cfg: RobustnessConfig) -> list[float]:
     elif dataset in GREY_SETS:
         base = MNIST_GRID + SOURCE_EXTRA.get(attack, [])
     else:
-        base = CIFAR_GRID
+        base = CIFAR10_GRID
     return sorted(set(base))
 
 
