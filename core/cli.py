@@ -215,13 +215,15 @@ def install_hint(module: str) -> str | None:
     """How to get the missing ``module`` a command imported (None: not one of eegsine's optional packages)."""
     top = module.split(".")[0]
     if top == "onnxruntime":
-        return ("pip install 'eegsine[runtime]' (numpy + onnxruntime), or 'eegsine[cpu]' / 'eegsine[gpu]' "
-                "with the toolkit")
+        return ("pip install onnxruntime (the device runtime; on NVIDIA machines onnxruntime-gpu instead, "
+                "never both)")
     if top == "torchattacks":
         return ("pip install --no-deps torchattacks==3.5.1 (--no-deps: its torchvision requirement would replace "
                 "your torch build)")
     if top in TOOLKIT:
-        return "this command needs the toolkit: pip install 'eegsine[cpu]' (or 'eegsine[gpu]' on an NVIDIA machine)"
+        return ('this command needs the toolkit: from a clone of eegsine, pip install ".[cpu]" '
+                '(or ".[gpu]" on an NVIDIA machine; README "Install")')
+    return None
     return None
 
 
@@ -245,14 +247,24 @@ def apply_global_threads(ns: argparse.Namespace) -> None:
         ns.threads = n
 
 
+def _alias_options(sp: argparse.ArgumentParser, prog: str) -> None:
+    """An alias's parser takes the top-level options too: ``eegsine-export --threads 1 ...`` as its usage says."""
+    sp.prog = prog
+    sp.add_argument("--version", action="version", version=f"{prog} {__version__}", help="print the version and exit")
+    own = set(sp._option_string_actions)
+    if "--debug" not in own:
+        sp.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    if "--threads" not in own:  # eegsine-bench has its own --threads; the global one sets the same config field
+        sp.add_argument("--threads", dest="global_threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch and ONNX Runtime (default: all cores)")
+
+
 def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
     parser = build_parser(prog)
     if prepend:  # an alias (eegsine-bench = eegsine bench): its usage and errors name the alias alone
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction) and prepend[0] in action.choices:
-                action.choices[prepend[0]].prog = prog
-                action.choices[prepend[0]].add_argument("--version", action="version", version=f"{prog} {__version__}",
-                                                        help="print the version and exit")
+                _alias_options(action.choices[prepend[0]], prog)
     argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(prepend + argv)
     func: Callable | None = getattr(ns, "func", None)

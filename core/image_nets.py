@@ -123,7 +123,7 @@ def load_image_net(path: str | Path, role: str) -> OnnxImageNet:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise UserError(f"{path}: ONNX image networks need onnxruntime (pip install 'eegsine[cpu]')") from None
+        raise UserError(f"{path}: ONNX image networks need onnxruntime (pip install onnxruntime)") from None
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: {role} network file does not exist")

@@ -129,7 +129,8 @@ def trt_unavailable_reason() -> str | None:
     try:
         import tensorrt  # noqa: F401
     except ImportError:
-        return "TensorRT is not installed (pip install 'eegsine[gpu]' on a machine with an NVIDIA GPU)"
+        return ("TensorRT is not installed (on a machine with an NVIDIA GPU: pip install 'tensorrt>=10.9', or "
+                "'.[gpu]' from a clone of eegsine)")
     try:
         import torch
 

