@@ -17,7 +17,8 @@ import eegsine
 import export_helpers as h
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNTIME_PINS = ["numpy==2.4.6", "onnxruntime==1.32.0"]  # what requirements.txt pins
+RUNTIME_PINS = [line for line in (ROOT / "requirements.lock").read_text().splitlines()
+                if line.split("==")[0] in ("numpy", "onnxruntime")]  # the lock's, as `make` installs them
 
 
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
