@@ -13,6 +13,13 @@ pre-sine attacks and the transfer attack on the sine head), and for every row bo
 paired comparison on the *same* images: McNemar's exact test and Newcombe's 95% interval for the
 accuracy difference (:mod:`eegsine.bench.paired_stats`).
 
+Every reported figure is the **per-example worst case across eps**: an image broken at a smaller radius
+counts as broken at every larger radius (its adversarial example lies inside the larger L-inf ball), per
+attack on the same images (:func:`eegsine.bench.eps_nesting.cumulative_robust`) and in the worst case over
+attacks, so every row is monotone in eps by construction. The cache keeps each chunk's raw run; each
+attack row keeps the run's own figure (``accuracy_single_run``) and the images the nesting added
+(``broken_at_smaller_eps``), which the ``monotone_in_eps`` sanity check judges.
+
 The plan (:func:`plan_for`) follows the source's MNIST grids: FGSM 0.1-0.3, PGD 0.3-0.7 (plus 0.2, so
 the worst case at AutoAttack's smallest eps has PGD in it), APGD-CE / APGD-DLR / transfer at 0.2-0.5 and
 AutoAttack standard at 0.2-0.5 (on the first ``n_aa`` images), eps 0.3 first; last, a stand-alone Square
@@ -36,7 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from eegsine.bench.eps_nesting import CAPTION, and_prefix, broken_at_smaller_eps, only_below
 from eegsine.bench.paired_stats import paired_compare, wilson_ci
+from eegsine.config import threads_type
 from eegsine.errors import UserError
 
 HEAD_ORDER = ("standard", "sine")
@@ -266,6 +275,17 @@ def collect(out_dir: str | Path, models: dict, settings: Settings, jobs: list[Jo
     return res
 
 
+def nest_collected(per: dict) -> dict:
+    """:func:`collect`'s ``{(attack, eps): result}`` of one head with ``robust`` nested across eps per attack
+    (:func:`eegsine.bench.robustness.nest_results`) and the run's own mask kept as ``robust_single_run``."""
+    from eegsine.bench.robustness import nest_results
+
+    by_attack: dict = {}
+    for (a, e), r in per.items():
+        by_attack.setdefault(a, {})[e] = r
+    return {(a, e): r for a, d in nest_results(by_attack).items() for e, r in d.items()}
+
+
 def host_isa() -> str:
     """The int8-relevant ISA flags of this CPU (``grep -o 'avx512_vnni\\|avx2' /proc/cpuinfo | sort -u``)."""
     try:
@@ -277,8 +297,11 @@ def host_isa() -> str:
     return f"{model}; flags: {', '.join(flags) or 'neither avx2 nor avx512_vnni'}"
 
 
-def _row(attack_label: str, eps: float, per_head: dict, labels: list[str]) -> dict:
-    """One table row: each head's accuracy on its done prefix, and the paired comparison on the common prefix."""
+def _row(attack_label: str, eps: float, per_head: dict, labels: list[str], single_run: dict | None = None) -> dict:
+    """One table row: each head's accuracy on its done prefix, and the paired comparison on the common prefix.
+
+    ``single_run``: each head's raw mask of this (attack, eps) run, when ``per_head`` holds its nesting across eps;
+    its own figure is kept beside the nested one (``accuracy_single_run``, ``broken_at_smaller_eps``)."""
     row = {"attack": attack_label, "eps": eps, "heads": {}}
     for lb in labels:
         r = per_head.get(lb)
@@ -287,6 +310,10 @@ def _row(attack_label: str, eps: float, per_head: dict, labels: list[str]) -> di
             continue
         k = int(r.sum())
         row["heads"][lb] = {"accuracy": k / len(r), "n": len(r), "ci_wilson": list(wilson_ci(k, len(r)))}
+        if single_run is not None:
+            raw = single_run[lb]
+            row["heads"][lb].update(accuracy_single_run=int(raw.sum()) / len(raw),
+                                    broken_at_smaller_eps=broken_at_smaller_eps(raw, r))
     have = [lb for lb in labels if per_head.get(lb) is not None and len(per_head[lb])]
     if len(have) == 2:
         a, b = per_head[have[1]], per_head[have[0]]  # sine - standard
@@ -316,14 +343,18 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
             tx, ty = torch.from_numpy(ds.test_x), torch.from_numpy(ds.test_y)
             clean_full[lb] = float(np.mean(np.concatenate(
                 [(m(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).numpy() for i in range(0, len(tx), 1000)])))
-    res = collect(out_dir, models, settings, jobs)
+    res = collect(out_dir, models, settings, jobs)  # the raw runs (the sanity checks read them)
+    nres = {lb: nest_collected(res[lb]) for lb in labels}  # what is reported: the per-example worst case across eps
     params = settings.params()
     rows = [_row("Clean", 0.0, clean, labels)]
     for job in jobs:
-        per = {lb: res[lb][(job.attack, job.eps)]["robust"] for lb in labels if (job.attack, job.eps) in res[lb]}
-        rows.append({**_row(describe(job.attack, params)[0], job.eps, per, labels), "key": job.attack,
+        key = (job.attack, job.eps)
+        per = {lb: nres[lb][key]["robust"] for lb in labels if key in nres[lb]}
+        raw = {lb: nres[lb][key]["robust_single_run"] for lb in labels if key in nres[lb]}
+        rows.append({**_row(describe(job.attack, params)[0], job.eps, per, labels, raw), "key": job.attack,
                      "n_planned": job.n})
-    # worst case per example over every attack at each eps, on the prefix every one of them has reached
+    # worst case per example over every attack at each eps (nested: or at a smaller eps), on the prefix every one
+    # of them has reached
     worst_rows = []
     for eps in sorted({j.eps for j in jobs}):
         for with_aa in (False, True):
@@ -338,8 +369,16 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
                 m = min(res[lb][k]["n_done"] for k in started)
                 w = clean[lb][:m].copy()
                 for k in started:
-                    w &= res[lb][k]["robust"][:m]
-                per[lb], used[lb] = w, sorted(k[0] for k in started)
+                    w &= nres[lb][k]["robust"][:m]
+                done: dict = {}  # the attacks of this row run only at a smaller eps: broken there is broken here
+                for (a, e), r in nres[lb].items():
+                    if r["n_done"] and (with_aa or a not in SUBSET_ATTACKS):
+                        done.setdefault(a, {})[e] = r["robust"]
+                below = only_below(done, eps)
+                for a, e0 in below.items():
+                    and_prefix(w, done[a][e0])
+                per[lb], used[lb] = w, sorted(k[0] for k in started) + [f"{a}@{_fmt(e0)}" for a, e0 in sorted(
+                    below.items())]
                 if len(started) < len(keys):
                     pending[lb] = sorted(k[0] for k in keys if k not in started)
             if not per:
@@ -413,7 +452,8 @@ def plot_worst_case(s: dict, labels: list[str], path: Path) -> None:
 
 def _sanity(model, x, y, clean: np.ndarray, res: dict, settings: Settings) -> dict:
     """bench.robustness's sanity checks (zero gradients, black box vs white box, monotone in eps, iterative vs
-    single step, chance at eps 0.5) on the (attack, eps) results that are complete."""
+    single step, chance at eps 0.5) on the (attack, eps) results that are complete, given as the raw runs
+    (:func:`~eegsine.bench.robustness.sanity_checks` nests them across eps itself)."""
     import torch
 
     from eegsine.bench.configs import RobustnessConfig
@@ -466,19 +506,26 @@ def render_markdown(s: dict, labels: list[str]) -> str:
            f"L-inf eps in [0, 1] pixel units. A seeded subset of {s['settings']['n_eval']} test images (seed "
            f"{s['settings']['seed']}), AutoAttack on its first {s['settings']['n_aa']}; both heads judged on the same "
            "images. n per cell = images done so far (a row still short of its plan is a prefix of the subset). "
-           "Accuracy intervals: Wilson 95%. " + s["paired_method"] + ".", ""]
+           "Accuracy intervals: Wilson 95%. " + s["paired_method"] + ". " + CAPTION, ""]
     out += ["| model | weights sha256 | clean accuracy, full test (n) | attack wall s |", "|---|---|---|---|"]
     for lb in labels:
         m = s["models"][lb]
         out.append(f"| {names.get(lb, lb)} ({m['head']} head) | `{m['weights_sha256'][:12]}` | "
                    f"{100 * m['clean_accuracy_full_test']:.2f} ({m['n_full_test']}) | {m['attack_seconds']} |")
-    out += ["", "### Worst case per example over every attack at that eps", "", cols, sep]
+    out += ["", "### Worst case per example over every attack at that eps", "",
+            "An image counts as robust if it is clean-correct and no attack broke it at that eps or at a smaller one.",
+            "", cols, sep]
     out += [line(r) for r in s["worst_case"]]
     out += ["", "Attacks in each worst case: " + "; ".join(
         f"eps {_fmt(r['eps'])} {r['key']}: " + ", ".join(f"{names.get(lb, lb)} {'+'.join(v)}"
                                                           for lb, v in r["attacks_used"].items())
         for r in s["worst_case"]), "", "### Each attack", "", cols, sep]
     out += [line(r) for r in s["rows"]]
+    added = [f"{names.get(lb, lb)} {r['attack']} eps {_fmt(r['eps'])}: {v['broken_at_smaller_eps']} "
+             f"(single run {100 * v['accuracy_single_run']:.1f})"
+             for r in s["rows"] for lb, v in r["heads"].items() if v and v.get("broken_at_smaller_eps")]
+    out += ["", "Images broken at a smaller eps that the run at this eps missed (added by the nesting): "
+            + ("; ".join(added) if added else "none") + "."]
     if s["autoattack_first_success_by"]:
         out += ["", "AutoAttack: images first broken by each component: " + "; ".join(
             f"{names.get(lb, lb)} eps {e}: " + ", ".join(f"{k} {v}" for k, v in d.items())
@@ -491,7 +538,8 @@ def render_markdown(s: dict, labels: list[str]) -> str:
     out += ["", "### Budget reached (images done / planned)", ""]
     for lb in labels:
         out.append(f"- {names.get(lb, lb)}: " + ", ".join(f"{k} {v}" for k, v in s["budget_reached"][lb].items()))
-    out += ["", f"Host: {s['host']['cpu']}; torch {s['host']['torch']}, {s['host']['torch_threads']} thread(s).", ""]
+    out += ["", f"Assembled on: {s['host']['cpu']}; torch {s['host']['torch']}, {s['host']['torch_threads']} "
+            "thread(s) (the attack wall seconds are those of the machines that ran the cached chunks).", ""]
     return "\n".join(out)
 
 
@@ -515,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-aa", type=int, default=500)
     p.add_argument("--chunk", type=int, default=100)
     p.add_argument("--max-seconds", type=float, default=None, help="stop starting new chunks after this long")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=threads_type, default=1)
     ns = p.parse_args(argv)
     import torch
 

@@ -12,7 +12,8 @@ a wrong            ``n01``        ``n00``
 
 * :func:`mcnemar_exact` -- the exact (conditional) McNemar test: under H0 (equal accuracy) the discordant
   pair count ``n10`` is Binomial(n10 + n01, 1/2); two-sided p from ``scipy.stats.binomtest``
-  (for p = 1/2 that is ``min(1, 2 * P[X <= min(n10, n01)])``); 1.0 when there are no discordant pairs.
+  (for p = 1/2 that is ``min(1, 2 * P[X <= min(n10, n01)])``); 1.0 when there are no discordant pairs;
+  one-sided (``alternative="greater"``: P[X >= n10]) for a directional question.
 * :func:`newcombe_paired_ci` -- the interval for ``acc_a - acc_b`` of Newcombe (1998, Statistics in
   Medicine 17:2635, "Improved confidence intervals for the difference between binomial proportions
   based on paired data", method 10: Wilson score intervals of the two marginal proportions combined
@@ -59,13 +60,14 @@ def table(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:
     return int((a & b).sum()), int((a & ~b).sum()), int((~a & b).sum()), int((~a & ~b).sum())
 
 
-def mcnemar_exact(n10: int, n01: int) -> float:
-    """Two-sided exact McNemar p-value from the discordant counts."""
+def mcnemar_exact(n10: int, n01: int, alternative: str = "two-sided") -> float:
+    """Exact McNemar p-value from the discordant counts: two-sided, or with ``alternative="greater"`` the
+    one-sided P[X >= n10], X ~ Binomial(n10 + n01, 1/2) (evidence that n10 outnumbers n01)."""
     if n10 < 0 or n01 < 0:
         raise ValueError(f"mcnemar_exact: counts must be >= 0, got {n10}, {n01}")
     if n10 + n01 == 0:
         return 1.0
-    return float(binomtest(n10, n10 + n01, 0.5, alternative="two-sided").pvalue)
+    return float(binomtest(n10, n10 + n01, 0.5, alternative=alternative).pvalue)
 
 
 def newcombe_paired_ci(n11: int, n10: int, n01: int, n00: int, level: float = 0.95) -> tuple[float, float]:

@@ -125,10 +125,14 @@ def robustness(run: Run) -> Box:
             for t in r.get("table", [])]
     speed = [[a, *[num((r["models"][lb].get("images_per_s") or {}).get(a), 1) for lb in models]] for a in attacks]
     n_eval = r.get("n_eval")
+    nested = any("accuracy_single_run" in v for m in r["models"].values() for per in (m.get("results") or {}).values()
+                 for v in per.values())  # results written before the nesting across eps hold single runs
     return _section("robustness", title, [
         P(f"{r.get('dataset')} {r.get('split', 'test')} ({r.get('data_source', '')}), n = {n_eval} images "
           f"(black-box attacks on the first {r.get('n_eval_expensive')}); only clean-correct images are attacked, "
-          "accuracy is over all n; adaptive attacks (BPDA, pre-sine) are judged by the real model."),
+          "accuracy is over all n; adaptive attacks (BPDA, pre-sine) are judged by the real model."
+          + (" Per-example worst case across eps: an image broken at a smaller radius counts as broken at every "
+             "larger radius." if nested else "")),
         Table(["attack", "", *models, "n"], rows, caption=f"Accuracy at eps = {eps:g} (the training eps)"
               if eps is not None else "Accuracy"),
         L(checks) if checks else P("no sanity checks recorded", cls="note"),

@@ -90,12 +90,15 @@ def _data_kwargs(ns: argparse.Namespace) -> dict:
 
 def _cmd_export_recording(ns: argparse.Namespace) -> int:
     from eegsine import data
-    from eegsine.data.recording import export_recording
+    from eegsine.data.recording import check_recording_args, export_recording
 
     if not ns.out:
         raise UserError("`eegsine data export-recording` needs --out REC.csv or REC.fif")
+    if ns.trials is not None and ns.trials < 1:  # 0 reads as "no trials": leave the flag out for all of them
+        raise UserError(f"--trials must be >= 1 (leave it out for every trial of the split), got {ns.trials}")
+    check_recording_args(n_trials=ns.trials or 0, isi=ns.isi, isi_jitter=ns.isi_jitter, seed=ns.seed)  # before loading
     ds = data.load_eeg(ns.name, **_data_kwargs(ns))
-    path, rec = export_recording(ds, ns.out, board=ns.board, split=ns.split, n_trials=ns.trials, isi=ns.isi,
+    path, rec = export_recording(ds, ns.out, board=ns.board, split=ns.split, n_trials=ns.trials or 0, isi=ns.isi,
                                  isi_jitter=ns.isi_jitter, seed=ns.seed)
     print(f"{path}: {len(rec.events)} trials of {ds.name} ({ns.split}), {rec.data.shape[0]} ch x {rec.data.shape[1]} "
           f"samples ({rec.data.shape[1] / rec.sfreq:.1f} s) @ {rec.sfreq:g} Hz, markers = class index + 1; "
@@ -171,7 +174,8 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
                    help="loader option for `info` (JSON value), repeatable, e.g. -o image_set=digits -o n_chans=32")
     d.add_argument("--out", default=None, help="export-recording: REC.csv (BrainFlow playback) or REC.fif")
     d.add_argument("--split", default="test", help="export-recording: split to record (train, val, test, all)")
-    d.add_argument("--trials", type=int, default=0, help="export-recording: first N trials of the split (0: all)")
+    d.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="export-recording: first N trials of the split (default: all)")
     d.add_argument("--isi", type=float, default=0.5,
                    help="export-recording: inter-stimulus interval after each epoch (s)")
     d.add_argument("--isi-jitter", type=float, default=0.2, metavar="S",
@@ -230,12 +234,20 @@ def install_hint(module: str) -> str | None:
 def apply_global_threads(ns: argparse.Namespace) -> None:
     """One meaning for ``eegsine --threads N``: torch/ORT threads for the command, and the value of its
     config's ``threads`` field unless the subcommand's own ``--threads`` was given (argparse copies a
-    subparser's unset ``--threads`` over the global one, so the global flag has its own dest)."""
+    subparser's unset ``--threads`` over the global one, so the global flag has its own dest). Both are
+    bounded by the CPUs this process may use (:func:`eegsine.config.check_threads`) before anything runs."""
+    from eegsine.config import check_threads
+
+    own = getattr(ns, "threads", None)  # a subcommand's own --threads: its config checks it in full (0, < 0) ...
+    if isinstance(own, int) and own > 0:  # ... but after importing torch (seconds): the bound is checked here first
+        own = check_threads(own, "--threads")
+        os.environ["OMP_NUM_THREADS"] = str(own)  # applied before the command runs, as the global flag is
+        if "torch" in sys.modules:  # a torch-free command does not import torch for it
+            sys.modules["torch"].set_num_threads(own)
     n = getattr(ns, "global_threads", None)
     if n is None:
         return
-    if n < 1:
-        raise UserError(f"--threads must be >= 1, got {n}")
+    n = check_threads(n, "--threads")  # before torch/OpenMP see it: 100000 threads segfault there
     os.environ["OMP_NUM_THREADS"] = str(n)
     try:
         import torch

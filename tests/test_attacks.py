@@ -211,15 +211,35 @@ def test_sanity_checks_pass_on_a_plain_model(digits_runs, tmp_path):
 def test_monotone_and_iterative_checks_fire_on_doctored_results():
     from eegsine.bench.robustness import sanity_checks
 
-    t = lambda *v: {"robust": torch.tensor(v, dtype=torch.bool)}  # noqa: E731
+    t = lambda *v: {"robust": torch.tensor(v * 5, dtype=torch.bool)}  # noqa: E731 - 20 images: 5 copies of 4
     res = {"clean": {0.0: t(1, 1, 1, 1)},
            "fgsm": {0.1: t(1, 0, 0, 0), 0.2: t(0, 0, 0, 0)},
            "pgd-ce": {0.1: t(1, 1, 1, 0), 0.2: t(0, 0, 0, 0), 0.5: t(0, 0, 0, 0)}}
-    res["fgsm"][0.3] = t(1, 1, 1, 1)  # rises from 0 to 4 robust
-    c = sanity_checks(res, 0.25, 4, 4, 0.0, RobustnessConfig())
+    res["fgsm"][0.3] = t(1, 1, 1, 1)  # the single run at 0.3 misses all 20 images that 0.2 broke
+    cfg = RobustnessConfig()
+    c = sanity_checks(res, 0.25, 20, 20, 0.0, cfg)
     assert c["monotone_in_eps"]["passed"] is False and "fgsm" in c["monotone_in_eps"]["detail"]
+    assert c["monotone_in_eps"]["value"] == [{"attack": "fgsm", "eps": 0.3, "missed": 20, "attacked": 20, "share": 1.0}]
+    # pgd-ce at 0.1 misses the 10 images FGSM broke and breaks none FGSM missed: one-sided exact McNemar p = 2^-10
     assert c["iterative_vs_single_step"]["passed"] is False and "pgd-ce" in c["iterative_vs_single_step"]["detail"]
     assert c["chance_at_eps_0.5"]["passed"] is True
+
+    # at most the stated share of the attacked images missed passes; one more image fails (1,000 attacked images)
+    clean = torch.ones(1000, dtype=torch.bool)
+    k = int(cfg.monotone_max_share * 1000)
+    for missed, ok in ((k, True), (k + 1, False)):
+        at_03 = torch.zeros(1000, dtype=torch.bool)
+        at_03[:missed] = True
+        c = sanity_checks({"clean": {0.0: {"robust": clean}}, "pgd-ce": {0.2: {"robust": ~clean},
+                                                                          0.3: {"robust": at_03}}},
+                          0.1, 1000, 1000, 0.0, cfg)
+        assert c["monotone_in_eps"]["passed"] is ok, (missed, c["monotone_in_eps"])
+    # the other checks judge the reported, nested results: PGD's own run at 0.3 misses every image FGSM broke there,
+    # but PGD broke them all at 0.2 (the monotone diagnostic reports that run instead)
+    res = {"clean": {0.0: t(1, 1, 1, 1)}, "fgsm": {0.2: t(0, 0, 0, 0), 0.3: t(0, 0, 0, 0)},
+           "pgd-ce": {0.2: t(0, 0, 0, 0), 0.3: t(1, 1, 1, 1)}}
+    c = sanity_checks(res, 0.25, 20, 20, 0.0, cfg)
+    assert c["iterative_vs_single_step"]["passed"] is True and c["monotone_in_eps"]["passed"] is False
 
 
 def test_attack_cli_both_heads_and_outputs(digits_runs, tmp_path, capsys):
@@ -300,7 +320,9 @@ def test_evaluation_resumes_from_its_cache(digits_runs, tmp_path, monkeypatch):
     cfg = RobustnessConfig(n_eval=60, attacks=["fgsm"], eps=[0.05, 0.3], batch_size=60, pgd_steps=5, pgd_restarts=1)
     first = evaluate_robustness([digits_runs["standard"]], cfg, tmp_path)
     res = first["models"]["Standard CNN"]["results"]["fgsm"]
-    assert res["0.05"]["accuracy"] > res["0.3"]["accuracy"]  # one cached file per eps, not one for all
+    # one cached result per eps, not one for all (exact by design, unlike comparing two seeded runs' accuracies)
+    assert sorted(p.name for p in tmp_path.glob("cache/*/fgsm__eps*.safetensors")) == [
+        "fgsm__eps0.05.safetensors", "fgsm__eps0.3.safetensors"]
 
     def boom(*a, **k):
         raise AssertionError("attack re-run although cached")

@@ -83,16 +83,19 @@ def test_console_script_aliases(capsys):
     ("bench_main", ["--bundle", "/nonexistent/bundle"], "/nonexistent/bundle"),
     ("verify", ["/nonexistent/bundle"], "/nonexistent/bundle"),
 ])
-def test_threads_is_taken_by_every_entry_point(capsys, entry, argv, message):
+def test_threads_is_taken_by_every_entry_point(capsys, monkeypatch, entry, argv, message):
     """`--threads N` before the command's own arguments, as every usage line shows it: parsed, applied, and the
     command then fails on its bad input (one line, exit 2), not on the flag."""
     import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")  # restored after: the flag sets it for the command's subprocesses
+    torch.set_num_threads(2)  # so that "applied" is seen whatever the host's OMP_NUM_THREADS was
 
     import eegsine.cli as cli
     from eegsine.device_verify import main as verify_main
 
     fn = verify_main if entry == "verify" else getattr(cli, entry)
-    before = torch.get_num_threads()
     try:
         assert fn(["--threads", "1", *argv]) == 2
         if entry != "verify":  # eegsine-verify's --threads is ONNX Runtime's (the device has no torch)

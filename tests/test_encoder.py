@@ -275,7 +275,7 @@ def test_eegcvpr40_format_runs_through_the_whole_protocol(tmp_path, capsys):
 
 
 # -- the claim: aligned encoder vs controls on synthetic-vep ---------------------------------------
-def test_aligned_encoder_beats_both_controls_on_synthetic_vep_digits(tmp_path):
+def test_aligned_encoder_beats_the_shuffled_control_and_keeps_up_with_class_only(tmp_path):
     """synthetic-vep at snr 0.4 paired with real digits images, 16 ch x 55 samples at 125 Hz.
 
     Test split: 40 stimuli per class x 10 classes x 30 % = 120 images x 2 subjects = 240 trials.
@@ -287,9 +287,16 @@ def test_aligned_encoder_beats_both_controls_on_synthetic_vep_digits(tmp_path):
     a (near-)linear encoder keeps its input's class information whatever labels trained it, so a
     read-out fitted on true labels finds it; what it cannot learn is the EEG-image alignment, so its
     retrieval is at chance. k-means is compared with the shuffled control only: the class-only
-    control's clusters are a supervised nearest-mean classifier's decisions. The asserted margins
-    (0.05, LDA x 0.8) are well below the measured ones; a broken loss, a label leak into the control,
-    or an encoder that learns nothing fails them.
+    control's clusters are a supervised nearest-mean classifier's decisions.
+
+    Margins are in standard deviations of the difference of two proportions on the 240 test trials,
+    sd = sqrt((p1 (1 - p1) + p2 (1 - p2)) / 240) (~0.045 here), not fixed numbers: one training run on
+    a given CPU lands anywhere within that noise. The aligned encoder must beat the shuffled-label
+    control by more than 2 sd on NCM, retrieval and k-means (measured 4-9 sd: an encoder that learns
+    nothing or a broken loss fails) and must not be more than 2 sd behind the class-only control or
+    the shrinkage-LDA baseline (a label leak into the control, or a much weaker encoder, fails). That
+    it *beats* the class-only control is not asserted: 240 trials cannot show it (measured +0.13 NCM,
+    3 sd, but +0.07 retrieval, 1.6 sd).
     """
     from eegsine.data import load_eeg
 
@@ -308,10 +315,17 @@ def test_aligned_encoder_beats_both_controls_on_synthetic_vep_digits(tmp_path):
     seen = m["seen"]
     assert seen["n_trials"] == 240
     a, s, c = seen["aligned"], seen["shuffled_labels"], seen["class_only"]
-    for name, ctrl in (("shuffled_labels", s), ("class_only", c)):
-        assert a["retrieval"]["top1"] >= ctrl["retrieval"]["top1"] + 0.05, (name, a["retrieval"], ctrl["retrieval"])
-        assert a["ncm_top1"] >= ctrl["ncm_top1"] + 0.05, (name, a["ncm_top1"], ctrl["ncm_top1"])
-    assert a["kmeans_acc"] >= s["kmeans_acc"] + 0.05, (a["kmeans_acc"], s["kmeans_acc"])
-    assert s["retrieval"]["top1"] <= 0.15                          # shuffled pairs teach no alignment (chance 0.1)
-    assert a["ncm_top1"] >= 0.8 * seen["lda_windows"]["top1"], (a["ncm_top1"], seen["lda_windows"])
+
+    def z(p: float, q: float) -> float:  # (p - q) in sd of the difference of two proportions on these trials
+        return (p - q) / max(1e-9, ((p * (1 - p) + q * (1 - q)) / seen["n_trials"]) ** 0.5)
+
+    top1 = lambda r: (r["ncm_top1"], r["retrieval"]["top1"])  # noqa: E731
+    for (pa, ps), what in zip(zip(top1(a), top1(s)), ("ncm", "retrieval")):
+        assert z(pa, ps) > 2, (what, pa, ps)                         # beats the shuffled-label control
+    assert z(a["kmeans_acc"], s["kmeans_acc"]) > 2, (a["kmeans_acc"], s["kmeans_acc"])
+    for (pa, pc), what in zip(zip(top1(a), top1(c)), ("ncm", "retrieval")):
+        assert z(pa, pc) > -2, (what, pa, pc)                        # not behind the class-only control
+    assert z(a["ncm_top1"], seen["lda_windows"]["top1"]) > -2, (a["ncm_top1"], seen["lda_windows"])
+    # shuffled pairs teach no alignment: chance 0.1, binomial sd on 240 trials 0.019, so 0.15 is 2.6 sd above it
+    assert s["retrieval"]["top1"] <= 0.15
     assert len(m["train"]["history"]) == 20 and 1 <= m["train"]["best_epoch"] <= 20

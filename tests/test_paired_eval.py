@@ -1,6 +1,7 @@
 """The resumable paired evaluation: chunk cache, kill-and-resume, worst case per example, paired rows."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -68,9 +69,11 @@ def test_kill_and_resume_gives_the_uninterrupted_result(heads, tmp_path):
 
     # the same plan in a subprocess, SIGKILLed once a few chunks are committed, then resumed
     out = tmp_path / "killed"
-    code = ("import sys; from eegsine.bench.paired_eval import *; from tests.test_paired_eval import SETTINGS, JOBS;"
-            f"run_plan({str(out)!r}, {heads!r}, SETTINGS, JOBS, log=lambda m: None)")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    # the plan spelled out (eegsine takes the checkout root off sys.path, so `tests` is not importable there)
+    code = ("from eegsine.bench.paired_eval import Job, Settings, run_plan; "
+            f"run_plan({str(out)!r}, {heads!r}, Settings(**{dataclasses.asdict(SETTINGS)!r}), "
+            f"[Job(*j) for j in {[dataclasses.astuple(j) for j in JOBS]!r}], log=lambda m: None)")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([sys.executable, "-c", code], env=env)
     deadline = time.time() + 300
     while len(list(out.glob("cache/*/*/*.npz"))) < 4 and time.time() < deadline and proc.poll() is None:

@@ -19,6 +19,13 @@ def test_mcnemar_exact_by_hand(n10, n01, p):
     assert mcnemar_exact(n10, n01) == pytest.approx(p, rel=1e-12)
 
 
+def test_one_sided_mcnemar_by_hand():
+    # P[Binomial(n10 + n01, 1/2) >= n10]: the iterative-vs-FGSM sanity check's test
+    assert mcnemar_exact(10, 0, alternative="greater") == pytest.approx(2.0 ** -10, rel=1e-12)
+    assert mcnemar_exact(3, 1, alternative="greater") == pytest.approx(5 / 16, rel=1e-12)
+    assert mcnemar_exact(0, 10, alternative="greater") == 1.0 and mcnemar_exact(0, 0, alternative="greater") == 1.0
+
+
 def test_wald_by_hand():
     # n = 100, n10 = 10, n01 = 4: d = 0.06, se = sqrt(14 - 36/100) / 100
     lo, hi = wald_paired_ci(40, 10, 4, 46)

@@ -91,18 +91,45 @@ def test_table_has_the_grid_in_255_units_and_is_monotone(cifar_runs):
     assert str(cifar_runs["root"]) in s["data_source"]
     assert s["config"]["attacks"] == robustness_preset("paper-cifar10").attacks  # the preset, not the defaults
     grid = [2 / 255, 4 / 255, 8 / 255, 16 / 255]
+    cfg = robustness_preset("paper-cifar10")
+    from eegsine.data import load_images
+
+    y = load_images("cifar10", root=str(cifar_runs["root"])).test_y
+    majority = np.bincount(y[np.random.default_rng(0).permutation(len(y))[:N_EVAL]]).max() / N_EVAL
     for label, m in s["models"].items():
+        added = {}
         for a, per in m["results"].items():
             eps = sorted(v["eps"] for v in per.values())
             want = [8 / 255] if ATTACKS[a].expensive else grid + ([0.5] if a == "pgd-ce" else [])
             assert eps == pytest.approx(want), (label, a)
             n = per[next(iter(per))]["n"]
             assert n == (N_EXP if ATTACKS[a].expensive else N_EVAL)
-            # accuracy never rises with eps for the same attack (one image of tolerance: independent seeded runs)
-            robust = [round(v["accuracy"] * n) for v in sorted(per.values(), key=lambda v: v["eps"])]
-            assert all(r1 <= r0 + 1 for r0, r1 in zip(robust, robust[1:])), (label, a, robust)
+            # the reported figure is the per-example worst case across eps: never rises with eps, exactly and on every
+            # host (the independently seeded single runs need not be monotone; each is kept beside it)
+            rows = sorted(per.values(), key=lambda v: v["eps"])
+            robust = [round(v["accuracy"] * n) for v in rows]
+            assert all(r1 <= r0 for r0, r1 in zip(robust, robust[1:])), (label, a, robust)
+            assert rows[0]["accuracy"] == rows[0]["accuracy_single_run"] and rows[0]["broken_at_smaller_eps"] == 0
+            for v in rows:  # the nesting only adds images broken at a smaller eps, and says how many
+                assert round(v["accuracy_single_run"] * n) - round(v["accuracy"] * n) == v["broken_at_smaller_eps"] >= 0
+                if v["broken_at_smaller_eps"]:
+                    added[(a, v["eps"])] = v["broken_at_smaller_eps"]
             assert max(robust) <= round(m["clean_accuracy"] * N_EVAL), (label, a)  # only clean-correct are attacked
-        assert m["checks"]["monotone_in_eps"]["passed"] and m["checks"]["chance_at_eps_0.5"]["passed"], label
+        # monotone_in_eps diagnoses exactly what the nesting added, judged by its stated share of the attacked images
+        # (with a 3-step APGD on 30 images it may fire: that judges the cut-down attack, not the software)
+        mono = m["checks"]["monotone_in_eps"]
+        assert {(v["attack"], v["eps"]): v["missed"] for v in mono["value"]} == added, label
+        for v in mono["value"]:  # (the expensive attacks run at one eps only: nothing to nest)
+            assert v["attacked"] == round(m["clean_accuracy"] * N_EVAL) and not ATTACKS[v["attack"]].expensive
+            assert v["share"] == pytest.approx(v["missed"] / v["attacked"])
+        assert mono["passed"] == all(v["share"] <= cfg.monotone_max_share for v in mono["value"]), label
+        # chance at eps 0.5: the check reads the strongest reported figure there and applies its stated rule (whether
+        # a 3-step PGD gets there is the run's business: 4 of 30 left run alone, 0 inside the full suite)
+        chance = m["checks"]["chance_at_eps_0.5"]
+        at_half = min(per["0.5"]["accuracy"] for a, per in m["results"].items()
+                      if "0.5" in per and ATTACKS[a].kind != "transfer")
+        assert chance["value"] == pytest.approx(at_half), label
+        assert chance["passed"] == (chance["value"] <= majority + 1 / N_EVAL), label
     assert set(s["models"]["Sine"]["results"]) >= {"bpda-pgd", "presine-pgd", "transfer"}
     assert not {"bpda-pgd", "presine-pgd", "transfer"} & set(s["models"]["Standard CNN"]["results"])
 
@@ -136,13 +163,15 @@ def test_clean_row_is_the_models_accuracy_on_the_seeded_subset(cifar_runs):
         assert s["models"][label]["clean_accuracy"] == pytest.approx(acc)
         assert s["table"][0]["attack"] == "Clean" and s["table"][0][label] == pytest.approx(acc)
     # the stand-in is learnable (class-coloured images) and the attacks bite: at 16/255 the strongest attack on
-    # the standard head leaves fewer images than clean, and PGD at eps 0.5 leaves none
+    # the standard head leaves fewer images than clean. Learnable = above chance (0.1, 10 classes) at the 5 % level:
+    # P[X >= 7 | X ~ Binomial(30, 0.1)] = 0.026, so > 0.2 (7 of 30) is what chance gives with p < 0.05 (measured:
+    # 11 of 30)
     std = s["models"]["Standard CNN"]
     assert std["clean_accuracy"] > 0.2
     worst16 = min(per["0.0627451"]["accuracy"] for per in std["results"].values() if "0.0627451" in per)
     assert worst16 < std["clean_accuracy"]
-    # eps 0.5 is judged by the project's chance-level check above (line `chance_at_eps_0.5`): a 3-step PGD need
-    # not reach exactly 0 % there (it left 4 of 30 images run alone with 2 threads, 0 inside the full suite)
+    # eps 0.5: the chance-level check's rule is verified above; a 3-step PGD need not reach exactly 0 % there (it
+    # left 4 of 30 images run alone with 2 threads, 0 inside the full suite)
 
 
 def _one_error_line(capsys) -> str:

@@ -71,6 +71,22 @@ def _close(actual, expected, atol, rtol):
     torch.testing.assert_close(actual.float(), expected.float(), atol=atol * scale, rtol=rtol)
 
 
+def _same_argmax(pred, ref_pred, ref_scores, atol):
+    """``pred`` picks a maximum of the reference scores to within the comparison tolerance, and is the reference's
+    own argmax wherever the reference's top two are more than twice that apart. Closer ones are a floating-point
+    tie: kernel and reference sum in different orders, and which wins depends on the CPU's kernels (the seeded
+    (17, 20) x 130 case has a top-2 gap of 3e-6, under the 1e-5 the outputs are compared at)."""
+    s = ref_scores.detach().float()
+    tol = atol * max(1.0, s.abs().max().item())  # the scale _close uses
+    assert pred.shape == ref_pred.shape
+    assert (s.gather(-1, pred.unsqueeze(-1)).squeeze(-1) >= s.amax(-1) - tol).all()
+    clear = torch.ones(pred.shape, dtype=torch.bool)
+    if s.shape[-1] > 1:
+        top2 = s.topk(2, dim=-1).values
+        clear = top2[..., 0] - top2[..., 1] > 2 * tol
+    assert torch.equal(pred[clear], ref_pred[clear])
+
+
 def _check_fwd_bwd(shape, n, dtype, atol, rtol, device="cpu", bias=True):
     x, w, b = _inputs(shape, n, dtype, device, bias=bias)
     out = sh.sine_head(x, w, b, OMEGA, AMP, impl="triton")
@@ -145,7 +161,7 @@ def test_fused_predict_matches_reference(interp, shape, n):
     _close(got.out, ref.out, 1e-5, 1e-5)
     _close(got.log_probs, ref.log_probs, 1e-5, 1e-5)
     assert got.pred.shape == shape[:-1] and got.pred.dtype == torch.int64
-    assert torch.equal(got.pred, ref.pred)
+    _same_argmax(got.pred, ref.pred, ref.out, 1e-5)
     torch.testing.assert_close(got.log_probs.exp().sum(-1), torch.ones(shape[:-1]))
 
 
@@ -157,7 +173,7 @@ def test_fused_row_kernel_matches_reference_up_to_its_limit(interp, n):
     ref = sh.reference_sine_head_predict(x, w, b, OMEGA, AMP)
     _close(out, ref.out, 1e-5, 1e-5)
     _close(lsm, ref.log_probs, 1e-5, 1e-5)
-    assert torch.equal(pred, ref.pred)
+    _same_argmax(pred, ref.pred, ref.out, 1e-5)
 
 
 def test_nan_inf_propagate_like_reference(interp):
@@ -209,7 +225,7 @@ def test_int8_kernel_matches_reference(interp, shape, n):
     _close(got, ref, 2e-6, 2e-6)
     pg = sq.sine_head_int8_predict(x, w_q, w_s, b, x_scale, OMEGA, AMP, impl="triton")
     pr = sq.sine_head_int8_predict(x, w_q, w_s, b, x_scale, OMEGA, AMP, impl="torch")
-    assert torch.equal(pg.pred, pr.pred)
+    _same_argmax(pg.pred, pr.pred, pr.log_probs, 2e-6)
     _close(pg.log_probs, pr.log_probs, 2e-6, 2e-6)
 
 
