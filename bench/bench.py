@@ -29,7 +29,7 @@ import numpy as np
 from eegsine.bench.backends import (BackendUnavailable, Runner, make_onnxruntime, make_tensorrt, make_torch_compile,
                                     make_torch_eager)
 from eegsine.bench.timing import measure_memory, peak_rss_mb, set_threads, time_callable
-from eegsine.config import Config
+from eegsine.config import Config, usable_cpus
 from eegsine.errors import UserError
 from eegsine.export.quantize import sqnr
 from eegsine.io import atomic_write_text, write_json
@@ -48,8 +48,8 @@ BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", *INT8_BACKENDS, 
 @dataclasses.dataclass
 class BenchConfig(Config):
     KIND = "bench"
-    threads: int = dataclasses.field(default=2, metadata={
-        "help": "intra-op threads for torch and ONNX Runtime (fixed)"})
+    threads: int = dataclasses.field(default_factory=lambda: min(2, usable_cpus()), metadata={
+        "help": "intra-op threads for torch and ONNX Runtime (fixed; 2, or 1 where the process may use one CPU)"})
     warmup: int = dataclasses.field(default=5, metadata={"help": "untimed calls before timing"})
     iters: int = dataclasses.field(default=50, metadata={"help": "timed calls at batch 1"})
     batch: int = dataclasses.field(default=32, metadata={"help": "batch size for the throughput figure"})

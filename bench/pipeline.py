@@ -14,7 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Callable, Literal
 
-from eegsine.config import Config
+from eegsine.config import Config, usable_cpus
 from eegsine.errors import UserError
 from eegsine.io import read_json, run_logger, write_json
 
@@ -29,7 +29,8 @@ class PipelineConfig(Config):
         "help": "tiny: the demo, sized for 2 CPU cores; paper: the full-size settings (paper-mnist classifier, "
                 "EEGCVPR40 and a local Stable Diffusion folder for the EEG system; GPU)"})
     out: str = dataclasses.field(default="", metadata={"help": "output folder ('' = runs/<preset>)", "metavar": "DIR"})
-    threads: int = dataclasses.field(default=2, metadata={"help": "--threads of every stage's command"})
+    threads: int = dataclasses.field(default_factory=lambda: min(2, usable_cpus()),
+                                     metadata={"help": "--threads of every stage's command"})
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGE_NAMES), metadata={
         "help": "stages to run (always in pipeline order): " + ", ".join(STAGE_NAMES), "metavar": "STAGE"})
     force: list[str] = dataclasses.field(default_factory=list, metadata={

@@ -12,6 +12,7 @@ sections): a bundle built here around the default encoder architecture at its in
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -63,7 +64,8 @@ def _recording(spec: Any, work: Path, n_trials: int) -> Path:
     from eegsine.data import load_eeg
     from eegsine.data.recording import export_recording
 
-    path = work / f"rec_{spec.n_chans}x{spec.n_times}_{spec.sfreq:g}.fif"
+    names = hashlib.sha256(",".join(spec.ch_names).encode()).hexdigest()[:8]  # bundles of one geometry can
+    path = work / f"rec_{spec.n_chans}x{spec.n_times}_{spec.sfreq:g}_{names}.fif"  # name their channels apart
     if path.exists():
         return path
     per = -(-n_trials // 10)

@@ -42,6 +42,8 @@ from typing import Any
 
 import numpy as np
 
+from eegsine.config import threads_type
+
 ARMS: dict[str, dict[str, Any]] = {
     "two-stage": {"label": "two-stage: aligned encoder frozen", "mode": "full", "init": "aligned",
                   "image_cond_frac": 0.0},
@@ -515,7 +517,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="an already trained domain-cnn-<images> folder to score with (e.g. the tiny pipeline's "
                         "runs/tiny/diffusion/domain-cnn-mnist; it depends on the image set only); default: trained "
                         "in the first arm")
-    r.add_argument("--threads", type=int, default=1, help="torch threads")
+    r.add_argument("--threads", type=threads_type, default=1, help="torch threads")
     r.add_argument("--collect-only", action="store_true", help="train nothing; collect the complete arms")
     q = sub.add_parser("render", help="re-render table.md and the figure from results.json")
     q.add_argument("--out", required=True, type=Path)

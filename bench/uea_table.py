@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from eegsine.config import threads_type
+
 PROBLEMS = {"SelfRegulationSCP1": "uea-selfregulationscp1", "FingerMovements": "uea-fingermovements",
             "HandMovementDirection": "uea-handmovementdirection"}
 
@@ -363,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--runs", default="runs/uea", help="folder of the encoder run folders (<preset>-s<seed>)")
     r.add_argument("--out", default="docs/results/uea")
     r.add_argument("--baselines-only", action="store_true", help="no encoder training")
-    r.add_argument("--threads", type=int, default=1)
+    r.add_argument("--threads", type=threads_type, default=1)
     r.add_argument("--sweep", default=None, help="a sweep JSON-lines file to embed (its records are rendered)")
     w = sub.add_parser("sweep", help="one validation-only training run, appended as a JSON line to --log")
     w.add_argument("name")
@@ -371,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     w.add_argument("--encoder", default="{}", help="JSON of encoder fields to replace, e.g. '{\"arch\": \"eegnet\"}'")
     w.add_argument("--train", default="{}", help="JSON of run fields to replace, e.g. '{\"epochs\": 40}'")
     w.add_argument("--log", default="runs/uea-sweep/sweep.jsonl")
-    w.add_argument("--threads", type=int, default=1)
+    w.add_argument("--threads", type=threads_type, default=1)
     g = sub.add_parser("render", help="rewrite table.md from results.json")
     g.add_argument("out", nargs="?", default="docs/results/uea")
     g.add_argument("--check", action="store_true", help="exit 1 if table.md is not what results.json renders")

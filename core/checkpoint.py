@@ -12,7 +12,9 @@ A kill before 2 leaves the old record naming the old weights file, which still e
 kill after 2 leaves the new pair, plus orphans that the next commit deletes. Today's code
 replaced ``ckpt.safetensors`` in place before writing ``ckpt.json``, so a kill between the
 two left a pair whose hashes disagreed and the run could not resume; that layout (a record
-without ``weights``) is still read. Nothing is unpickled: tensors are safetensors, the rest JSON.
+without ``weights``) is still read. A record of a newer ``format`` is refused, and a resume
+checks the record's progress against a fresh run's (keys, types, a step within the run) before
+loading anything. Nothing is unpickled: tensors are safetensors, the rest JSON.
 
 Test hook: ``EEGSINE_FAULT=<point>[:<n>]`` SIGKILLs this process at ``<point>`` of its
 ``n``-th checkpoint (default 1), ``<point>`` one of :data:`FAULT_POINTS`; tests/test_faults.py
@@ -190,6 +192,12 @@ def _check_record(path: Path) -> dict[str, Any]:
     meta = read_json(path)
     if not isinstance(meta, dict):
         raise _damaged(path, f"a JSON {type(meta).__name__}, not an object")
+    fmt = meta.get("format", 1)  # no 'format': the legacy layout (format 1)
+    if type(fmt) is not int or fmt < 1:
+        raise _damaged(path, f"'format' is {fmt!r}, not a format number")
+    if fmt > FORMAT:
+        raise UserError(f"{path}: checkpoint record format {fmt} is newer than this eegsine reads (up to {FORMAT}); "
+                        f"resume with the eegsine that wrote it, or delete {path.parent} to restart")
     for key, tp in (("progress", dict), ("optimizers", dict), ("rng_torch", list), ("sha256", str)):
         if key not in meta:
             raise _damaged(path, f"missing key {key!r}")
@@ -201,19 +209,43 @@ def _check_record(path: Path) -> dict[str, Any]:
     return meta
 
 
-def load_checkpoint(directory: str | Path, modules: dict[str, Any],
-                    optimizers: dict[str, Any]) -> dict[str, Any] | None:
+def _check_progress(path: Path, progress: dict[str, Any], fresh: dict[str, Any], count: str | None,
+                    total: int | None) -> None:
+    """The record's progress has every key of a fresh run's, of the same JSON type; ``count`` in [0, total]."""
+    for key, like in fresh.items():
+        if key not in progress:
+            raise _damaged(path, f"progress has no {key!r}")
+        v = progress[key]
+        if like is None:
+            continue
+        ok = (type(v) is int if type(like) is int else
+              type(v) in (int, float) if type(like) is float else isinstance(v, type(like)))
+        if not ok:
+            raise _damaged(path, f"progress.{key} is a {type(v).__name__} {v!r:.40}, expected {type(like).__name__}")
+    if count is not None:
+        n = progress.get(count)
+        if type(n) is not int or n < 0 or (total is not None and n > total):
+            span = f"in [0, {total}] (this run has {total} {count}s)" if total is not None else ">= 0"
+            raise _damaged(path, f"progress.{count} is {n!r:.40}, not a count {span}")
+
+
+def load_checkpoint(directory: str | Path, modules: dict[str, Any], optimizers: dict[str, Any],
+                    fresh: dict[str, Any] | None = None, count: str | None = None,
+                    total: int | None = None) -> dict[str, Any] | None:
     """Restore the committed checkpoint in ``directory`` into ``modules`` / ``optimizers`` / the RNG.
 
     Returns its progress, or None when there is none. Anything that does not fit (a damaged
-    record, a weights file whose hash differs, another architecture's checkpoint) is a
-    one-line :class:`UserError` naming the file.
+    record, a record of a newer format, a weights file whose hash differs, another architecture's
+    checkpoint) is a one-line :class:`UserError` naming the file. With ``fresh`` (a new run's
+    progress) the record's progress must have its keys and JSON types, and ``progress[count]``
+    must be an int in ``[0, total]``, before anything is loaded.
     """
     directory = Path(directory)
     meta_path = directory / RECORD
     if not meta_path.exists():
         return None
     meta = _check_record(meta_path)
+    _check_progress(meta_path, meta["progress"], fresh or {}, count, total)
     wpath = directory / meta.get("weights", LEGACY_WEIGHTS)
     if not wpath.exists():
         raise UserError(f"{wpath}: missing, but {meta_path.name} names it; delete {directory} to restart")

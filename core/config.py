@@ -5,6 +5,8 @@ carry a ``kind`` and ``version`` (a file without them is refused, never guessed)
 unknown keys, wrong types and non-finite floats with a message naming the key; each class's
 ``validate()`` checks its ranges. :func:`check_value` is the same typed check for loader
 options, and :func:`read_config_fields` reads a few checked fields of a later layer's file.
+:func:`check_threads` bounds a thread count by the CPUs this process may use (:func:`usable_cpus`):
+every config's ``threads`` field, ``--threads`` and the runtime's ``threads=`` go through it.
 :func:`add_config_args` / :func:`config_from_args` map CLI flags 1:1 onto the fields
 (``field_name`` -> ``--field-name``), so ``--help`` documents every field: a field's
 ``metadata={"help": ...}`` is its help text, ``"metavar"`` its placeholder (else its type's
@@ -17,9 +19,12 @@ from __future__ import annotations
 
 import argparse
 import collections.abc
+import contextvars
 import dataclasses
 import json
 import math
+import numbers
+import os
 import re
 import types
 import typing
@@ -116,6 +121,51 @@ def check_value(where: str, tp: Any, value: Any, finite: bool = True) -> Any:
     raise UserError(f"{where}: unsupported type {_type_name(tp)}")
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on: its affinity mask (taskset, cpusets) where the OS has one, else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+# A config read back from a file (a run folder on another machine, a committed result) was bounded by the CPUs of
+# the host that wrote it: it is read with this host-independent cap, and the command that runs again applies its
+# own, checked --threads. contextvars, not a global: two threads loading configs do not see each other's flag.
+STORED_THREADS_CAP = 4096
+_READING_FILE: contextvars.ContextVar[bool] = contextvars.ContextVar("eegsine_reading_config_file", default=False)
+
+
+def check_threads(value: Any, where: str, lo: int = 1, cpus: int | None = None) -> int:
+    """A thread count, typed and bounded by :func:`usable_cpus`, or a one-line :class:`UserError` naming ``where``.
+
+    The one check behind ``--threads``, every config's ``threads`` field and the runtime's ``threads=``:
+    OpenMP and ONNX Runtime allocate per thread, so ``10**6`` segfaults or fills memory long before it
+    says why. ``lo=0`` where 0 means "the library's default". A numpy integer is an int; bool is not.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserError(f"{where}: expected an int thread count, got {type(value).__name__} {value!r}")
+    if value < lo:
+        raise UserError(f"{where} must be >= {lo}, got {value}")
+    n = usable_cpus() if cpus is None else cpus
+    if value > n:
+        raise UserError(f"{where} {value}: this process may use {n} CPU{'s' if n != 1 else ''}; give 1..{n}"
+                        + (" (or 0: the default)" if lo == 0 else ""))
+    return int(value)
+
+
+def threads_type(text: str) -> int:
+    """``type=`` for a script's ``--threads``: an int bounded by :func:`check_threads`, as argparse's one-line error."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int thread count, got {text!r}") from None
+    try:
+        return check_threads(n, "--threads")
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _check_value(cls_name: str, key: str, tp: Any, value: Any, finite: bool = True) -> Any:
     """:func:`check_value` for the field ``key`` of config class ``cls_name``."""
     return check_value(f"{cls_name}.{key}", tp, value, finite)
@@ -137,6 +187,9 @@ def read_config_fields(path: str | Path, kinds: dict[str, int], fields: dict[str
     out: dict[str, Any] = {"kind": kind, "version": version}
     for name, tp in fields.items():
         if name in data:
+            sub = _config_class(tp)
+            if sub is not None and isinstance(data[name], dict):
+                _require_headers(path, sub, data[name], name)
             out[name] = check_value(f"{path}: {kind}.{name}", tp, data[name])
     return out
 
@@ -159,10 +212,35 @@ def _check_header(path: Path, data: dict[str, Any], kinds: dict[str, int]) -> tu
     kind, version = data["kind"], data["version"]
     if kind not in kinds:
         raise UserError(f"{path}: config is of kind {kind!r}, expected {' or '.join(map(repr, kinds))}")
-    if isinstance(version, bool) or version != kinds[kind]:
+    if type(version) is not int or version != kinds[kind]:  # 1.0 and True are not version 1
         raise UserError(f"{path}: {kind} config version {version!r} is not supported "
                         f"(this eegsine reads {kinds[kind]})")
     return kind, version
+
+
+def _config_class(tp: Any) -> type[Config] | None:
+    """The :class:`Config` subclass a field of type ``tp`` holds (``X`` or ``X | None``), else None."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        found = [c for c in map(_config_class, typing.get_args(tp)) if c is not None]
+        return found[0] if len(found) == 1 else None
+    return tp if isinstance(tp, type) and issubclass(tp, Config) else None
+
+
+def _require_headers(path: Path, cls: type[Config], data: dict[str, Any], where: str = "",
+                     nested: bool = True) -> None:
+    """``kind`` and ``version`` at every level of a config file (``nested``: in its nested configs too): never
+    guessed, as :meth:`Config.from_dict` does for a dict built in Python."""
+    for key in ("kind", "version"):
+        if key not in data:
+            raise UserError(f"{path}: {where + ' has ' if where else ''}no {key!r} key (a config file carries kind "
+                            f"and version at every level; expected kind {cls.KIND!r} version {cls.VERSION})")
+    if not nested:
+        return
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        sub = _config_class(hints[f.name])
+        if sub is not None and isinstance(data.get(f.name), dict):
+            _require_headers(path, sub, data[f.name], f"{where}.{f.name}" if where else f.name)
 
 
 @dataclasses.dataclass
@@ -183,6 +261,10 @@ class Config:
             raise UserError(f"{type(self).__name__}.seed: must be >= 0 (numpy's default_rng refuses negative seeds), "
                             f"got {seed}")
         self.validate()
+        fields = {f.name: f for f in dataclasses.fields(self)}
+        if "threads" in fields and self.threads is not None:  # one bound for every config with a thread count
+            check_threads(self.threads, f"{type(self).__name__}.threads", lo=0 if fields["threads"].default == 0 else 1,
+                          cpus=STORED_THREADS_CAP if _READING_FILE.get() else None)
 
     def validate(self) -> None:
         """Override to check ranges; raise :class:`UserError` naming the field."""
@@ -204,7 +286,7 @@ class Config:
         version = data.pop("version", cls.VERSION)
         if kind != cls.KIND:
             raise UserError(f"{cls.__name__}: config is of kind {kind!r}, expected {cls.KIND!r}")
-        if isinstance(version, bool) or version != cls.VERSION:
+        if type(version) is not int or version != cls.VERSION:  # 1.0 and True are not version 1
             raise UserError(f"{cls.__name__}: config version {version!r} is not supported "
                             f"(this eegsine reads {cls.VERSION})")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -223,19 +305,22 @@ class Config:
 
     @classmethod
     def load(cls: type[C], directory: str | Path, name: str = CONFIG_FILE) -> C:
-        """Read a config file: ``kind`` and ``version`` must be there (never guessed), then :meth:`from_dict`."""
+        """Read a config file: ``kind`` and ``version`` must be there at every level (never guessed), then
+        :meth:`from_dict`."""
         path = Path(directory)
         if path.is_dir():
             path = path / name
         data = _read_json_object(path)
-        for key in ("kind", "version"):
-            if key not in data:
-                raise UserError(f"{path}: no {key!r} key (a config file carries kind and version; "
-                                f"expected kind {cls.KIND!r} version {cls.VERSION})")
+        _require_headers(path, cls, data, nested=False)
+        token = _READING_FILE.set(True)
         try:
-            return cls.from_dict(data)
+            cfg = cls.from_dict(data)
         except UserError as e:
             raise UserError(f"{path}: {e}") from None
+        finally:
+            _READING_FILE.reset(token)
+        _require_headers(path, cls, data)  # the nested configs' too, once their values are known to be right
+        return cfg
 
 
 # -- argparse mapping ------------------------------------------------------------------

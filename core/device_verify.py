@@ -15,24 +15,33 @@ Gates: an SQNR floor per model (an accuracy gate alone passed an 18.8 dB classif
 FP32 floor (a broken ORT build shows there), clean and adversarial accuracy drops. The
 record (host ISA class and int8 features, ORT version, provider, figures, gates, pass/fail,
 sha256 of every file it judged) is appended atomically to ``verifications.json`` in the
-bundle; :class:`eegsine.runtime.Bundle` reads it to know where its INT8 files were proven.
+bundle, under a lock (:func:`eegsine.run_folder.locked`) so concurrent verifies all land;
+:class:`eegsine.runtime.Bundle` reads it to know where its INT8 files were proven. A records file
+of another or a newer format, and a golden set that does not fit the model's contract (array
+names, dtypes, shapes), are one-line errors.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import datetime
+import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from eegsine.config import Config
+from eegsine.contracts import ExportContract, TensorSpec
 from eegsine.errors import UserError
 from eegsine.io import read_json, write_json
+from eegsine.run_folder import locked
 
 RECORDS = "verifications.json"
+RECORDS_FORMAT = "eegsine-verifications"
+RECORDS_VERSION = 1
 
 
 @dataclasses.dataclass
@@ -75,19 +84,93 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
     """A golden ``.npz`` as plain arrays (never pickle)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
         raise UserError(f"{path}: not a readable golden-set .npz ({e})") from None
+    for k, v in arrays.items():
+        if not isinstance(v, np.ndarray):  # a zip member that is not a .npy comes back as bytes
+            raise UserError(f"{path}: {k!r} is not a .npy array")
+    return arrays
 
 
-def _feeds(arrays: dict[str, np.ndarray]) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-    """npz arrays -> [(inputs, torch outputs)] in feed order."""
+# -- the golden set's schema: checked before a single array is run -------------------------------------
+_FEED_KEY = re.compile(r"^feed(\d+)\.(in|out)\.(.+)$")
+
+
+def _check_array(where: str, a: np.ndarray, spec: TensorSpec, dims: dict[str, int], bounds: dict[str, tuple]) -> None:
+    """``a`` has ``spec``'s dtype and shape: fixed axes equal, a named axis the same size in every array of the
+    feed and within ``bounds`` (the batch axis is unbounded: feeds run in chunks), floats finite."""
+    want = "(" + ", ".join(map(str, spec.shape)) + ")"
+    if a.dtype != np.dtype(spec.dtype):
+        raise UserError(f"{where}: dtype {a.dtype}, the contract's is {spec.dtype}")
+    if a.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, a.shape)):
+        raise UserError(f"{where}: shape {a.shape}, the contract's is {want}")
+    for d, n in zip(spec.shape, a.shape):
+        if not isinstance(d, str):
+            continue
+        lo, hi = bounds[d]
+        if n < lo or (hi is not None and n > hi):
+            raise UserError(f"{where}: shape {a.shape}: {d} = {n} is outside the exported range [{lo}, {hi}]")
+        if dims.setdefault(d, n) != n:
+            raise UserError(f"{where}: shape {a.shape}: {d} = {n}, the feed's other arrays have {dims[d]}")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise UserError(f"{where}: contains NaN or inf")
+
+
+def _bounds(c: ExportContract) -> dict[str, tuple[int, int | None]]:
+    """Each named axis' [min, max]; the batch axis (the first input's first) unbounded above (fed in chunks)."""
+    out: dict[str, tuple[int, int | None]] = {d: (lo, hi) for d, (lo, _, hi) in c.dims.items()}
+    d0 = c.inputs[0].shape[0]
+    if isinstance(d0, str):
+        out[d0] = (c.dims[d0][0], None)
+    return out
+
+
+def golden_feeds(path: Path, arrays: dict[str, np.ndarray],
+                 c: ExportContract) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """npz arrays -> [(inputs, torch outputs)] in feed order, checked against the model's contract ``c``."""
     by: dict[int, tuple[dict, dict]] = {}
     for key, v in arrays.items():
-        head, kind, name = key.split(".", 2)
-        i = int(head[4:])
-        by.setdefault(i, ({}, {}))[0 if kind == "in" else 1][name] = v
+        m = _FEED_KEY.match(key)
+        if m is None:
+            raise UserError(f"{path}: unexpected array {key!r} (a golden set holds feed<i>.in.<input> and "
+                            "feed<i>.out.<output>)")
+        by.setdefault(int(m.group(1)), ({}, {}))[0 if m.group(2) == "in" else 1][m.group(3)] = v
+    if not by:
+        raise UserError(f"{path}: holds no feeds")
+    bounds = _bounds(c)
+    for i in sorted(by):
+        dims: dict[str, int] = {}
+        for kind, have, specs in (("in", by[i][0], c.inputs), ("out", by[i][1], c.outputs)):
+            if sorted(have) != sorted(s.name for s in specs):
+                raise UserError(f"{path}: feed{i}.{kind} holds {sorted(have)}, {c.name}'s contract has "
+                                f"{[s.name for s in specs]}")
+            for s in specs:
+                _check_array(f"{path}: feed{i}.{kind}.{s.name}", have[s.name], s, dims, bounds)
     return [by[i] for i in sorted(by)]
+
+
+def eval_set(path: Path, arrays: dict[str, np.ndarray],
+             c: ExportContract) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The classifier's labelled golden images (images, labels, adversarial images or None), checked against ``c``."""
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise UserError(f"{path}: no {key!r} array (has {sorted(arrays)})")
+    extra = sorted(set(arrays) - {"images", "labels", "adv_images"})
+    if extra:
+        raise UserError(f"{path}: unexpected array {extra[0]!r} (expected images, labels, adv_images)")
+    dims: dict[str, int] = {}
+    bounds = _bounds(c)
+    x, y, adv = arrays["images"], arrays["labels"], arrays.get("adv_images")
+    _check_array(f"{path}: images", x, c.inputs[0], dims, bounds)
+    if adv is not None:
+        _check_array(f"{path}: adv_images", adv, c.inputs[0], dims, bounds)
+    n_classes = c.outputs[0].shape[-1]
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
+        raise UserError(f"{path}: labels must be {len(x)} integers (one per image), got {y.dtype} {y.shape}")
+    if isinstance(n_classes, int) and len(y) and not (0 <= y.min() and y.max() < n_classes):
+        raise UserError(f"{path}: labels outside [0, {n_classes})")
+    return x, y, adv
 
 
 def _run_chunked(bundle: Any, model: str, inputs: dict[str, np.ndarray], precision: str) -> list[np.ndarray]:
@@ -113,8 +196,8 @@ def _model_figures(bundle: Any, model: str, cfg: DeviceVerifyConfig) -> tuple[di
     golden = bundle.manifest.get("golden", {}).get(model)
     if golden is None:
         raise UserError(f"{bundle.root}: {model} has no golden set (re-export with this eegsine to verify on a device)")
-    pairs = _feeds(load_npz(bundle.files[golden["file"]]))
     c = bundle.contract(model)
+    pairs = golden_feeds(bundle.files[golden["file"]], load_npz(bundle.files[golden["file"]]), c)
     precisions = [p for p in ("fp32", "int8") if p in entry.get("files", {})]
     fig: dict[str, Any] = {"feeds": len(pairs), "target": entry.get("quantization", {}).get("target")}
     gates: list[dict[str, Any]] = []
@@ -156,9 +239,10 @@ def _classifier_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, An
     ev = bundle.manifest.get("golden", {}).get("classifier_eval")
     if ev is None or not bundle.has("classifier", "int8"):
         return {}, []
-    arr = load_npz(bundle.files[ev["file"]])
-    x, y = arr["images"], arr["labels"]
-    hi = bundle.contract("classifier").dims["batch"][2]
+    path = bundle.files[ev["file"]]
+    c = bundle.contract("classifier")
+    x, y, adv = eval_set(path, load_npz(path), c)
+    hi = c.dims["batch"][2]
 
     def acc(images: np.ndarray, p: str) -> float:
         chunks = (np.ascontiguousarray(images[s:s + hi]) for s in range(0, len(images), hi))
@@ -170,11 +254,11 @@ def _classifier_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, An
                                                                  "transfer_pgd": ev.get("torch_adv_accuracy")}}
     for p in ("fp32", "int8"):
         res[p] = {"clean": acc(x, p)}
-        if "adv_images" in arr:
-            res[p]["transfer_pgd"] = acc(arr["adv_images"], p)
+        if adv is not None:
+            res[p]["transfer_pgd"] = acc(adv, p)
     gates = [_gate("classifier int8 clean accuracy drop", res["fp32"]["clean"] - res["int8"]["clean"],
                    cfg.max_clean_drop, "points", False)]
-    if "adv_images" in arr:
+    if adv is not None:
         gates.append(_gate("classifier int8 transfer_pgd accuracy drop",
                            res["fp32"]["transfer_pgd"] - res["int8"]["transfer_pgd"], cfg.max_adv_drop,
                            "points", False))
@@ -217,21 +301,51 @@ def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = No
     return record
 
 
+def _check_record(path: Path, i: int, r: Any) -> None:
+    """The fields the runtime, ``eegsine export`` and the bench read of a record."""
+    where = f"{path}: records[{i}]"
+    if not isinstance(r, dict):
+        raise UserError(f"{where} must be an object, got {type(r).__name__}")
+    host, files, gates = r.get("host"), r.get("files"), r.get("gates")
+    for ok, what in ((isinstance(r.get("passed"), bool), "passed must be true or false"),
+                     (isinstance(host, dict) and isinstance(host.get("isa_class"), str),
+                      "host must be an object with an isa_class string"),
+                     (isinstance(files, dict) and all(isinstance(v, str) for v in files.values()),
+                      "files must map file -> sha256 string"),
+                     (isinstance(gates, list) and all(isinstance(g, dict) and isinstance(g.get("gate"), str)
+                                                      and isinstance(g.get("passed"), bool) for g in gates),
+                      "gates must be a list of {gate, passed, ...} objects")):
+        if not ok:
+            raise UserError(f"{where}.{what}")
+
+
 def load_records(bundle_dir: str | Path) -> list[dict[str, Any]]:
+    """The bundle's verification records ([] without a file); a file of another or a newer format is refused."""
     path = Path(bundle_dir) / RECORDS
     if not path.exists():
         return []
     data = read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("records"), list):
         raise UserError(f"{path}: not an eegsine verification file (expected {{'records': [...]}})")
+    if data.get("format") != RECORDS_FORMAT:
+        raise UserError(f"{path}: format {data.get('format')!r} is not {RECORDS_FORMAT!r}")
+    version = data.get("version", 1)  # files written before the version key are version 1
+    if type(version) is not int or not 1 <= version <= RECORDS_VERSION:
+        raise UserError(f"{path}: verification records version {version!r} is not supported (this eegsine reads "
+                        f"{RECORDS_VERSION}); nothing was changed: use the eegsine that wrote it")
+    for i, r in enumerate(data["records"]):
+        _check_record(path, i, r)
     return data["records"]
 
 
 def append_record(bundle_dir: str | Path, record: dict[str, Any]) -> Path:
-    """Append ``record`` to ``verifications.json`` (read, extend, atomic rewrite)."""
-    records = load_records(bundle_dir)
-    records.append(record)
-    return write_json(Path(bundle_dir) / RECORDS, {"format": "eegsine-verifications", "records": records})
+    """Append ``record`` to ``verifications.json``: read, extend and atomically replace it under the bundle's
+    records lock, so every one of concurrent verifies lands (without it 3 of 9 were lost)."""
+    path = Path(bundle_dir) / RECORDS
+    with locked(path.with_name(f".{RECORDS}.lock")):
+        records = load_records(bundle_dir)
+        records.append(record)
+        return write_json(path, {"format": RECORDS_FORMAT, "version": RECORDS_VERSION, "records": records})
 
 
 def proven_classes(records: list[dict[str, Any]], sha256: str) -> set[str]:
@@ -284,11 +398,11 @@ def add_arguments(p: argparse.ArgumentParser, threads_flag: bool = True) -> None
 
 
 def run(ns: argparse.Namespace) -> int:
-    from eegsine.config import config_from_args
+    from eegsine.config import check_threads, config_from_args
 
     threads = getattr(ns, "threads", None)
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads must be >= 1, got {threads}")
+    if threads is not None:
+        threads = check_threads(threads, "--threads")
     cfg = config_from_args(DeviceVerifyConfig, ns)
     record = verify_on_device(ns.bundle, cfg, threads=threads, append=not ns.no_record, log=lambda s: None)
     print(render(record))

@@ -13,7 +13,12 @@
 * :meth:`RunFolder.write_config` writes ``config.json`` only once the caller has started
   successfully (data loaded, model built), so an attempt that fails on a bad flag does not
   block the corrected retry; a folder that holds results of another configuration is
-  refused with the differing keys (``lr: 0.001 -> 0.002``).
+  refused with the differing keys (``lr: 0.001 -> 0.002``); so is a stored ``config.json`` that
+  its config class does not read (a missing or float ``version``, a bool for an int, a future
+  version), never compared field by field with Python's ``True == 1``.
+
+:func:`locked` is the same lock, waiting for the holder instead of refusing, around a short
+read-modify-write of one shared file (``eegsine-verify``'s records in a bundle).
 
 Under ``accelerate launch`` only the main process (``lock=True``) locks and writes.
 Hand-written: no library in the stack locks a run folder (accelerate, diffusers and
@@ -29,10 +34,10 @@ import shutil
 import socket
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from eegsine.errors import UserError
-from eegsine.io import disk_error, read_json
+from eegsine.io import disk_error
 
 try:
     import fcntl
@@ -45,7 +50,11 @@ NOT_RESULTS = {CONFIG_FILE, "log.txt", LOCK_FILE}  # what a failed attempt leave
 
 
 def is_temporary(name: str) -> bool:
-    return name.startswith(".") and name.endswith(".tmp")
+    """``.*.tmp`` (eegsine's own), or ``.tmpXXXXXX``: safetensors' ``save_file`` (so diffusers'
+    ``save_pretrained`` too) writes through a temp file of Rust's tempfile crate, ``.tmp`` + 6
+    alphanumerics, in the target's folder, which a kill mid-write leaves there."""
+    rust_tempfile = len(name) == 10 and name.startswith(".tmp") and name[4:].isascii() and name[4:].isalnum()
+    return rust_tempfile or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def main_process() -> bool:
@@ -96,6 +105,99 @@ def _busy(run_dir: Path, holder: dict[str, Any]) -> UserError:
     return UserError(f"{run_dir}: in use by another eegsine process (PID {holder.get('pid', '?')} on "
                      f"{holder.get('host', '?')}, started {holder.get('started', '?')}); wait for it to finish "
                      "or use another --run folder")
+
+
+# -- taking a lock file ----------------------------------------------------------------------------
+class _Held(Exception):
+    """The lock file is held by a live process (``holder``: what it wrote in the file)."""
+
+    def __init__(self, holder: dict[str, Any]):
+        super().__init__(holder)
+        self.holder = holder
+
+
+def _write_holder(fd: int) -> None:
+    me = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
+          "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+    os.ftruncate(fd, 0)
+    os.lseek(fd, 0, os.SEEK_SET)
+    os.write(fd, (json.dumps(me) + "\n").encode())
+    os.fsync(fd)
+
+
+def _take(path: Path) -> tuple[int, dict[str, Any]] | None:
+    """One try at the lock file ``path``: (its fd, the dead holder taken over or {}), or None if it changed hands
+    meanwhile (try again); raises :class:`_Held` while a live process holds it."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        created = True
+    except FileExistsError:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            return None  # released meanwhile
+        created = False
+    taken = False
+    try:
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise _Held(_read_holder(fd)) from None
+            except OSError as e:
+                if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
+                    raise
+        with contextlib.suppress(FileNotFoundError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                holder = {} if created else _read_holder(fd)
+                if holder and holder.get("pid") != os.getpid() and _alive(holder):
+                    raise _Held(holder)
+                _write_holder(fd)
+                taken = True
+                return fd, holder
+        return None  # the holder removed this file after we opened it: try again with the new one
+    finally:
+        if not taken:
+            os.close(fd)
+
+
+def _give_back(path: Path, fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)  # before closing: a waiter then retries on a fresh file
+    os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(path: str | Path, timeout: float = 120.0) -> Iterator[None]:
+    """Hold the lock file ``path`` for a short read-modify-write, waiting while another process holds it.
+
+    The run folder's lock (flock + PID, a dead holder's lock taken over, removed on release), but
+    waiting instead of refusing: ``eegsine-verify`` appends its record to a bundle's
+    ``verifications.json`` under it, so concurrent verifies all land. After ``timeout`` seconds of
+    a live holder: a one-line :class:`UserError` naming its PID.
+    """
+    path = Path(path)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            got = _take(path)
+        except _Held as held:
+            if time.monotonic() > deadline:
+                raise UserError(f"{path}: still held by PID {held.holder.get('pid', '?')} on "
+                                f"{held.holder.get('host', '?')} after {timeout:g} s; is that process hung?") from None
+            got = None
+        except OSError as e:
+            user = disk_error(path, e)
+            if user is None:
+                raise
+            raise user from None
+        if got is not None:
+            break
+        time.sleep(0.01)
+    try:
+        yield
+    finally:
+        _give_back(path, got[0])
 
 
 # -- config comparison -------------------------------------------------------------------------------
@@ -151,54 +253,21 @@ class RunFolder:
         path = self.path / LOCK_FILE
         for _ in range(10):
             try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                created = True
-            except FileExistsError:
-                try:
-                    fd = os.open(path, os.O_RDWR)
-                except FileNotFoundError:
-                    continue  # released meanwhile
-                created = False
-            try:
-                if fcntl is not None:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    except BlockingIOError:
-                        raise _busy(self.path, _read_holder(fd)) from None
-                    except OSError as e:
-                        if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
-                            raise
-                with contextlib.suppress(FileNotFoundError):
-                    if os.fstat(fd).st_ino == os.stat(path).st_ino:
-                        holder = {} if created else _read_holder(fd)
-                        if holder and holder.get("pid") != os.getpid() and _alive(holder):
-                            raise _busy(self.path, holder)
-                        if holder:
-                            self.notes.append(f"took over the lock of dead process {holder.get('pid', '?')} "
-                                              f"(started {holder.get('started', '?')})")
-                        self._write_holder(fd)
-                        self._fd, fd = fd, None
-                        return
-                # the holder removed this file after we opened it: try again with the new one
-            finally:
-                if fd is not None:
-                    os.close(fd)
+                got = _take(path)
+            except _Held as held:
+                raise _busy(self.path, held.holder) from None
+            if got is not None:
+                self._fd, dead = got
+                if dead:
+                    self.notes.append(f"took over the lock of dead process {dead.get('pid', '?')} "
+                                      f"(started {dead.get('started', '?')})")
+                return
         raise UserError(f"{path}: could not take the lock (it keeps changing hands)")
-
-    def _write_holder(self, fd: int) -> None:
-        me = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, (json.dumps(me) + "\n").encode())
-        os.fsync(fd)
 
     def release(self) -> None:
         if self._fd is None:
             return
-        with contextlib.suppress(OSError):
-            os.unlink(self.path / LOCK_FILE)  # before closing: a waiter then retries on a fresh file
-        os.close(self._fd)
+        _give_back(self.path / LOCK_FILE, self._fd)
         self._fd = None
 
     # -- temporaries -----------------------------------------------------------------------------------
@@ -229,11 +298,11 @@ class RunFolder:
         path = self.path / CONFIG_FILE
         if not path.exists() or not self.holds_results():
             return
-        raw = read_json(path)
-        try:
-            old = type(cfg).from_dict(raw).to_dict()
-        except UserError:
-            old = raw if isinstance(raw, dict) else {"config": raw}
+        try:  # the typed config a new run goes through: a file it does not read is never compared or rewritten
+            old = type(cfg).load(path).to_dict()
+        except UserError as e:
+            raise UserError(f"{self.path}: holds results, but its config is not one this eegsine reads ({e}); "
+                            "use another --run folder, or delete this one to start over") from None
         diff = config_diff(old, json.loads(json.dumps(cfg.to_dict())))
         if diff:
             shown = "; ".join(diff[:6]) + (f"; and {len(diff) - 6} more" if len(diff) > 6 else "")

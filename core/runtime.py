@@ -11,6 +11,11 @@ whose ISA class has no passing record for that file in ``verifications.json``
 (``eegsine-verify BUNDLE`` writes them; export writes the build host's) warns once and
 names the command; ``strict=True`` refuses instead.
 
+Every argument is checked before anything runs (``threads`` bounded by the CPUs this process may
+use, ``steps``/``seed`` integers, ``guidance`` a finite number, inputs float32 arrays of the
+contract's shape), and each session's graph against its contract: bad input is one
+:class:`~eegsine.errors.UserError` line, never numpy's or onnxruntime's traceback.
+
 * :class:`SineClassifier` -- ``predict(images)`` -> labels, ``scores(images)`` -> logits.
 * :class:`EEGDecoder` -- ``decode(epochs)`` -> labels, confidence, embeddings: the EEG encoder and
   the bundle's class prototypes (nearest prototype, softmax over negative squared distances).
@@ -26,13 +31,16 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 import os
+import reprlib
 import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 
+from eegsine.config import check_threads
 from eegsine.contracts import ExportContract
 from eegsine.errors import UserError
 from eegsine.io import read_json, sha256_file
@@ -149,7 +157,10 @@ class Bundle:
 
     def __init__(self, path: str | Path, verify: bool = True, threads: int | None = None,
                  providers: list[str] | None = None, strict: bool = False, check_proven: bool = True):
+        if not isinstance(path, (str, os.PathLike)):
+            raise UserError(f"bundle: expected a folder path, got {_describe(path)}")
         self.root = Path(path)
+        self.threads = None if threads is None else check_threads(threads, "threads")
         self.strict = strict
         self.check_proven = check_proven
         self._proven_checked: set[str] = set()
@@ -165,7 +176,6 @@ class Bundle:
                             f"(this runtime reads {BUNDLE_VERSION})")
         check_manifest(m, str(mpath))
         self.manifest = m
-        self.threads = threads
         self.providers = providers
         self.verify = verify
         files = m["files"]
@@ -265,7 +275,8 @@ class Bundle:
         return self._sessions[key]
 
     def _check_graph(self, model: str, precision: str, sess: Any) -> None:
-        """The ONNX graph's inputs/outputs must match the contract (names, rank, dtype), or ORT fails deep in a call."""
+        """The ONNX graph's inputs/outputs must match the contract (names, rank, dtype, fixed axes; no input the
+        contract does not feed), or ORT fails deep in a call with its own traceback."""
         c = self.contract(model)
         dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
                   "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
@@ -279,6 +290,20 @@ class Bundle:
                 if len(a.shape) != len(s.shape) or dtypes.get(a.type, a.type) != s.dtype:
                     raise UserError(f"{self.root}: {model} ({precision}) {kind} {s.name!r} is {a.type} of rank "
                                     f"{len(a.shape)} in the graph, the contract says {s.dtype} of rank {len(s.shape)}")
+                for axis, (want, fixed) in enumerate(zip(s.shape, a.shape)):
+                    if not isinstance(fixed, int) or fixed < 1:
+                        continue  # a dynamic axis of the graph takes whatever the contract allows
+                    lo, hi = (want, want) if isinstance(want, int) else (c.dims[want][0], c.dims[want][2])
+                    if (lo, hi) != (fixed, fixed):  # ORT would refuse the first call with its own traceback
+                        allowed = want if isinstance(want, int) else f"{want} in [{lo}, {hi}]"
+                        raise UserError(f"{self.root}: {model} ({precision}) {kind} {s.name!r} axis {axis} is "
+                                        f"{fixed} in the graph, the contract says {allowed}; the manifest's contract "
+                                        "does not fit the file")
+            unfed = sorted(set(got) - {s.name for s in specs}) if kind == "input" else []
+            if unfed:  # ORT refuses every call without it
+                raise UserError(f"{self.root}: {model} ({precision}) graph needs input {unfed[0]!r}, which the "
+                                f"contract does not list (contract inputs: {c.input_names}); the manifest's contract "
+                                "does not fit the file")
 
     def _provider_options(self, provider: str, model: str) -> dict[str, str]:
         if provider != "TensorrtExecutionProvider":
@@ -293,12 +318,38 @@ class Bundle:
     def run(self, model: str, feeds: dict[str, np.ndarray], precision: str = "fp32") -> list[np.ndarray]:
         """Run one model on feeds checked against its contract; returns the outputs in contract order."""
         c = self.contract(model)
+        for name, a in (feeds.items() if isinstance(feeds, dict) else ()):
+            if not isinstance(a, np.ndarray):
+                raise UserError(f"{model} ({precision}): {name} must be a numpy array, got {_describe(a)}")
         c.check_inputs(feeds, what=f"{model} ({precision})")
         return self.session(model, precision).run(c.output_names, feeds)
 
 
-def _open(bundle: Bundle | str | Path, **kw: Any) -> Bundle:
-    return bundle if isinstance(bundle, Bundle) else Bundle(bundle, **kw)
+def _open(bundle: Bundle | str | Path, threads: int | None = None, **kw: Any) -> Bundle:
+    if not isinstance(bundle, Bundle):
+        return Bundle(bundle, threads=threads, **kw)
+    if threads is not None and check_threads(threads, "threads") != bundle.threads:
+        raise UserError(f"threads={threads} with an open Bundle (threads={bundle.threads}): pass threads to "
+                        "Bundle(...) instead, its sessions use the Bundle's")
+    return bundle
+
+
+def _describe(x: Any) -> str:
+    """What a wrong argument is, for an error message: "a numpy float32 scalar, shape ()", "list [1.0, 2.0]"."""
+    if isinstance(x, np.generic):
+        return f"a numpy {x.dtype} scalar, shape ()"
+    if isinstance(x, np.ndarray):
+        return f"a {x.dtype} array of shape {x.shape}"
+    return f"{type(x).__name__} {reprlib.repr(x)}"
+
+
+def _count(name: str, value: Any, lo: int) -> int:
+    """An integer argument (a numpy integer is one; bool and 2.5 are not) >= ``lo``, else a one-line UserError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise UserError(f"{name} must be an integer, got {_describe(value)}")
+    if value < lo:
+        raise UserError(f"{name} must be >= {lo}, got {value}")
+    return int(value)
 
 
 def _batches(n: int, size: int) -> list[slice]:
@@ -321,8 +372,8 @@ class SineClassifier:
         """(N, C, H, W) float32 in [0, 1] -> logits (N, n_classes)."""
         spec = self.contract.inputs[0]
         if not isinstance(images, np.ndarray) or images.dtype != np.float32:
-            raise UserError(f"classifier: images must be a float32 numpy array, got "
-                            f"{getattr(images, 'dtype', type(images).__name__)}")
+            raise UserError(f"classifier: images must be a float32 numpy array (N, "
+                            f"{', '.join(map(str, spec.shape[1:]))}), got {_describe(images)}")
         if images.ndim != 4 or images.shape[1:] != tuple(spec.shape[1:]):
             raise UserError(f"classifier: images must have shape (N, {', '.join(map(str, spec.shape[1:]))}), "
                             f"got {images.shape}")
@@ -344,7 +395,7 @@ class SineClassifier:
 def check_eeg(eeg: Any, n_chans: int, n_times: int) -> np.ndarray:
     """A float32 (batch, n_chans, n_times) array of finite samples, or a one-line :class:`UserError`."""
     if not isinstance(eeg, np.ndarray):
-        raise UserError(f"EEG: expected a numpy array (batch, {n_chans}, {n_times}), got {type(eeg).__name__}")
+        raise UserError(f"EEG: expected a numpy array (batch, {n_chans}, {n_times}) of float32, got {_describe(eeg)}")
     if eeg.dtype != np.float32:
         raise UserError(f"EEG: expected float32, got {eeg.dtype} (convert with eeg.astype(np.float32))")
     if eeg.ndim != 3 or eeg.shape[1:] != (n_chans, n_times):
@@ -457,6 +508,8 @@ class EEGToImage:
     def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
                  precisions: dict[str, str] | None = None, strict: bool = False):
         self.bundle = _open(bundle, threads=threads, strict=strict)
+        if precisions is not None and not isinstance(precisions, dict):
+            raise UserError(f"precisions must be a dict of model -> precision, got {_describe(precisions)}")
         self.precisions = {m: (precisions or {}).get(m, precision) for m in ("eeg_encoder", "unet", "vae_decoder")}
         for m in ("eeg_encoder", "unet", "vae_decoder"):
             self.bundle.model_path(m, self.precisions[m])  # fails early, naming the missing file
@@ -505,15 +558,25 @@ class EEGToImage:
         ``latents`` (N, C, h, w) replaces the seeded initial noise; ``callback(i, t, state)``
         sees the UNet inputs and output of each step (verification uses it).
         """
-        steps = self.default_steps if steps is None else int(steps)
+        # every argument checked before the encoder runs: nan steps, seed -1 or guidance "x" is one line, not numpy's
+        steps = self.default_steps if steps is None else _count("steps", steps, 1)
+        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, numbers.Real)):
+            raise UserError(f"guidance must be a finite number >= 0, got {_describe(guidance)}")
         g = self.default_guidance if guidance is None else float(guidance)
         if not math.isfinite(g) or g < 0:
             raise UserError(f"guidance must be a finite number >= 0, got {guidance}")
-        tokens, _ = self.encode(eeg)
-        n = len(tokens)
+        seed = _count("seed", seed, 0)  # numpy's default_rng refuses negative seeds
+        if latents is not None and not (isinstance(latents, np.ndarray) and np.issubdtype(latents.dtype, np.floating)):
+            raise UserError(f"latents must be a float numpy array (N, C, h, w), got {_describe(latents)}")
+        if latents is not None and not np.isfinite(latents).all():
+            raise UserError("latents contain NaN or inf")
+        if callback is not None and not callable(callback):
+            raise UserError(f"callback must be callable, got {_describe(callback)}")
         sched = DDIM(self.scheduler_config)
         ts = sched.set_timesteps(steps)
-        x = self.initial_latents(n, seed) if latents is None else np.asarray(latents, np.float32).copy()
+        tokens, _ = self.encode(eeg)
+        n = len(tokens)
+        x = self.initial_latents(n, seed) if latents is None else latents.astype(np.float32)
         if x.shape != (n,) + self.unet_c.shape("latents", "min")[1:]:
             raise UserError(f"latents: expected shape {(n,) + self.unet_c.shape('latents', 'min')[1:]}, got {x.shape}")
         cfg = g != 1.0

@@ -3,8 +3,10 @@
 Torch-free (numpy + onnxruntime + the source's library). Per chunk from the source
 (:mod:`eegsine.stream_sources`), in the order the training loaders use (:mod:`eegsine.data.raw`):
 
-1. pick the bundle's channels (by name when the source names them, else by position), convert
-   the source's units to the spec's and multiply by its scale, re-reference;
+1. pick the bundle's channels (by name, case-insensitively, where the source names its channels: one
+   missing name refuses the stream, listing them; by position only with ``--channel-map by-position`` or,
+   with a warning, from a source that names none and has exactly the bundle's count), convert the
+   source's units to the spec's and multiply by its scale, re-reference;
 2. filter with the spec's SOS coefficients (:class:`~eegsine.preprocessing.SOSFilter`, causal,
    state carried across chunks, started from the first sample's steady state) -- so the stream's
    epochs equal those cut from the whole recording filtered in one call;
@@ -15,7 +17,11 @@ Torch-free (numpy + onnxruntime + the source's library). Per chunk from the sour
    decisions without markers.
 
 Every marker yields exactly one JSONL event: ``decision``, or ``dropped_marker`` with the reason
-(its epoch left the ring buffer, started before the stream, or the stream ended first). Latency
+(its epoch left the ring buffer, started before the stream, or the stream ended first; with
+``--marker-labels``, a live marker whose code is no class code, counted apart as ``unknown_markers``:
+a recording holding such codes is refused before streaming). The ring buffer holds at least the
+source's largest chunk plus one epoch (grown past ``--buffer-s``, with a warning, where needed), so no
+chunk can push a marker's epoch out before it is decided. Latency
 is measured from the arrival of the chunk holding the epoch's last sample to the decision
 (``latency_ms``, perf_counter); sources with timestamps on this host's clock (BrainFlow, LSL) also
 give ``latency_from_sample_ms``, from the last sample's acquisition timestamp (board buffering
@@ -77,14 +83,17 @@ class StreamConfig(Config):
     board_params: list[str] = dataclasses.field(default_factory=list, metadata={
         "help": "BrainFlowInputParams fields as KEY=VALUE (serial_port=/dev/ttyUSB0, ip_address=...)"})
     channel_map: Literal["auto", "by-position"] = dataclasses.field(default="auto", metadata={
-        "help": "auto: by name where the source names its channels, else by position; by-position: the first N rows"})
+        "help": "auto: by name (case-insensitive) where the source names its channels, refused with the list of "
+                "missing names if any is missing; a source that names none is mapped by position, with a warning, "
+                "only when it has exactly the bundle's channel count; by-position: the source's first N rows"})
     lsl_markers: str = dataclasses.field(default="", metadata={
         "help": "LSL marker stream name (default: any of type Markers)"})
     lsl_timeout: float = dataclasses.field(default=5.0, metadata={
         "help": "seconds to wait for the LSL streams to appear; no sample for that long ends the stream"})
     window_step: float = dataclasses.field(default=0.0, metadata={
         "help": "sliding-window decisions every S seconds (0: off)"})
-    buffer_s: float = dataclasses.field(default=10.0, metadata={"help": "ring buffer length (s)"})
+    buffer_s: float = dataclasses.field(default=10.0, metadata={
+        "help": "ring buffer length (s); grown, with a warning, to hold the source's largest chunk plus one epoch"})
     deadline_ms: float = dataclasses.field(default=100.0, metadata={
         "help": "a decision later than this counts as a miss"})
     max_markers: int = dataclasses.field(default=0, metadata={"help": "stop after this many markers (0: no limit)"})
@@ -96,7 +105,9 @@ class StreamConfig(Config):
         "help": "folder: also generate the image of each decision (PNG)"})
     image_steps: int = dataclasses.field(default=0, metadata={"help": "DDIM steps of those images (0: the bundle's)"})
     marker_labels: bool = dataclasses.field(default=False, metadata={
-        "help": "markers are class index + 1 (as `eegsine data export-recording` writes): report accuracy"})
+        "help": "markers are class index + 1 (as `eegsine data export-recording` writes): report accuracy. A "
+                "recording (file:, brainflow:playback:) with any other code (99, -1, 2.5) is refused; on a live "
+                "source such a marker is not decided nor scored: a dropped_marker event, counted as unknown_markers"})
     threads: int = dataclasses.field(default=0, metadata={"help": "ONNX Runtime intra-op threads (0: ORT's choice)"})
 
     def validate(self) -> None:
@@ -252,8 +263,20 @@ class StreamRunner:
         if not math.isclose(info.sfreq, spec.sfreq, rel_tol=1e-6):
             raise UserError(f"{info.description} samples at {info.sfreq:g} Hz, the bundle needs {spec.sfreq:g} Hz "
                             "(no resampling at run time)")
-        self.pick, self.mapping = self._channel_map(None if cfg.channel_map == "by-position" else info.ch_names,
-                                                    info.n_chans)
+        if info.total_samples is not None and info.total_samples < spec.n_times:
+            raise UserError(f"{info.description}: {info.total_samples} samples, shorter than one epoch of the bundle "
+                            f"({spec.n_times} samples at {spec.sfreq:g} Hz): nothing to decide")
+        self.pick, self.mapping = self._channel_map(info.ch_names, info.n_chans)
+        idx = self.bundle.manifest["models"]["eeg_encoder"]["prototypes"].get(
+            "class_index", list(range(len(self.decoder.classes))))
+        self.class_of_code = {int(i) + 1: name for name, i in zip(self.decoder.classes, idx)}
+        if cfg.marker_labels and info.marker_codes is not None:
+            foreign = [c for c in info.marker_codes if not self._is_class_code(c)]
+            if foreign:
+                raise UserError(f"{info.description}: --marker-labels: {len(foreign)} of {len(info.marker_codes)} "
+                                f"markers have codes that are no class of the bundle "
+                                f"({', '.join(map(str, sorted(set(foreign), key=float)[:6]))}; class codes: "
+                                f"{self._codes_text()}); stream without --marker-labels to decide them unscored")
         self.ref_index = None
         if spec.reference not in ("as-recorded", "average"):
             if not info.ch_names or spec.reference not in info.ch_names:
@@ -265,30 +288,58 @@ class StreamRunner:
                        "applied (check the scale)")
         self.gain = unit_factor(info.units, spec.units) * spec.scale
         self.filter = SOSFilter(spec.sos_array()) if spec.has_filters else None
-        self.ring = RingBuffer(spec.n_chans, max(int(cfg.buffer_s * spec.sfreq), 2 * spec.n_times))
+        # a marker's epoch must still be in the buffer when the chunk completing it has been written: the largest
+        # chunk plus one epoch (and the part of it before the marker)
+        need = info.max_chunk + spec.n_times + max(0, -spec.offset)
+        capacity = max(int(cfg.buffer_s * spec.sfreq), 2 * spec.n_times)
+        if capacity < need:
+            self._warn(f"ring buffer grown from {cfg.buffer_s:g} s to {need / spec.sfreq:.6g} s: it holds the "
+                       f"source's largest chunk ({info.max_chunk} samples) and one epoch")
+            capacity = need
+        self.ring = RingBuffer(spec.n_chans, capacity)
         self.arrival = np.zeros(self.ring.capacity)        # perf_counter when each sample arrived
         self.stamp = np.full(self.ring.capacity, np.nan)   # the source's timestamp of each sample
         self.monitor = _Monitor(spec.ch_names, spec.sfreq)
         self.out = out
 
     def _channel_map(self, names: list[str] | None, n_src: int) -> tuple[np.ndarray, str]:
-        want = self.spec.ch_names
-        if names is not None:
-            lower = {n.lower(): i for i, n in enumerate(names)}
-            if all(w.lower() in lower for w in want):
-                return np.array([lower[w.lower()] for w in want]), "by name"
-            missing = [w for w in want if w.lower() not in lower]
-            if len(names) == len(want):
-                self._warn(f"channel names differ ({', '.join(missing[:4])} not in the stream): mapped by position")
-                return np.arange(len(want)), "by position (names differ)"
-            raise UserError(f"{self.source.info.description}: the bundle needs channels {', '.join(missing[:6])}"
-                            f"{' ...' if len(missing) > 6 else ''} ({len(missing)} of {len(want)} missing; the stream "
-                            f"has {len(names)}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''})")
+        """Source row of each bundle channel: by name (exact, else the one name equal but for case; MNE's
+        ``pick`` refuses missing names, so does this) unless ``--channel-map by-position`` or the source names none."""
+        want, desc = self.spec.ch_names, self.source.info.description
+        if names is not None and self.cfg.channel_map != "by-position":
+            exact = {n: i for i, n in enumerate(names)}
+            folded: dict[str, list[int]] = {}
+            for i, n in enumerate(names):
+                folded.setdefault(n.lower(), []).append(i)
+            rows = [exact.get(w, folded[w.lower()][0] if len(folded.get(w.lower(), [])) == 1 else None) for w in want]
+            missing = [w for w, r in zip(want, rows) if r is None]
+            if missing:
+                raise UserError(f"{desc}: the bundle needs channels {', '.join(missing[:6])}"
+                                f"{' ...' if len(missing) > 6 else ''} ({len(missing)} of {len(want)} missing; the "
+                                f"stream has {len(names)}: {', '.join(names[:8])}{' ...' if len(names) > 8 else ''}; "
+                                f"--channel-map by-position takes its first {len(want)} rows instead)")
+            return np.array(rows), "by name"
         if n_src < len(want):
-            raise UserError(f"{self.source.info.description}: {n_src} channels, the bundle needs {len(want)}")
+            raise UserError(f"{desc}: {n_src} channels, the bundle needs {len(want)}")
+        if names is None and self.cfg.channel_map != "by-position":
+            if n_src > len(want):
+                raise UserError(f"{desc}: the stream names none of its {n_src} channels and the bundle needs "
+                                f"{len(want)}: --channel-map by-position takes its first {len(want)} rows")
+            self._warn(f"the stream names none of its channels: its {n_src} rows mapped by position to the bundle's "
+                       f"{', '.join(want[:4])}{' ...' if len(want) > 4 else ''}")
+            return np.arange(len(want)), "by position (unnamed)"
         if n_src > len(want):
             self._warn(f"the stream's {n_src} channels mapped by position: the first {len(want)} are used")
         return np.arange(len(want)), "by position"
+
+    def _is_class_code(self, code: Any) -> bool:
+        return (isinstance(code, (int, float)) and not isinstance(code, bool) and math.isfinite(code)
+                and float(code).is_integer() and int(code) in self.class_of_code)
+
+    def _codes_text(self) -> str:
+        codes = sorted(self.class_of_code)
+        contiguous = codes == list(range(codes[0], codes[-1] + 1))
+        return f"{codes[0]}..{codes[-1]}" if contiguous and len(codes) > 2 else ", ".join(map(str, codes))
 
     def _warn(self, msg: str) -> None:
         self.warnings.append(msg)
@@ -324,7 +375,7 @@ class StreamRunner:
     def run(self) -> dict[str, Any]:
         cfg, spec = self.cfg, self.spec
         st = {"markers": 0, "decisions": 0, "windows": 0, "dropped_markers": 0, "dropped_samples": 0,
-              "deadline_misses": 0, "correct": 0, "scored": 0, "overruns": 0}
+              "deadline_misses": 0, "correct": 0, "scored": 0, "overruns": 0, "unknown_markers": 0}
         self.latency_ms, self.latency_from_sample_ms = [], []
         self.pending: list[dict[str, Any]] = []       # markers waiting for their epoch
         self.next_window = spec.n_times
@@ -393,7 +444,13 @@ class StreamRunner:
         full = False
         for off, code in chunk.markers:             # off < 0: a marker that came after its sample (LSL)
             st["markers"] += 1
-            self.pending.append({"sample": base + off, "marker": code})
+            m = {"sample": base + off, "marker": code}
+            if cfg.marker_labels and not self._is_class_code(code):   # reported apart: neither decided nor scored
+                st["unknown_markers"] += 1
+                self._dropped(m, f"marker code {code!r} is no class of the bundle (--marker-labels: class codes "
+                                 f"{self._codes_text()})", st)
+            else:
+                self.pending.append(m)
             full = full or bool(cfg.max_markers and st["markers"] >= cfg.max_markers)
         ready, keep = [], []
         for m in self.pending:
@@ -416,7 +473,8 @@ class StreamRunner:
             "samples": int(self.ring.total), "signal_s": round(self.ring.total / spec.sfreq, 3),
             "wall_s": round(wall, 3),
             "markers": st["markers"], "decisions": st["decisions"], "windows": st["windows"],
-            "dropped_markers": st["dropped_markers"], "dropped_samples": st["dropped_samples"],
+            "dropped_markers": st["dropped_markers"], "unknown_markers": st["unknown_markers"],
+            "dropped_samples": st["dropped_samples"], "buffer_s": round(self.ring.capacity / spec.sfreq, 6),
             "deadline_ms": cfg.deadline_ms, "deadline_misses": st["deadline_misses"],
             "buffer_overruns": st["overruns"],
             "latency_ms": _percentiles(self.latency_ms),
@@ -476,9 +534,10 @@ class StreamRunner:
                 st["windows"] += 1
             else:
                 st["decisions"] += 1
-                if cfg.marker_labels and isinstance(m["marker"], int):
+                if cfg.marker_labels:                   # only class codes get here (see _ingest)
                     st["scored"] += 1
-                    st["correct"] += int(self.decoder.classes[int(dec.labels[k])] == self._class_of(m["marker"]))
+                    truth = self.class_of_code[int(m["marker"])]
+                    st["correct"] += int(self.decoder.classes[int(dec.labels[k])] == truth)
             if self.generator is not None:
                 t0 = time.perf_counter()
                 img = self.generator.generate(epochs[k][None].astype(np.float32),
@@ -487,15 +546,6 @@ class StreamRunner:
                 write_png(path, img)
                 ev["image"], ev["image_ms"] = str(path), round((time.perf_counter() - t0) * 1e3, 1)
             self.emit(ev)
-
-    def _class_of(self, code: int) -> str | None:
-        """Marker code k = class index k - 1 of the training set (export-recording's convention)."""
-        names = self.decoder.classes
-        idx = self.bundle.manifest["models"]["eeg_encoder"]["prototypes"].get("class_index", list(range(len(names))))
-        for name, i in zip(names, idx):
-            if i == code - 1:
-                return name
-        return None
 
 
 def _lsl_clock() -> float:
@@ -517,12 +567,14 @@ def _cpu_name() -> str:
 
 
 def render_summary(s: dict[str, Any]) -> str:
-    lat = s.get("latency_ms") or {}
+    lat = s.get("latency_ms")
     parts = [f"{s['decisions']} decisions / {s['markers']} markers", f"{s['dropped_markers']} dropped",
-             f"latency p50 {lat.get('p50', float('nan')):.2f} ms p99 {lat.get('p99', float('nan')):.2f} ms",
+             f"latency p50 {lat['p50']:.2f} ms p99 {lat['p99']:.2f} ms" if lat else "no latency (nothing decided)",
              f"{s['dropped_samples']} dropped samples", f"{s['deadline_misses']} over {s['deadline_ms']:g} ms"]
     if s.get("windows"):
         parts.insert(1, f"{s['windows']} windows")
+    if s.get("unknown_markers"):
+        parts.insert(2, f"{s['unknown_markers']} of them with codes outside the classes")
     if s.get("accuracy") is not None:
         parts.append(f"accuracy {s['accuracy']:.3f}")
     for k in ("flat_channels_s", "nan_samples"):
@@ -596,7 +648,8 @@ def render_markdown(s: dict[str, Any], png: Path | None) -> str:
         ("markers", str(s["markers"])),
         ("decisions", f"{s['decisions']}" + (f" (accuracy {acc:.3f}{chance})" if acc is not None else "")
          + (f", {s['windows']} sliding windows" if s.get("windows") else "")),
-        ("dropped markers", str(s["dropped_markers"])),
+        ("dropped markers", str(s["dropped_markers"]) + (f" ({s['unknown_markers']} with codes outside the classes)"
+                                                         if s.get("unknown_markers") else "")),
         ("latency, chunk arrival to decision", pct(s.get("latency_ms"))),
         ("latency, sample timestamp to decision", pct(s.get("latency_from_sample_ms"))),
         ("dropped samples (source counters)", str(s["dropped_samples"])),
@@ -626,6 +679,33 @@ def write_report(summary_path: str | Path, summary: dict[str, Any], lat: list[fl
     return md
 
 
+class _LogFile:
+    """The ``--log`` file, line-buffered: a full disk mid-stream is the one-line error naming it, not a traceback
+    from deep in the stream loop (the lines written so far stay in the file)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._f = open(path, "w", buffering=1)
+
+    def write(self, text: str) -> int:
+        from eegsine.io import one_line_os_errors
+
+        with one_line_os_errors(self.path, atomic=False):
+            return self._f.write(text)
+
+    def flush(self) -> None:
+        from eegsine.io import one_line_os_errors
+
+        with one_line_os_errors(self.path, atomic=False):
+            self._f.flush()
+
+    def close(self) -> None:
+        from eegsine.io import one_line_os_errors
+
+        with one_line_os_errors(self.path, atomic=False):  # the last flush can meet the full disk too
+            self._f.close()
+
+
 def run_stream(cfg: StreamConfig, out: TextIO | None = None) -> dict[str, Any]:
     """Open the bundle and the source, stream until the end / a limit / Ctrl-C; returns the summary."""
     close = None
@@ -633,8 +713,11 @@ def run_stream(cfg: StreamConfig, out: TextIO | None = None) -> dict[str, Any]:
         if cfg.log == "-":
             out = sys.stdout
         else:
-            Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
-            out = close = open(cfg.log, "w", buffering=1)
+            from eegsine.io import one_line_os_errors
+
+            with one_line_os_errors(cfg.log, atomic=False):  # read-only, a file in the way: before the bundle
+                Path(cfg.log).parent.mkdir(parents=True, exist_ok=True)
+                out = close = _LogFile(cfg.log)
     try:
         runner = StreamRunner(cfg, out)
         summary = runner.run()

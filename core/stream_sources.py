@@ -18,6 +18,10 @@ offset, code), the samples' timestamps where the source has them (time.time() fo
 LSL's local_clock for LSL) and how many samples the source says it lost. A marker's offset is
 negative when it arrives after the chunk holding its sample (LSL delivers markers and samples on
 separate connections). A source that stops delivering says why in :attr:`Source.end_reason`.
+No read returns more than :attr:`SourceInfo.max_chunk` samples (the runner sizes its ring buffer by it:
+BrainFlow and LSL hand out at most one second per read, the rest waits in their own buffers), and
+recordings list their marker codes up front (:attr:`SourceInfo.marker_codes`). BrainFlow CSVs and their
+sidecars are checked by :func:`eegsine.data.recording.read_brainflow_csv` before anything is replayed.
 
 BrainFlow's PLAYBACK_FILE_BOARD has no speed setting (5.23: ``config_board`` knows
 ``loopback_true/false``, ``new/old_timestamps`` and ``set_index_percentage:P``); its reader thread
@@ -57,6 +61,13 @@ class SourceInfo:
     description: str
     total_samples: int | None = None
     clock: str = ""                 # what Chunk.timestamps count: "unix" (time.time), "lsl" (local_clock) or ""
+    max_chunk: int = 1              # the most samples one read() returns
+    marker_codes: list | None = None   # recordings: every marker's code, known before streaming (live: None)
+
+
+def marker_code(v: float) -> int | float:
+    """A marker value as its code: an int where it is a whole number (BrainFlow stores markers as doubles)."""
+    return int(v) if float(v).is_integer() else float(v)
 
 
 @dataclasses.dataclass
@@ -129,17 +140,17 @@ class BrainFlowSource(Source):
         self.poll_s = poll_s
         self.tmp: Path | None = None
         p = self.bf.BrainFlowInputParams()
-        sidecar = None
+        rec = None
         if playback:
-            from eegsine.data.recording import read_sidecar
+            from eegsine.data.recording import read_brainflow_csv
 
             if not Path(playback).is_file():
                 raise UserError(f"{playback}: playback file does not exist")
-            sidecar = read_sidecar(playback)
-            if sidecar is not None and sidecar.get("board") and board == "":
-                board = sidecar["board"]
+            rec = read_brainflow_csv(playback, board)
             p.file = str(playback)
-        master, name, descr = board_descr(board or "synthetic")
+            master, name, descr = rec.board_id, rec.board, rec.descr
+        else:
+            master, name, descr = board_descr(board or "synthetic")
         for k, v in (params or {}).items():
             if not hasattr(p, k):
                 raise UserError(f"--board-params: BrainFlowInputParams has no field {k!r}")
@@ -151,26 +162,24 @@ class BrainFlowSource(Source):
         self.marker_row = int(descr["marker_channel"])
         self.ts_row = int(descr["timestamp_channel"])
         self.pkg_row = descr.get("package_num_channel")
-        names = None
-        if sidecar is not None:
-            names = list(sidecar["ch_names"])
-            self.rows = self.rows[: len(names)]
+        total, units, codes = None, "uV", None
+        self.file_markers = np.zeros((0, 2))
+        self.file_rows: np.ndarray | None = None
+        if rec is not None:  # PLAYBACK_FILE_BOARD replays every row but overwrites the marker row with its own
+            # (empty) marker queue (Board::push_package), so the file's markers are placed here by sample count
+            self.rows, names, units = rec.eeg_rows, rec.ch_names, rec.units
+            self.file_rows, total, self.file_markers = rec.rows, rec.rows.shape[1], rec.markers
+            codes = [marker_code(c) for c in self.file_markers[:, 1]]
         else:
             try:
                 names = list(self.bf.BoardShim.get_eeg_names(master))
             except self.bf.BrainFlowError:
                 names = None
-        total = None
-        self.file_markers = np.zeros((0, 2))
-        if playback:  # PLAYBACK_FILE_BOARD replays every row but overwrites the marker row with its own (empty)
-            # marker queue (Board::push_package), so the file's markers are read here and placed by sample count
-            rows = self.bf.DataFilter.read_file(str(playback))
-            total = rows.shape[1]
-            at = np.flatnonzero(rows[self.marker_row])
-            self.file_markers = np.stack([at, rows[self.marker_row, at]], 1)
+        sfreq = float(descr["sampling_rate"])
         desc = f"BrainFlow {name}" + (f" playback of {playback}" if playback else "")
-        self.info = SourceInfo(float(descr["sampling_rate"]), len(self.rows), names, "uV",
-                               desc + (f" at {speed:g}x real time" if playback and speed != 1.0 else ""), total, "unix")
+        self.info = SourceInfo(sfreq, len(self.rows), names, units,
+                               desc + (f" at {speed:g}x real time" if playback and speed != 1.0 else ""), total, "unix",
+                               max(1, int(round(sfreq))), codes)
         self.params, self.speed = p, speed
         self.shim: Any = None                            # made in start(): a faster copy of the file is made there
         self.received = 0
@@ -181,7 +190,7 @@ class BrainFlowSource(Source):
         """The playback file with its timestamps ``1 / speed`` as far apart (see the module docstring)."""
         import tempfile
 
-        rows = self.bf.DataFilter.read_file(str(self.playback))
+        rows = self.file_rows.copy()
         ts = rows[self.ts_row]
         rows[self.ts_row] = ts[0] + (ts - ts[0]) / self.speed
         self.tmp = Path(tempfile.mkdtemp(prefix="eegsine-playback-"))
@@ -204,7 +213,7 @@ class BrainFlowSource(Source):
     def read(self) -> Chunk | None:
         if self.info.total_samples is not None and self.received >= self.info.total_samples:
             return None
-        d = self.shim.get_board_data()
+        d = self.shim.get_board_data(self.info.max_chunk)     # the oldest samples first; the rest waits in BrainFlow
         if d.shape[1] == 0:
             now = time.monotonic()
             self._idle_since = self._idle_since or now
@@ -225,7 +234,7 @@ class BrainFlowSource(Source):
         a = self.received - d.shape[1]
         fm = self.file_markers
         found += [(int(s - a), float(v)) for s, v in fm[(fm[:, 0] >= a) & (fm[:, 0] < self.received)]]
-        markers = [(i, int(v) if v.is_integer() else v) for i, v in sorted(found)]
+        markers = [(i, marker_code(v)) for i, v in sorted(found)]
         return Chunk(d[self.rows], markers, d[self.ts_row].copy(), dropped)
 
     def stop(self) -> None:
@@ -302,7 +311,7 @@ class LSLSource(Source):
             self.marker_inlet = pylsl.StreamInlet(mfound[0], max_buflen=60, processing_flags=pylsl.proc_clocksync)
         self.n = info.channel_count()
         self.info = SourceInfo(float(sfreq), self.n, names, unit, f"LSL {name}" + (
-            f" + markers {mfound[0].name()}" if mfound else " (no marker stream)"), None, "lsl")
+            f" + markers {mfound[0].name()}" if mfound else " (no marker stream)"), None, "lsl", max(1, int(sfreq)))
         self.pending: list[tuple[float, Any]] = []      # (timestamp, code) of markers not placed yet
         self.hist: collections.deque[tuple[int, np.ndarray]] = collections.deque()   # (first sample, timestamps)
         self.keep = int(history_s * sfreq)
@@ -365,7 +374,7 @@ class LSLSource(Source):
         if self.ended:
             return None
         try:
-            data, ts = self.inlet.pull_chunk(timeout=self.PULL_S)
+            data, ts = self.inlet.pull_chunk(timeout=self.PULL_S, max_samples=self.info.max_chunk)
             self._pull_markers()
         except self.errors[0]:                  # LostError: not recoverable (no source_id)
             self.end_reason = f"lsl:{self.name}: the outlet was lost"
@@ -424,31 +433,22 @@ class FileSource(Source):
             has_stim = "stim" in kinds.values()
             ev, ids, _ = recording_events(raw, "stim" if has_stim else "annotations")
             data, names, sfreq, units = raw.get_data(picks=eeg), eeg, float(raw.info["sfreq"]), "V"
-            events = ev[:, [0, 2]]
+            events = ev[:, [0, 2]].astype(np.float64)
             desc = f"recording {p}"
         self.data, self.events = data, events[np.argsort(events[:, 0], kind="stable")]
         self.n = max(1, int(round(chunk_s * sfreq)))
         pace = " (fast)" if fast else " (real time)" if speed == 1.0 else f" ({speed:g}x real time)"
-        self.info = SourceInfo(sfreq, data.shape[0], names, units, desc + pace, data.shape[1], "")
+        self.info = SourceInfo(sfreq, data.shape[0], names, units, desc + pace, data.shape[1], "", self.n,
+                               [marker_code(c) for c in self.events[:, 1]])
         self.pos = 0
         self.t0 = 0.0
 
     @staticmethod
     def _read_csv(p: Path, board: str) -> tuple[np.ndarray, list[str] | None, float, str, np.ndarray]:
-        from eegsine.data.recording import read_sidecar
+        from eegsine.data.recording import read_brainflow_csv
 
-        bf = import_brainflow()
-        side = read_sidecar(p)
-        _, _, descr = board_descr(board or (side or {}).get("board") or "synthetic")
-        d = bf.DataFilter.read_file(str(p))
-        rows = list(descr["eeg_channels"])
-        names = list(side["ch_names"]) if side else None
-        if names:
-            rows = rows[: len(names)]
-        mk = d[int(descr["marker_channel"])]
-        at = np.flatnonzero(mk)
-        events = np.stack([at, mk[at]], 1).astype(np.int64) if len(at) else np.zeros((0, 2), np.int64)
-        return d[rows], names, float(descr["sampling_rate"]), (side or {}).get("units_in_file", "uV"), events
+        rec = read_brainflow_csv(p, board)
+        return rec.rows[rec.eeg_rows], rec.ch_names, rec.sfreq, rec.units, rec.markers
 
     def start(self) -> None:
         self.t0 = time.perf_counter()
@@ -465,7 +465,7 @@ class FileSource(Source):
                 time.sleep(wait)
         self.pos = b
         sel = (self.events[:, 0] >= a) & (self.events[:, 0] < b)
-        markers = [(int(s - a), int(c)) for s, c in self.events[sel]]
+        markers = [(int(s - a), marker_code(c)) for s, c in self.events[sel]]
         return Chunk(self.data[:, a:b], markers)
 
 

@@ -24,7 +24,6 @@ import datetime
 import importlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +38,7 @@ from eegsine.errors import UserError
 from eegsine.export.onnx_export import export_onnx, ort_session, parity
 from eegsine.export.golden import write_classifier_eval, write_model_golden
 from eegsine.export.quantize import quantize, sqnr
-from eegsine.io import sha256_file, write_json
+from eegsine.io import sha256_file, staging_dir, writable_dir, write_json
 from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
 
 MODEL_NAMES = ("eeg_encoder", "unet", "vae_decoder", "classifier")
@@ -321,21 +320,25 @@ def int8_timestep_limit(per_t: dict[int, float], min_db: float) -> int:
 
 
 def check_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
+    """``out_dir`` if a bundle may be written there: absent (or ``overwrite``), its parent a writable folder."""
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
+    writable_dir(out.parent)  # a read-only or full disk fails here, before the export's work
     return out
 
 
 def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, generation: dict | None = None,
                   sources: dict[str, str] | None = None, log: Any = print) -> dict[str, Any]:
-    """Export, check, quantize and write the bundle atomically; returns the manifest."""
+    """Export, check, quantize and write the bundle atomically; returns the manifest.
+
+    The bundle is built in :func:`~eegsine.io.staging_dir` beside ``out_dir`` (which also sweeps
+    the staging folders of killed exports of the same name) and renamed into place.
+    """
     out = check_out_dir(out_dir, cfg.overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with staging_dir(out) as tmp:
         created = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
         manifest: dict[str, Any] = {"format": BUNDLE_FORMAT, "version": BUNDLE_VERSION, "created": created,
                                     "packages": package_versions(), "config": cfg.to_dict(), "sources": sources or {},
@@ -395,20 +398,24 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
             record = verify_on_device(tmp, append=True, log=lambda s: None)
             log(render(record))
         _replace_dir(tmp, out, cfg.overwrite)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return manifest
 
 
 def _replace_dir(new: Path, out: Path, overwrite: bool) -> None:
-    """Rename ``new`` to ``out``; an existing ``out`` (only with overwrite) is moved aside first, then removed."""
+    """Rename ``new`` to ``out``; an existing ``out`` (only with overwrite) is moved aside first, then removed.
+
+    The old bundle's name aside is a staging name: a kill before it is removed leaves it to the next sweep.
+    """
     if out.exists():
         if not overwrite:
             raise UserError(f"{out}: already exists (pass --overwrite to replace it)")
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{os.getpid()}.tmp")
         os.replace(out, old)
-        os.replace(new, out)
+        try:
+            os.replace(new, out)
+        except BaseException:
+            os.replace(old, out)  # the old bundle back under its name
+            raise
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(new, out)

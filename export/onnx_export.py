@@ -34,7 +34,6 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -60,14 +59,14 @@ def export_onnx(module: nn.Module, contract: ExportContract, path: str | Path, e
     """Export ``module`` to ``path`` following ``contract``; returns the path (written atomically)."""
     import onnx
 
-    from eegsine.io import atomic_path
+    from eegsine.io import atomic_path, scratch_dir
 
     path = Path(path)
     module = module.eval()
     fix = _export_batch(contract)
     sample = contract.sample_inputs("opt", seed=0, **fix)
     args = tuple(torch.from_numpy(sample[n]) for n in contract.input_names)
-    with tempfile.TemporaryDirectory(prefix="eegsine-onnx-") as tmp, torch.no_grad(), warnings.catch_warnings():
+    with scratch_dir(path) as tmp, torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         raw = Path(tmp) / "model.onnx"
         if exporter == "dynamo":

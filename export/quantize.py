@@ -48,7 +48,6 @@ import dataclasses
 import json
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
@@ -107,7 +106,8 @@ class Int8Config(Config):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Int8Config":
-        if isinstance(data, dict) and data.get("version") == 1 and "target" not in data:
+        v1 = isinstance(data, dict) and type(data.get("version")) is int and data["version"] == 1  # not 1.0 / True
+        if v1 and "target" not in data:
             data = {**data, "version": cls.VERSION, "target": "x86-vnni"}  # v1 quantized with full-range weights
         return super().from_dict(data)
 
@@ -253,7 +253,7 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from eegsine.io import atomic_path
+    from eegsine.io import atomic_path, scratch_dir
 
     onnx_path, out_path = Path(onnx_path).resolve(), Path(out_path).resolve()
     feeds = list(calibration)
@@ -263,7 +263,7 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
         raise UserError(f"{onnx_path.name}: no calibration data given")
     report: dict[str, Any] = {"source": onnx_path.name, "config": cfg.to_dict(), "target": cfg.target,
                               "scheme": cfg.scheme(), "calibration_feeds": len(feeds)}
-    with tempfile.TemporaryDirectory(prefix="eegsine-int8-") as tmpdir, _in_dir(Path(tmpdir)):
+    with scratch_dir(out_path) as tmpdir, _in_dir(Path(tmpdir)):
         tmp = Path(tmpdir)
         model = onnx.load(str(onnx_path))
         meta = {p.key: p.value for p in model.metadata_props}

@@ -202,12 +202,11 @@ def export_plugin_classifier(model: Any, contract: ExportContract, path: str | P
 def build_engine(onnx_path: str | Path, contract: ExportContract, out_path: str | Path, cfg: TRTConfig,
                  timing_cache: str | Path) -> dict[str, Any]:
     """Build and write one serialized engine; returns build info (seconds, sizes)."""
-    import tempfile
     import time
 
     import tensorrt as trt
 
-    from eegsine.io import atomic_write_bytes
+    from eegsine.io import atomic_write_bytes, scratch_dir
 
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
@@ -219,7 +218,7 @@ def build_engine(onnx_path: str | Path, contract: ExportContract, out_path: str 
         flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    with tempfile.TemporaryDirectory(prefix="eegsine-trt-") as tmp:
+    with scratch_dir(out_path) as tmp:
         plugin_graph = Path(onnx_path).name.endswith(".plugin.onnx")  # custom op: no fp16 rewrite
         src = (_fp16_graph(Path(onnx_path), Path(tmp) / "fp16.onnx") if cfg.fp16 and not plugin_graph
                else Path(onnx_path))
@@ -257,7 +256,7 @@ def build_bundle_engines(bundle_dir: str | Path, cfg: TRTConfig, precisions: tup
     import shutil
 
     from eegsine.export.bundle import update_manifest
-    from eegsine.io import read_json, sha256_file
+    from eegsine.io import atomic_path, read_json, sha256_file, writable_dir
     from eegsine.runtime import MANIFEST
 
     require_trt()
@@ -265,7 +264,7 @@ def build_bundle_engines(bundle_dir: str | Path, cfg: TRTConfig, precisions: tup
     m = read_json(bundle_dir / MANIFEST)
     identity = gpu_identity()
     cache_dir = Path(cfg.cache_dir or Path(os.environ.get("EEGSINE_CACHE", Path.home() / ".cache" / "eegsine")) / "trt")
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    writable_dir(cache_dir)
     timing = cache_dir / f"timing-{identity['tensorrt']}-{identity['gpu'].replace(' ', '_')}.cache"
     engines: dict[str, Any] = {}
     extra_files: list[str] = []
@@ -298,8 +297,8 @@ def build_bundle_engines(bundle_dir: str | Path, cfg: TRTConfig, precisions: tup
             else:
                 log(f"tensorrt {name} ({prec}): building (profile {contract.profile()})")
                 info = build_engine(bundle_dir / rel, contract, cached, cfg, timing)
-            (bundle_dir / "engines").mkdir(exist_ok=True)
-            shutil.copyfile(cached, bundle_dir / fname)
+            with atomic_path(bundle_dir / fname) as tmp:
+                shutil.copyfile(cached, tmp)
             shapes = {k: [list(s) for s in v] for k, v in contract.profile().items()}
             engines.setdefault(name, {})[prec] = {"file": fname, "key": key, **identity, **info,
                                                  "profile": shapes, "build": cfg.to_dict()}

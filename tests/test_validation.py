@@ -383,6 +383,7 @@ def test_bench_threads_flag_and_global_flag(monkeypatch, tmp_path):
         raise Stop
 
     monkeypatch.setattr(cases, "build_cases", fake_build)
+    monkeypatch.setattr("eegsine.config.usable_cpus", lambda: 4)  # --threads 3 is within bounds on any host
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     from eegsine.cli import bench_main
 

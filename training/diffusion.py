@@ -38,7 +38,7 @@ from eegsine.data import EEGSet
 from eegsine.checkpoint import save_weights
 from eegsine.errors import UserError
 from eegsine.io import update_metrics
-from eegsine.models.diffusion import EEGDiffusion, build_diffusion, model_sizes
+from eegsine.models.diffusion import EEGDiffusion, build_diffusion, check_pretrained, model_sizes
 from eegsine.models.eeg_encoder import EEGEncoder, embed
 from eegsine.models.image_encoder import ImageEncoder, embed_images
 from eegsine.models.protocol import MODEL_DIR  # RUN/model: the run's deployable model
@@ -96,6 +96,7 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
     """
     if cfg.mode == "lora" and not cfg.init_from and not cfg.model.pretrained_unet:  # before stage A, not after it
         raise UserError("mode=lora adapts a trained UNet: set --init-from RUN/model or --model-pretrained-unet DIR")
+    check_pretrained(cfg.model)  # a malformed local Stable Diffusion folder: before stage one, not after it
     acc = accelerator()
     with open_run(run_dir, cfg, lock=acc.is_main_process) as run:
         return _train(cfg, run, acc, data, encoder, speed_probe)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from eegsine.errors import UserError
-from eegsine.io import run_logger, write_json
+from eegsine.io import run_logger, writable_dir, write_json
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.models.eeg_encoder import check_input
 from eegsine.plotting import save_grid, save_png
@@ -90,7 +90,7 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
             raise UserError(f"{ds.name}: split {split!r} is empty")
         x, truth, labels = ds.x[idx], ds.images[ds.image[idx]], ds.y[idx]
         source = f"{ds.name}:{split}"
-    out = Path(out_dir) if out_dir else run / "generated"
+    out = writable_dir(Path(out_dir) if out_dir else run / "generated")  # a file there, read-only: before sampling
     emb = model.embed(torch.from_numpy(x))                                  # (T, emb_dim)
     T = len(x)
     lat = model.initial_latents(T * samples, seed)                          # sample j of trial i: fixed noise

@@ -70,10 +70,14 @@ class Checkpoint:
         self.directory = Path(directory)
         self.modules, self.optimizers = modules, optimizers
 
-    def resume(self, fresh: dict[str, Any], logger: logging.Logger | None = None, what: str = "",
-               count: str = "epoch", total: int = 0) -> dict[str, Any]:
-        """Restore the committed checkpoint (weights, optimizers, torch RNG) and return its progress, else ``fresh``."""
-        progress = load_checkpoint(self.directory, self.modules, self.optimizers)
+    def resume(self, fresh: dict[str, Any], logger: logging.Logger | None, what: str, count: str,
+               total: int) -> dict[str, Any]:
+        """Restore the committed checkpoint (weights, optimizers, torch RNG) and return its progress, else ``fresh``.
+
+        The record's progress is checked first against ``fresh`` (same keys and JSON types) and its
+        ``count`` against the run's ``total``: a damaged or foreign record is a one-line error, not a
+        KeyError mid-epoch or a run that silently skips its training."""
+        progress = load_checkpoint(self.directory, self.modules, self.optimizers, fresh, count, total)
         if progress is None:
             return fresh
         if logger is not None and progress[count]:

@@ -74,7 +74,7 @@ def train_vae(cfg: DiffusionTrainConfig, model: EEGDiffusion, images: np.ndarray
     vae = model.vae.to(device).train()
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=1e-4)
     ckpt = Checkpoint(run_dir / "vae_ckpt", {"vae": vae}, {"opt": opt})
-    progress = ckpt.resume({"epoch": 0, "seconds": []})
+    progress = ckpt.resume({"epoch": 0, "seconds": []}, logger, "stage A", "epoch", cfg.vae_epochs)
     x_all = torch.from_numpy(images)
     steps = max(1, len(images) // cfg.vae_batch_size)
     total = steps * cfg.vae_epochs

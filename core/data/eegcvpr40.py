@@ -186,6 +186,8 @@ def _check_splits(path: Path, obj: object, split_index: int) -> dict[str, list[i
         if bad:
             raise UserError(f"{path}: splits[{split_index}][{key!r}] must be a list of ints, found {bad[0]!r}")
         out[key] = np.asarray(items, dtype=np.int64).reshape(-1)
+    if not any(len(v) for v in out.values()):  # loads as a 0-trial set that trains and scores nothing
+        raise UserError(f"{path}: splits[{split_index}] has empty train, val and test lists")
     return out
 
 
@@ -338,6 +340,9 @@ def _splits(splits_path: Path, split_index: int, sp: dict, ref: list[int], new_o
         new = new_of[np.asarray(ref, np.int64)[idx]]
         dropped[key] = int((new < 0).sum())
         splits[key] = np.unique(new[new >= 0])
+    if not any(len(v) for v in splits.values()):
+        raise UserError(f"{splits_path}: splits[{split_index}] keeps no trial: its {sum(dropped.values())} entries "
+                        f"all name dropped trials (length outside {T_MIN}..{T_MAX} samples, or another subject's)")
     a, b, c = (set(splits[k].tolist()) for k in ("train", "val", "test"))
     if a & b or a & c or b & c:
         raise UserError(f"{splits_path}: splits[{split_index}] puts the same trial in two of train/val/test")

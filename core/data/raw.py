@@ -46,13 +46,39 @@ def available() -> bool:
     return importlib.util.find_spec("mne") is not None
 
 
-def read_recording(path: str | os.PathLike) -> "object":
-    """``mne.io.Raw`` of ``path`` (preloaded), with one-line errors for a missing or unreadable file."""
-    import mne
+def check_edf_length(path: Path) -> None:
+    """An EDF/BDF file must hold the data records its header declares: MNE reads a truncated file as a shorter
+    recording, with only a warning ("Inferring from the file size"), so a third of a file gave a third of the
+    trials. A header MNE cannot parse is left to MNE's own error; a record count of -1 (unknown) is not checked."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(256)
+            n_signals = int(head[252:256])
+            fh.seek(256 + n_signals * 216)                  # label 16, transducer 80, 5 x 8, prefilter 80 per signal
+            per_record = [int(fh.read(8)) for _ in range(n_signals)]
+        header_bytes, n_records, duration = int(head[184:192]), int(head[236:244]), float(head[244:252])
+    except (OSError, ValueError):
+        return
+    width = 3 if head[:1] == b"\xff" else 2                 # BDF: 24-bit samples (its first byte is 255), EDF: 16-bit
+    record = sum(per_record) * width
+    size = path.stat().st_size
+    if n_records >= 0 and record > 0 and size < header_bytes + n_records * record:
+        raise UserError(f"{path}: truncated: its header declares {n_records} data records of {duration:g} s "
+                        f"({header_bytes + n_records * record} bytes), the file holds "
+                        f"{max(0, size - header_bytes) / record:.2f} ({size} bytes)")
 
+
+def read_recording(path: str | os.PathLike) -> "object":
+    """``mne.io.Raw`` of ``path`` (preloaded), with one-line errors for a missing, truncated or unreadable file."""
     p = Path(path)
     if not p.is_file():
         raise DataMissingError(f"{p}: recording does not exist")
+    try:
+        import mne
+    except ImportError as e:
+        raise UserError(f"{p}: MNE-Python reads recordings and is not installed ({e}); pip install mne") from None
+    if p.suffix.lower() in (".edf", ".bdf"):
+        check_edf_length(p)
     try:
         return mne.io.read_raw(p, preload=True, verbose="error")
     except Exception as e:  # noqa: BLE001 - MNE raises ValueError/RuntimeError/... for foreign or broken files

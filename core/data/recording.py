@@ -15,20 +15,35 @@ PLAYBACK_FILE_BOARD replays: the master board's rows, EEG in its first EEG rows 
 codes in its marker row, timestamps in its timestamp row; ``board="auto"``: the board that has
 the recording's rate and channels, :func:`playback_board`) plus a ``.json`` sidecar naming the
 channels, board and events (BrainFlow files carry no channel names).
+
+Readers check before a sample is decoded (one-line :class:`~eegsine.errors.UserError` s naming the file
+and the line/column): :func:`read_sidecar` checks the sidecar field by field; :func:`read_brainflow_csv`
+(``eegsine stream``'s ``file:`` and ``brainflow:playback:`` sources) checks every line's columns against
+the master board's rows and every cell for a number, at least 2 samples, timestamps that never go back
+nor step more than :data:`MAX_TIMESTAMP_STEP_S` forward and advance at the board's rate (within
+:data:`RATE_TOLERANCE`), and the sidecar against the file (board, rate, channel count, sample count,
+markers); the sidecar's channel names and ``units_in_file`` are what the stream uses.
 """
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
 import numpy as np
 
+from eegsine.config import check_value
 from eegsine.data.base import EEGSet
 from eegsine.errors import UserError
 from eegsine.io import read_json, write_json
 
 SIDECAR_FORMAT = "eegsine-recording"
+SIDECAR_VERSION = 1
+# Timestamps of a BrainFlow CSV: a longer step between two rows is lost samples (an epoch across it is cut from
+# the wrong signal) and BrainFlow's playback board sleeps through it (a 1e6 s step replayed "for ever").
+MAX_TIMESTAMP_STEP_S = 1.0
+RATE_TOLERANCE = 0.05   # samples/s of the timestamps vs the board's rate: more apart is another board or lost data
 
 
 @dataclasses.dataclass
@@ -43,11 +58,22 @@ class Recording:
     tmin: float
 
 
+def check_recording_args(n_trials: int = 0, isi: float = 0.5, isi_jitter: float = 0.2, lead: float = 1.0,
+                         seed: int = 0) -> None:
+    """:func:`continuous_recording`'s arguments, typed and in range (the CLI checks them before loading a set)."""
+    if check_value("recording: n_trials", int, n_trials) < 0:
+        raise UserError(f"recording: n_trials must be >= 0 (0: every trial of the split), got {n_trials}")
+    if check_value("recording: seed", int, seed) < 0:  # numpy's default_rng refuses it with a traceback
+        raise UserError(f"recording: seed must be >= 0, got {seed}")
+    for name, v in (("isi", isi), ("isi_jitter", isi_jitter), ("lead", lead)):
+        if check_value(f"recording: {name}", float, v) < 0:  # a finite number: nan would become a garbage gap
+            raise UserError(f"recording: {name} must be >= 0 s, got {v}")
+
+
 def continuous_recording(ds: EEGSet, split: str = "test", n_trials: int = 0, isi: float = 0.5,
                          isi_jitter: float = 0.2, lead: float = 1.0, seed: int = 0) -> Recording:
     """The trials of ``split`` ("all" for every trial; the first ``n_trials`` if > 0) as one recording."""
-    if isi < 0 or isi_jitter < 0 or lead < 0:
-        raise UserError(f"recording: isi ({isi}), isi_jitter ({isi_jitter}) and lead ({lead}) must be >= 0 s")
+    check_recording_args(n_trials=n_trials, isi=isi, isi_jitter=isi_jitter, lead=lead, seed=seed)
     idx = np.arange(len(ds.x)) if split == "all" else ds.split(split)
     if n_trials > 0:
         idx = idx[:n_trials]
@@ -161,13 +187,179 @@ def _write_sidecar(rec: Recording, path: Path, extra: dict) -> None:
 
 
 def read_sidecar(path: str | Path) -> dict | None:
+    """The sidecar of recording ``path`` (None without one), each field checked (unknown fields are kept)."""
     p = sidecar_path(path)
     if not p.is_file():
         return None
     d = read_json(p)
     if not isinstance(d, dict) or d.get("kind") != SIDECAR_FORMAT:
         raise UserError(f"{p}: not an eegsine recording sidecar")
+    _check_sidecar(d, p)
     return d
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_sidecar(d: dict, p: Path) -> None:
+    from eegsine.preprocessing import UNITS
+
+    v = d.get("version")
+    if not _is_int(v) or v < 1:
+        raise UserError(f"{p}: version must be an integer >= 1, got {v!r}")
+    if v > SIDECAR_VERSION:
+        raise UserError(f"{p}: sidecar version {v} is newer than this eegsine reads ({SIDECAR_VERSION}); "
+                        "upgrade eegsine")
+    for key in ("sfreq", "ch_names"):
+        if key not in d:
+            raise UserError(f"{p}: no {key!r}")
+    checks = {
+        "sfreq": (lambda x: _is_num(x) and x > 0, "a sampling rate > 0 (Hz)"),
+        "ch_names": (lambda x: isinstance(x, list) and x and all(isinstance(n, str) and n.strip() for n in x)
+                     and len(set(x)) == len(x), "a list of distinct channel names"),
+        "units": (lambda x: x in UNITS, f"one of {', '.join(UNITS)}"),
+        "units_in_file": (lambda x: x in UNITS, f"one of {', '.join(UNITS)}"),
+        "board": (lambda x: isinstance(x, str) and x.strip(), "a BrainFlow board name"),
+        "n_samples": (lambda x: _is_int(x) and x >= 0, "a sample count >= 0"),
+        "events": (lambda x: isinstance(x, list) and all(
+            isinstance(e, list) and len(e) == 2 and _is_int(e[0]) and e[0] >= 0 and _is_num(e[1]) for e in x),
+            "a list of [sample, code] pairs"),
+    }
+    for key, (ok, want) in checks.items():
+        if key in d and not ok(d[key]):
+            raise UserError(f"{p}: {key} must be {want}, got {str(d[key])[:60]!r}")
+
+
+@dataclasses.dataclass
+class BrainFlowRecording:
+    """A BrainFlow CSV (and its sidecar) as :func:`read_brainflow_csv` checked it."""
+
+    path: Path
+    rows: np.ndarray            # (num_rows, n) float64: every row of the master board, as DataFilter.read_file gives
+    board_id: int
+    board: str                  # BoardIds name of the master board
+    descr: dict                 # BrainFlow's description of that board (its default preset)
+    eeg_rows: list[int]         # the rows of the recording's channels
+    ch_names: list[str] | None  # the sidecar's, else the board's EEG names, else None
+    sfreq: float
+    units: str                  # of the EEG rows: the sidecar's units_in_file, else BrainFlow's uV
+    sidecar: dict | None
+
+    @property
+    def markers(self) -> np.ndarray:
+        """(k, 2) float64: sample, code of every non-zero cell of the marker row (codes may be non-integers)."""
+        mk = self.rows[int(self.descr["marker_channel"])]
+        at = np.flatnonzero(mk)
+        return np.stack([at, mk[at]], 1).astype(np.float64) if len(at) else np.zeros((0, 2))
+
+
+def _csv_rows(p: Path, n_cols: int, board: str) -> np.ndarray:
+    """(n_cols, n) float64 of a tab-separated file, each line ``n_cols`` numbers (one-line errors otherwise)."""
+    from eegsine.io import disk_error
+
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise disk_error(p, e) or UserError(f"{p}: cannot read the recording ({e.strerror})") from None
+    if not raw.strip():
+        raise UserError(f"{p}: empty file (a BrainFlow CSV has one line of {n_cols} numbers per sample)")
+    try:
+        text = raw.decode("ascii")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{p}: not a BrainFlow CSV (byte {e.start} is not text)") from None
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    widths = [ln.count("\t") + 1 for ln in lines]
+    bad = [i for i, w in enumerate(widths) if w != n_cols]
+    if len(bad) == len(lines):
+        raise UserError(f"{p}: {widths[0]} columns, a {board} file has {n_cols} (one per row of the board; "
+                        "--board or the sidecar names the board)")
+    if bad:
+        raise UserError(f"{p}: line {bad[0] + 1} has {widths[bad[0]]} columns, a {board} file has {n_cols}")
+    try:
+        data = np.loadtxt(lines, delimiter="\t", dtype=np.float64, ndmin=2, comments=None)
+    except ValueError as e:
+        for i, ln in enumerate(lines, 1):
+            for j, cell in enumerate(ln.split("\t"), 1):
+                try:
+                    float(cell)
+                except ValueError:
+                    raise UserError(f"{p}: line {i}, column {j}: {cell[:30]!r} is not a number") from None
+        raise UserError(f"{p}: not a BrainFlow CSV ({' '.join(str(e).split())[:160]})") from None
+    return np.ascontiguousarray(data.T)
+
+
+def read_brainflow_csv(path: str | Path, board: str = "") -> BrainFlowRecording:
+    """A BrainFlow CSV checked before a sample is used (see the module docstring); ``board``: the master board
+    (default: the sidecar's, else SYNTHETIC_BOARD)."""
+    from eegsine.stream_sources import board_descr, import_brainflow
+
+    p = Path(path)
+    side = read_sidecar(p)
+    side_board = (side or {}).get("board")
+    bid, name, descr = board_descr(board or side_board or "synthetic")
+    if board and side_board and board_descr(side_board)[1] != name:
+        raise UserError(f"{p}: --board {board} but its sidecar says it was written for {side_board}")
+    rows = _csv_rows(p, int(descr["num_rows"]), name)
+    n, sfreq = rows.shape[1], float(descr["sampling_rate"])
+    if n < 2:
+        raise UserError(f"{p}: 1 sample; a recording has at least 2 (its timestamps pace the playback)")
+    for what, r in (("timestamp", int(descr["timestamp_channel"])), ("marker", int(descr["marker_channel"]))):
+        nonfinite = np.flatnonzero(~np.isfinite(rows[r]))
+        if nonfinite.size:
+            raise UserError(f"{p}: line {nonfinite[0] + 1}, column {r + 1}: {what} {rows[r, nonfinite[0]]} is not a "
+                            "finite number")
+    ts = rows[int(descr["timestamp_channel"])]
+    step = np.diff(ts)
+    back = np.flatnonzero(step < 0)
+    if back.size:
+        raise UserError(f"{p}: line {back[0] + 2}: the timestamp goes back {-step[back[0]]:.6g} s (timestamps must not "
+                        "decrease)")
+    jump = np.flatnonzero(step > MAX_TIMESTAMP_STEP_S)
+    if jump.size:
+        raise UserError(f"{p}: line {jump[0] + 2}: the timestamps jump {step[jump[0]]:.6g} s forward (more than "
+                        f"{MAX_TIMESTAMP_STEP_S:g} s between two samples: samples lost; the playback board would wait "
+                        "that long)")
+    rate = (n - 1) / (ts[-1] - ts[0]) if ts[-1] > ts[0] else math.inf
+    if not abs(rate / sfreq - 1) <= RATE_TOLERANCE:
+        raise UserError(f"{p}: its timestamps advance {rate:.6g} samples/s, board {name} samples at {sfreq:g} Hz (more "
+                        f"than {RATE_TOLERANCE:.0%} apart: another board's file, or samples lost)")
+    eeg = list(descr["eeg_channels"])
+    names: list[str] | None = None
+    units = "uV"                                      # BrainFlow's EEG rows are microvolts
+    if side is not None:
+        if not math.isclose(side["sfreq"], sfreq, rel_tol=1e-9):
+            raise UserError(f"{p}: its sidecar says {side['sfreq']:g} Hz, board {name} samples at {sfreq:g} Hz "
+                            "(--board names the board the file was written for)")
+        names = list(side["ch_names"])
+        if len(names) > len(eeg):
+            raise UserError(f"{p}: its sidecar names {len(names)} channels, board {name} has {len(eeg)} EEG rows")
+        eeg = eeg[: len(names)]
+        units = side.get("units_in_file", units)
+        if "n_samples" in side and side["n_samples"] != n:
+            raise UserError(f"{p}: {n} samples, its sidecar says {side['n_samples']} (a truncated file, or another "
+                            "file's sidecar)")
+        if "events" in side:
+            mk = rows[int(descr["marker_channel"])]
+            at = np.flatnonzero(mk)
+            want = sorted((int(s), float(c)) for s, c in side["events"])
+            got = [(int(s), float(mk[s])) for s in at]
+            if got != want:
+                k = next(i for i in range(max(len(got), len(want))) if got[i:i + 1] != want[i:i + 1])
+                raise UserError(f"{p}: its marker row holds {len(got)} markers, its sidecar {len(want)} events; first "
+                                f"difference at sample {(got[k:] or want[k:])[0][0]} (another file's sidecar?)")
+    else:
+        try:
+            names = list(import_brainflow().BoardShim.get_eeg_names(bid))
+        except Exception:  # noqa: BLE001 - BrainFlowError: the board names no electrodes
+            names = None
+    return BrainFlowRecording(p, rows, bid, name, descr, eeg, names, sfreq, units, side)
 
 
 def export_recording(ds: EEGSet, out: str | Path, board: str = "synthetic", **kw) -> tuple[Path, Recording]:

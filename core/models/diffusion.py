@@ -5,7 +5,7 @@ Stage two of the EEG->image system (docs/design.md). The pieces are diffusers' o
 * ``AutoencoderKL`` maps images in [-1, 1] (B, C, H, W) to latents (B, c, H/f, W/f); it is
   trained in-project on the image set (``eegsine.training.diffusion`` stage A) or read from
   a user's local Stable Diffusion folder (``pretrained_vae``, ``from_pretrained(...,
-  local_files_only=True)``, nothing downloaded).
+  local_files_only=True)``, nothing downloaded), checked first by :mod:`eegsine.models.local_folders`.
 * ``UNet2DConditionModel`` predicts the noise of a latent; its cross-attention reads EEG
   tokens: the frozen aligned encoder's embedding (B, emb_dim) through :class:`EEGConditioner`
   (:class:`~eegsine.models.eeg_encoder.EEGTokenMapper` + null tokens) -> (B, n_tokens, cross_attention_dim).
@@ -70,6 +70,7 @@ from eegsine.errors import UserError
 from eegsine.models import module_device, n_params  # noqa: F401 - n_params re-exported
 from eegsine.models.configs import DiffusionConfig
 from eegsine.models.eeg_encoder import EEGEncoder, EEGTokenMapper
+from eegsine.models.local_folders import check_diffusers_folder, check_sd_pair, load_error
 from eegsine.models.protocol import MODEL_DIR, PROVENANCE_FILE, Provenance, read_provenance
 
 SAMPLERS = ("ddim", "dpm++")
@@ -87,10 +88,31 @@ def _local_folder(path: str, sub: str, what: str) -> Path:
     raise UserError(f"{what}={path}: no config.json in {p} or {p / sub} (expected a diffusers save_pretrained folder)")
 
 
+def _pretrained(cls: type, path: str, sub: str, what: str) -> Any:
+    """A user's local diffusers folder of ``cls``: checked (:mod:`eegsine.models.local_folders`), then read."""
+    folder = _local_folder(path, sub, what)
+    check_diffusers_folder(folder, cls)
+    try:
+        return cls.from_pretrained(str(folder), local_files_only=True, use_safetensors=True)
+    except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:  # what the checks did not foresee
+        raise load_error(folder, e) from None
+
+
+def check_pretrained(cfg: DiffusionConfig) -> None:
+    """Check ``cfg``'s local pretrained VAE/UNet folders, and that they pair, before any is read or trained."""
+    vae = unet = None
+    if cfg.pretrained_vae:
+        vae = check_diffusers_folder(_local_folder(cfg.pretrained_vae, "vae", "pretrained_vae"), AutoencoderKL)
+    if cfg.pretrained_unet:
+        folder = _local_folder(cfg.pretrained_unet, "unet", "pretrained_unet")
+        unet = check_diffusers_folder(folder, UNet2DConditionModel)
+        if vae is not None:
+            check_sd_pair(vae, unet, folder)
+
+
 def build_vae(cfg: DiffusionConfig) -> AutoencoderKL:
     if cfg.pretrained_vae:
-        return AutoencoderKL.from_pretrained(str(_local_folder(cfg.pretrained_vae, "vae", "pretrained_vae")),
-                                             local_files_only=True)
+        return _pretrained(AutoencoderKL, cfg.pretrained_vae, "vae", "pretrained_vae")
     n = len(cfg.vae_channels)
     return AutoencoderKL(in_channels=cfg.image_channels, out_channels=cfg.image_channels,
                          down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
@@ -102,8 +124,7 @@ def build_vae(cfg: DiffusionConfig) -> AutoencoderKL:
 
 def build_unet(cfg: DiffusionConfig) -> UNet2DConditionModel:
     if cfg.pretrained_unet:
-        return UNet2DConditionModel.from_pretrained(str(_local_folder(cfg.pretrained_unet, "unet", "pretrained_unet")),
-                                                    local_files_only=True)
+        return _pretrained(UNet2DConditionModel, cfg.pretrained_unet, "unet", "pretrained_unet")
     down = tuple("CrossAttnDownBlock2D" if a else "DownBlock2D" for a in cfg.unet_cross_attention)
     up = tuple("CrossAttnUpBlock2D" if a else "UpBlock2D" for a in reversed(cfg.unet_cross_attention))
     return UNet2DConditionModel(sample_size=cfg.latent_size, in_channels=cfg.latent_channels,
@@ -624,6 +645,7 @@ def build_diffusion(cfg: DiffusionConfig, encoder: EEGEncoder | None = None) -> 
         if cfg.emb_dim and cfg.emb_dim != encoder.cfg.emb_dim:
             raise UserError(f"DiffusionConfig.emb_dim={cfg.emb_dim} but the encoder gives {encoder.cfg.emb_dim}")
         cfg = cfg.replace(emb_dim=encoder.cfg.emb_dim)
+    check_pretrained(cfg)
     vae, unet = build_vae(cfg), build_unet(cfg)
     if cfg.pretrained_vae or cfg.pretrained_unet:
         cfg = fit_to_pretrained(cfg, vae, unet)
@@ -644,6 +666,6 @@ def load_diffusion(directory: str | Path, device: str | torch.device = "cpu") ->
 
 
 __all__ = ["DiffusionConfig", "EEGDiffusion", "EEGDiffusionPipeline", "EEGConditioner", "EEGToTokens", "UNetForExport",
-           "LatentDecoder", "build_vae", "build_unet", "build_diffusion", "fit_to_pretrained", "make_scheduler",
-           "initial_latents", "to_model_space", "to_native", "diffusion_folder", "load_diffusion",
+           "LatentDecoder", "build_vae", "build_unet", "build_diffusion", "check_pretrained", "fit_to_pretrained",
+           "make_scheduler", "initial_latents", "to_model_space", "to_native", "diffusion_folder", "load_diffusion",
            "model_sizes", "n_params", "SAMPLERS", "INDEX_FILE", "ENCODER_DIR"]

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from eegsine.errors import UserError
 from eegsine.models import module_device
 from eegsine.models.configs import ImageEncoderConfig
+from eegsine.models.local_folders import CLIP_TYPES, check_hf_vision_folder, load_error
 from eegsine.models.protocol import PretrainedModel
 COSINE_SCALE = 10.0  # fixed logit scale of the cosine classifier: 10 reaches >97% train acc on MNIST in 2 epochs
 
@@ -81,15 +82,19 @@ class HFImageEncoder(ImageEncoder):
         path = Path(cfg.hf_path)
         if not (path / "config.json").exists():
             raise UserError(f"{path}: not a local Hugging Face model folder (no config.json)")
-        hf_cfg = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-        if hf_cfg.model_type in ("clip", "clip_vision_model"):
-            self.model = transformers.CLIPVisionModelWithProjection.from_pretrained(path, local_files_only=True)
-            self.kind = "clip"
-            vcfg = getattr(hf_cfg, "vision_config", hf_cfg)
-        else:
-            self.model = transformers.AutoModel.from_pretrained(path, local_files_only=True)
-            self.kind = "auto"
-            vcfg = getattr(hf_cfg, "vision_config", hf_cfg)
+        check_hf_vision_folder(path)  # config, weights and their shapes, before transformers reads them
+        try:
+            hf_cfg = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+            if hf_cfg.model_type in CLIP_TYPES:
+                self.model = transformers.CLIPVisionModelWithProjection.from_pretrained(
+                    path, local_files_only=True, use_safetensors=True)
+                self.kind = "clip"
+            else:
+                self.model = transformers.AutoModel.from_pretrained(path, local_files_only=True, use_safetensors=True)
+                self.kind = "auto"
+        except (OSError, ValueError, RuntimeError, TypeError, KeyError) as e:  # what the checks did not foresee
+            raise load_error(path, e) from None
+        vcfg = getattr(hf_cfg, "vision_config", hf_cfg)
         self.model.eval().requires_grad_(False)
         self.size = int(getattr(vcfg, "image_size", 224))
         self.in_chans = int(getattr(vcfg, "num_channels", 3))
