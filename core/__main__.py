@@ -1,5 +1,5 @@
 import sys
 
-from eegsine.cli import main
+from eegsine.commands.main import main
 
 sys.exit(main())

@@ -17,3 +17,24 @@ class DataMissingError(UserError):
 
     def for_flag(self, flag: str) -> "DataMissingError":
         return DataMissingError(str(self).replace("--root", flag))
+
+
+
+# packages of the training / export toolkit (pyproject's `toolkit` extra, brought by `cpu` and `gpu`)
+TOOLKIT = ("torch", "scipy", "sklearn", "safetensors", "tqdm", "matplotlib", "onnx", "onnxscript", "diffusers",
+           "accelerate", "peft", "torchmetrics")
+
+
+def install_hint(module: str) -> str | None:
+    """How to get the missing ``module`` a command imported (None: not one of eegsine's optional packages)."""
+    top = module.split(".")[0]
+    if top == "onnxruntime":
+        return ("pip install onnxruntime (the device runtime; on NVIDIA machines onnxruntime-gpu instead, "
+                "never both)")
+    if top == "torchattacks":
+        return ("pip install --no-deps torchattacks==3.5.1 (--no-deps: its torchvision requirement would replace "
+                "your torch build)")
+    if top in TOOLKIT:
+        return ('this command needs the toolkit: from a clone of eegsine, pip install ".[cpu]" '
+                '(or ".[gpu]" on an NVIDIA machine; README "Install")')
+    return None

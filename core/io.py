@@ -2,12 +2,12 @@
 
 A run killed at any moment leaves either the old file or the new one, never a truncated
 one: every write goes to a temp file ``.<name>.*.tmp`` in the same folder, is fsync-ed,
-then renamed (a killed writer's temp files are swept by :mod:`eegsine.run_folder`). A full,
+then renamed (a killed writer's temp files are swept by :mod:`eegsine.runs.folder`). A full,
 read-only or forbidden disk, or a file or folder in the way of the path, is a :class:`UserError`
 naming the file, with the old file intact. A folder written whole (an export bundle) is built in
 :func:`staging_dir` beside its final name, whose leftovers the next writer of that name sweeps.
 Torch-free (the runtime and ``eegsine-verify`` import this module on a device without torch):
-safetensors weights and resumable training checkpoints live in :mod:`eegsine.checkpoint`.
+safetensors weights and resumable training checkpoints live in :mod:`eegsine.runs.checkpoint`.
 """
 from __future__ import annotations
 

@@ -33,13 +33,16 @@ import torch.nn as nn
 from tqdm import tqdm
 
 from eegsine.export.configs import BundleConfig  # torch-free, so `eegsine export --help` needs no torch
-from eegsine.contracts import ExportContract
+from eegsine.runtime.contracts import ExportContract
 from eegsine.errors import UserError
 from eegsine.export.onnx_export import export_onnx, ort_session, parity
 from eegsine.export.golden import write_classifier_eval, write_model_golden
 from eegsine.export.quantize import quantize, sqnr
-from eegsine.io import sha256_file, staging_dir, writable_dir, write_json
+from eegsine.io import read_json, sha256_file, staging_dir, writable_dir, write_json
 from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
+from eegsine.data import load_eeg
+from eegsine.models.classifier import Classifier
+from eegsine.runtime.verify import render, verify_on_device
 
 MODEL_NAMES = ("eeg_encoder", "unet", "vae_decoder", "classifier")
 
@@ -64,8 +67,6 @@ def _feeds(name: str, x: np.ndarray, batch: int) -> list[dict[str, np.ndarray]]:
 # -- classifier ----------------------------------------------------------------------------------
 def classifier_item(run_dir: str | Path, cfg: BundleConfig, images: Any | None = None) -> Item:
     """The classifier of a ``train classifier`` run, calibrated on its data set's training images."""
-    from eegsine.models.classifier import Classifier
-
     model = Classifier.from_pretrained(run_dir)
     mcfg, prov = model.cfg, model.provenance
     if images is None:
@@ -124,7 +125,7 @@ def eeg_items(pipe: Any, train_eeg: np.ndarray, holdout_eeg: np.ndarray, cfg: Bu
     ``pipe`` is an :class:`~eegsine.models.diffusion.EEGDiffusionPipeline` with its EEG encoder: the items are its
     ``export_modules``, the UNet and VAE decoder calibrated along its DDIM trajectories at ``guidance`` (default: the
     model's). With ``train_labels`` the encoder item carries class prototypes (:func:`class_prototypes`); with
-    ``preprocessing`` (a :class:`~eegsine.preprocessing.PreprocessingSpec`) the spec its input needs.
+    ``preprocessing`` (a :class:`~eegsine.runtime.preprocessing.PreprocessingSpec`) the spec its input needs.
     """
     modules = pipe.export_modules(max_batch=cfg.export.max_batch, opset=cfg.export.opset)
     if "eeg_encoder" not in modules:
@@ -235,8 +236,6 @@ def diffusion_model_dir(run_dir: str | Path) -> Path:
 def run_eeg_data(provenance: Any, where: str | Path, eeg_data: str = "") -> Any:
     """The EEG set a model was trained on, rebuilt from its provenance (same loader and options); ``eeg_data``
     (``--eeg-data``, a registry name) overrides."""
-    from eegsine.data import load_eeg
-
     if eeg_data:
         return load_eeg(eeg_data).check()
     provenance.require_data(str(where), "--eeg-data")
@@ -393,7 +392,6 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
                 manifest["files"][rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
         write_json(tmp / MANIFEST, manifest)
         if cfg.int8:  # prove the INT8 files on the build host before the bundle is published
-            from eegsine.device_verify import render, verify_on_device
 
             record = verify_on_device(tmp, append=True, log=lambda s: None)
             log(render(record))
@@ -423,8 +421,6 @@ def _replace_dir(new: Path, out: Path, overwrite: bool) -> None:
 
 def update_manifest(bundle_dir: str | Path, mutate: Any) -> dict[str, Any]:
     """Read, change (``mutate(manifest)``) and atomically rewrite a bundle's manifest."""
-    from eegsine.io import read_json
-
     path = Path(bundle_dir) / MANIFEST
     m = read_json(path)
     mutate(m)

@@ -13,7 +13,7 @@ from typing import Literal
 from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.export.quantize import Int8Config
-from eegsine.manifest import MODEL_NAMES
+from eegsine.runtime.manifest import MODEL_NAMES
 
 
 @dataclasses.dataclass

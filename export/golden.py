@@ -4,7 +4,7 @@ At export time, for each model: its held-out real inputs (the feeds the export's
 check uses: validation EEG trials, test images, UNet inputs along held-out DDIM
 trajectories at every timestep, their final latents) and the **torch FP32** outputs on
 them. For the classifier also a labelled evaluation set from the test split and
-adversarial examples crafted white-box on the torch model (:class:`eegsine.attacks.PGD`,
+adversarial examples crafted white-box on the torch model (:class:`eegsine.attacks.algorithms.PGD`,
 cross-entropy, at the run's training eps), so ``eegsine-verify`` can measure clean and
 transfer-attack accuracy with ONNX Runtime alone.
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from eegsine.contracts import ExportContract
+from eegsine.runtime.contracts import ExportContract
 
 GOLDEN_DIR = "golden"
 
@@ -61,7 +61,7 @@ def write_model_golden(bundle_tmp: Path, module: nn.Module, contract: ExportCont
 def write_classifier_eval(bundle_tmp: Path, model: nn.Module, images: np.ndarray, labels: np.ndarray, eps: float | None,
                           pgd_steps: int, seed: int) -> dict[str, Any]:
     """Write ``golden/classifier_eval.npz`` (images, labels, PGD adversarial images); returns its manifest entry."""
-    from eegsine.attacks import PGD
+    from eegsine.attacks.algorithms import PGD
 
     x = np.ascontiguousarray(images, np.float32)
     y = np.asarray(labels, np.int64)

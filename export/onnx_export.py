@@ -1,6 +1,6 @@
 """Contract-driven ONNX export and ONNX Runtime vs torch parity.
 
-:func:`export_onnx` takes a module and its :class:`~eegsine.contracts.ExportContract` and
+:func:`export_onnx` takes a module and its :class:`~eegsine.runtime.contracts.ExportContract` and
 writes one self-contained ``.onnx`` file (no external data) whose input/output names,
 dynamic axes and opset are the contract's. :func:`parity` runs the file in ONNX Runtime
 and the module in torch on the contract's min/opt/max shapes and reports the errors.
@@ -42,9 +42,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from eegsine.contracts import ExportContract
+from eegsine.runtime.contracts import ExportContract
 from eegsine.errors import UserError
 from eegsine.export.configs import ExportConfig  # noqa: F401 - re-exported
+from eegsine.io import atomic_path, scratch_dir
 
 CONTRACT_KEY = "eegsine.contract"
 
@@ -59,7 +60,6 @@ def export_onnx(module: nn.Module, contract: ExportContract, path: str | Path, e
     """Export ``module`` to ``path`` following ``contract``; returns the path (written atomically)."""
     import onnx
 
-    from eegsine.io import atomic_path, scratch_dir
 
     path = Path(path)
     module = module.eval()

@@ -8,7 +8,7 @@ the training split for the encoder, UNet inputs recorded along real DDIM traject
 every timestep (activation ranges move with t), real images for the classifier.
 
 The *target* (:data:`TARGETS`) decides the weight range, because INT8 accuracy on a CPU
-depends on its ISA (:mod:`eegsine.isa`): x86 CPUs without VNNI add pairs of u8 x s8
+depends on its ISA (:mod:`eegsine.runtime.isa`): x86 CPUs without VNNI add pairs of u8 x s8
 products in saturating int16, so full-range weights degrade there and only there.
 
 * ``portable`` (default): 7-bit weights (ORT's ``reduce_range``, |w_q| <= 64), so every
@@ -54,8 +54,9 @@ from typing import Any, Iterable, Iterator, Literal
 import numpy as np
 
 from eegsine.config import Config
-from eegsine.device_verify import sqnr  # noqa: F401 - one torch-free definition, re-exported
+from eegsine.runtime.verify import sqnr  # noqa: F401 - one torch-free definition, re-exported
 from eegsine.errors import UserError
+from eegsine.io import atomic_path, scratch_dir
 
 QUANT_KEY = "eegsine.quantization"
 # conv_in / conv_out / time embedding / final norm: the usual sensitive layers of a diffusion
@@ -253,7 +254,6 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from eegsine.io import atomic_path, scratch_dir
 
     onnx_path, out_path = Path(onnx_path).resolve(), Path(out_path).resolve()
     feeds = list(calibration)

@@ -33,8 +33,10 @@ from typing import Any
 import numpy as np
 
 from eegsine.config import Config
-from eegsine.contracts import ExportContract
+from eegsine.runtime.contracts import ExportContract
 from eegsine.errors import UserError
+from eegsine.io import atomic_path, atomic_write_bytes, read_json, scratch_dir, sha256_file, writable_dir
+from eegsine.runtime import MANIFEST
 
 TRT_OPSET_RANGE = (13, 22)  # per-axis Q/DQ needs 13; TensorRT 10.x parses up to 22
 # ONNX ops (default domain) TensorRT's ONNX parser supports and our four graphs use or may use.
@@ -206,7 +208,6 @@ def build_engine(onnx_path: str | Path, contract: ExportContract, out_path: str 
 
     import tensorrt as trt
 
-    from eegsine.io import atomic_write_bytes, scratch_dir
 
     logger = trt.Logger(trt.Logger.WARNING)
     trt.init_libnvinfer_plugins(logger, "")
@@ -256,8 +257,6 @@ def build_bundle_engines(bundle_dir: str | Path, cfg: TRTConfig, precisions: tup
     import shutil
 
     from eegsine.export.bundle import update_manifest
-    from eegsine.io import atomic_path, read_json, sha256_file, writable_dir
-    from eegsine.runtime import MANIFEST
 
     require_trt()
     bundle_dir = Path(bundle_dir)

@@ -3,7 +3,7 @@
 Classifier (same eval images for every backend):
 
 * clean accuracy: torch eager, ORT FP32, ORT INT8 (and TensorRT engines when present);
-* (a) transfer: L-inf PGD crafted white-box on the torch model (:class:`eegsine.attacks.PGD`)
+* (a) transfer: L-inf PGD crafted white-box on the torch model (:class:`eegsine.attacks.algorithms.PGD`)
   and evaluated on every backend;
 * (b) black-box: torchattacks' Square (score-based, margin loss) run directly against each
   ORT session, wrapped as an ``nn.Module`` whose forward calls ONNX Runtime -- Square needs
@@ -11,7 +11,7 @@ Classifier (same eval images for every backend):
 
 EEG to image (same EEG trials, same seeds, same initial latents): images from FP32 and
 INT8 bundles are scored with the domain feature network (``fid_domain``, ``is_domain``,
-``lpips_domain`` and n-way accuracy, from :mod:`eegsine.image_metrics`), plus SQNR of the
+``lpips_domain`` and n-way accuracy, from :mod:`eegsine.metrics.images`), plus SQNR of the
 INT8 UNet output at every DDIM timestep, teacher-forced on the FP32 trajectory's inputs
 (so it measures the UNet's own quantization error, not drift).
 
@@ -33,6 +33,11 @@ from eegsine.export.configs import VerifyConfig  # noqa: F401 - re-exported
 from eegsine.export.quantize import sqnr
 from eegsine.io import atomic_write_text, write_json
 from eegsine.runtime import Bundle, EEGToImage, SineClassifier
+from eegsine.data import load_images
+from eegsine.export.tensorrt import TRTRunner, trt_unavailable_reason
+from eegsine.metrics.images import domain_network, domain_outputs, lpips_domain, score_set, ssim_pairs
+from eegsine.models.classifier import Classifier
+from eegsine.runtime.isa import describe, this_host
 
 
 class ORTClassifier(nn.Module):
@@ -64,7 +69,7 @@ def verify_classifier(bundle: Bundle, model: nn.Module, images: np.ndarray, labe
     """Clean / transfer-PGD / Square accuracy per backend and the gates (points = percentage points)."""
     import torchattacks
 
-    from eegsine.attacks import PGD
+    from eegsine.attacks.algorithms import PGD
 
     x, y = images[: cfg.n_eval].astype(np.float32), labels[: cfg.n_eval].astype(np.int64)
     backends = {"fp32": SineClassifier(bundle, "fp32")}
@@ -117,8 +122,6 @@ def verify_classifier(bundle: Bundle, model: nn.Module, images: np.ndarray, labe
 
 
 def _trt_classifier(bundle: Bundle) -> dict[str, Any]:
-    from eegsine.export.tensorrt import TRTRunner, trt_unavailable_reason
-
     engines = bundle.manifest.get("engines", {}).get("classifier", {})
     if not engines or trt_unavailable_reason():
         return {}
@@ -173,8 +176,6 @@ def verify_eeg(bundle: Bundle, eeg: np.ndarray, labels: np.ndarray, real_images:
 
 def domain_scorer(net: nn.Module, name: str, n_boot: int = 100):
     """Scorer for :func:`verify_eeg`: generated vs ground-truth images on the domain CNN ``net``."""
-    from eegsine.image_metrics import domain_outputs, lpips_domain, score_set, ssim_pairs
-
     def score(fake: np.ndarray, real: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
         r = score_set(domain_outputs(net, fake), domain_outputs(net, real), labels, lpips_domain(net, fake, real),
                       ssim_pairs(fake, real), n_boot=n_boot)
@@ -194,8 +195,6 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
     j = write_json(bundle_dir / "verify.json", result)
     lines = ["# Verification after compression", "", f"Overall: **{'PASSED' if result['passed'] else 'FAILED'}**", ""]
     if "host" in result:
-        from eegsine.isa import describe
-
         lines += [f"Host: {describe(result['host'])}; INT8 results on CPUs depend on the ISA class "
                   "(`eegsine-verify BUNDLE` re-proves the bundle on another machine).", ""]
     if gates:
@@ -242,14 +241,9 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
 def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = None, eeg_set=None,
                   eeg_run: str | None = None) -> dict[str, Any]:
     """Verify a bundle against the torch models of its runs: the sections that apply, written to verify.json/.md."""
-    from eegsine.isa import this_host
-
     bundle = Bundle(bundle_dir)
     result: dict = {"config": vcfg.to_dict(), "host": this_host()}
     if classifier_run:
-        from eegsine.data import load_images
-        from eegsine.models.classifier import Classifier
-
         model = Classifier.from_pretrained(classifier_run)
         entry = bundle.manifest["models"]["classifier"]
         images = load_images(entry["dataset"], **model.provenance.data_options)
@@ -269,8 +263,6 @@ def verify_bundle(bundle_dir: str | Path, vcfg, classifier_run: str | None = Non
 
 def _domain_metrics(eeg_run: str):
     """(fake, real, labels) -> fid_domain / is_domain / lpips_domain / acc / ssim on the run's domain CNN, or None."""
-    from eegsine.image_metrics import domain_network
-
     folder = next(iter(sorted(Path(eeg_run).glob("domain-cnn-*"))), None)
     if folder is None:
         return None

@@ -36,8 +36,10 @@ importing this module never needs triton. Triton fixes interpreted-vs-compiled w
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import torch
@@ -469,8 +471,20 @@ def _exporting() -> bool:
             or torch.compiler.is_exporting())
 
 
-# Set by trt_plugin.plugin_export(): during ONNX export emit the custom eegsine::SineHead op.
-_PLUGIN_EXPORT = {"on": False}
+# The op an exporter asks sine_head to emit under export instead of its own graph (trt_plugin.plugin_export
+# installs the eegsine::SineHead custom op): this module knows no exporter, the exporter knows this hook.
+_EXPORT_OPS: list[Callable[..., torch.Tensor]] = []
+
+
+@contextlib.contextmanager
+def export_as(op: Callable[..., torch.Tensor]) -> Iterator[None]:
+    """While active, ``sine_head`` under export (ONNX, tracing, torch.export) is ``op(x, weight, bias, omega,
+    amplitude)``; outside export nothing changes."""
+    _EXPORT_OPS.append(op)
+    try:
+        yield
+    finally:
+        _EXPORT_OPS.remove(op)
 
 
 def _use_kernel(x: torch.Tensor, omega, amplitude, impl: str | None) -> bool:
@@ -496,9 +510,8 @@ def sine_head(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
     """amplitude * sin(omega * (x @ W.T + b)); x (..., K), weight (N, K), bias (N,) -> (..., N).
 
     Differentiable in both implementations (Triton: SineHeadFunction; torch: autograd)."""
-    if _PLUGIN_EXPORT["on"] and _exporting():
-        from .trt_plugin import sine_head_plugin_op
-        return sine_head_plugin_op(x, weight, bias, float(omega), float(amplitude))
+    if _EXPORT_OPS and _exporting():
+        return _EXPORT_OPS[-1](x, weight, bias, float(omega), float(amplitude))
     if not _use_kernel(x, omega, amplitude, impl):
         return reference_sine_head(x, weight, bias, omega, amplitude)
     x, weight, bias = _kernel_operands(x, weight, bias)

@@ -53,12 +53,8 @@ def _(x, weight, bias, omega, amplitude):
 @contextlib.contextmanager
 def plugin_export():
     """While active, ``sine_head`` emits the eegsine::SineHead custom node under ONNX export."""
-    prev = _sh._PLUGIN_EXPORT["on"]
-    _sh._PLUGIN_EXPORT["on"] = True
-    try:
+    with _sh.export_as(sine_head_plugin_op):
         yield
-    finally:
-        _sh._PLUGIN_EXPORT["on"] = prev
 
 
 def _plugin_attrs(omega: float, amplitude: float) -> dict:

@@ -8,11 +8,11 @@ import torch
 import torch.nn as nn
 import torchattacks
 
-from eegsine.attack_registry import REGISTRY as ATTACK_REGISTRY
-from eegsine.attacks import (AttackParams, AutoAttackStandard, BPDASine, PGD, PreSine, build_attack, describe,
-                             margin_loss)
-from eegsine.bench.robustness import RobustnessConfig, evaluate_robustness, robustness_preset
-from eegsine.cli import main
+from eegsine.attacks.registry import REGISTRY as ATTACK_REGISTRY
+from eegsine.attacks.algorithms import (AttackParams, AutoAttackStandard, BPDASine, PGD, PreSine, build_attack,
+                                        describe, margin_loss)
+from eegsine.bench.robustness.evaluate import RobustnessConfig, evaluate_robustness, robustness_preset
+from eegsine.commands.main import main
 from eegsine.errors import UserError
 from eegsine.models.classifier import ClassifierConfig, build_classifier
 from eegsine.training.classifier import ClassifierTrainConfig, train_classifier
@@ -209,7 +209,7 @@ def test_sanity_checks_pass_on_a_plain_model(digits_runs, tmp_path):
 
 
 def test_monotone_and_iterative_checks_fire_on_doctored_results():
-    from eegsine.bench.robustness import sanity_checks
+    from eegsine.bench.robustness.evaluate import sanity_checks
 
     t = lambda *v: {"robust": torch.tensor(v * 5, dtype=torch.bool)}  # noqa: E731 - 20 images: 5 copies of 4
     res = {"clean": {0.0: t(1, 1, 1, 1)},
@@ -315,7 +315,7 @@ def test_evaluate_on_cifar_format_folder(tmp_path, head):
 
 
 def test_evaluation_resumes_from_its_cache(digits_runs, tmp_path, monkeypatch):
-    import eegsine.bench.robustness as rb
+    import eegsine.bench.robustness.evaluate as rb
 
     cfg = RobustnessConfig(n_eval=60, attacks=["fgsm"], eps=[0.05, 0.3], batch_size=60, pgd_steps=5, pgd_restarts=1)
     first = evaluate_robustness([digits_runs["standard"]], cfg, tmp_path)

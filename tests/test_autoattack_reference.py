@@ -33,8 +33,8 @@ def heads(tmp_path_factory):
 @pytest.mark.parametrize("head", ["standard", "sine"])
 def test_eegsine_autoattack_breaks_every_image_the_reference_breaks(heads, head):
     pytest.importorskip("pyautoattack", reason="pip install pyautoattack==0.2.0 (make install does)")
-    from eegsine.bench.aa_crosscheck import crosscheck
-    from eegsine.bench.paired_eval import Settings, load_models, load_subset
+    from eegsine.bench.experiments.aa_crosscheck import crosscheck
+    from eegsine.bench.experiments.paired_eval import Settings, load_models, load_subset
 
     torch.set_num_threads(1)
     x, y, _, _ = load_subset(Settings())

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eegsine.bench.backends import make_torch_compile
+from eegsine.bench.speed.backends import make_torch_compile
 
 
 class _Net(torch.nn.Module):

@@ -4,10 +4,10 @@ from __future__ import annotations
 import onnx
 
 import export_helpers as h
-from eegsine.bench.bench import INT8_BACKENDS, BenchConfig, Case, bench_case, render_markdown
+from eegsine.bench.speed.bench import INT8_BACKENDS, BenchConfig, Case, bench_case, render_markdown
 from eegsine.export.bundle import classifier_item
 from eegsine.export.quantize import max_abs_int8_weight
-from eegsine.isa import describe, this_host
+from eegsine.runtime.isa import describe, this_host
 
 
 def test_bench_has_a_row_per_int8_target_with_ratios_vs_ort_fp32(tmp_path):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from eegsine.cli import main
+from eegsine.commands.main import main
 from eegsine.errors import UserError
 from eegsine.io import read_json
 from eegsine.models.classifier import (ClassifierConfig, make_sine_head, build_classifier, check_images,

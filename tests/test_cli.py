@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from eegsine.cli import build_parser, main
+from eegsine.commands.main import build_parser, main
 
 
 def _all_parsers(parser, prefix=()):
@@ -64,7 +64,7 @@ def test_env_reports_accelerators(capsys):
 
 def test_console_script_aliases(capsys):
     """`eegsine-export ARGS` is `eegsine export ARGS`; `eegsine-bench ARGS` is `eegsine bench ARGS`."""
-    from eegsine.cli import bench_main, export_main
+    from eegsine.commands.main import bench_main, export_main
 
     for alias, word in ((export_main, "--verify-only"), (bench_main, "--pipeline")):
         with pytest.raises(SystemExit) as info:
@@ -92,8 +92,8 @@ def test_threads_is_taken_by_every_entry_point(capsys, monkeypatch, entry, argv,
     monkeypatch.setenv("OMP_NUM_THREADS", "2")  # restored after: the flag sets it for the command's subprocesses
     torch.set_num_threads(2)  # so that "applied" is seen whatever the host's OMP_NUM_THREADS was
 
-    import eegsine.cli as cli
-    from eegsine.device_verify import main as verify_main
+    import eegsine.commands.main as cli
+    from eegsine.commands.verify import main as verify_main
 
     fn = verify_main if entry == "verify" else getattr(cli, entry)
     try:

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from eegsine.cli import main
+from eegsine.commands.main import main
 from eegsine.data import load_eeg
 from eegsine.data.montage import ALL_128, montage, positions
 from eegsine.data.synthetic_vep import SyntheticVEPConfig, generate
@@ -109,7 +109,7 @@ def test_synthetic_bandpass_option_filters_and_records_the_filter():
     bp = load_eeg("synthetic-vep", **SMALL, bandpass=[1.0, 40.0], progress=False)
     assert (bp.preprocessing.l_freq, bp.preprocessing.h_freq, bp.preprocessing.phase) == (1.0, 40.0, "causal")
     assert raw.preprocessing.l_freq == 0.0 and bp.info["bandpass"]["band_hz"] == [1.0, 40.0]
-    from eegsine.preprocessing import apply_filters
+    from eegsine.runtime.preprocessing import apply_filters
 
     np.testing.assert_allclose(bp.x[:3], apply_filters(raw.x[:3], bp.preprocessing), rtol=0, atol=1e-4)
     f = np.fft.rfftfreq(raw.n_times, 1 / raw.sfreq)
@@ -141,7 +141,7 @@ def test_synthetic_classes_separable_and_not_by_window_offsets():
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
     from threadpoolctl import threadpool_limits
 
-    from eegsine.embed_eval import window_means
+    from eegsine.metrics.embedding import window_means
 
     cfg = SyntheticVEPConfig(image_set="digits", n_images_per_class=30, n_subjects=2, trials_per_image=3,
                              test_fraction=0.3, val_fraction=0.1, snr=2 * SyntheticVEPConfig().snr)

@@ -20,10 +20,11 @@ import onnx
 import pytest
 
 import export_helpers as h
-from eegsine.device_verify import RECORDS, load_records, load_npz, verify_on_device
+from eegsine.runtime.records import RECORDS, load_records
+from eegsine.runtime.verify import load_npz, verify_on_device
 from eegsine.errors import UserError
 from eegsine.export.quantize import Int8Config, max_abs_int8_weight
-from eegsine.isa import SATURATING_CLASSES, parse_cpuinfo, this_host
+from eegsine.runtime.isa import SATURATING_CLASSES, parse_cpuinfo, this_host
 from eegsine.runtime import SineClassifier
 
 QEMU = shutil.which("qemu-x86_64")
@@ -41,7 +42,7 @@ TORCH_FREE = (
     "        if name.split('.')[0] in BLOCK:\n"
     "            raise ImportError('blocked in the torch-free test: ' + name)\n"
     "sys.meta_path.insert(0, Block())\n"
-    "from eegsine.device_verify import main\n"
+    "from eegsine.commands.verify import main\n"
     "sys.exit(main(sys.argv[1:]))\n")
 
 
@@ -149,7 +150,7 @@ def test_eegsine_verify_gate_failure_exits_1_and_is_recorded(tmp_path):
 
 @pytest.mark.parametrize("case", ["not_a_bundle", "no_int8", "tampered_golden"])
 def test_eegsine_verify_bad_input_is_one_line_exit_2(tmp_path, case):
-    from eegsine.device_verify import main
+    from eegsine.commands.verify import main
 
     if case == "not_a_bundle":
         b, msg = tmp_path, "not an eegsine bundle"
@@ -170,7 +171,7 @@ def test_eegsine_verify_bad_input_is_one_line_exit_2(tmp_path, case):
 
 
 def test_eegsine_verify_subcommand_matches_the_script(tmp_path, capsys):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     b = _copy(h.clf_bundle(), tmp_path / "b")
     assert main(["--threads", "1", "verify", str(b), "--no-record"]) == 0
@@ -206,10 +207,10 @@ def test_runtime_warns_once_on_an_unproven_isa_and_strict_refuses(tmp_path, recw
 
 
 def test_runtime_names_saturation_for_full_range_weights_on_a_non_vnni_host(tmp_path, monkeypatch):
-    import eegsine.isa
+    import eegsine.runtime.decoders
 
     fake = dict(this_host(), isa_class="x86-avx2", u8s8_saturates=True)
-    monkeypatch.setattr(eegsine.isa, "this_host", lambda: fake)
+    monkeypatch.setattr(eegsine.runtime.decoders, "this_host", lambda: fake)  # what the Bundle's check calls
     full = _copy(h.clf_bundle_target("x86-vnni"), tmp_path / "full")
     with pytest.raises(UserError, match="saturate int16 products on x86-avx2.*--target portable"):
         SineClassifier(full, "int8", strict=True).predict(np.full((1, 1, 8, 8), 0.5, np.float32))

@@ -152,7 +152,7 @@ def test_lora_trains_only_attention_adapters(trained, ds, tmp_path):
     m = train_diffusion(tiny_cfg(mode="lora", init_from=str(base_dir), epochs=1, lora_rank=4, lora_alpha=4), run,
                         data=ds, encoder=standin_encoder(ds))
     assert m["lora_params"] > 0
-    from eegsine.checkpoint import load_weights
+    from eegsine.runs.checkpoint import load_weights
 
     adapters = load_weights(run / "model" / "unet_lora.safetensors")
     assert adapters and all("lora_" in k for k in adapters)
@@ -385,7 +385,7 @@ def test_generate_cli_grid_with_ground_truth(trained, ds, tmp_path, monkeypatch)
     import matplotlib.image as mpimg
 
     import eegsine.training.encoder as E
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     monkeypatch.setattr(E, "load_data", lambda cfg: ds)  # the run's config names synthetic-vep; use the stand-in
     out = tmp_path / "gen"
@@ -420,7 +420,7 @@ def test_generate_cli_grid_with_ground_truth(trained, ds, tmp_path, monkeypatch)
     (None, "expected a .npy"),
 ])
 def test_generate_bad_eeg_file_exits_2(trained, tmp_path, capsys, content, message):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     if content is None:
         f = tmp_path / "eeg.csv"
@@ -438,7 +438,7 @@ def test_generate_bad_eeg_file_exits_2(trained, tmp_path, capsys, content, messa
 # -- image metrics -----------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def domain():
-    from eegsine.image_metrics import DomainCNNConfig, train_domain_cnn
+    from eegsine.metrics.images import DomainCNNConfig, train_domain_cnn
 
     im = load_images("digits")
     cfg = DomainCNNConfig(dataset="digits", image_size=8, width=8, feat_dim=16, epochs=1, min_steps=150, batch_size=64)
@@ -453,7 +453,7 @@ def test_domain_cnn_learns_digits(domain):
 def test_fid_domain_self_zero_noise_large_and_matches_torchmetrics(domain):
     from torchmetrics.image.fid import FrechetInceptionDistance
 
-    from eegsine.image_metrics import FeatureExtractor, domain_outputs, frechet_distance
+    from eegsine.metrics.images import FeatureExtractor, domain_outputs, frechet_distance
 
     net, _, im = domain
     real = domain_outputs(net, im.test_x)["features"]
@@ -470,7 +470,8 @@ def test_fid_domain_self_zero_noise_large_and_matches_torchmetrics(domain):
 
 
 def test_bootstrap_ci_contains_point_estimate_and_other_metrics(domain):
-    from eegsine.image_metrics import bootstrap_ci, inception_score, lpips_domain, score_set, ssim_pairs, domain_outputs
+    from eegsine.metrics.images import (bootstrap_ci, domain_outputs, inception_score, lpips_domain, score_set,
+                                        ssim_pairs)
 
     net, _, im = domain
     x, y = im.test_x[:120], im.test_y[:120]
@@ -541,7 +542,7 @@ def test_tiny_presets_share_the_eeg_geometry():
 def test_evaluate_generation_writes_table_with_baselines_and_training_note(trained, ds, domain, tmp_path):
     import shutil
 
-    from eegsine.image_metrics import CONDITIONS, evaluate_generation
+    from eegsine.metrics.images import CONDITIONS, evaluate_generation
 
     run = tmp_path / "run"
     shutil.copytree(trained[0], run)

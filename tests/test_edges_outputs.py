@@ -103,7 +103,7 @@ def test_atomic_write_onto_a_path_in_the_way_is_one_line(tmp_path, case):
 
 
 def test_run_lock_that_is_a_folder_is_one_line(tmp_path):
-    from eegsine.run_folder import LOCK_FILE, RunFolder
+    from eegsine.runs.folder import LOCK_FILE, RunFolder
 
     (tmp_path / LOCK_FILE).mkdir()
     with pytest.raises(UserError) as e:
@@ -114,7 +114,7 @@ def test_run_lock_that_is_a_folder_is_one_line(tmp_path):
 
 
 def test_export_onto_read_only_storage_exits_2_before_the_work(read_only, capsys, monkeypatch):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
     import eegsine.export.bundle as B
 
     ro, words = read_only
@@ -162,7 +162,7 @@ STREAM_LOG = {  # --log -> the words of the error
 @pytest.mark.parametrize("case", list(STREAM_LOG))
 def test_stream_log_that_cannot_be_written_is_one_line_exit_2(tmp_path, read_only, capsys, case):
     """`eegsine stream --log PATH`: opening it (before the bundle) and every line written mid-stream."""
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     if case == "a full disk" and not os.path.exists("/dev/full"):
         pytest.skip("this OS has no /dev/full")
@@ -195,8 +195,8 @@ sys.exit(3)  # the write ended before the watcher saw its temp file: no kill to 
 
 def test_safetensors_temp_file_of_a_killed_save_is_swept_by_the_next_run(tmp_path):
     """safetensors' save_file writes through ``.tmpXXXXXX`` (Rust's tempfile crate) beside the target."""
-    from eegsine.checkpoint import load_checkpoint, save_checkpoint
-    from eegsine.run_folder import RunFolder
+    from eegsine.runs.checkpoint import load_checkpoint, save_checkpoint
+    from eegsine.runs.folder import RunFolder
 
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
@@ -229,7 +229,7 @@ def test_killed_export_staging_is_swept_and_every_temporary_is_recognised(tmp_pa
     temporary it creates itself so that a sweep recognises it, beside its output (not in /tmp)."""
     from eegsine.export.bundle import classifier_item, export_bundle
     from eegsine.io import sha256_file
-    from eegsine.run_folder import is_temporary
+    from eegsine.runs.folder import is_temporary
 
     out = tmp_path / "bundles" / "clf"
     dead = [out.parent / ".clf.k3j2h1x0.tmp", out.parent / ".clf.old-4242.tmp"]
@@ -375,7 +375,7 @@ def test_sd_folder_is_checked_before_any_training_stage_and_good_folders_pass(st
                                                                              monkeypatch):
     """A malformed SD folder ends ``train diffusion`` before stage one (hours on the paper preset); the checks
     refuse nothing real: the stand-ins load, the CLIP tower embeds, the SD pair builds and samples."""
-    from eegsine.cli import main
+    from eegsine.commands.main import main
     from eegsine.models.configs import ImageEncoderConfig
     from eegsine.models.diffusion import DiffusionConfig, build_diffusion
     from eegsine.models.image_encoder import build_image_encoder

@@ -23,8 +23,9 @@ import pytest
 import torch
 
 import export_helpers as h
-from eegsine.checkpoint import save_checkpoint
-from eegsine.device_verify import RECORDS, load_records, main as verify_main
+from eegsine.runs.checkpoint import save_checkpoint
+from eegsine.commands.verify import main as verify_main
+from eegsine.runtime.records import RECORDS, load_records
 from eegsine.errors import UserError
 from eegsine.io import sha256_file
 from test_data_eeg import make_cvpr
@@ -42,7 +43,7 @@ def _one_line(capsys, rc: int, *needles: str) -> str:
 WORKER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from eegsine.device_verify import main
+    from eegsine.commands.verify import main
     bundle, go, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
     while not go.exists():
         time.sleep(0.002)
@@ -288,7 +289,7 @@ def test_resume_refuses_a_checkpoint_record_it_cannot_trust(tmp_path, case):
 
 def test_training_refuses_a_checkpoint_beyond_its_run(tmp_path, capsys):
     """End to end: a finished run whose record claims step 10**9 used to skip training and exit 0."""
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     run = tmp_path / "run"
     argv = ["--threads", "1", "train", "classifier", "--run", str(run), "--dataset", "digits", "--mode", "natural",
@@ -314,7 +315,7 @@ def test_training_refuses_a_checkpoint_beyond_its_run(tmp_path, capsys):
     ({"train": [1], "val": [3], "test": []}, "splits[0] keeps no trial: its 2 entries all name dropped trials"),
 ])
 def test_eegcvpr40_splits_that_select_no_trial_are_refused(tmp_path, capsys, splits, message):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
     from eegsine.data import load_eeg
 
     root = make_cvpr(tmp_path / "cvpr", splits={"splits": [splits]})  # trials 1 and 3 are dropped (T=440, 620)

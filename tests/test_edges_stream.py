@@ -19,13 +19,13 @@ import pytest
 
 import export_helpers as h
 from eegsine.errors import UserError
-from eegsine.stream_sources import Chunk, Source, SourceInfo
+from eegsine.runtime.sources import Chunk, Source, SourceInfo
 
 SYNTH_TS, SYNTH_MARKER = 30, 31           # SYNTHETIC_BOARD's timestamp and marker rows (columns 31, 32 of its CSV)
 
 
 def _stream(source: str, **kw) -> dict:
-    from eegsine.stream import StreamConfig, run_stream
+    from eegsine.runtime.stream import StreamConfig, run_stream
 
     fast = {"fast": True} if source.startswith("file:") else {"speed": 8.0}
     with open(os.devnull, "w") as out:
@@ -131,7 +131,7 @@ def test_bad_sidecar_is_refused(tmp_path, kind, fields, needle):
 def test_playback_uses_the_sidecar_units(tmp_path, units_in_file, gain):
     """The sidecar's units_in_file is what the playback source reports and the runner converts from (it was
     taken as microvolts whatever the sidecar said)."""
-    from eegsine.stream import StreamConfig, StreamRunner
+    from eegsine.runtime.stream import StreamConfig, StreamRunner
 
     rec = _csv(tmp_path, "rec", side=lambda s: s.update(units_in_file=units_in_file))
     with open(os.devnull, "w") as out, warnings.catch_warnings():
@@ -143,7 +143,7 @@ def test_playback_uses_the_sidecar_units(tmp_path, units_in_file, gain):
 
 def test_cli_one_row_recording_is_one_line_exit_2(tmp_path, capsys):
     """It exited 0 with "latency p50 nan" before."""
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     rec = _csv(tmp_path, "one", lines=lambda L: L[:1], side=lambda s: s.update(n_samples=1, events=[]))
     rc = main(["stream", "--source", f"file:{rec}", "--bundle", str(h.stream_bundle()), "--fast"])
@@ -235,17 +235,17 @@ class ArraySource(Source):
 def _live(monkeypatch, data: np.ndarray, markers, names=None, **kw) -> tuple[dict, list[dict]]:
     import io
 
-    import eegsine.stream_sources as sources
-    from eegsine.stream import StreamConfig, run_stream
+    import eegsine.runtime.stream as stream
+    from eegsine.runtime.stream import StreamConfig, run_stream
 
-    monkeypatch.setattr(sources, "open_source", lambda *a, **k: ArraySource(data, markers, names))
+    monkeypatch.setattr(stream, "open_source", lambda *a, **k: ArraySource(data, markers, names))
     out = io.StringIO()
     s = run_stream(StreamConfig(source="lsl:fake", bundle=str(h.stream_bundle()), **kw), out)
     return s, [json.loads(line) for line in out.getvalue().splitlines()]
 
 
 def _signal(n_chans: int = 8) -> tuple[np.ndarray, list[int]]:
-    from eegsine.stream_sources import import_brainflow
+    from eegsine.runtime.sources import import_brainflow
 
     rec = h.recording("csv", 3)
     d = import_brainflow().DataFilter.read_file(str(rec))
@@ -306,7 +306,7 @@ def test_chunk_longer_than_the_ring_buffer_loses_no_marker(chunk_ms, buffer_s):
 
 def test_brainflow_playback_reads_are_bounded(tmp_path):
     """BrainFlow hands out what accumulated since the last poll; a read takes at most max_chunk (one second)."""
-    from eegsine.stream_sources import open_source
+    from eegsine.runtime.sources import open_source
 
     src = open_source(f"brainflow:playback:{h.recording('csv', 3)}", speed=8.0)
     assert src.info.max_chunk == 250

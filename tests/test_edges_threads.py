@@ -23,7 +23,7 @@ import pytest
 
 import export_helpers as h
 from eegsine import config
-from eegsine.cli import main
+from eegsine.commands.main import main
 from eegsine.config import Config, check_threads, usable_cpus
 from eegsine.errors import UserError
 from eegsine.runtime import Bundle, EEGToImage, SineClassifier, check_eeg
@@ -78,9 +78,10 @@ def test_check_threads_takes_one_to_the_cpus_and_numpy_integers(cpus):
 
 
 # -- every config with a thread count --------------------------------------------------------------------------
-CONFIG_MODULES = ("eegsine.training.configs", "eegsine.bench.configs", "eegsine.bench.bench", "eegsine.bench.pipeline",
-                  "eegsine.stream", "eegsine.device_verify", "eegsine.export.bundle", "eegsine.training.encoder",
-                  "eegsine.training.diffusion", "eegsine.bench.robustness")
+CONFIG_MODULES = ("eegsine.training.configs", "eegsine.bench.robustness.configs", "eegsine.bench.speed.bench",
+                  "eegsine.bench.pipeline.config", "eegsine.runtime.stream", "eegsine.runtime.verify",
+                  "eegsine.export.bundle", "eegsine.training.encoder", "eegsine.training.diffusion",
+                  "eegsine.bench.robustness.evaluate")
 for _m in CONFIG_MODULES:
     importlib.import_module(_m)
 
@@ -122,7 +123,7 @@ def test_a_stored_config_from_a_bigger_host_still_reads(cpus, cls, tmp_path):
 
 
 def test_bench_default_threads_fit_a_one_cpu_process(monkeypatch):
-    from eegsine.bench.bench import BenchConfig
+    from eegsine.bench.speed.bench import BenchConfig
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0}, raising=False)  # taskset -c 0
     monkeypatch.setattr(os, "cpu_count", lambda: 1)
@@ -131,8 +132,8 @@ def test_bench_default_threads_fit_a_one_cpu_process(monkeypatch):
 
 # -- every command-line entry point: 10**6 is one line, at once ------------------------------------------------
 def _entry(prog: str) -> list[str]:
-    fn = {"eegsine": "eegsine.cli:main", "eegsine-bench": "eegsine.cli:bench_main",
-          "eegsine-export": "eegsine.cli:export_main", "eegsine-verify": "eegsine.device_verify:main"}[prog]
+    fn = {"eegsine": "eegsine.commands.main:main", "eegsine-bench": "eegsine.commands.main:bench_main",
+          "eegsine-export": "eegsine.commands.main:export_main", "eegsine-verify": "eegsine.commands.verify:main"}[prog]
     mod, name = fn.split(":")
     return [sys.executable, "-P", "-c", f"import sys; from {mod} import {name}; sys.exit({name}(sys.argv[1:]))"]
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from eegsine.data import EEGSet, load_images
-from eegsine.embed_eval import hungarian_accuracy, kmeans_accuracy, prototype_fewshot, retrieval_topk
+from eegsine.metrics.embedding import hungarian_accuracy, kmeans_accuracy, prototype_fewshot, retrieval_topk
 from eegsine.errors import UserError
 from eegsine.models.eeg_encoder import (ARCHS, EEGEncoderConfig, EEGTokenMapper, build_encoder, check_input,
                                         load_encoder)
@@ -249,7 +249,7 @@ def write_eegcvpr40(folder, n_classes=4, imgs_per_class=5, subjects=(1, 2, 3), s
 
 
 def test_eegcvpr40_format_runs_through_the_whole_protocol(tmp_path, capsys):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
     from eegsine.io import read_json
 
     split = write_eegcvpr40(tmp_path)
@@ -309,7 +309,7 @@ def test_aligned_encoder_beats_the_shuffled_control_and_keeps_up_with_class_only
         image_encoder=encoder_preset("tiny").image_encoder.replace(emb_dim=32), image_epochs=4,
         n_way=10, k_shot=4, n_query=4, epochs=20, lr=3e-3, weight_decay=0.05, plot=False, eval_episodes=50)
     m = train_encoder(cfg, tmp_path / "run", data=ds)
-    from eegsine.preprocessing import load_spec
+    from eegsine.runtime.preprocessing import load_spec
 
     assert load_spec(tmp_path / "run" / "model") == ds.preprocessing   # the run saves its input's spec (#16)
     seen = m["seen"]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from eegsine.bench.encoder_table import collect, render
+from eegsine.bench.experiments.encoder_table import collect, render
 from eegsine.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from eegsine.bench.eps_nesting import and_prefix, broken_at_smaller_eps, cumulative_robust, only_below
+from eegsine.bench.robustness.eps_nesting import and_prefix, broken_at_smaller_eps, cumulative_robust, only_below
 
 
 def test_nested_masks_are_the_and_over_smaller_eps_and_monotone():

@@ -17,7 +17,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import export_helpers as h
-from eegsine.contracts import ExportContract, classifier_contract, unet_contract
+from eegsine.runtime.contracts import ExportContract, classifier_contract, unet_contract
 from eegsine.errors import UserError
 from eegsine.export.onnx_export import ExportConfig, export_onnx, get_contract, ort_session, parity
 from eegsine.export.quantize import (Int8Config, check_unique_names, nodes_matching, quantize, sqnr,
@@ -216,7 +216,7 @@ def test_trt_checker_catches_unsupported_op_and_opset(tmp_path):
 
 # -- CLI -----------------------------------------------------------------------------------------------
 def test_cli_trt_without_tensorrt_exits_2_before_writing(tmp_path, capsys):
-    from eegsine.cli import export_main
+    from eegsine.commands.main import export_main
 
     reason = trt_unavailable_reason()
     if reason is None:
@@ -230,7 +230,7 @@ def test_cli_trt_without_tensorrt_exits_2_before_writing(tmp_path, capsys):
 
 
 def test_cli_export_int8_verify_classifier(tmp_path, capsys):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     out = tmp_path / "bundle"
     args = ["export", "--classifier", str(h.classifier_run()), "--out", str(out), "--int8", "--export-max-batch", "4",
@@ -256,7 +256,7 @@ def test_cli_export_int8_verify_classifier(tmp_path, capsys):
 
 
 def test_verify_gate_failure_exits_1_and_names_gate(tmp_path, capsys):
-    from eegsine.export.cli import report_verification
+    from eegsine.commands.export import report_verification
     from eegsine.export.verify import VerifyConfig, verify_bundle
 
     b = h.copy_bundle(h.clf_bundle(), tmp_path / "b")
@@ -308,7 +308,7 @@ def test_tensorrt_engine_build_and_run(tmp_path):
 
 def test_verify_eeg_sqnr_per_timestep_and_fid_gate(tmp_path):
     from eegsine.export.verify import VerifyConfig, domain_scorer, verify_eeg, write_report
-    from eegsine.image_metrics import DomainCNN, DomainCNNConfig
+    from eegsine.metrics.images import DomainCNN, DomainCNNConfig
     from eegsine.runtime import DDIM
 
     torch.manual_seed(0)

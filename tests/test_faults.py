@@ -16,11 +16,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from eegsine.checkpoint import FAULT_ENV, load_checkpoint, load_weights, save_checkpoint
-from eegsine.cli import main
+from eegsine.runs.checkpoint import FAULT_ENV, load_checkpoint, load_weights, save_checkpoint
+from eegsine.commands.main import main
 from eegsine.errors import UserError
 from eegsine.io import read_json, write_json
-from eegsine.run_folder import LOCK_FILE, _proc_start
+from eegsine.locks import _proc_start
+from eegsine.runs.folder import LOCK_FILE
 from eegsine.training.classifier import ClassifierTrainConfig, train_classifier
 
 # The smallest real training: 1,293 digits images = 21 steps of 64 per epoch, 2 epochs; FGSM-RS draws

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import eegsine
-from eegsine.cli import bench_main, build_parser, export_main, main
+from eegsine.commands.main import bench_main, build_parser, export_main, main
 
 SPHINX = re.compile(r":(class|func|mod|meth|attr|data|exc|obj):`|``")
 
@@ -63,7 +63,7 @@ def test_help_has_no_sphinx_markup(path):
 
 
 def test_verify_script_help_has_no_sphinx_markup(capsys):
-    from eegsine.device_verify import main as verify_main
+    from eegsine.commands.verify import main as verify_main
 
     with pytest.raises(SystemExit):
         verify_main(["--help"])
@@ -83,10 +83,51 @@ def test_version(entry, prog, capsys):
                          ids=lambda a: " ".join(a) or "eegsine")
 def test_help_imports_no_torch(argv):
     """Printing help builds every parser from the config dataclasses alone (timings: the closing report)."""
-    code = ("import sys\nfrom eegsine.cli import main\n"
+    code = ("import sys\nfrom eegsine.commands.main import main\n"
             "try:\n    main(sys.argv[1:] + ['--help'])\nexcept SystemExit:\n    pass\n"
             "heavy = sorted(m for m in ('torch', 'torchattacks', 'onnxruntime', 'diffusers') if m in sys.modules)\n"
             "assert not heavy, f'--help imported {heavy}'\n")
     proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
+
+
+def _script_modules() -> list[str]:
+    """Every ``python -m eegsine...`` script outside the command line: a module with a ``__main__`` guard."""
+    import import_graph
+
+    return sorted(m for m, f in import_graph.modules().items()
+                  if not m.startswith("eegsine.commands") and m != "eegsine.__main__"
+                  and 'if __name__ == "__main__"' in f.read_text())
+
+
+class _Parsed(Exception):
+    def __init__(self, parser: argparse.ArgumentParser):
+        super().__init__()
+        self.parser = parser
+
+
+def test_the_scripts_are_found():
+    assert {"eegsine.bench.experiments.paired_eval", "eegsine.bench.experiments.uea_table",
+            "eegsine.bench.report.results", "eegsine.bench.speed.kernels"} <= set(_script_modules())
+
+
+@pytest.mark.parametrize("module", _script_modules())
+def test_every_script_flag_has_help(module, monkeypatch):
+    """The experiment and report scripts (``python -m eegsine.bench...``) explain every flag, as the commands do."""
+    import importlib
+
+    def capture(self, *a, **k):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    with pytest.raises(_Parsed) as got:
+        importlib.import_module(module).main([])
+    missing = []
+    for path, parser in _parsers(got.value.parser):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                missing += [f"{module} {' '.join(path + (a.dest,))}" for a in action._choices_actions if not a.help]
+            elif not (action.help or "").strip() or action.help == argparse.SUPPRESS:
+                missing.append(f"{module} {' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
+    assert not missing, "flags without help:\n" + "\n".join(missing)

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from eegsine.data import EEGSet, load_images
 from eegsine.errors import UserError
-from eegsine.image_metrics import bootstrap_ci, frechet_distance, inception_score, score_set
-from eegsine.image_nets import StandardNets, load_image_net
+from eegsine.metrics.images import bootstrap_ci, frechet_distance, inception_score, score_set
+from eegsine.metrics.image_nets import StandardNets, load_image_net
 
 SIZE = 12        # the stand-ins' input H x W (the digits are 8 x 8: the resize is exercised)
 D, K, K_CLF = 48, 7, 13
@@ -194,7 +194,7 @@ def _eeg_set() -> EEGSet:
 def run(tmp_path_factory):
     """A diffusion run with random weights (the metrics' plumbing is under test, not image quality)."""
     import export_helpers as h
-    from eegsine.image_metrics import DomainCNN, DomainCNNConfig
+    from eegsine.metrics.images import DomainCNN, DomainCNNConfig
 
     model = h.tiny_diffusion()
     path = tmp_path_factory.mktemp("gen") / "run"
@@ -204,7 +204,7 @@ def run(tmp_path_factory):
 
 
 def test_evaluate_generation_names_each_network_in_metrics_and_table(run, files):
-    from eegsine.image_metrics import evaluate_generation
+    from eegsine.metrics.images import evaluate_generation
 
     path, ds, domain = run
     r = evaluate_generation(path, ds, domain=domain, domain_name="domain-cnn-digits", max_trials=8, n_boot=5,
@@ -291,7 +291,7 @@ def test_bad_class_maps_are_one_line_errors(files, tmp_path, digits):
 def test_class_map_is_checked_before_anything_is_generated(run, files, tmp_path):
     import shutil
 
-    from eegsine.image_metrics import evaluate_generation
+    from eegsine.metrics.images import evaluate_generation
 
     path, ds, domain = run
     fresh = tmp_path / "run"
@@ -309,7 +309,7 @@ def test_generate_cli_flags_reach_the_standard_metrics(run, files, tmp_path, mon
     import shutil
 
     import eegsine.training.generate as G
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     path, ds, domain = run
     fresh = tmp_path / "run"

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from eegsine.checkpoint import load_checkpoint, load_state_into, save_checkpoint, save_weights
+from eegsine.runs.checkpoint import load_checkpoint, load_state_into, save_checkpoint, save_weights
 from eegsine.errors import UserError
 from eegsine.io import atomic_path, atomic_write_text, read_json, update_metrics, write_json
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from eegsine.isa import SATURATING_CLASSES, host_facts, int8_features, isa_class, parse_cpuinfo
+from eegsine.runtime.isa import SATURATING_CLASSES, host_facts, int8_features, isa_class, parse_cpuinfo
 
 _BASE = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov pat mmx fxsr sse sse2 ssse3 sse4_1 sse4_2 popcnt"
 _AVX2 = _BASE + " avx f16c fma bmi1 avx2 bmi2"
@@ -71,8 +71,8 @@ def test_no_information_is_not_read_as_a_fast_isa():
 
 
 def test_env_report_names_this_hosts_int8_class():
-    from eegsine.cli import env_report
-    from eegsine.isa import this_host
+    from eegsine.commands.main import env_report
+    from eegsine.runtime.isa import this_host
 
     rep = env_report()
     assert rep["int8_isa_class"].split()[0] == this_host()["isa_class"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eegsine.bench.paired_eval import (ChunkCache, Job, Settings, assemble, chunk_seed, collect, load_models,
-                                       plan_for, run_plan)
+from eegsine.bench.experiments.paired_eval import (ChunkCache, Job, Settings, assemble, chunk_seed, collect,
+                                                   load_models, plan_for, run_plan)
 from eegsine.io import read_json
 from eegsine.models.classifier import ClassifierConfig
 from eegsine.training.classifier import ClassifierTrainConfig, train_classifier
@@ -70,7 +70,7 @@ def test_kill_and_resume_gives_the_uninterrupted_result(heads, tmp_path):
     # the same plan in a subprocess, SIGKILLed once a few chunks are committed, then resumed
     out = tmp_path / "killed"
     # the plan spelled out (eegsine takes the checkout root off sys.path, so `tests` is not importable there)
-    code = ("from eegsine.bench.paired_eval import Job, Settings, run_plan; "
+    code = ("from eegsine.bench.experiments.paired_eval import Job, Settings, run_plan; "
             f"run_plan({str(out)!r}, {heads!r}, Settings(**{dataclasses.asdict(SETTINGS)!r}), "
             f"[Job(*j) for j in {[dataclasses.astuple(j) for j in JOBS]!r}], log=lambda m: None)")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -178,7 +178,7 @@ def test_committed_mnist_table_is_rendered_from_its_json():
     import json
     from pathlib import Path
 
-    from eegsine.bench.paired_eval import HEAD_ORDER, render_markdown
+    from eegsine.bench.experiments.paired_eval import HEAD_ORDER, render_markdown
 
     d = Path(__file__).resolve().parents[1] / "docs" / "results" / "paper-mnist-fgsmrs" / "eval"
     s = json.loads((d / "robustness.json").read_text())

@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from eegsine.bench.paired_stats import (mcnemar_exact, newcombe_paired_ci, paired_compare, table, wald_paired_ci,
-                                        wilson_ci)
+from eegsine.bench.robustness.paired_stats import (mcnemar_exact, newcombe_paired_ci, paired_compare, table,
+                                                   wald_paired_ci, wilson_ci)
 
 Z = 1.959963984540054  # norm.ppf(0.975)
 

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from eegsine.attack_registry import ATTACKS, describe
-from eegsine.bench.configs import robustness_preset
-from eegsine.cli import main
+from eegsine.attacks.registry import ATTACKS, describe
+from eegsine.bench.robustness.configs import robustness_preset
+from eegsine.commands.main import main
 
 GRID = ["2/255", "4/255", "8/255", "16/255"]
 N_EVAL, N_EXP = 30, 6

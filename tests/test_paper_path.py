@@ -85,7 +85,7 @@ STAGE_ARGS = [
 
 @pytest.mark.timeout(600)
 def test_paper_command_runs_on_format_exact_stand_ins(tmp_path):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     pth, names = write_cvpr(tmp_path / "cvpr")
     photos = write_photos(tmp_path / "imagenet", names)

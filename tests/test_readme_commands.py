@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from eegsine.cli import command_parser, main
+from eegsine.commands.main import command_parser, main
 
 ROOT = Path(__file__).resolve().parents[1]
 ALIASES = {"eegsine": [], "eegsine-export": ["export"], "eegsine-bench": ["bench"]}
@@ -64,7 +64,7 @@ def concrete(argv: list[str]) -> list[str]:
 
 def _parse(prog: str, argv: list[str]) -> argparse.Namespace:
     if prog == "eegsine-verify":
-        from eegsine.device_verify import add_arguments
+        from eegsine.commands.verify import add_arguments
 
         p = argparse.ArgumentParser(prog=prog)
         p.add_argument("--debug", action="store_true")

@@ -4,7 +4,7 @@ Models: each registry entry's example configs -> save_pretrained / from_pretrain
 folder's ``model/``) round trip exact, then every module ``export_modules`` returns -> ONNX -> ORT
 parity. Known exceptions (``deploys == ()``), commented in :data:`NOT_DEPLOYED`.
 Data sets: each registered name loads a format-exact stand-in written here (or the real, offline data).
-Attacks: every entry of ``eegsine.attack_registry.REGISTRY`` (evaluated and training attacks) builds and
+Attacks: every entry of ``eegsine.attacks.registry.REGISTRY`` (evaluated and training attacks) builds and
 runs in ``tests/test_attacks.py::test_every_registered_attack_stays_in_the_eps_ball``.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from eegsine.data import REGISTRY as DATA
-from eegsine.models.protocol import Provenance
-from eegsine.models.registry import REGISTRY, load_pretrained
+from eegsine.models.protocol import Provenance, load_pretrained
+from eegsine.models.registry import REGISTRY
 
 # models that export nothing on their own, and why
 NOT_DEPLOYED = {
@@ -36,7 +36,7 @@ def _inputs(model, cfg) -> torch.Tensor:
 
 
 def test_every_model_kind_has_examples_and_says_what_it_deploys():
-    from eegsine.contracts import CONTRACTS
+    from eegsine.runtime.contracts import CONTRACTS
 
     for kind, e in REGISTRY.items():
         assert e.examples(), kind

@@ -12,7 +12,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from eegsine.bench.report import MAX_BYTES, build_report, markdown_to_html
+from eegsine.bench.report.build import MAX_BYTES, build_report, markdown_to_html
 from eegsine.io import write_json
 
 
@@ -189,7 +189,7 @@ def test_report_stays_under_one_megabyte(tmp_path):
 
 
 def test_run_missing_stages_still_renders(tmp_path):
-    from eegsine.cli import main
+    from eegsine.commands.main import main
 
     _fake_run(tmp_path, stages=["data", "classifier", "robustness"])
     for part in ("encoder", "diffusion", "generation", "bundle", "stream", "bench"):
@@ -213,8 +213,8 @@ def test_run_missing_stages_still_renders(tmp_path):
 def test_intervals_contain_their_estimate():
     """IS on a resample is biased low (a resample's marginal entropy is), so the plain percentile
     interval of 12 confident predictions often excluded the full-sample IS; the shifted one cannot."""
-    from eegsine.bench.report_data import wilson, with_ci
-    from eegsine.image_metrics import bootstrap_ci, inception_score
+    from eegsine.bench.report.data import wilson, with_ci
+    from eegsine.metrics.images import bootstrap_ci, inception_score
 
     rng = np.random.default_rng(0)
     for seed in range(30):

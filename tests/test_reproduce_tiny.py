@@ -3,7 +3,7 @@
 The demo's headline EEG figures come from its encoder stage (everything downstream is bounded by it).
 A fresh `eegsine train encoder --preset tiny` (the demo's own command and thread count; ~40 s on 2 cores)
 must give linear-probe and retrieval top-1 inside the 95 % Wilson intervals of the committed snapshot
-(docs/results/tiny-pipeline/run, made by `python -m eegsine.bench.results snapshot`). On the machine that
+(docs/results/tiny-pipeline/run, made by `python -m eegsine.bench.report.results snapshot`). On the machine that
 made the snapshot the run is bit-identical; on another CPU (AVX2 vs AVX-512 kernels, another BLAS path)
 training takes a slightly different path, and this is the check that the published figure survives it.
 Measured here: 1 thread vs 2 threads moved the probe by 0.04 and the retrieval by 0.00 (interval half-width
@@ -30,8 +30,8 @@ def _figures(metrics: dict) -> dict[str, tuple[float, int]]:
 
 @pytest.mark.timeout(900)
 def test_fresh_tiny_encoder_lands_inside_the_committed_intervals(tmp_path):
-    from eegsine.bench.report_data import wilson
-    from eegsine.cli import main
+    from eegsine.bench.report.data import wilson
+    from eegsine.commands.main import main
 
     committed = _figures(json.loads((SNAPSHOT / "encoder" / "metrics.json").read_text()))
     cmd = json.loads((SNAPSHOT / "pipeline.json").read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from eegsine.bench import results
+from eegsine.bench.report import results
 from eegsine.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]

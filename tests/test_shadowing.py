@@ -52,7 +52,7 @@ def test_import_eegsine_takes_the_root_off_sys_path(stub_site):
 def test_python_m_eegsine_and_a_bench_entry_point_run_from_the_root(stub_site):
     env = _env(PYTHONPATH=str(stub_site))
     assert "usage: eegsine" in _run(["-m", "eegsine", "--help"], env).stdout
-    assert "snapshot" in _run(["-m", "eegsine.bench.results", "--help"], env).stdout
+    assert "snapshot" in _run(["-m", "eegsine.bench.report.results", "--help"], env).stdout
 
 
 def test_diffusers_peft_path_imports_from_the_root():

@@ -230,9 +230,9 @@ def test_int8_kernel_matches_reference(interp, shape, n):
 
 
 def test_int8_head_is_reachable_from_the_kernel_benchmark(interp):
-    """``python -m eegsine.bench.kernel_bench --mode int8`` times this pair: same answer, and the byte count it
+    """``python -m eegsine.bench.speed.kernels --mode int8`` times this pair: same answer, and the byte count it
     reports counts int8 weights (1 byte) rather than the float dtype's."""
-    from eegsine.bench import kernel_bench as kb
+    from eegsine.bench.speed import kernels as kb
 
     x, w, b = (t.detach() for t in _inputs((5, 37), 10, torch.float32))
     fns = kb._int8_callables(x, w, b, compiled=False)
@@ -369,7 +369,7 @@ def test_plugin_onnx_export_emits_custom_node(tmp_path, dynamo):
     assert attrs["plugin_namespace"] == b"eegsine" and attrs["plugin_version"] == b"1"
     assert len(nodes[0].input) == 3
     assert {(o.domain, o.version) for o in model.opset_import} >= {("eegsine", 1)}
-    assert not sh._PLUGIN_EXPORT["on"]  # context restored
+    assert not sh._EXPORT_OPS  # context restored
 
 
 def _compile_specs(worst_case: bool = False) -> dict:

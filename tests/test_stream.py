@@ -17,7 +17,7 @@ import pytest
 
 import export_helpers as h
 from eegsine.errors import UserError
-from eegsine.preprocessing import (PreprocessingSpec, SOSFilter, causal_filter, steady_state, unit_factor,
+from eegsine.runtime.preprocessing import (PreprocessingSpec, SOSFilter, causal_filter, steady_state, unit_factor,
                                    zero_phase_filter)
 
 EEGSINE = [sys.executable, "-m", "eegsine"]
@@ -155,7 +155,7 @@ def test_raw_loader_one_line_errors(kw, message):
 
 # -- export-recording -----------------------------------------------------------------------------------------
 def test_export_recording_cli_writes_playback_csv_and_fif(tmp_path):
-    from eegsine.stream_sources import import_brainflow
+    from eegsine.runtime.sources import import_brainflow
 
     common = ["-o", "image_set=digits", "-o", "n_chans=8", "-o", "n_times=64", "-o", "sfreq=250",
               "-o", "n_images_per_class=10", "-o", "n_subjects=1", "--split", "test", "--isi", "0.4"]
@@ -218,7 +218,7 @@ def _offline(rec: Path, spec: PreprocessingSpec) -> tuple[np.ndarray, np.ndarray
     """The recording filtered in one call and cut at its markers -> (epochs, marker samples, codes)."""
     side = json.loads(Path(str(rec) + ".json").read_text())
     if rec.suffix == ".csv":
-        from eegsine.stream_sources import import_brainflow
+        from eegsine.runtime.sources import import_brainflow
 
         cont = import_brainflow().DataFilter.read_file(str(rec))[1:1 + len(side["ch_names"])]   # uV rows
     else:
@@ -274,7 +274,7 @@ def test_stream_file_fast_matches_the_offline_runtime(tmp_path):
 
 def test_file_source_paces_at_speed():
     """file: --speed S delivers each chunk once its last sample is due at S x real time (--fast: no waiting)."""
-    from eegsine.stream_sources import open_source
+    from eegsine.runtime.sources import open_source
 
     rec = h.recording("fif", 12)
     for speed in (20.0, 40.0):
@@ -295,7 +295,7 @@ def test_stream_brainflow_playback_cli_is_torch_free_faster_than_real_time_and_m
     log, summ = tmp_path / "log.jsonl", tmp_path / "summary.json"
     argv = ["stream", "--source", f"brainflow:playback:{rec}", "--bundle", str(h.stream_bundle()), "--speed", "4",
             "--embeddings", "--marker-labels", "--log", str(log), "--summary", str(summ)]
-    code = ("import sys\nfrom eegsine.cli import main\n"
+    code = ("import sys\nfrom eegsine.commands.main import main\n"
             f"rc = main({argv!r})\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n"
             "print('ok', rc)\n")
@@ -314,7 +314,7 @@ def test_stream_brainflow_playback_cli_is_torch_free_faster_than_real_time_and_m
 
 def test_stream_report_without_matplotlib(tmp_path, monkeypatch):
     """A runtime-only device may lack matplotlib: the markdown says so, no PNG, the stream still succeeds."""
-    from eegsine.stream import write_report
+    from eegsine.runtime.stream import write_report
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)               # import matplotlib -> ImportError
     s = {"source": "file:r.fif", "description": "recording r.fif (fast)", "bundle": "b", "precision": "fp32",
@@ -331,7 +331,7 @@ def test_stream_report_without_matplotlib(tmp_path, monkeypatch):
 
 def test_stream_brainflow_synthetic_board_runs(tmp_path):
     """The live synthetic board (16 rows at 250 Hz, no markers): sliding windows, positional channel mapping."""
-    from eegsine.stream import StreamConfig, run_stream
+    from eegsine.runtime.stream import StreamConfig, run_stream
 
     with pytest.raises(UserError, match="the bundle needs channels Fpz, T7"):    # the board names its 16 rows
         run_stream(StreamConfig(source="brainflow:synthetic", bundle=str(h.stream_bundle())), open(os.devnull, "w"))
@@ -397,7 +397,7 @@ def _push(pylsl, eeg, mk, data: np.ndarray, events: dict[int, int], stop: thread
 
 
 def _stream_lsl(lsl, tag: str, data: np.ndarray, events: dict[int, int], lag: dict[int, int], tmp_path, **kw):
-    from eegsine.stream import StreamConfig, run_stream
+    from eegsine.runtime.stream import StreamConfig, run_stream
 
     side = json.loads(Path(str(h.recording("fif", 12)) + ".json").read_text())
     bundle = h.stream_bundle()          # before the pusher starts its wait: building it took > 60 s on a loaded machine
@@ -477,7 +477,7 @@ def test_stream_bad_inputs_are_one_line_errors(argv, message):
 def test_stream_refuses_bundles_and_recordings_that_do_not_fit(tmp_path):
     import mne
 
-    from eegsine.stream import StreamConfig, run_stream
+    from eegsine.runtime.stream import StreamConfig, run_stream
 
     no_pre = h.copy_bundle(h.stream_bundle(), tmp_path / "no_pre")
     m = json.loads((no_pre / "manifest.json").read_text())
@@ -500,7 +500,7 @@ def test_stream_refuses_bundles_and_recordings_that_do_not_fit(tmp_path):
 def test_stream_warns_on_zero_phase_bundles_and_reports_bad_channels(tmp_path):
     import mne
 
-    from eegsine.stream import StreamConfig, run_stream
+    from eegsine.runtime.stream import StreamConfig, run_stream
 
     zp = h.copy_bundle(h.stream_bundle(), tmp_path / "zp")
     m = json.loads((zp / "manifest.json").read_text())
@@ -524,7 +524,10 @@ def test_stream_ctrl_c_stops_cleanly_and_flushes(tmp_path):
     log = tmp_path / "log.jsonl"
     p = subprocess.Popen(EEGSINE + ["stream", "--source", f"file:{h.recording('fif')}", "--bundle",
                                     str(h.stream_bundle()), "--log", str(log)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                         # as in a terminal: a test run started in the background (`make test &`) passes SIGINT
+                         # ignored to its children, and Python keeps an inherited SIG_IGN
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while time.time() < deadline and (not log.exists() or log.read_text().count('"decision"') < 2):
         time.sleep(0.2)

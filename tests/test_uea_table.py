@@ -1,5 +1,5 @@
-"""The uea table (bench/uea_table.py) and its baselines (bench/uea_baselines.py): rendered, never typed; baselines
-that would fail if they were wrong. All fast (no training)."""
+"""The uea table (bench/experiments/uea_table.py) and its baselines (core/metrics/eeg_baselines.py): rendered, never
+typed; baselines that would fail if they were wrong. All fast (no training)."""
 from __future__ import annotations
 
 import json
@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eegsine.bench import uea_baselines as B
-from eegsine.bench import uea_table as T
+from eegsine.metrics import eeg_baselines as B
+from eegsine.bench.experiments import uea_table as T
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "docs" / "results" / "uea"

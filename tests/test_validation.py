@@ -20,17 +20,17 @@ import numpy as np
 import pytest
 import torch
 
-from eegsine.cli import main
+from eegsine.commands.main import main
 from eegsine.config import Config
 from eegsine.errors import UserError
 
 # every module that defines a Config subclass (imported so __subclasses__ sees them all)
 CONFIG_MODULES = ("eegsine.models.classifier", "eegsine.models.diffusion", "eegsine.models.eeg_encoder",
-                  "eegsine.models.image_encoder", "eegsine.data.synthetic_vep", "eegsine.image_metrics",
-                  "eegsine.device_verify", "eegsine.training.classifier", "eegsine.training.encoder",
+                  "eegsine.models.image_encoder", "eegsine.data.synthetic_vep", "eegsine.metrics.images",
+                  "eegsine.runtime.verify", "eegsine.training.classifier", "eegsine.training.encoder",
                   "eegsine.training.diffusion", "eegsine.export.bundle", "eegsine.export.verify",
-                  "eegsine.export.tensorrt", "eegsine.bench.bench", "eegsine.bench.robustness",
-                  "eegsine.bench.pipeline")
+                  "eegsine.export.tensorrt", "eegsine.bench.speed.bench", "eegsine.bench.robustness.evaluate",
+                  "eegsine.bench.pipeline.config")
 
 
 def _one_line_exit_2(capsys, rc: int, *needles: str) -> str:
@@ -93,7 +93,7 @@ def diffusion_run(tmp_path):
 # -- 1. a model folder's files, read through the model protocol --------------------------------------------
 @pytest.mark.parametrize("file, changes, message", BAD_MODEL_FILES)
 def test_export_cli_validates_the_classifier_model_folder(classifier_run, tmp_path, capsys, file, changes, message):
-    from eegsine.cli import export_main
+    from eegsine.commands.main import export_main
 
     _patch_config(classifier_run, file, **changes)
     out = tmp_path / "bundle"
@@ -111,8 +111,8 @@ def test_export_cli_validates_the_classifier_model_folder(classifier_run, tmp_pa
     ("model/provenance.json", {"version": ...}, "no 'version' key"),
 ])
 def test_library_readers_of_model_folders_check_the_fields_they_read(classifier_run, tmp_path, file, changes, message):
-    """export/bundle.py (which cannot import eegsine.training) and bench/robustness.py."""
-    from eegsine.bench.robustness import RobustnessConfig, evaluate_robustness
+    """export/bundle.py (which cannot import eegsine.training) and bench/robustness/evaluate.py."""
+    from eegsine.bench.robustness.evaluate import RobustnessConfig, evaluate_robustness
     from eegsine.export.bundle import BundleConfig, classifier_item
 
     _patch_config(classifier_run, file, **changes)
@@ -142,7 +142,7 @@ def test_attack_cli_checks_run_configs_before_writing(classifier_run, tmp_path, 
 
 
 def test_generation_scoring_checks_the_model_provenance(diffusion_run):
-    from eegsine.image_metrics import evaluate_generation
+    from eegsine.metrics.images import evaluate_generation
 
     prov = diffusion_run / "model" / "provenance.json"
     prov.write_text(json.dumps({"kind": "provenance", "version": 1, "image_cond_frac": "half"}))
@@ -215,7 +215,7 @@ def test_global_threads_must_be_positive(tmp_path, capsys):
     (["--threads", "0"], "BenchConfig.threads: must be >= 1"),
 ])
 def test_bench_numbers(tmp_path, capsys, argv, message):
-    from eegsine.cli import bench_main
+    from eegsine.commands.main import bench_main
 
     out = tmp_path / "bench"
     _one_line_exit_2(capsys, bench_main(["--out", str(out), *argv]), message)
@@ -371,7 +371,7 @@ def test_global_threads_reaches_the_subcommand_config(monkeypatch, tmp_path, cap
 
 
 def test_bench_threads_flag_and_global_flag(monkeypatch, tmp_path):
-    import eegsine.bench.cases as cases
+    import eegsine.commands.bench as cases  # where the command looks build_cases up
 
     seen = []
 
@@ -385,7 +385,7 @@ def test_bench_threads_flag_and_global_flag(monkeypatch, tmp_path):
     monkeypatch.setattr(cases, "build_cases", fake_build)
     monkeypatch.setattr("eegsine.config.usable_cpus", lambda: 4)  # --threads 3 is within bounds on any host
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    from eegsine.cli import bench_main
+    from eegsine.commands.main import bench_main
 
     n = torch.get_num_threads()
     try:

@@ -2,7 +2,7 @@
 
 Modes: ``natural``; ``fgsm_rs`` -- FGSM with a random start (Wong et al. 2020, torchattacks
 ``FFGSM``); ``fgsm_rs_wong`` -- the same step as Wong et al.'s own code takes it (the gradient at the
-unclipped random start, :class:`eegsine.attacks.FGSMRSWong`); ``pgd`` -- Madry et al. 2018
+unclipped random start, :class:`eegsine.attacks.algorithms.FGSMRSWong`); ``pgd`` -- Madry et al. 2018
 (torchattacks ``PGD``). The checkpoint written as ``model.safetensors`` is the one with the best
 robust accuracy (PGD on a held-out validation split carved out of the training set, never the test set; natural training
 selects on clean validation accuracy). Catastrophic
@@ -13,7 +13,7 @@ checked; :func:`init_gradient_probe` compares the three head inits side by side.
 
 Hand-written: the loop (epoch, step, evaluation, ~90 lines). accelerate would add nothing on one
 CPU process and makes the per-step gradient logging harder; the attacks are torchattacks' FGSM,
-FFGSM and PGD, built through the attack registry (:mod:`eegsine.attack_registry`); the
+FFGSM and PGD, built through the attack registry (:mod:`eegsine.attacks.registry`); the
 learning rate, checkpoint and run folder come from :mod:`eegsine.training.loop`.
 """
 from __future__ import annotations
@@ -30,17 +30,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from eegsine.attacks import AttackParams, build_attack  # torchattacks there, with how to install it
-from eegsine.checkpoint import load_weights, save_weights
+from eegsine.attacks.algorithms import AttackParams, build_attack  # torchattacks there, with how to install it
+from eegsine.runs.checkpoint import load_weights, save_weights
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import atomic_write_text, update_metrics
 from eegsine.models.classifier import ClassifierConfig, build_classifier
 from eegsine.models.protocol import MODEL_DIR, Provenance
-from eegsine.plotting import plot_accuracy_curves, plot_grad_norms, plot_layer_norms
-from eegsine.run_folder import RunFolder
+from eegsine.runs.plots import plot_accuracy_curves, plot_grad_norms, plot_layer_norms
+from eegsine.runs.folder import RunFolder
 from eegsine.training.configs import (CLASSIFIER_PRESETS, DATASETS, ClassifierTrainConfig,  # noqa: F401 - re-exported
                                      classifier_preset)
 from eegsine.training.loop import Checkpoint, cosine_warmup, open_run, start_log
+from eegsine.data import load_images
 
 BEST_FILE = "best.safetensors"
 
@@ -48,8 +49,6 @@ BEST_FILE = "best.safetensors"
 # -- data -------------------------------------------------------------------------------------
 def load_split(cfg: ClassifierTrainConfig) -> dict[str, torch.Tensor]:
     """Train / validation / test tensors; validation is a seeded slice of the training set."""
-    from eegsine.data import load_images
-
     kwargs = {"root": cfg.data_root} if cfg.data_root else {}
     try:
         ds = load_images(cfg.dataset, **kwargs)
@@ -206,7 +205,7 @@ def classifier_provenance(cfg: ClassifierTrainConfig) -> Provenance:
 def train_classifier(cfg: ClassifierTrainConfig, run_dir: str | Path, data: dict | None = None) -> dict:
     """Train one classifier into ``run_dir`` (resuming from its checkpoint if present); return its metrics.
 
-    The folder follows :class:`~eegsine.run_folder.RunFolder`'s protocol: locked while training,
+    The folder follows :class:`~eegsine.runs.folder.RunFolder`'s protocol: locked while training,
     ``config.json`` written once data and model are ready (the model's input shape comes from the
     data, so the config is compared with the folder's only then).
     """

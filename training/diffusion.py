@@ -19,7 +19,7 @@ Each epoch writes a fixed-seed sample grid and a resumable checkpoint; the final
 ``RUN/model`` (``EEGDiffusion.save_pretrained``: a diffusers pipeline folder). Runs under
 Accelerate: ``accelerate launch -m eegsine train diffusion ...`` is data-parallel
 (tests/test_diffusion.py checks 2 gloo processes against 1).
-Sampling speed (``speed``) is measured by the command, with :mod:`eegsine.bench.timing`, through
+Sampling speed (``speed``) is measured by the command, with :mod:`eegsine.bench.speed.timing`, through
 the ``speed_probe`` argument (this layer does not import bench).
 
 Hand-written: the orchestration; the loops are in the modules above, the models, schedulers, EMA,
@@ -35,21 +35,21 @@ import numpy as np
 import torch
 
 from eegsine.data import EEGSet
-from eegsine.checkpoint import save_weights
+from eegsine.runs.checkpoint import save_weights
 from eegsine.errors import UserError
 from eegsine.io import update_metrics
 from eegsine.models.diffusion import EEGDiffusion, build_diffusion, check_pretrained, model_sizes
 from eegsine.models.eeg_encoder import EEGEncoder, embed
 from eegsine.models.image_encoder import ImageEncoder, embed_images
 from eegsine.models.protocol import MODEL_DIR  # RUN/model: the run's deployable model
-from eegsine.plotting import save_grid, save_strip  # noqa: F401 - re-exported
-from eegsine.run_folder import RunFolder
-from eegsine.training.configs import DIFFUSION_PRESETS as PRESETS
-from eegsine.training.configs import DiffusionTrainConfig, diffusion_preset
+from eegsine.runs.plots import save_grid, save_strip  # noqa: F401 - re-exported
+from eegsine.runs.folder import RunFolder
+from eegsine.training.configs import DIFFUSION_PRESETS as PRESETS, DiffusionTrainConfig, diffusion_preset
 from eegsine.training.joint import JointAblation, fresh_encoder, retrieval_top1  # noqa: F401 - re-exported
 from eegsine.training.loop import accelerator, open_run, start_log
 from eegsine.training.unet import LORA_TARGETS, FrozenEncoder, pick_grid_trials, set_trainable, train_unet  # noqa: F401
 from eegsine.training.vae import VAE_DIR, stage_a, train_vae  # noqa: F401 - re-exported
+from eegsine.training.encoder import IMAGE_ENCODER_DIR, encoder_preset, load_data, run_provenance, train_encoder
 
 SpeedProbe = Callable[[EEGDiffusion, torch.device], dict]  # (trained model, device) -> sampling speed record
 
@@ -66,8 +66,6 @@ def encoder_folder(cfg: DiffusionTrainConfig, run_dir: Path) -> Path:
 def resolve_encoder(cfg: DiffusionTrainConfig, run_dir: Path, ds: EEGSet, logger) -> EEGEncoder:
     folder = encoder_folder(cfg, run_dir)
     if not cfg.encoder_run:
-        from eegsine.training.encoder import encoder_preset, train_encoder
-
         ecfg = encoder_preset(cfg.encoder_preset).replace(data=cfg.data, data_root=cfg.data_root,
                                                           image_set=cfg.image_set, data_options=list(cfg.data_options))
         stage1 = folder.parent
@@ -89,9 +87,9 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
                     encoder: EEGEncoder | None = None, speed_probe: SpeedProbe | None = None) -> dict[str, Any]:
     """Train (or resume) stages A and B in ``run_dir``; return the metrics written under ``diffusion``.
 
-    The folder follows :class:`~eegsine.run_folder.RunFolder`'s protocol: the main process
+    The folder follows :class:`~eegsine.runs.folder.RunFolder`'s protocol: the main process
     locks it and writes config.json once data, encoder and model are ready. With ``cfg.speed``,
-    ``speed_probe(model, device)`` (the command passes :func:`eegsine.bench.timing.diffusion_speed`)
+    ``speed_probe(model, device)`` (the command passes :func:`eegsine.bench.speed.timing.diffusion_speed`)
     times the final model into ``metrics["speed"]``.
     """
     if cfg.mode == "lora" and not cfg.init_from and not cfg.model.pretrained_unet:  # before stage A, not after it
@@ -104,8 +102,6 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
 
 def _load(cfg: DiffusionTrainConfig, data: EEGSet | None, n_processes: int) -> EEGSet:
     if data is None:
-        from eegsine.training.encoder import load_data
-
         data = load_data(cfg)  # type: ignore[arg-type]  (reads data, data_root, image_set, data_options)
     ds = data.check()
     if ds.images is None:
@@ -178,7 +174,6 @@ def _save_model(cfg: DiffusionTrainConfig, model: EEGDiffusion, mcfg, run_dir: P
         model.unet.fuse_lora()
         model.unet.unload_lora()
         metrics["lora_params"] = int(sum(v.numel() for v in lora_state.values()))
-    from eegsine.training.encoder import run_provenance
 
     model.cfg = mcfg
     model.save_pretrained(run_dir / MODEL_DIR, run_provenance(cfg, image_cond_frac=cfg.image_cond_frac,
@@ -204,8 +199,6 @@ def _init_from(cfg: DiffusionTrainConfig, model: EEGDiffusion) -> None:
 
 def image_encoder_folder(cfg: DiffusionTrainConfig, run_dir: Path) -> Path:
     """Stage one's image encoder: ``image_encoder/`` of the encoder run (beside its ``encoder/``)."""
-    from eegsine.training.encoder import IMAGE_ENCODER_DIR
-
     return encoder_folder(cfg, run_dir).parent / IMAGE_ENCODER_DIR
 
 

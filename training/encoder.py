@@ -16,12 +16,12 @@ encoder ...`` runs data-parallel unchanged (each process draws its own episodes)
 
 Control baselines (``controls=True``) are trained / computed beside every run: the same
 training on shuffled label+image assignments, and the class-only encoder (see
-``eegsine.embed_eval``). Evaluation lives in ``eegsine.training.encoder_eval``.
+``eegsine.metrics.embedding``). Evaluation lives in ``eegsine.training.encoder_eval``.
 
 Hand-written: the episode loop (no library trains prototypical + contrastive objectives
 under Accelerate); the losses are in ``eegsine.training.losses``, the episodes in
 ``eegsine.training.episodes``; Accelerate does devices/DDP, tqdm the progress, eegsine.io and
-eegsine.checkpoint the files.
+eegsine.runs.checkpoint the files.
 """
 from __future__ import annotations
 
@@ -37,20 +37,22 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from eegsine.checkpoint import load_state_into, save_weights
+from eegsine.runs.checkpoint import load_state_into, save_weights
 from eegsine.data import EEGSet, load_eeg
-from eegsine.embed_eval import _l2, retrieval_topk
+from eegsine.metrics.embedding import _l2, retrieval_topk
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import update_metrics
 from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, embed
 from eegsine.models.image_encoder import ImageEncoder, build_image_encoder, embed_images
 from eegsine.models.protocol import MODEL_DIR, Provenance
-from eegsine.run_folder import RunFolder, main_process
+from eegsine.runs.folder import RunFolder, main_process
 from eegsine.training.configs import ENCODER_PRESETS as PRESETS  # noqa: F401 - re-exported
 from eegsine.training.configs import EncoderTrainConfig, encoder_preset  # noqa: F401 - re-exported
 from eegsine.training.episodes import EpisodeSampler
 from eegsine.training.loop import Checkpoint, accelerator, cosine_warmup, open_run, start_log
 from eegsine.training.losses import clip_loss, cosine_ce, prototypical_loss
+from eegsine.training.encoder_eval import evaluate
+from eegsine.training.image_encoder import train_image_encoder
 
 ENCODER_DIR = MODEL_DIR            # best EEG encoder, a model folder (EEGEncoder.from_pretrained reads it)
 IMAGE_ENCODER_DIR = "image_encoder"
@@ -178,8 +180,6 @@ def image_embeddings(ds: EEGSet, prep: Prepared, cfg: EncoderTrainConfig, run_di
         icfg = cfg.image_encoder.replace(in_chans=int(ds.images.shape[1]), image_size=int(ds.images.shape[2]),
                                          n_classes=ds.n_outputs)
         if icfg.source == "cnn":
-            from eegsine.training.image_encoder import train_image_encoder
-
             shown = np.unique(ds.image[prep.train])           # stimuli of the train split, seen classes only
             shown = shown[shown >= 0]
             model, stats = train_image_encoder(ds.images[shown], ds.image_labels[shown], icfg, epochs=cfg.image_epochs,
@@ -417,7 +417,7 @@ def train_encoder(cfg: EncoderTrainConfig, run_dir: str | Path, data: EEGSet | N
                   callback: Callable[[int, dict], None] | None = None) -> dict:
     """Train (or resume) the aligned encoder and its controls in ``run_dir``; evaluate; return metrics.
 
-    The folder follows :class:`~eegsine.run_folder.RunFolder`'s protocol: the main process
+    The folder follows :class:`~eegsine.runs.folder.RunFolder`'s protocol: the main process
     locks it and writes config.json once the data is loaded, before the first result (the
     image encoder), so no result ever sits beside another run's config.
     """
@@ -427,8 +427,6 @@ def train_encoder(cfg: EncoderTrainConfig, run_dir: str | Path, data: EEGSet | N
 
 def _train(cfg: EncoderTrainConfig, run: RunFolder, data: EEGSet | None,
            callback: Callable[[int, dict], None] | None) -> dict:
-    from eegsine.training.encoder_eval import evaluate
-
     run_dir = run.path
     logger = start_log(run)
     t0 = time.perf_counter()

@@ -8,9 +8,9 @@ queries = their test trials), k-means, retrieval among their test stimuli.
 
 Rows: ``aligned`` (the run), ``shuffled_labels`` (same training on permuted label/image
 assignments), ``class_only`` (raw-EEG class means emitting class-mean image embeddings; see
-``eegsine.embed_eval``), and ``bandpower_logreg`` and ``lda_windows`` (shrinkage LDA on 40 ms window
+``eegsine.metrics.embedding``), and ``bandpower_logreg`` and ``lda_windows`` (shrinkage LDA on 40 ms window
 means: the linear read-out the encoder must reach) for classification. Every block names its
-data set, split and trial count. Metric code lives in ``eegsine.embed_eval``.
+data set, split and trial count. Metric code lives in ``eegsine.metrics.embedding``.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eegsine.embed_eval import (_l2, bandpower_baseline, class_only_embeddings, embedding_plot, kmeans_accuracy,
+from eegsine.metrics.embedding import (_l2, bandpower_baseline, class_only_embeddings, embedding_plot, kmeans_accuracy,
                                 lda_baseline, linear_probe_top1, prototype_fewshot, raw_features, retrieval_topk)
 from eegsine.models.eeg_encoder import embed
 

@@ -3,7 +3,7 @@
 ``generate(run, eeg_file=... | split=...)`` writes one PNG per sample and ``grid.png`` (a row
 per EEG trial, ``samples`` columns from fixed seeds, the ground-truth stimulus rightmost when
 the trial comes from the data set). ``evaluate_run(run)`` trains (once) the domain feature
-network ``RUN/domain-cnn-<dataset>`` and calls :func:`eegsine.image_metrics.evaluate_generation`.
+network ``RUN/domain-cnn-<dataset>`` and calls :func:`eegsine.metrics.images.evaluate_generation`.
 
 A user's ``.npy`` is read with ``allow_pickle=False`` and checked (shape, channels, samples,
 finite) before anything runs; a bad file is one line naming the file and the problem.
@@ -17,10 +17,12 @@ import numpy as np
 import torch
 
 from eegsine.errors import UserError
-from eegsine.io import run_logger, writable_dir, write_json
+from eegsine.io import run_logger, update_metrics, writable_dir, write_json
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.models.eeg_encoder import check_input
-from eegsine.plotting import save_grid, save_png
+from eegsine.runs.plots import save_grid, save_png
+from eegsine.data import load_images
+from eegsine.metrics.images import DomainCNNConfig, domain_network, evaluate_generation
 
 
 def read_eeg_file(path: str | Path, cfg) -> np.ndarray:
@@ -117,8 +119,6 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
 def domain_for_run(run: Path, ds, logger=None):
     """The run's domain CNN (trained once into RUN/domain-cnn-<dataset>): on the paired image set's
     official train split when there is one (synthetic-vep), else on the train-split stimuli."""
-    from eegsine.data import load_images
-    from eegsine.image_metrics import DomainCNNConfig, domain_network
     from eegsine.training.diffusion import DiffusionTrainConfig
 
     cfg = DiffusionTrainConfig.load(run) if (run / "config.json").exists() else None
@@ -144,11 +144,9 @@ def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, st
                  data=None, model: EEGDiffusion | None = None, standard=None) -> dict[str, Any]:
     """Image quality of a run vs the class-only and shuffled-EEG baselines (metrics.json 'generation').
 
-    ``standard``: optional :class:`eegsine.image_nets.StandardNets` (Inception-style FID/IS, LPIPS,
+    ``standard``: optional :class:`eegsine.metrics.image_nets.StandardNets` (Inception-style FID/IS, LPIPS,
     a classifier's top-1 from local ONNX files; ``StandardNets.load(feature_net=..., lpips_net=...,
     classifier_net=..., classifier_classes=...)``, the flags of ``eegsine generate --evaluate``)."""
-    from eegsine.image_metrics import evaluate_generation
-
     run = Path(run)
     if max_trials < 1 or n_boot < 1 or seed < 0:
         raise UserError(f"evaluate: --eval-trials and --n-boot must be >= 1 and --seed >= 0 (got {max_trials}, "
@@ -167,7 +165,6 @@ def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, st
                             steps=steps, guidance=guidance, sampler=sampler, n_boot=n_boot, seed=seed, logger=logger,
                             standard=standard)
     r["feature_network_test_top1"] = stats.get("test_top1")
-    from eegsine.io import update_metrics
 
     update_metrics(run, "generation", r)
     return r

@@ -5,7 +5,7 @@ A fresh encoder (the aligned one's architecture, re-initialised from the run's s
 gradient norm reaching the encoder and the UNet; every epoch scores the encoder's 1-NN EEG->EEG
 retrieval on the validation split against the aligned (two-stage) encoder's and chance
 (metrics ``joint``, ``joint.png``; the per-step norms in ``joint_grad_log.json``): the measurement
-behind the two-stage design (docs/design.md). ``python -m eegsine.bench.two_stage`` compares the
+behind the two-stage design (docs/design.md). ``python -m eegsine.bench.experiments.two_stage`` compares the
 two on the same data and UNet budget (docs/results/two-stage/: on the tiny data the joint encoder
 learns only weakly, and its gradient is small but does not vanish).
 :class:`JointAblation` is the conditioning object of :mod:`eegsine.training.unet`.
@@ -23,7 +23,7 @@ from eegsine.data import EEGSet
 from eegsine.io import write_json
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.models.eeg_encoder import EEGEncoder, build_encoder, embed
-from eegsine.plotting import plot_joint
+from eegsine.runs.plots import plot_joint
 from eegsine.training.configs import DiffusionTrainConfig
 
 RETRIEVAL = "1-NN EEG->EEG (cosine) on the validation split, gallery: 2000 train trials"

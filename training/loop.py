@@ -1,10 +1,10 @@
 """What every trainer's loop shares: the run folder guard, Accelerate, checkpoints, learning-rate schedules, seeds.
 
-* :func:`open_run` -- the run protocol (:class:`~eegsine.run_folder.RunFolder`: one writer, dead
+* :func:`open_run` -- the run protocol (:class:`~eegsine.runs.folder.RunFolder`: one writer, dead
   writers' temporaries swept) plus the resume guard: a folder holding results of another
   configuration is refused before any data is read.
 * :class:`Checkpoint` -- a trainer's resumable state (modules, optimizers, progress, torch RNG) in
-  one folder through :mod:`eegsine.checkpoint`: ``resume(fresh)`` or ``save(progress)``.
+  one folder through :mod:`eegsine.runs.checkpoint`: ``resume(fresh)`` or ``save(progress)``.
 * :func:`accelerator` -- Accelerate on CUDA when there is one, else on the CPU.
 * Schedules: :func:`diffusers_warmup_cosine` is diffusers' ``get_cosine_schedule_with_warmup``
   (the diffusion stages); :func:`cosine_warmup` is the same curve written out, for the encoder and
@@ -28,9 +28,9 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from eegsine.checkpoint import load_checkpoint, save_checkpoint
+from eegsine.runs.checkpoint import load_checkpoint, save_checkpoint
 from eegsine.io import run_logger
-from eegsine.run_folder import RunFolder
+from eegsine.runs.folder import RunFolder
 
 
 # -- the run folder ---------------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from eegsine.data import EEGSet
 from eegsine.models import module_device
 from eegsine.models.diffusion import EEGDiffusion
-from eegsine.plotting import save_grid, save_strip
+from eegsine.runs.plots import save_grid, save_strip
 from eegsine.training.configs import DiffusionTrainConfig
 from eegsine.training.loop import Checkpoint, diffusers_warmup_cosine, seeded_generator
 from eegsine.training.losses import denoising_loss
@@ -133,7 +133,7 @@ class DenoisingBatches:
 
 
 class _EMAState:
-    """EMAModel's shadow weights as a state_dict of tensors (what eegsine.checkpoint checkpoints hold)."""
+    """EMAModel's shadow weights as a state_dict of tensors (what eegsine.runs.checkpoint checkpoints hold)."""
 
     def __init__(self, ema):
         self.ema = ema

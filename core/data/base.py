@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from eegsine.errors import UserError
+from eegsine.config import check_value
 
 
 def data_root() -> Path:
@@ -78,7 +79,7 @@ class EEGSet:
     image_labels: np.ndarray | None = None  # (M,) class of each stimulus image
     info: dict = dataclasses.field(default_factory=dict)
     # what x went through (sfreq, channels, units, reference, epoch window, filters): saved with the encoder
-    # run and carried into the bundle (eegsine.preprocessing); None for an ad-hoc set that does not know it
+    # run and carried into the bundle (eegsine.runtime.preprocessing); None for an ad-hoc set that does not know it
     preprocessing: Any = None  # PreprocessingSpec | None
 
     @property
@@ -164,8 +165,6 @@ def check_options(name: str, load: Callable[..., object], options: dict[str, Any
     those itself, e.g. synthetic-vep's config fields); a value must fit the parameter's annotation
     (:func:`eegsine.config.check_value`: ``split_index="abc"``, ``bandpass=5`` and ``sfreq=nan`` fail).
     """
-    from eegsine.config import check_value
-
     params = inspect.signature(load).parameters
     hints = typing.get_type_hints(load)
     takes_fields = any(p.kind is p.VAR_KEYWORD for p in params.values())
@@ -182,3 +181,29 @@ def check_options(name: str, load: Callable[..., object], options: dict[str, Any
             raise UserError(f"{name}: option 'seed': must be >= 0, got {value}")
         out[key] = value  # checked, passed as given (the loader's own messages quote the user's values)
     return out
+
+
+
+def load_images(name: str, **kwargs) -> ImageSet:
+    spec = get_spec(name)
+    if spec.kind != "image":
+        raise UserError(f"{name!r} is an {spec.kind} data set, not an image set")
+    return spec.load(**check_options(name, spec.load, kwargs))  # type: ignore[return-value]
+
+
+def load_eeg(name: str, **kwargs) -> EEGSet:
+    spec = get_spec(name)
+    if spec.kind != "eeg":
+        raise UserError(f"{name!r} is an {spec.kind} data set, not an EEG set")
+    if name.startswith("uea:"):
+        kwargs.setdefault("problem", name.split(":", 1)[1])
+    if name.startswith("raw:"):
+        kwargs.setdefault("path", name.split(":", 1)[1])
+    return spec.load(**check_options(name, spec.load, kwargs))  # type: ignore[return-value]
+
+
+def fetch(name: str) -> str:
+    spec = get_spec(name)
+    if spec.fetch is None:
+        return f"{name}: nothing to fetch ({spec.how_to_get or 'always available'})"
+    return spec.fetch()

@@ -4,9 +4,7 @@ Each lives in its own module; this one registers them (imported by :mod:`eegsine
 """
 from __future__ import annotations
 
-from eegsine.data import eegcvpr40 as _cvpr
-from eegsine.data import raw as _raw
-from eegsine.data import uea as _uea
+from eegsine.data import eegcvpr40 as _cvpr, raw as _raw, uea as _uea
 from eegsine.data.base import REGISTRY, DataSpec, register
 from eegsine.data.eegcvpr40 import load_eegcvpr40
 from eegsine.data.synthetic_vep import SyntheticVEPConfig, generate, load_synthetic_vep

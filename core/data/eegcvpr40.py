@@ -20,7 +20,7 @@ original convention), an ``*_all*`` file within the full list. Split membership 
 Known confound (Li et al., TPAMI 2020): the block design leaves slow drifts that make raw
 data look far more decodable (0.98) than band-passed data (~0.48). So the default is a
 5-95 Hz Butterworth band-pass (order 4) of each whole trial; ``bandpass=None`` logs a warning. It is
-causal by default (``phase="causal"``, :mod:`eegsine.preprocessing`, the filter the stream runtime runs;
+causal by default (``phase="causal"``, :mod:`eegsine.runtime.preprocessing`, the filter the stream runtime runs;
 each trial starts from the steady state of its first sample), ``phase="zero-phase"`` is forward-backward
 (offline only, recorded as such in the spec and the bundle). The files' own "5_95" variants were
 band-passed by their authors (zero-phase, outside our control): the spec cannot describe that.
@@ -45,9 +45,10 @@ import numpy as np
 
 from eegsine.data.base import EEGSet, data_root
 from eegsine.errors import DataMissingError, UserError
+from eegsine.runtime.preprocessing import PreprocessingSpec, apply_filters
 
 if TYPE_CHECKING:
-    from eegsine.preprocessing import PreprocessingSpec
+    from eegsine.runtime.preprocessing import PreprocessingSpec
 
 log = logging.getLogger(__name__)
 
@@ -193,9 +194,8 @@ def _check_splits(path: Path, obj: object, split_index: int) -> dict[str, list[i
 
 def bandpass_filter(x: np.ndarray, sfreq: float, band: Sequence[float], order: int = 4,
                     phase: str = "causal") -> np.ndarray:
-    """Butterworth band-pass along the last axis (:mod:`eegsine.preprocessing`, causal or zero-phase); float32 out."""
-    from eegsine.preprocessing import PreprocessingSpec, apply_filters
-
+    """Butterworth band-pass along the last axis (:mod:`eegsine.runtime.preprocessing`, causal or zero-phase);
+    float32 out."""
     lo, hi = float(band[0]), float(band[1])
     if not 0 < lo < hi < sfreq / 2:
         raise UserError(f"bandpass={tuple(band)} must satisfy 0 < low < high < Nyquist ({sfreq / 2:g} Hz)")
@@ -411,8 +411,6 @@ def load_eegcvpr40(root: str | os.PathLike | None = None, eeg_file: str | os.Pat
 
 def _spec(sfreq: float, bandpass: Sequence[float] | None, phase: str) -> "PreprocessingSpec":
     """The loader's preprocessing: E1..E128 as stored, the file's units, samples 20:460 after onset, the band-pass."""
-    from eegsine.preprocessing import PreprocessingSpec
-
     lo, hi = (float(bandpass[0]), float(bandpass[1])) if bandpass is not None else (0.0, 0.0)
     return PreprocessingSpec.design(
         sfreq, [f"E{i + 1}" for i in range(N_CHANS)], l_freq=lo, h_freq=hi, order=4, phase=phase,

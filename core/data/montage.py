@@ -1,7 +1,7 @@
 """10-20 / 10-10 / 10-5 electrode names for ``synthetic-vep``, positioned by MNE's 10-05 montage.
 
 Positions come from MNE (``mne.create_info`` + ``make_standard_montage("standard_1005")``, called
-``colin27_1005`` from MNE 1.13 on: the same points, :func:`eegsine.preprocessing.standard_montage`),
+``colin27_1005`` from MNE 1.13 on: the same points, :func:`eegsine.runtime.preprocessing.standard_montage`),
 in MNE's head frame, as unit vectors from the centre of a sphere fitted to the 128 positions named
 here (radius 97.3 mm, residual 5.5 mm RMS: the colin27 scalp is not a sphere; Cz lies 8 degrees in
 front of that centre's vertical). The generator places Gaussian blobs by the angle between those
@@ -22,6 +22,7 @@ import re
 import numpy as np
 
 from eegsine.errors import UserError
+from eegsine.runtime.preprocessing import standard_montage
 
 ROW_U = {"Fp": 4.0, "AFp": 3.5, "AF": 3.0, "AFF": 2.5, "F": 2.0, "FFC": 1.5, "FC": 1.0, "FCC": 0.5, "C": 0.0,
          "CCP": -0.5, "CP": -1.0, "CPP": -1.5, "P": -2.0, "PPO": -2.5, "PO": -3.0, "POO": -3.5, "O": -4.0,
@@ -77,7 +78,6 @@ def _directions() -> dict[str, np.ndarray]:
         import mne
     except ImportError as e:
         raise UserError(f"synthetic-vep places electrodes with MNE's 10-05 montage ({e}); pip install mne") from None
-    from eegsine.preprocessing import standard_montage
 
     info = mne.create_info(ALL_128, 1000.0, ch_types="eeg")
     info.set_montage(standard_montage(), match_case=True, verbose="error")

@@ -76,10 +76,10 @@ import time
 import numpy as np
 
 from eegsine.config import Config
-from eegsine.data.base import EEGSet
+from eegsine.data.base import EEGSet, load_images
 from eegsine.data.montage import montage, position, positions
 from eegsine.errors import UserError
-from eegsine.preprocessing import PreprocessingSpec
+from eegsine.runtime.preprocessing import PreprocessingSpec, apply_filters_batched
 
 log = logging.getLogger(__name__)
 
@@ -496,8 +496,6 @@ def _trials(cfg: SyntheticVEPConfig, src: _Sources, var: _Variation, pos: np.nda
 
 def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: bool = True) -> EEGSet:
     """Generate the data set described by ``cfg`` (deterministic in ``cfg``)."""
-    from eegsine.data import load_images
-
     t_start = time.perf_counter()
     imgs = load_images(cfg.image_set, **({"root": image_root} if image_root else {}))
     n_classes = imgs.n_classes if cfg.n_classes == 0 else cfg.n_classes
@@ -572,8 +570,6 @@ def load_synthetic_vep(root: str | os.PathLike | None = None, config: SyntheticV
 
 def _bandpass(ds: EEGSet, band, phase: str) -> EEGSet:
     """Filter every epoch in place (64 trials at a time: bounded float64 scratch); the spec records the filter."""
-    from eegsine.preprocessing import PreprocessingSpec, apply_filters_batched
-
     if not isinstance(band, (list, tuple)) or len(band) != 2:
         raise UserError(f"synthetic-vep: bandpass={band!r}: give [low, high] in Hz")
     if phase not in ("causal", "zero-phase"):
@@ -594,6 +590,4 @@ def _bandpass(ds: EEGSet, band, phase: str) -> EEGSet:
 
 
 def _n_image_classes(name: str) -> int:
-    from eegsine.data import load_images
-
     return load_images(name).n_classes

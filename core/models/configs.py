@@ -266,3 +266,34 @@ class DiffusionConfig(Config):
                 "beta_start": self.beta_start, "beta_end": self.beta_end, "prediction_type": self.prediction_type,
                 # latents are not bounded to [-1, 1]: no x0 clipping; "trailing" starts DDIM at t=T-1 (pure noise)
                 "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 0, "timestep_spacing": "trailing"}
+
+
+
+@dataclasses.dataclass
+class DomainCNNConfig(Config):
+    """A small CNN classifier of the image set, used only as a metric feature network."""
+
+    KIND = "domain-cnn"
+    VERSION = 1
+
+    dataset: str = ""
+    in_chans: int = 1
+    image_size: int = 28
+    n_classes: int = 10
+    width: int = 32
+    feat_dim: int = 64
+    epochs: int = 3
+    lr: float = 2e-3
+    batch_size: int = 128
+    max_train: int = dataclasses.field(default=20000, metadata={"help": "train on at most this many images"})
+    min_steps: int = dataclasses.field(default=600, metadata={"help": "more epochs on small image sets (digits)"})
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("in_chans", "image_size", "n_classes", "width", "feat_dim", "epochs", "batch_size", "max_train"):
+            if getattr(self, name) < 1:
+                raise UserError(f"DomainCNNConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise UserError(f"DomainCNNConfig.lr must be > 0, got {self.lr}")
+        if self.min_steps < 0:
+            raise UserError(f"DomainCNNConfig.min_steps must be >= 0, got {self.min_steps}")

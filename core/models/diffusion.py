@@ -64,7 +64,7 @@ from diffusers.pipelines.pipeline_utils import ImagePipelineOutput
 from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
 from diffusers.utils import logging as diffusers_logging
 
-from eegsine.checkpoint import load_state_into
+from eegsine.runs.checkpoint import load_state_into
 from eegsine.config import CONFIG_FILE
 from eegsine.errors import UserError
 from eegsine.models import module_device, n_params  # noqa: F401 - n_params re-exported
@@ -72,6 +72,7 @@ from eegsine.models.configs import DiffusionConfig
 from eegsine.models.eeg_encoder import EEGEncoder, EEGTokenMapper
 from eegsine.models.local_folders import check_diffusers_folder, check_sd_pair, load_error
 from eegsine.models.protocol import MODEL_DIR, PROVENANCE_FILE, Provenance, read_provenance
+from eegsine.runtime.contracts import DEFAULT_OPSET, eeg_encoder_contract, unet_contract, vae_decoder_contract
 
 SAMPLERS = ("ddim", "dpm++")
 INDEX_FILE = "model_index.json"   # diffusers' pipeline index
@@ -481,8 +482,6 @@ class EEGDiffusionPipeline(DiffusionPipeline):
     def export_modules(self, max_batch: int = 16, opset: int | None = None) -> dict[str, tuple[Any, nn.Module]]:
         """name -> (contract, contract-shaped module): ``eeg_encoder`` (encoder + token mapper; only with an encoder
         attached), ``unet`` (its batch is 2 x ``max_batch``: guidance) and ``vae_decoder`` (-> native images)."""
-        from eegsine.contracts import DEFAULT_OPSET, eeg_encoder_contract, unet_contract, vae_decoder_contract
-
         cfg, tm, op = self.cfg, self.token_mapper.config, opset or DEFAULT_OPSET
         lat_c, lat_s, _ = self.latent_shape
         out: dict[str, tuple[Any, nn.Module]] = {}

@@ -1,51 +1,19 @@
 """The domain feature network: a small CNN classifier of the image set, used only for image metrics.
 
-No Inception-v3 or AlexNet weights exist offline (docs/design.md), so :mod:`eegsine.image_metrics`
+No Inception-v3 or AlexNet weights exist offline (docs/design.md), so :mod:`eegsine.metrics.images`
 computes FID / IS / LPIPS-style distances on this network's features and names them ``*_domain``.
 It follows the model protocol (:mod:`eegsine.models.protocol`); its config carries its own short
-training recipe (:func:`eegsine.image_metrics.train_domain_cnn`).
+training recipe (:func:`eegsine.metrics.images.train_domain_cnn`).
 """
 from __future__ import annotations
 
-import dataclasses
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eegsine.config import Config
-from eegsine.errors import UserError
+from eegsine.models.configs import DomainCNNConfig  # noqa: F401 (re-exported)
 from eegsine.models.protocol import PretrainedModel
-
-
-@dataclasses.dataclass
-class DomainCNNConfig(Config):
-    """A small CNN classifier of the image set, used only as a metric feature network."""
-
-    KIND = "domain-cnn"
-    VERSION = 1
-
-    dataset: str = ""
-    in_chans: int = 1
-    image_size: int = 28
-    n_classes: int = 10
-    width: int = 32
-    feat_dim: int = 64
-    epochs: int = 3
-    lr: float = 2e-3
-    batch_size: int = 128
-    max_train: int = dataclasses.field(default=20000, metadata={"help": "train on at most this many images"})
-    min_steps: int = dataclasses.field(default=600, metadata={"help": "more epochs on small image sets (digits)"})
-    seed: int = 0
-
-    def validate(self) -> None:
-        for name in ("in_chans", "image_size", "n_classes", "width", "feat_dim", "epochs", "batch_size", "max_train"):
-            if getattr(self, name) < 1:
-                raise UserError(f"DomainCNNConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.lr <= 0:
-            raise UserError(f"DomainCNNConfig.lr must be > 0, got {self.lr}")
-        if self.min_steps < 0:
-            raise UserError(f"DomainCNNConfig.min_steps must be >= 0, got {self.min_steps}")
 
 
 class DomainCNN(PretrainedModel, nn.Module):

@@ -37,7 +37,7 @@ from eegsine.errors import UserError
 from eegsine.models import module_device, n_params  # noqa: F401 - re-exported
 from eegsine.models.configs import EEGEncoderConfig
 from eegsine.models.protocol import PretrainedModel
-from eegsine.preprocessing import SPEC_FILE, load_spec
+from eegsine.runtime.preprocessing import SPEC_FILE, load_spec
 
 
 def check_input(x: torch.Tensor | np.ndarray, cfg: EEGEncoderConfig, what: str = "EEG input") -> None:
@@ -82,7 +82,7 @@ class EEGEncoder(PretrainedModel, nn.Module):
     """Base: input check + trial normalisation + ``features`` + projection + L2 norm.
 
     Its model folder (:class:`~eegsine.models.protocol.PretrainedModel`) keeps ``preprocessing.json``
-    (the :class:`~eegsine.preprocessing.PreprocessingSpec` of the data it was trained on) beside the weights.
+    (the :class:`~eegsine.runtime.preprocessing.PreprocessingSpec` of the data it was trained on) beside the weights.
     """
 
     config_class = EEGEncoderConfig

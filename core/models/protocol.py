@@ -20,11 +20,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from eegsine.config import CONFIG_FILE, Config
 from eegsine.errors import UserError
+from eegsine.data import load_eeg, load_images
+from eegsine.io import read_json
+from eegsine.models.registry import REGISTRY, get_entry
 
 if TYPE_CHECKING:
     import torch.nn as nn
 
-    from eegsine.contracts import ExportContract
+    from eegsine.runtime.contracts import ExportContract
 
 WEIGHTS_FILE = "model.safetensors"
 PROVENANCE_FILE = "provenance.json"
@@ -69,21 +72,14 @@ class Provenance(Config):
         return self.data
 
     def load_images(self):
-        from eegsine.data import load_images
-
         return load_images(self.data, **self.data_options)
 
     def load_eeg(self):
-        from eegsine.data import load_eeg
-
         return load_eeg(self.data, **self.data_options).check()
 
 
 def model_folder(path: str | Path) -> Path:
     """``path`` itself when it holds a model's ``config.json``, else ``path/model`` (a run folder)."""
-    from eegsine.io import read_json
-    from eegsine.models.registry import REGISTRY
-
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such folder")
@@ -125,7 +121,7 @@ class PretrainedModel:
 
     def save_pretrained(self, directory: str | Path, provenance: Provenance | None = None) -> Path:
         """Write the model folder; ``provenance`` (default: the model's own) is kept on the model."""
-        from eegsine.checkpoint import save_weights
+        from eegsine.runs.checkpoint import save_weights
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -141,7 +137,7 @@ class PretrainedModel:
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str = "cpu"):
         """Read a model folder (or a run folder's ``model/``) -> the model in eval mode on ``device``."""
-        from eegsine.checkpoint import load_state_into
+        from eegsine.runs.checkpoint import load_state_into
 
         directory = model_folder(directory)
         cfg = cls.config_class.load(directory)
@@ -164,5 +160,13 @@ class PretrainedModel:
         return {}
 
 
-__all__ = ["Provenance", "PretrainedModel", "model_folder", "read_provenance", "WEIGHTS_FILE", "PROVENANCE_FILE",
-           "MODEL_DIR"]
+__all__ = ["Provenance", "PretrainedModel", "load_pretrained", "model_folder", "read_provenance", "WEIGHTS_FILE",
+           "PROVENANCE_FILE", "MODEL_DIR"]
+
+
+
+def load_pretrained(path: str | Path, device: str = "cpu") -> Any:
+    """Any registered model from its folder (or a run folder's ``model/``), in eval mode."""
+    folder = model_folder(path)
+    entry = get_entry(read_json(folder / CONFIG_FILE).get("kind"), str(folder))
+    return entry.model_class().from_pretrained(folder, device)

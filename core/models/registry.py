@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from pathlib import Path
 from typing import Any, Callable
 
-from eegsine.config import CONFIG_FILE, Config
+from eegsine.config import Config
 from eegsine.errors import UserError
+from eegsine.models import configs
+from eegsine.models.configs import (ClassifierConfig, DiffusionConfig, DomainCNNConfig, EEGEncoderConfig,
+                                    ImageEncoderConfig)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,42 +33,30 @@ class ModelEntry:
 
 def _configs(name: str) -> Callable[[], type[Config]]:
     def get() -> type[Config]:
-        from eegsine.models import configs
-
         return getattr(configs, name)
     return get
 
 
 def _classifier_examples() -> list[Config]:
-    from eegsine.models.configs import ClassifierConfig
-
     return [ClassifierConfig(image_size=8, fc_width=16), ClassifierConfig(image_size=8, head="sine", init="siren"),
             ClassifierConfig(arch="preact_resnet18", in_channels=3, image_size=8, base_width=4, head="sine")]
 
 
 def _encoder_examples() -> list[Config]:
-    from eegsine.models.configs import EEGEncoderConfig
-
     base = EEGEncoderConfig(n_chans=4, n_times=64, sfreq=128.0, emb_dim=8, d_model=16, n_layers=1, n_heads=2)
     return [base.replace(arch=a) for a in ("transformer", "lstm", "eegnet")] + [
         base.replace(arch="spatial", patch=8, kernel=5, center="detrend")]
 
 
 def _image_encoder_examples() -> list[Config]:
-    from eegsine.models.configs import ImageEncoderConfig
-
     return [ImageEncoderConfig(image_size=8, emb_dim=8, width=4)]
 
 
 def _domain_examples() -> list[Config]:
-    from eegsine.models.domain_cnn import DomainCNNConfig
-
     return [DomainCNNConfig(image_size=8, width=4)]
 
 
 def _diffusion_examples() -> list[Config]:
-    from eegsine.models.configs import DiffusionConfig
-
     base = DiffusionConfig(image_size=8, native_size=8, vae_channels=[8, 16], vae_norm_groups=4, unet_channels=[8, 16],
                            unet_norm_groups=4, attention_head_dim=4, cross_attention_dim=8, n_tokens=2, emb_dim=8,
                            sample_steps=2, num_train_timesteps=100, scaling_factor=0.8)
@@ -74,8 +64,6 @@ def _diffusion_examples() -> list[Config]:
 
 
 def _domain_config() -> type[Config]:
-    from eegsine.models.domain_cnn import DomainCNNConfig
-
     return DomainCNNConfig
 
 
@@ -102,14 +90,4 @@ def get_entry(kind: str, where: str = "model") -> ModelEntry:
     return REGISTRY[kind]
 
 
-def load_pretrained(path: str | Path, device: str = "cpu") -> Any:
-    """Any registered model from its folder (or a run folder's ``model/``), in eval mode."""
-    from eegsine.io import read_json
-    from eegsine.models.protocol import model_folder
-
-    folder = model_folder(path)
-    entry = get_entry(read_json(folder / CONFIG_FILE).get("kind"), str(folder))
-    return entry.model_class().from_pretrained(folder, device)
-
-
-__all__ = ["REGISTRY", "ModelEntry", "get_entry", "load_pretrained"]
+__all__ = ["REGISTRY", "ModelEntry", "get_entry"]

@@ -1,7 +1,7 @@
 """CPU microbenchmarks of the sine head (pytest-benchmark): the torch references only.
 
 The Triton kernels are not benchmarked here: on CPU they exist only under the interpreter,
-which measures numpy, not the kernel (GPU numbers: python -m eegsine.bench.kernel_bench).
+which measures numpy, not the kernel (GPU numbers: python -m eegsine.bench.speed.kernels).
 Shapes are the deployed classifier head: K=1024 features, N=10 classes, batch 1 and 256.
 Each benchmark also checks its result, so a broken path cannot produce a number.
 """
@@ -10,8 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eegsine.kernels import sine_head as sh
-from eegsine.kernels import sine_head_int8 as sq
+from eegsine.kernels import sine_head as sh, sine_head_int8 as sq
 
 K, N, OMEGA, AMP = 1024, 10, 1.0, 1.0
 

@@ -1,0 +1,1 @@
+"""Paper experiments: one module per table under ``docs/results/<name>``."""

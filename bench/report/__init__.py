@@ -1,0 +1,1 @@
+"""The report (``eegsine report``) and the README's result blocks (``results``)."""

@@ -1,0 +1,152 @@
+"""Committed results: a run's JSON snapshot, and the README figures rendered from it (never typed by hand).
+
+    python -m eegsine.bench.report.results snapshot runs/tiny docs/results/tiny-pipeline/run
+    python -m eegsine.bench.report.results readme            # rewrite README.md's figure blocks from the snapshots
+    python -m eegsine.bench.report.results readme --check    # exit 1 if README.md differs from what the files give
+
+A snapshot keeps exactly the files the report reads (:func:`eegsine.bench.report.data.load_run`), in the
+run's own layout, so ``eegsine report`` renders a snapshot like the run itself. A README block is the text
+between ``<!-- figures:NAME -->`` and ``<!-- /figures:NAME -->``; :data:`BLOCKS` maps each NAME to the
+snapshot it is rendered from, with the summary card's key-figure table (value, 95 % interval, n, controls,
+chance) and the host the run was measured on. A block between ``<!-- table:NAME -->`` and
+``<!-- /table:NAME -->`` is the committed table file :data:`TABLES` names (each rendered from its JSON by
+its own script, and tested to be).
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from eegsine.errors import UserError
+from eegsine.bench.report.data import load_run
+from eegsine.bench.report.doc import _md_cell
+from eegsine.bench.report.summary import key_rows
+from eegsine.io import atomic_write_text
+
+SNAPSHOT_GLOBS = ("pipeline.json", "pipeline_config.json", ".stages/*.json", "classifier/*/metrics.json",
+                  "classifier/*/model/config.json", "robustness/robustness.json", "robustness/metrics.json",
+                  "encoder/metrics.json", "diffusion/metrics.json", "generation/metrics.json", "generation/index.json",
+                  "bundle/verify.json", "bundle/verifications.json", "bundle/manifest.json", "stream/summary.json",
+                  "bench/bench.json")
+BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> snapshot folder (repo-relative)
+_BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
+# README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
+TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
+          "uea": "docs/results/uea/table.md#Summary",
+          "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
+                                "#Worst case per example over every attack at that eps"}
+_TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
+
+
+def snapshot(run_root: str | Path, out: str | Path) -> list[Path]:
+    """Copy the report's input files of ``run_root`` into ``out`` (same layout, paths under the current folder
+    made relative); returns the files written."""
+    run_root, out = Path(run_root), Path(out)
+    if not (run_root / "pipeline.json").is_file():
+        raise UserError(f"{run_root}: not a pipeline run folder (no pipeline.json)")
+    if out.exists():
+        shutil.rmtree(out)  # a snapshot is whole: files of an older run must not linger
+    written = []
+    here = str(Path.cwd().resolve()) + "/"  # absolute paths of this machine (a manifest's sources) become relative
+    for pattern in SNAPSHOT_GLOBS:
+        for src in sorted(run_root.glob(pattern)):
+            dst = out / src.relative_to(run_root)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.write_text(src.read_text().replace(here, ""))
+            written.append(dst)
+    return written
+
+
+def figures_markdown(snapshot_dir: str | Path, shown_as: str = "") -> str:
+    """The key-figure table of a snapshot as markdown, with the host and its source folder (``shown_as``:
+    how the text names that folder, e.g. repo-relative)."""
+    snapshot_dir = Path(snapshot_dir)
+    run = load_run(snapshot_dir)
+    if not run.pipeline:
+        raise UserError(f"{snapshot_dir}: no pipeline.json "
+                        "(make it with `python -m eegsine.bench.report.results snapshot`)")
+    meta = (run.bench or {}).get("meta", {})
+    host = meta.get("host") or {}
+    cpu = (f"{host.get('cpu', '?')}, ISA class {host.get('isa_class', '?')}, {meta.get('threads', '?')} threads"
+           if host else "host: see its bench.json")
+    head = ["figure", "value [95% CI]", "n", "controls", "chance"]
+    lines = [f"Rendered from `{shown_as or snapshot_dir.as_posix()}` by "
+             "`python -m eegsine.bench.report.results readme` "
+             f"(preset {run.pipeline.get('preset', '?')}, {cpu}).", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in key_rows(run)]
+    return "\n".join(lines) + "\n"
+
+
+def table_text(root: Path, ref: str) -> str:
+    """A committed table file, or with ``path#Heading`` only its ``## Heading`` (or ``###``) section."""
+    rel, _, heading = ref.partition("#")
+    path = root / rel
+    if not path.is_file():
+        raise UserError(f"README: table {rel} is missing")
+    text = path.read_text()
+    if not heading:
+        return text
+    m = re.search(rf"^#{{2,3}} {re.escape(heading)}\n(.*?)(?=^#{{2,3}} |\Z)", text, re.S | re.M)
+    if m is None:
+        raise UserError(f"README: {rel} has no '## {heading}' section")
+    return m.group(1).strip("\n") + "\n"
+
+
+def render_readme(text: str, root: Path) -> str:
+    """``text`` with every figure block re-rendered from its snapshot (an unknown block name is an error)."""
+    def one(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in BLOCKS:
+            raise UserError(f"README: unknown figures block {name!r} (known: {', '.join(BLOCKS)})")
+        return m.group(1) + figures_markdown(root / BLOCKS[name], BLOCKS[name]) + m.group(4)
+
+    def table(m: re.Match) -> str:
+        name = m.group("name")
+        if name not in TABLES:
+            raise UserError(f"README: unknown table block {name!r} (known: {', '.join(TABLES)})")
+        return m.group(1) + f"From `{TABLES[name]}`:\n\n" + table_text(root, TABLES[name]) + m.group(4)
+
+    return _TABLE.sub(table, _BLOCK.sub(one, text))
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m eegsine.bench.report.results", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("snapshot", help="copy a run's report inputs into a committed folder")
+    s.add_argument("run", help="pipeline run folder (e.g. runs/tiny)")
+    s.add_argument("out", help="snapshot folder (replaced whole)")
+    r = sub.add_parser("readme", help="re-render README.md's figure blocks from their snapshots")
+    r.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
+    r.add_argument("--check", action="store_true", help="only compare: exit 1 when the README is out of date")
+    ns = p.parse_args(argv)
+    try:
+        if ns.cmd == "snapshot":
+            files = snapshot(ns.run, ns.out)
+            print(f"snapshot: {len(files)} files -> {ns.out}")
+            return 0
+        readme = Path(ns.readme)
+        text = readme.read_text()
+        new = render_readme(text, readme.resolve().parent)
+        if ns.check:
+            if new != text:
+                print(f"{readme}: figure blocks differ from their snapshots; run "
+                      "`python -m eegsine.bench.report.results "
+                      "readme`", file=sys.stderr)
+                return 1
+            return 0
+        if new != text:
+            atomic_write_text(readme, new)
+        print(f"{readme}: {len(_BLOCK.findall(text))} figure block(s), {len(_TABLE.findall(text))} table block(s) "
+              "rendered")
+        return 0
+    except UserError as e:
+        print(f"eegsine results: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

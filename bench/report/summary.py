@@ -1,0 +1,308 @@
+"""The summary card, the report's first screen: what was trained on what data, the key figures
+with their intervals, controls and chance, and every gate and target with pass/fail.
+
+Built from the run's JSON (:mod:`eegsine.bench.report.data`); a stage that did not run shows
+as such in its row instead of breaking the card.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from eegsine.bench.report.data import Check, Run, checks, num, pct, wilson, with_ci
+from eegsine.bench.report.doc import Box, Cell, Details, H, L, P, Table
+
+GROUPS = ("stage", "verification gate", "device gate", "sanity check", "bench target")
+
+
+def _status(run: Run, stage: str) -> Cell | None:
+    """None when the stage is done, else a muted/failed cell saying what happened to it."""
+    st = run.stage_status(stage)
+    if st == "done":
+        return None
+    return (st, "fail") if st.startswith("failed") else (st if st != "not selected" else "not run", "muted")
+
+
+def _n(v: Any) -> str:
+    return f"{v:,}" if isinstance(v, int) else str(v)
+
+
+# -- data ----------------------------------------------------------------------------------------
+def data_rows(run: Run) -> list[list[Cell]]:
+    rows: list[list[Cell]] = []
+
+    def add(stage: str, text: str | None, n: str) -> None:
+        st = _status(run, stage)
+        if text is None:
+            rows.append([stage, st or ("no results written", "muted"), ""])
+        else:  # results present: say so only when the last attempt failed (they are then stale)
+            rows.append([stage, f"{text} ({st[0]})" if st and st[1] == "fail" else text, n])
+
+    c = run.classifier
+    if c:
+        first = next(iter(c.values()))
+        heads = ", ".join(f"{k} ({v.get('head', '?')} head)" for k, v in c.items())
+        add("classifier", f"{first.get('dataset', '?')} ({first.get('data_source', '?')}); {heads}; "
+                          f"{first.get('mode', '?')} training at eps {first.get('eps', '?')}",
+            f"{_n(first.get('n_train', '?'))} train · {_n(first.get('n_test', '?'))} test")
+    else:
+        add("classifier", None, "")
+    r = run.robustness
+    if r:
+        eps = (r.get("config") or {}).get("eps") or []
+        add("robustness", f"{r.get('dataset', '?')} {r.get('split', 'test')}; {len(r.get('attacks', {}))} attacks"
+                          + (f" at eps {min(eps):g}-{max(eps):g}" if eps else ""),
+            f"{r.get('n_eval', '?')} images ({r.get('n_eval_expensive', '?')} for black-box)")
+    else:
+        add("robustness", None, "")
+    e = (run.encoder or {}).get("data")
+    if e:
+        n_cls = len(e.get("seen_classes", [])) + len(e.get("unseen_classes", []))
+        add("encoder", f"{e.get('name', '?')}: {e.get('n_chans', '?')} ch × {e.get('n_times', '?')} samples @ "
+                       f"{num(e.get('sfreq'), 0)} Hz, {n_cls} classes",
+            f"{_n(e.get('n_train'))} train · {_n(e.get('n_val'))} val · {_n(e.get('n_test'))} test trials")
+    else:
+        add("encoder", None, "")
+    d = run.diffusion
+    if d:
+        params = sum(v for v in (d.get("params") or {}).values() if isinstance(v, (int, float))
+                     ) - (d.get("params") or {}).get("vae_decoder", 0)
+        add("diffusion", f"{d.get('data', '?')} EEG → {_n(d.get('n_train_images', '?'))} stimulus images; "
+                         f"{len(d.get('history', []))} epochs, {params / 1e6:.2f} M parameters",
+            f"{_n(d.get('n_train_trials', '?'))} trials")
+    else:
+        add("diffusion", None, "")
+    g = run.generation
+    if g:
+        dn = run.domain_net or {}
+        feat = g.get("feature_network", "?") + (f" (its top-1 {pct(dn['test_top1'])} on {_n(dn.get('n_test'))} "
+                                                  "test images)" if "test_top1" in dn else "")
+        add("generation", f"{g.get('data', '?')} {g.get('split', '?')} split, {g.get('sampler')} "
+                          f"{g.get('steps')} steps; metric features: {feat}",
+            f"{_n(g.get('n_trials', '?'))} trials")
+    else:
+        add("generation", None, "")
+    v = run.verify
+    if v:
+        cd, ed = (v.get("classifier") or {}).get("data") or {}, (v.get("eeg") or {}).get("data") or {}
+        parts = ([f"{_n(cd['n_eval'])} images"] if "n_eval" in cd else []) + (
+            [f"{_n(ed['n_trials'])} trials"] if "n_trials" in ed else [])
+        host = (v.get("host") or {}).get("isa_class", "")
+        add("verify", "INT8 bundle vs FP32, same inputs" + (f", host ISA class {host}" if host else ""),
+            " · ".join(parts))
+    else:
+        add("verify", None, "")
+    s = run.stream
+    if s:
+        add("stream", f"{s.get('source', '?')}: {s.get('n_chans', '?')} ch @ {num(s.get('sfreq'), 0)} Hz, "
+                      f"{num(s.get('signal_s'), 0)} s, {s.get('precision', '?')} bundle",
+            f"{_n(s.get('markers', '?'))} markers")
+    else:
+        add("stream", None, "")
+    b = run.bench
+    if b:
+        rows_ = b.get("rows", [])
+        ok = [x for x in rows_ if x.get("status") == "ok"]
+        add("bench", f"{(b.get('meta') or {}).get('machine', '?')}; {len({x['model'] for x in ok})} models × "
+                     f"{len({x['backend'] for x in ok})} backends measured",
+            f"{(b.get('meta') or {}).get('iters', '?')} calls per cell")
+    else:
+        add("bench", None, "")
+    return rows
+
+
+# -- key figures -----------------------------------------------------------------------------------
+def key_eps(run: Run) -> float | None:
+    """The eps the robust figures are quoted at: the classifiers' training eps when it was attacked."""
+    r = run.robustness or {}
+    eps = sorted(float(e) for e in ((r.get("config") or {}).get("eps") or []))
+    train = {c.get("eps") for c in run.classifier.values()}
+    for e in train:
+        if isinstance(e, (int, float)) and any(abs(e - x) < 1e-9 for x in eps):
+            return float(e)
+    return eps[len(eps) // 2] if eps else None
+
+
+def robust_min(run: Run, label: str, eps: float) -> tuple[float, int, str] | None:
+    """Lowest accuracy over the attacks run at ``eps`` on model ``label``: (accuracy, n, attack label)."""
+    r = run.robustness or {}
+    best = None
+    for a, per in ((r.get("models") or {}).get(label, {}).get("results") or {}).items():
+        for v in per.values():
+            if abs(float(v.get("eps", -1)) - eps) < 1e-9 and isinstance(v.get("accuracy"), (int, float)):
+                if best is None or v["accuracy"] < best[0]:
+                    label = (r.get("attacks") or {}).get(a, {}).get("label", a)
+                    best = (float(v["accuracy"]), int(v.get("n", 0)), label)
+    return best
+
+
+def key_rows(run: Run) -> list[list[Cell]]:
+    rows: list[list[Cell]] = []
+
+    def missing(what: str, stage: str) -> None:
+        rows.append([what, _status(run, stage) or ("no results written", "muted"), "", "", ""])
+
+    n_cls = (run.generation or {}).get("n_classes")
+    # classifier + robustness, one pair of rows per head
+    r = run.robustness or {}
+    models = r.get("models") or {}
+    eps = key_eps(run)
+    n_classes = next((c.get("n_classes") for c in run.classifier_model.values() if c), None)
+    chance = pct(1 / n_classes) if n_classes else "—"
+    if models:
+        for label, m in models.items():
+            sub = Path(str(m.get("run", ""))).name
+            tr = run.classifier.get(sub)
+            if tr and isinstance(tr.get("test_clean_accuracy"), (int, float)):
+                acc, n, split = tr["test_clean_accuracy"], tr.get("n_test"), "test"
+            else:
+                acc, n, split = m.get("clean_accuracy"), r.get("n_eval"), "eval subset"
+            rows.append([f"clean accuracy, {label} ({m.get('head', '?')} head)",
+                         with_ci(acc, wilson(acc, n), as_pct=True), f"{_n(n)} {split}", "", chance])
+            lowest = robust_min(run, label, eps) if eps is not None else None
+            if lowest:
+                a, n2, which = lowest
+                rows.append([f"robust accuracy at eps {eps:g}, {label}", with_ci(a, wilson(a, n2), as_pct=True),
+                             _n(n2), f"lowest of the attacks: {which}", chance])
+    elif run.classifier:
+        for name, tr in run.classifier.items():
+            acc, n = tr.get("test_clean_accuracy"), tr.get("n_test")
+            rows.append([f"clean accuracy, {name} ({tr.get('head', '?')} head)",
+                         with_ci(acc, wilson(acc, n), as_pct=True), f"{_n(n)} test", "", chance])
+        missing("robust accuracy", "robustness")
+    else:
+        missing("classifier accuracy", "classifier")
+    # encoder: the aligned embedding vs its controls
+    seen = (run.encoder or {}).get("seen")
+    if seen and "aligned" in seen:
+        n, ch = seen.get("n_trials"), seen.get("chance_top1")
+        al, sh, co = seen["aligned"], seen.get("shuffled_labels") or {}, seen.get("class_only") or {}
+        for key, what in (("linear_probe_top1", "EEG encoder linear-probe top-1"),):
+            rows.append([what, with_ci(al.get(key), wilson(al.get(key), n)), _n(n),
+                         f"shuffled labels {num(sh.get(key))} · class-only {num(co.get(key))}", num(ch)])
+        if "retrieval" in al:
+            rt = al["retrieval"]
+            rows.append([f"EEG→image retrieval top-1 ({rt.get('n_way', '?')}-way)",
+                         with_ci(rt.get("top1"), wilson(rt.get("top1"), n)), _n(n),
+                         f"shuffled labels {num((sh.get('retrieval') or {}).get('top1'))} · class-only "
+                         f"{num((co.get('retrieval') or {}).get('top1'))}", num(rt.get("chance_top1"))])
+    else:
+        missing("EEG encoder probe", "encoder")
+    # generation: n-way accuracy and the image metrics, EEG vs its controls
+    g = run.generation
+    if g and "eeg" in (g.get("conditions") or {}):
+        c = g["conditions"]
+        gt = (g.get("ground_truth") or {}).get("acc")
+
+        def ctrl(key: str, digits: int = 3) -> str:
+            return " · ".join(f"{k} {num(v.get(key), digits)}" for k, v in c.items() if k != "eeg")
+
+        rows.append([f"generated-image {n_cls}-way accuracy (EEG)",
+                     with_ci(c["eeg"].get("acc"), c["eeg"].get("acc_ci")),
+                     _n(c["eeg"].get("n")), ctrl("acc") + (f" · ground truth {num(gt)}" if gt is not None else ""),
+                     num(1 / n_cls) if n_cls else "—"])
+        fn = g.get("feature_network", "?")
+        rows.append([f"FID on {fn} features (EEG, lower = better)",
+                     with_ci(c["eeg"].get("fid_domain"), c["eeg"].get("fid_domain_ci"), 2), _n(c["eeg"].get("n")),
+                     ctrl("fid_domain", 2), "—"])
+        rows.append([f"IS on {fn} (EEG)", with_ci(c["eeg"].get("is_domain"), c["eeg"].get("is_domain_ci"), 2),
+                     _n(c["eeg"].get("n")), ctrl("is_domain", 2), f"1 (range 1-{n_cls})" if n_cls else "—"])
+    else:
+        missing("generated-image accuracy, FID, IS", "generation")
+    # INT8 bundle
+    v = run.verify
+    if v:
+        acc = (v.get("classifier") or {}).get("accuracy") or {}
+        n = ((v.get("classifier") or {}).get("data") or {}).get("n_eval")
+        i8, f32 = (acc.get("ort_int8") or {}).get("clean"), (acc.get("ort_fp32") or {}).get("clean")
+        if isinstance(i8, (int, float)):
+            rows.append(["INT8 classifier clean accuracy", with_ci(i8 / 100, wilson(i8 / 100, n), as_pct=True), _n(n),
+                         f"FP32 {pct(f32 / 100) if isinstance(f32, (int, float)) else '—'}", chance])
+        m = ((v.get("eeg") or {}).get("metrics")) or {}
+        if "fp32" in m and "int8" in m:
+            rows.append(["INT8 generation fid_domain",
+                         with_ci(m["int8"].get("fid_domain"), m["int8"].get("fid_domain_ci"), 2),
+                         _n(m["int8"].get("n")), f"FP32 {num(m['fp32'].get('fid_domain'), 2)}", "—"])
+    else:
+        missing("INT8 vs FP32", "verify")
+    # streaming
+    s = run.stream
+    if s:
+        lat = s.get("latency_ms") or {}
+        rows.append(["stream decision latency p99", f"{num(lat.get('p99'))} ms", _n(lat.get("n", s.get("decisions"))),
+                     f"p50 {num(lat.get('p50'))} ms · deadline {num(s.get('deadline_ms'), 0)} ms, "
+                     f"{s.get('deadline_misses', '?')} missed", ""])
+        if isinstance(s.get("accuracy"), (int, float)):
+            nd = s.get("decisions")
+            rows.append(["stream decision accuracy", with_ci(s["accuracy"], wilson(s["accuracy"], nd)), _n(nd), "",
+                         num(1 / n_cls) if n_cls else "—"])
+    else:
+        missing("streaming", "stream")
+    return rows
+
+
+# -- checks ---------------------------------------------------------------------------------------
+TAGS = {"stage": "stage", "verification gate": "gate", "device gate": "device gate", "sanity check": "sanity",
+        "bench target": "target"}
+
+
+def _check_text(c: Check) -> str:
+    return f"{TAGS.get(c.group, c.group)}: {c.name}" + (f" — {c.detail}" if c.detail else "")
+
+
+def check_blocks(run: Run) -> list:
+    cs = checks(run)
+    counts = []
+    for grp in GROUPS:
+        mine = [c for c in cs if c.group == grp]
+        if not mine:
+            continue
+        ok = sum(c.passed is True for c in mine)
+        text = f"{grp}s {ok}/{len(mine)} pass" if grp != "stage" else f"{len(mine)} stage(s) failed or not run"
+        counts.append(f"**{text}**" if ok < len(mine) else text)
+    absent = [what for what, part in (("verification gates", run.verify), ("bench targets", run.bench),
+                                      ("sanity checks", run.robustness)) if not part]
+    failed = [c for c in cs if c.passed is False]
+    skipped = [c for c in cs if c.passed is None]
+    passed = [c for c in cs if c.passed is True]
+    blocks: list = [H(3, f"Checks: {len(failed)} failed, {len(passed)} passed"
+                         + (f", {len(skipped)} skipped" if skipped else "")),
+                    P(" · ".join(counts + [f"no {a} (stage not run)" for a in absent]) or "no checks recorded",
+                      cls="status")]
+    if failed or skipped:
+        blocks.append(L([("✗ " + _check_text(c), "fail") for c in failed]
+                        + [("– " + _check_text(c), "muted") for c in skipped], cls="checks"))
+    if passed:
+        blocks.append(Details(f"the {len(passed)} passed", [L([("✓ " + _check_text(c), "pass") for c in passed],
+                                                              cls="checks")]))
+    return blocks
+
+
+def _num_cols(rows: list[list[Cell]], cols: tuple[int, ...]) -> list[list[Cell]]:
+    """Mark plain-text cells of ``cols`` as numbers (right-aligned, never wrapped)."""
+    return [[(c, "num") if i in cols and isinstance(c, str) else c for i, c in enumerate(r)] for r in rows]
+
+
+def summary_card(run: Run, title: str) -> Box:
+    st = (run.pipeline or {}).get("stages", [])
+    n_done = sum(run.stage_status(s.get("name", "")) == "done" for s in st)
+    n_failed = sum(run.stage_status(s.get("name", "")).startswith("failed") for s in st)
+    secs = sum(v for v in (run.stage_seconds(s.get("name", "")) for s in st) if v)
+    machine = ((run.bench or {}).get("meta") or {}).get("machine") or (
+        (run.verify or {}).get("host") or {}).get("cpu", "")
+    version = ((run.manifest or {}).get("packages") or {}).get("eegsine", "")
+    status = (f"{len(st)} stages: {n_done} done, {n_failed} failed, {len(st) - n_done - n_failed} not run"
+              + (f" · {secs:,.0f} s of compute" if secs else "") if st else "no pipeline.json: stages unknown")
+    status += "".join(f" · {x}" for x in (machine, f"eegsine {version}" if version else "") if x)
+    return Box(id="summary", tag="section", blocks=[
+        H(1, title),
+        P(status, cls="status"),
+        Box(cls="cols", blocks=[
+            Box([H(3, "What was trained on what data"),
+                 Table(["stage", "data", "n"], data_rows(run), cls="kv")]),
+            Box([H(3, "Key figures (95% CI: bootstrap for generation, Wilson otherwise)"),
+                 Table(["figure", "value [95% CI]", "n", "controls", "chance"], _num_cols(key_rows(run), (1, 2, 4)),
+                       cls="kv")]),
+        ]),
+        *check_blocks(run),
+    ])

@@ -1,0 +1,1 @@
+"""Adversarial attacks: the torch-free registry (names, parameters, presets) and the algorithms."""

@@ -1,0 +1,304 @@
+"""The ``eegsine`` command (and its aliases ``eegsine-export``, ``eegsine-bench``).
+
+Thin by design: argparse into config dataclasses, then one library call. Subcommands
+living in later layers (training, export, bench) are found through :data:`SUBCOMMANDS`:
+each named module exposes ``add_parser(subparsers)``, which registers its parser and sets
+``func`` (called with the parsed namespace, returns an exit code or None).
+
+Errors: a :class:`~eegsine.errors.UserError` prints one line and exits 2; ``--debug``
+shows the traceback instead.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from typing import Callable, Sequence
+
+from eegsine import __version__, data
+from eegsine.errors import UserError, install_hint
+from eegsine.config import check_threads
+from eegsine.data.recording import check_recording_args, export_recording
+from eegsine.runtime.isa import this_host
+from eegsine.commands.stream import add_arguments as stream_arguments, run as stream_run
+from eegsine.commands.verify import add_arguments, run as verify_run
+
+# group -> modules contributing ``add_parser`` (a command-line entry point may reach across layers)
+SUBCOMMANDS: dict[str, list[str]] = {
+    "train": ["eegsine.commands.train_classifier", "eegsine.commands.train_encoder",
+              "eegsine.commands.train_diffusion"],
+    "top": ["eegsine.commands.attack", "eegsine.commands.generate", "eegsine.commands.export",
+            "eegsine.commands.bench", "eegsine.commands.pipeline", "eegsine.commands.report"],
+}
+
+
+def _add_optional_modules(subparsers: argparse._SubParsersAction, modules: list[str]) -> None:
+    for mod in modules:
+        try:
+            m = importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name and (e.name == mod or mod.startswith(e.name + ".")):
+                continue  # that layer is not installed / not written yet
+            raise
+        m.add_parser(subparsers)
+
+
+# -- data ----------------------------------------------------------------------------------
+def _cmd_data(ns: argparse.Namespace) -> int:
+    if ns.action == "list":
+        for name, spec in sorted(data.REGISTRY.items()):
+            try:
+                here = "available" if spec.available() else f"missing ({spec.how_to_get})"
+            except Exception as e:  # noqa: BLE001 - availability probes must not break listing
+                here = f"unknown ({e})"
+            print(f"{name:14s} {spec.kind:5s} {here}\n{'':20s} {spec.description}")
+        return 0
+    if not ns.name:
+        raise UserError(f"`eegsine data {ns.action}` needs a data set name (see `eegsine data list`)")
+    if ns.action == "export-recording":
+        return _cmd_export_recording(ns)
+    if ns.action == "fetch":
+        print(data.fetch(ns.name))
+        return 0
+    # info: load_images / load_eeg type-check each option against the loader
+    kwargs = _data_kwargs(ns)
+    spec = data.get_spec(ns.name)
+    if spec.kind == "image":
+        s = data.load_images(ns.name, **kwargs)
+        print(f"{s.name}: {len(s.train_x)} train / {len(s.test_x)} test images, shape {s.shape}, "
+              f"{s.n_classes} classes, range [{s.train_x.min():.2f}, {s.train_x.max():.2f}], source: {s.source}")
+    else:
+        e = data.load_eeg(ns.name, **kwargs)
+        splits = ", ".join(f"{k}={len(v)}" for k, v in e.splits.items())
+        print(f"{e.name}: {len(e.x)} trials, n_chans={e.n_chans}, n_times={e.n_times}, sfreq={e.sfreq:g} Hz, "
+              f"{e.n_outputs} classes, {len(set(e.subject.tolist()))} subject(s), splits: {splits}"
+              + (f", {len(e.images)} paired images {tuple(e.images.shape[1:])}" if e.images is not None else ""))
+    return 0
+
+
+def _data_kwargs(ns: argparse.Namespace) -> dict:
+    """--root and each -o KEY=VALUE (JSON, else a bare string) as loader options."""
+    kwargs = {"root": ns.root} if ns.root else {}
+    for kv in ns.option or []:
+        key, sep, val = kv.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--option {kv!r}: expected KEY=VALUE, e.g. --option n_chans=32")
+        try:
+            kwargs[key.strip().replace("-", "_")] = json.loads(val)
+        except json.JSONDecodeError:
+            kwargs[key.strip().replace("-", "_")] = val  # a bare string such as image_set=digits
+    return kwargs
+
+
+def _cmd_export_recording(ns: argparse.Namespace) -> int:
+    if not ns.out:
+        raise UserError("`eegsine data export-recording` needs --out REC.csv or REC.fif")
+    if ns.trials is not None and ns.trials < 1:  # 0 reads as "no trials": leave the flag out for all of them
+        raise UserError(f"--trials must be >= 1 (leave it out for every trial of the split), got {ns.trials}")
+    check_recording_args(n_trials=ns.trials or 0, isi=ns.isi, isi_jitter=ns.isi_jitter, seed=ns.seed)  # before loading
+    ds = data.load_eeg(ns.name, **_data_kwargs(ns))
+    path, rec = export_recording(ds, ns.out, board=ns.board, split=ns.split, n_trials=ns.trials or 0, isi=ns.isi,
+                                 isi_jitter=ns.isi_jitter, seed=ns.seed)
+    print(f"{path}: {len(rec.events)} trials of {ds.name} ({ns.split}), {rec.data.shape[0]} ch x {rec.data.shape[1]} "
+          f"samples ({rec.data.shape[1] / rec.sfreq:.1f} s) @ {rec.sfreq:g} Hz, markers = class index + 1; "
+          f"sidecar {path}.json")
+    return 0
+
+
+# -- env -----------------------------------------------------------------------------------
+def env_report() -> dict[str, str]:
+    """Versions, threads and accelerator availability (what `eegsine env` prints)."""
+    import platform
+
+    out: dict[str, str] = {"python": platform.python_version(), "platform": platform.platform(),
+                           "cpu_count": str(os.cpu_count())}
+    for mod in ("eegsine", "torch", "numpy", "onnx", "onnxruntime", "diffusers", "accelerate", "peft",
+                "torchmetrics", "torchattacks", "safetensors", "triton", "tensorrt"):
+        try:
+            out[mod] = getattr(importlib.import_module(mod), "__version__", "?")
+        except Exception as e:  # noqa: BLE001 - report, do not fail
+            out[mod] = f"not available ({type(e).__name__})"
+    try:
+        import torch
+
+        out["torch_threads"] = str(torch.get_num_threads())
+        out["cuda"] = f"yes ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "no"
+    except Exception:  # noqa: BLE001
+        out["cuda"] = "no (torch missing)"
+    try:
+        import onnxruntime as ort
+
+        out["onnxruntime_providers"] = ",".join(ort.get_available_providers())
+    except Exception:  # noqa: BLE001
+        pass
+
+    host = this_host()
+    out["cpu"] = str(host["cpu"])
+    out["int8_isa_class"] = host["isa_class"] + (" (u8 x s8 products saturate int16: use INT8 target portable)"
+                                                 if host["u8s8_saturates"] else "")
+    out["int8_features"] = ", ".join(host["int8_features"]) or "none"
+    out["triton_kernels"] = "CUDA" if out.get("cuda", "").startswith("yes") and "not" not in out["triton"] else (
+        "interpreter only (TRITON_INTERPRET=1)" if "not" not in out["triton"] else "no")
+    for var in ("OMP_NUM_THREADS", "EEGSINE_DATA", "EEGSINE_SINE_HEAD_IMPL"):
+        out[var] = os.environ.get(var, "(unset)")
+    return out
+
+
+def _cmd_env(ns: argparse.Namespace) -> int:
+    for k, v in env_report().items():
+        print(f"{k:22s} {v}")
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description="eegsine: EEG-to-image diffusion and sine-bounded robust "
+                                "classifiers, trained in PyTorch and exported to ONNX / INT8 / TensorRT.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}", help="print the version and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    p.add_argument("--threads", dest="global_threads", type=int, default=None, metavar="N",
+                   help="torch/onnxruntime intra-op threads for every command (default: OMP_NUM_THREADS or all "
+                        "cores); a subcommand's own --threads, where it has one, wins over it")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("data", help="list, fetch or describe data sets")
+    d.add_argument("action", choices=["list", "fetch", "info", "export-recording"],
+                   help="export-recording: the set's trials as one continuous recording with stimulus markers "
+                        "(--out REC.csv: BrainFlow playback file; REC.fif: MNE FIF)")
+    d.add_argument("name", nargs="?",
+                   help="data set name (see `eegsine data list`), e.g. mnist, synthetic-vep, uea:FingerMovements")
+    d.add_argument("--root", default=None, help="read from this folder/file instead of the default location")
+    d.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
+                   help="loader option for `info` (JSON value), repeatable, e.g. -o image_set=digits -o n_chans=32")
+    d.add_argument("--out", default=None, help="export-recording: REC.csv (BrainFlow playback) or REC.fif")
+    d.add_argument("--split", default="test", help="export-recording: split to record (train, val, test, all)")
+    d.add_argument("--trials", type=int, default=None, metavar="N",
+                   help="export-recording: first N trials of the split (default: all)")
+    d.add_argument("--isi", type=float, default=0.5,
+                   help="export-recording: inter-stimulus interval after each epoch (s)")
+    d.add_argument("--isi-jitter", type=float, default=0.2, metavar="S",
+                   help="export-recording: + uniform jitter up to this (s)")
+    d.add_argument("--board", default="synthetic", help="export-recording .csv: BrainFlow master board (BoardIds name)")
+    d.add_argument("--seed", type=int, default=0, help="export-recording: seed of the ISIs and the background noise")
+    d.set_defaults(func=_cmd_data)
+
+    e = sub.add_parser("env", help="print versions, threads, CUDA/TensorRT/Triton availability")
+    e.set_defaults(func=_cmd_env)
+
+    v = sub.add_parser("verify",
+                       help="re-prove an INT8 bundle on this machine (numpy + onnxruntime; also eegsine-verify)")
+
+    add_arguments(v, threads_flag=False)
+    v.set_defaults(func=verify_run)
+
+    st = sub.add_parser("stream", help="decide per stimulus marker on a live EEG stream (numpy + onnxruntime; "
+                                       "BrainFlow, LSL or a recording)")
+
+    stream_arguments(st)
+    st.set_defaults(func=stream_run)
+
+    t = sub.add_parser("train", help="train a model (classifier, encoder, diffusion)")
+    tsub = t.add_subparsers(dest="what", metavar="WHAT")
+    _add_optional_modules(tsub, SUBCOMMANDS["train"])
+    t.set_defaults(func=lambda ns: (t.print_help(), 2)[1])
+
+    _add_optional_modules(sub, SUBCOMMANDS["top"])
+    return p
+
+
+def apply_global_threads(ns: argparse.Namespace) -> None:
+    """One meaning for ``eegsine --threads N``: torch/ORT threads for the command, and the value of its
+    config's ``threads`` field unless the subcommand's own ``--threads`` was given (argparse copies a
+    subparser's unset ``--threads`` over the global one, so the global flag has its own dest). Both are
+    bounded by the CPUs this process may use (:func:`eegsine.config.check_threads`) before anything runs."""
+    own = getattr(ns, "threads", None)  # a subcommand's own --threads: its config checks it in full (0, < 0) ...
+    if isinstance(own, int) and own > 0:  # ... but after importing torch (seconds): the bound is checked here first
+        own = check_threads(own, "--threads")
+        os.environ["OMP_NUM_THREADS"] = str(own)  # applied before the command runs, as the global flag is
+        if "torch" in sys.modules:  # a torch-free command does not import torch for it
+            sys.modules["torch"].set_num_threads(own)
+    n = getattr(ns, "global_threads", None)
+    if n is None:
+        return
+    n = check_threads(n, "--threads")  # before torch/OpenMP see it: 100000 threads segfault there
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+    if getattr(ns, "threads", None) is None:
+        ns.threads = n
+
+
+def _alias_options(sp: argparse.ArgumentParser, prog: str) -> None:
+    """An alias's parser takes the top-level options too: ``eegsine-export --threads 1 ...`` as its usage says."""
+    sp.prog = prog
+    sp.add_argument("--version", action="version", version=f"{prog} {__version__}", help="print the version and exit")
+    own = set(sp._option_string_actions)
+    if "--debug" not in own:
+        sp.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    if "--threads" not in own:  # eegsine-bench has its own --threads; the global one sets the same config field
+        sp.add_argument("--threads", dest="global_threads", type=int, default=None, metavar="N",
+                        help="CPU threads for torch and ONNX Runtime (default: all cores)")
+
+
+def command_parser(prog: str, prepend: Sequence[str] = ()) -> argparse.ArgumentParser:
+    """The parser of ``prog`` (``eegsine``, or an alias such as ``eegsine-export`` = ``eegsine export``, whose
+    argv is parsed with ``prepend`` in front)."""
+    parser = build_parser(prog)
+    if prepend:  # an alias (eegsine-bench = eegsine bench): its usage and errors name the alias alone
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction) and prepend[0] in action.choices:
+                _alias_options(action.choices[prepend[0]], prog)
+    return parser
+
+
+def _run(argv: Sequence[str] | None, prog: str, prepend: list[str]) -> int:
+    parser = command_parser(prog, prepend)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ns = parser.parse_args(prepend + argv)
+    func: Callable | None = getattr(ns, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        apply_global_threads(ns)
+        rc = func(ns)
+    except UserError as err:
+        if ns.debug:
+            raise
+        msg = " ".join(str(err).split("\n"))
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return err.exit_code
+    except ImportError as err:  # `pip install eegsine` is the torch-free core: say which extra a command needs
+        hint = install_hint(err.name or "")
+        if ns.debug or hint is None:
+            raise
+        print(f"{prog}: error: {err.name} is not installed; {hint}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted (completed stages and checkpoints are kept; rerun to resume)", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return _run(argv, "eegsine", [])
+
+
+def export_main(argv: Sequence[str] | None = None) -> int:
+    """``eegsine-export ...`` is ``eegsine export ...``."""
+    return _run(argv, "eegsine-export", ["export"])
+
+
+def bench_main(argv: Sequence[str] | None = None) -> int:
+    """``eegsine-bench ...`` is ``eegsine bench ...``."""
+    return _run(argv, "eegsine-bench", ["bench"])
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""The torch-free device wing: what runs on an edge or BCI device with numpy + onnxruntime only.
+
+Public API (``from eegsine.runtime import ...``), from :mod:`eegsine.runtime.decoders`:
+:class:`Bundle`, :class:`SineClassifier`, :class:`EEGDecoder`, :class:`EEGToImage`, :class:`DDIM`.
+
+The modules of this folder:
+
+* ``decoders`` -- the bundle (manifest, sha256, ONNX Runtime sessions) and the three decoders.
+* ``contracts``, ``manifest``, ``preprocessing``, ``isa`` -- what a bundle declares: each model's I/O
+  contract, the manifest schema, the EEG preprocessing to apply, the CPU's INT8 ISA class.
+* ``verify`` -- verification records and ``eegsine-verify`` (INT8 proven on this host's ISA class).
+* ``stream``, ``sources`` -- ``eegsine stream``: decisions from a file, BrainFlow or LSL source.
+
+Nothing here imports torch (``tests/test_layout.py`` holds every module of this folder to it).
+"""
+from eegsine.runtime.decoders import (BUNDLE_FORMAT, BUNDLE_VERSION, DDIM, MANIFEST, Bundle, Decoded, EEGDecoder,
+                                      EEGToImage, SineClassifier, check_eeg, encode_eeg, safe_path,
+                                      select_providers)
+
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "DDIM", "MANIFEST", "Bundle", "Decoded", "EEGDecoder", "EEGToImage",
+           "SineClassifier", "check_eeg", "encode_eeg", "safe_path", "select_providers"]

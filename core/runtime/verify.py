@@ -1,0 +1,324 @@
+"""``eegsine-verify BUNDLE``: re-prove an INT8 bundle on the machine it runs on (numpy + onnxruntime only).
+
+INT8 accuracy depends on the CPU (:mod:`eegsine.runtime.isa`): a bundle proven on the build host
+can silently degrade on another. This re-runs, with ONNX Runtime on *this* host, the
+bundle's golden set (written at export, see ``eegsine.export.golden``): each model's
+held-out real inputs and their torch FP32 outputs, and for the classifier a labelled test
+set plus PGD examples crafted white-box on the torch model. Figures:
+
+* SQNR (dB) of ORT FP32 and ORT INT8 against the torch outputs, per model and output; the
+  UNet per timestep, gated only where the bundle runs it in INT8
+  (``generation.int8_unet_max_timestep``);
+* classifier clean and transfer-PGD accuracy, FP32 and INT8, on the same images.
+
+Gates: an SQNR floor per model (an accuracy gate alone passed an 18.8 dB classifier), an
+FP32 floor (a broken ORT build shows there), clean and adversarial accuracy drops. The
+record (host ISA class and int8 features, ORT version, provider, figures, gates, pass/fail,
+sha256 of every file it judged) is appended atomically to ``verifications.json`` in the
+bundle, under a lock (:func:`eegsine.locks.locked`) so concurrent verifies all land;
+:class:`eegsine.runtime.Bundle` reads it to know where its INT8 files were proven. A records file
+of another or a newer format, and a golden set that does not fit the model's contract (array
+names, dtypes, shapes), are one-line errors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import eegsine
+from eegsine.config import Config
+from eegsine.errors import UserError
+from eegsine.runtime.contracts import ExportContract, TensorSpec
+from eegsine.runtime.decoders import Bundle, _batches
+from eegsine.runtime.isa import this_host
+from eegsine.runtime.records import append_record
+
+
+@dataclasses.dataclass
+class DeviceVerifyConfig(Config):
+    KIND = "device-verify"
+    VERSION = 1
+
+    min_sqnr_classifier_db: float = dataclasses.field(default=25.0, metadata={
+        "help": "gate: INT8 logits SQNR vs torch"})
+    min_sqnr_encoder_db: float = dataclasses.field(default=20.0, metadata={
+        "help": "gate: INT8 EEG encoder SQNR vs torch (every output)"})
+    min_sqnr_vae_db: float = dataclasses.field(default=25.0, metadata={
+        "help": "gate: INT8 VAE decoder image SQNR vs torch"})
+    min_sqnr_unet_db: float = dataclasses.field(default=-1.0, metadata={
+        "help": "gate: INT8 UNet SQNR at every timestep it runs INT8 (-1 = the bundle's unet_min_sqnr_db)"})
+    min_sqnr_fp32_db: float = dataclasses.field(default=40.0, metadata={
+        "help": "gate: ORT FP32 vs torch (a broken runtime shows here)"})
+    max_clean_drop: float = dataclasses.field(default=0.5, metadata={
+        "help": "gate: INT8 vs FP32 clean accuracy drop, points"})
+    max_adv_drop: float = dataclasses.field(default=1.0, metadata={
+        "help": "gate: INT8 vs FP32 transfer-PGD accuracy drop, points"})
+
+    def floor(self, model: str, manifest: dict[str, Any]) -> float:
+        if model == "unet":
+            if self.min_sqnr_unet_db >= 0:
+                return self.min_sqnr_unet_db
+            return float(manifest.get("config", {}).get("unet_min_sqnr_db", 20.0))
+        return {"classifier": self.min_sqnr_classifier_db, "eeg_encoder": self.min_sqnr_encoder_db,
+                "vae_decoder": self.min_sqnr_vae_db}.get(model, self.min_sqnr_encoder_db)
+
+
+def sqnr(ref: np.ndarray, test: np.ndarray) -> float:
+    """Signal-to-quantization-noise ratio in dB: 10 log10(sum ref^2 / sum (ref - test)^2)."""
+    ref = np.asarray(ref, np.float64)
+    noise = float(((ref - np.asarray(test, np.float64)) ** 2).sum())
+    return float("inf") if noise == 0.0 else 10.0 * np.log10(max(float((ref ** 2).sum()), 1e-30) / noise)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    """A golden ``.npz`` as plain arrays (never pickle)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path}: not a readable golden-set .npz ({e})") from None
+    for k, v in arrays.items():
+        if not isinstance(v, np.ndarray):  # a zip member that is not a .npy comes back as bytes
+            raise UserError(f"{path}: {k!r} is not a .npy array")
+    return arrays
+
+
+# -- the golden set's schema: checked before a single array is run -------------------------------------
+_FEED_KEY = re.compile(r"^feed(\d+)\.(in|out)\.(.+)$")
+
+
+def _check_array(where: str, a: np.ndarray, spec: TensorSpec, dims: dict[str, int], bounds: dict[str, tuple]) -> None:
+    """``a`` has ``spec``'s dtype and shape: fixed axes equal, a named axis the same size in every array of the
+    feed and within ``bounds`` (the batch axis is unbounded: feeds run in chunks), floats finite."""
+    want = "(" + ", ".join(map(str, spec.shape)) + ")"
+    if a.dtype != np.dtype(spec.dtype):
+        raise UserError(f"{where}: dtype {a.dtype}, the contract's is {spec.dtype}")
+    if a.ndim != len(spec.shape) or any(isinstance(d, int) and d != n for d, n in zip(spec.shape, a.shape)):
+        raise UserError(f"{where}: shape {a.shape}, the contract's is {want}")
+    for d, n in zip(spec.shape, a.shape):
+        if not isinstance(d, str):
+            continue
+        lo, hi = bounds[d]
+        if n < lo or (hi is not None and n > hi):
+            raise UserError(f"{where}: shape {a.shape}: {d} = {n} is outside the exported range [{lo}, {hi}]")
+        if dims.setdefault(d, n) != n:
+            raise UserError(f"{where}: shape {a.shape}: {d} = {n}, the feed's other arrays have {dims[d]}")
+    if np.issubdtype(a.dtype, np.floating) and not np.isfinite(a).all():
+        raise UserError(f"{where}: contains NaN or inf")
+
+
+def _bounds(c: ExportContract) -> dict[str, tuple[int, int | None]]:
+    """Each named axis' [min, max]; the batch axis (the first input's first) unbounded above (fed in chunks)."""
+    out: dict[str, tuple[int, int | None]] = {d: (lo, hi) for d, (lo, _, hi) in c.dims.items()}
+    d0 = c.inputs[0].shape[0]
+    if isinstance(d0, str):
+        out[d0] = (c.dims[d0][0], None)
+    return out
+
+
+def golden_feeds(path: Path, arrays: dict[str, np.ndarray],
+                 c: ExportContract) -> list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
+    """npz arrays -> [(inputs, torch outputs)] in feed order, checked against the model's contract ``c``."""
+    by: dict[int, tuple[dict, dict]] = {}
+    for key, v in arrays.items():
+        m = _FEED_KEY.match(key)
+        if m is None:
+            raise UserError(f"{path}: unexpected array {key!r} (a golden set holds feed<i>.in.<input> and "
+                            "feed<i>.out.<output>)")
+        by.setdefault(int(m.group(1)), ({}, {}))[0 if m.group(2) == "in" else 1][m.group(3)] = v
+    if not by:
+        raise UserError(f"{path}: holds no feeds")
+    bounds = _bounds(c)
+    for i in sorted(by):
+        dims: dict[str, int] = {}
+        for kind, have, specs in (("in", by[i][0], c.inputs), ("out", by[i][1], c.outputs)):
+            if sorted(have) != sorted(s.name for s in specs):
+                raise UserError(f"{path}: feed{i}.{kind} holds {sorted(have)}, {c.name}'s contract has "
+                                f"{[s.name for s in specs]}")
+            for s in specs:
+                _check_array(f"{path}: feed{i}.{kind}.{s.name}", have[s.name], s, dims, bounds)
+    return [by[i] for i in sorted(by)]
+
+
+def eval_set(path: Path, arrays: dict[str, np.ndarray],
+             c: ExportContract) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """The classifier's labelled golden images (images, labels, adversarial images or None), checked against ``c``."""
+    for key in ("images", "labels"):
+        if key not in arrays:
+            raise UserError(f"{path}: no {key!r} array (has {sorted(arrays)})")
+    extra = sorted(set(arrays) - {"images", "labels", "adv_images"})
+    if extra:
+        raise UserError(f"{path}: unexpected array {extra[0]!r} (expected images, labels, adv_images)")
+    dims: dict[str, int] = {}
+    bounds = _bounds(c)
+    x, y, adv = arrays["images"], arrays["labels"], arrays.get("adv_images")
+    _check_array(f"{path}: images", x, c.inputs[0], dims, bounds)
+    if adv is not None:
+        _check_array(f"{path}: adv_images", adv, c.inputs[0], dims, bounds)
+    n_classes = c.outputs[0].shape[-1]
+    if not np.issubdtype(y.dtype, np.integer) or y.shape != (len(x),):
+        raise UserError(f"{path}: labels must be {len(x)} integers (one per image), got {y.dtype} {y.shape}")
+    if isinstance(n_classes, int) and len(y) and not (0 <= y.min() and y.max() < n_classes):
+        raise UserError(f"{path}: labels outside [0, {n_classes})")
+    return x, y, adv
+
+
+def _run_chunked(bundle: Any, model: str, inputs: dict[str, np.ndarray], precision: str) -> list[np.ndarray]:
+    """Run ``inputs`` in batches the contract allows (golden feeds may be larger than the exported max batch)."""
+    c = bundle.contract(model)
+    d0 = c.inputs[0].shape[0]
+    hi = c.dims[d0][2] if isinstance(d0, str) else len(next(iter(inputs.values())))
+
+    parts = [bundle.run(model, {k: np.ascontiguousarray(v[s]) for k, v in inputs.items()}, precision)
+             for s in _batches(len(inputs[c.input_names[0]]), hi)]
+    return [np.concatenate([p[i] for p in parts]) for i in range(len(c.output_names))]
+
+
+def _gate(name: str, value: float, limit: float, unit: str, higher_is_better: bool) -> dict[str, Any]:
+    ok = value >= limit if higher_is_better else value <= limit
+    return {"gate": name, "value": round(float(value), 3), "limit": limit, "unit": unit,
+            "rule": ">=" if higher_is_better else "<=", "passed": bool(ok)}
+
+
+def _model_figures(bundle: Any, model: str, cfg: DeviceVerifyConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    entry = bundle.manifest["models"][model]
+    golden = bundle.manifest.get("golden", {}).get(model)
+    if golden is None:
+        raise UserError(f"{bundle.root}: {model} has no golden set (re-export with this eegsine to verify on a device)")
+    c = bundle.contract(model)
+    pairs = golden_feeds(bundle.files[golden["file"]], load_npz(bundle.files[golden["file"]]), c)
+    precisions = [p for p in ("fp32", "int8") if p in entry.get("files", {})]
+    fig: dict[str, Any] = {"feeds": len(pairs), "target": entry.get("quantization", {}).get("target")}
+    gates: list[dict[str, Any]] = []
+    floor = cfg.floor(model, bundle.manifest)
+    for p in precisions:
+        outs: dict[str, tuple[list, list]] = {n: ([], []) for n in c.output_names}
+        per_t: dict[int, list[float]] = {}
+        for inputs, ref in pairs:
+            got = _run_chunked(bundle, model, inputs, p)
+            for n, g in zip(c.output_names, got):
+                outs[n][0].append(ref[n])
+                outs[n][1].append(g)
+            if "timestep" in inputs:
+                per_t.setdefault(int(inputs["timestep"][0]), []).append(sqnr(ref[c.output_names[0]], got[0]))
+        fig[p] = {f"{n}_sqnr_db": round(sqnr(np.concatenate(r), np.concatenate(g)), 2) for n, (r, g) in outs.items()}
+        if per_t:
+            fig[p]["sqnr_db_per_timestep"] = {str(t): round(float(np.mean(v)), 2)
+                                              for t, v in sorted(per_t.items(), reverse=True)}
+        if p == "fp32":
+            worst = min(fig[p][f"{n}_sqnr_db"] for n in c.output_names)
+            gates.append(_gate(f"{model} fp32 SQNR vs torch", worst, cfg.min_sqnr_fp32_db, "dB", True))
+            continue
+        if per_t:
+            limit = int(bundle.manifest.get("generation", {}).get("int8_unet_max_timestep", max(per_t)))
+            used = {t: np.mean(v) for t, v in per_t.items() if t <= limit}
+            fig[p]["gated_timesteps"] = f"t <= {limit} (INT8 there, FP32 above)"
+            if used:
+                gates.append(_gate(f"{model} int8 SQNR vs torch (worst INT8 timestep)", min(used.values()), floor,
+                                   "dB", True))
+            else:
+                fig[p]["gated_timesteps"] = "none: the bundle runs the UNet in FP32 at every timestep"
+        else:
+            worst = min(fig[p][f"{n}_sqnr_db"] for n in c.output_names)
+            gates.append(_gate(f"{model} int8 SQNR vs torch", worst, floor, "dB", True))
+    return fig, gates
+
+
+def _classifier_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    ev = bundle.manifest.get("golden", {}).get("classifier_eval")
+    if ev is None or not bundle.has("classifier", "int8"):
+        return {}, []
+    path = bundle.files[ev["file"]]
+    c = bundle.contract("classifier")
+    x, y, adv = eval_set(path, load_npz(path), c)
+    hi = c.dims["batch"][2]
+
+    def acc(images: np.ndarray, p: str) -> float:
+        chunks = (np.ascontiguousarray(images[s:s + hi]) for s in range(0, len(images), hi))
+        pred = np.concatenate([bundle.run("classifier", {"images": c}, p)[0].argmax(1) for c in chunks])
+        return float((pred == y).mean() * 100.0)
+
+    res: dict[str, Any] = {"n": int(len(x)), "eps": ev.get("eps"), "eps_units": ev.get("eps_units"),
+                           "attack": ev.get("attack"), "torch": {"clean": ev.get("torch_clean_accuracy"),
+                                                                 "transfer_pgd": ev.get("torch_adv_accuracy")}}
+    for p in ("fp32", "int8"):
+        res[p] = {"clean": acc(x, p)}
+        if adv is not None:
+            res[p]["transfer_pgd"] = acc(adv, p)
+    gates = [_gate("classifier int8 clean accuracy drop", res["fp32"]["clean"] - res["int8"]["clean"],
+                   cfg.max_clean_drop, "points", False)]
+    if adv is not None:
+        gates.append(_gate("classifier int8 transfer_pgd accuracy drop",
+                           res["fp32"]["transfer_pgd"] - res["int8"]["transfer_pgd"], cfg.max_adv_drop,
+                           "points", False))
+    return res, gates
+
+
+def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = None, threads: int | None = None,
+                     append: bool = True, log: Callable[[str], Any] = print) -> dict[str, Any]:
+    """Run the golden set on this host; append the record to the bundle (``append``) and return it."""
+    cfg = cfg or DeviceVerifyConfig()
+    bundle = Bundle(bundle_dir, threads=threads, check_proven=False)
+    int8_models = [m for m in bundle.manifest.get("models", {}) if bundle.has(m, "int8")]
+    if not int8_models:
+        raise UserError(f"{bundle.root}: has no INT8 model to verify (export with --int8)")
+    host = this_host()
+    record: dict[str, Any] = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "host": host, "eegsine": eegsine.__version__, "config": cfg.to_dict(), "models": {},
+                              "files": {}, "gates": []}
+    for m in int8_models:
+        log(f"verify {m} on {host['isa_class']} ...")
+        fig, gates = _model_figures(bundle, m, cfg)
+        record["models"][m] = fig
+        record["gates"] += gates
+        for p in ("fp32", "int8"):
+            rel = bundle.manifest["models"][m]["files"].get(p)
+            if rel:
+                record["files"][rel] = bundle.manifest["files"][rel]["sha256"]
+    task, gates = _classifier_task(bundle, cfg)
+    if task:
+        record["classifier_task"] = task
+        record["gates"] += gates
+    record["provider"] = bundle.session(int8_models[0], "int8").get_providers()[0]
+    record["passed"] = all(g["passed"] for g in record["gates"])
+    if append:
+        append_record(bundle.root, record)
+    return record
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}%"
+
+
+def render(record: dict[str, Any]) -> str:
+    """The record as a text table (what the command prints)."""
+    h = record["host"]
+    lines = [f"host: {h['cpu']} ({h['machine']}), ISA class {h['isa_class']}, int8 features: "
+             f"{', '.join(h['int8_features']) or 'none'}; onnxruntime {h['onnxruntime']}, "
+             f"provider {record['provider']}", "",
+             f"{'model':12s} {'target':9s} {'fp32 dB':>9s} {'int8 dB':>9s}  feeds"]
+    for m, f in record["models"].items():
+        worst = {p: min(v for k, v in f[p].items() if k.endswith("_sqnr_db")) for p in ("fp32", "int8") if p in f}
+        lines.append(f"{m:12s} {str(f.get('target')):9s} {worst.get('fp32', float('nan')):9.2f} "
+                     f"{worst.get('int8', float('nan')):9.2f}  {f['feeds']}")
+        if "sqnr_db_per_timestep" in f.get("int8", {}):
+            by_t = f["int8"]["sqnr_db_per_timestep"]
+            lines.append(f"{'':12s} int8 per timestep: " + ", ".join(f"t={t}: {v}" for t, v in by_t.items())
+                         + f" ({f['int8'].get('gated_timesteps')})")
+    t = record.get("classifier_task")
+    if t:
+        lines += ["", f"classifier on {t['n']} golden test images ({t['attack']}; eps {t['eps']} {t['eps_units']}):"]
+        for p in ("torch", "fp32", "int8"):
+            lines.append(f"  {p:6s} clean {_pct(t[p]['clean'])}  transfer PGD {_pct(t[p].get('transfer_pgd'))}")
+    lines += ["", "gates:"]
+    lines += [f"  {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']} {g['unit']} ({g['rule']} {g['limit']})"
+              for g in record["gates"]]
+    lines.append(f"overall: {'PASSED' if record['passed'] else 'FAILED'}")
+    return "\n".join(lines)
+
