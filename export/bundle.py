@@ -36,7 +36,7 @@ from eegsine.export.configs import BundleConfig  # torch-free, so `eegsine expor
 from eegsine.runtime.contracts import ExportContract
 from eegsine.errors import UserError
 from eegsine.export.onnx_export import export_onnx, ort_session, parity
-from eegsine.export.golden import write_classifier_eval, write_model_golden
+from eegsine.export.golden import write_classifier_eval, write_eeg_eval, write_model_golden
 from eegsine.export.quantize import quantize, sqnr
 from eegsine.io import read_json, sha256_file, staging_dir, writable_dir, write_json
 from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
@@ -56,7 +56,8 @@ class Item:
     calibration: list[dict[str, np.ndarray]]
     holdout: list[dict[str, np.ndarray]]
     info: dict[str, Any] = dataclasses.field(default_factory=dict)
-    evaluation: dict[str, Any] | None = None  # classifier: {"images", "labels", "eps"} for the golden set
+    evaluation: dict[str, Any] | None = None  # the labelled golden set: classifier {"images", "labels", "eps"},
+    #                                           eeg_encoder {"eeg", "labels", "split"}
     arrays: dict[str, dict[str, np.ndarray]] = dataclasses.field(default_factory=dict)  # extra .npz files to ship
 
 
@@ -265,6 +266,10 @@ def eeg_run_items(run_dir: str | Path, cfg: BundleConfig,
                                   holdout_labels=eeg_set.y[eeg_set.splits["val"]], classes=list(eeg_set.classes),
                                   preprocessing=_run_preprocessing(pipe.eeg_encoder, eeg_set))
     generation["steps"] = dcfg.sample_steps
+    test = eeg_set.splits.get("test")
+    if test is not None and len(test) and cfg.golden_eval > 0:  # labelled trials for the decision-level gates
+        pick = np.asarray(test)[: cfg.golden_eval]
+        items[0].evaluation = {"eeg": eeg_set.x[pick], "labels": eeg_set.y[pick], "split": "test"}
     return items, generation, eeg_set
 
 
@@ -379,7 +384,12 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
             manifest["models"][name] = entry
             golden = [write_model_golden(tmp, item.module, c, item.holdout)]
             manifest["golden"][name] = golden[0]
-            if item.evaluation is not None and cfg.golden_eval > 0:
+            if item.evaluation is not None and "eeg" in item.evaluation:
+                ev = item.evaluation
+                log(f"golden set {name}: {len(ev['eeg'])} labelled {ev['split']} trials")
+                golden.append(write_eeg_eval(tmp, ev["eeg"], ev["labels"], ev["split"]))
+                manifest["golden"][f"{name}_eval"] = golden[-1]
+            elif item.evaluation is not None and cfg.golden_eval > 0:
                 ev = item.evaluation
                 log(f"golden set {name}: {len(ev['images'])} test images, "
                     f"PGD-{cfg.golden_pgd_steps} at eps={ev['eps']}")

@@ -86,3 +86,18 @@ def write_classifier_eval(bundle_tmp: Path, model: nn.Module, images: np.ndarray
     (bundle_tmp / GOLDEN_DIR).mkdir(exist_ok=True)
     (bundle_tmp / entry["file"]).write_bytes(_npz_bytes(arrays))
     return entry
+
+
+def write_eeg_eval(bundle_tmp: Path, eeg: np.ndarray, labels: np.ndarray, split: str) -> dict[str, Any]:
+    """Write ``golden/eeg_encoder_eval.npz``: labelled trials (``eeg``: the encoder's input, preprocessed as the
+    manifest says; ``labels``: the data set's class index) for the decision-level gates of ``eegsine-verify``
+    (INT8-vs-FP32 label agreement, decision accuracy); returns its manifest entry."""
+    x = np.ascontiguousarray(eeg, np.float32)
+    y = np.asarray(labels, np.int64)
+    if len(x) != len(y) or not len(x):
+        raise ValueError(f"write_eeg_eval: {len(x)} trials, {len(y)} labels")
+    entry = {"file": f"{GOLDEN_DIR}/eeg_encoder_eval.npz", "n": int(len(x)), "split": split,
+             "labels": "the data set's class index (models.eeg_encoder.prototypes.class_index maps the decoder's)"}
+    (bundle_tmp / GOLDEN_DIR).mkdir(exist_ok=True)
+    (bundle_tmp / entry["file"]).write_bytes(_npz_bytes({"eeg": x, "labels": y}))
+    return entry

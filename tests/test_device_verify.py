@@ -206,6 +206,78 @@ def test_runtime_warns_once_on_an_unproven_isa_and_strict_refuses(tmp_path, recw
     SineClassifier(b, "int8", strict=True).predict(x)
 
 
+def test_strict_refuses_at_construction_not_at_the_first_call(tmp_path):
+    """On a device the refusal comes at start-up: no decoder object exists for an unproven INT8 file."""
+    from eegsine.runtime import EEGToImage
+
+    b = _copy(h.clf_bundle(), tmp_path / "b", keep_records=False)
+    with pytest.raises(UserError, match="proven on: none"):
+        SineClassifier(b, "int8", strict=True)
+    SineClassifier(b, "fp32", strict=True)  # FP32 needs no proof
+    e = _copy(h.eeg_bundle(), tmp_path / "e", keep_records=False)
+    with pytest.raises(UserError, match="eeg_encoder"):
+        EEGToImage(e, "int8", strict=True)
+
+
+def test_a_failing_model_leaves_the_models_that_passed_proven(tmp_path):
+    """The VAE fails its gate, the encoder passes: the record says which file is proven, and a strict decoder
+    that uses only the encoder in INT8 starts (the VAE in INT8 is refused, at construction)."""
+    from eegsine.runtime import EEGToImage
+    from eegsine.runtime.verify import DeviceVerifyConfig, render
+
+    b = _copy(h.eeg_bundle(), tmp_path / "b", keep_records=False)
+    rec = verify_on_device(b, DeviceVerifyConfig(min_sqnr_vae_db=1000.0), log=lambda s: None)
+    files = json.loads((b / "manifest.json").read_text())["models"]
+    enc, vae = files["eeg_encoder"]["files"]["int8"], files["vae_decoder"]["files"]["int8"]
+    failed = {g["model"] for g in rec["gates"] if not g["passed"]}
+    assert not rec["passed"] and failed == {"vae_decoder"}, rec["gates"]
+    assert enc in rec["passed_files"] and vae not in rec["passed_files"]
+    assert load_records(b)[-1]["passed_files"] == rec["passed_files"]  # stored, and the schema reads it
+    assert "proven here despite the failure: " in render(rec) and enc in render(rec)
+    fp32 = {"unet": "fp32", "vae_decoder": "fp32"}
+    g = EEGToImage(b, "int8", precisions=fp32, strict=True)
+    assert g.encode(np.zeros((1, *g.bundle.contract("eeg_encoder").inputs[0].shape[1:]), np.float32)) is not None
+    with pytest.raises(UserError, match=f"{vae}: INT8 .* has no passing verification"):
+        EEGToImage(b, "int8", precisions={"unet": "fp32"}, strict=True)
+
+
+def test_eeg_verify_gates_decisions_on_labelled_golden_trials(tmp_path, monkeypatch):
+    """An EEG bundle's golden set carries labelled test trials; verify decodes them in FP32 and INT8 and gates the
+    label agreement and the accuracy drop (with n). INT8 embeddings that decode other labels fail the gate, and
+    only the encoder loses its proof."""
+    from eegsine.runtime.decoders import Bundle
+    from eegsine.runtime.verify import render
+
+    b = _copy(h.eeg_bundle(), tmp_path / "b", keep_records=False)
+    m = json.loads((b / "manifest.json").read_text())
+    ev = m["golden"]["eeg_encoder_eval"]
+    arrays = load_npz(b / ev["file"])
+    assert ev["split"] == "test" and ev["n"] == len(arrays["labels"]) == len(arrays["eeg"]) > 0
+    rec = verify_on_device(b, log=lambda s: None)
+    t = rec["eeg_task"]
+    assert t["n"] == ev["n"] and 0 <= t["label_agreement"] <= 100
+    names = [g["gate"] for g in rec["gates"] if g["model"] == "eeg_encoder"]
+    assert f"eeg_encoder int8 label agreement with fp32 (n={ev['n']})" in names
+    assert f"eeg_encoder int8 decision accuracy drop (n={ev['n']})" in names
+    assert "labelled golden test trials" in render(rec)
+
+    real = Bundle.run
+
+    def other_labels(self, model, feeds, precision="fp32"):  # -z: its nearest prototype is z's farthest
+        out = real(self, model, feeds, precision)
+        if model == "eeg_encoder" and precision == "int8":
+            out = [-o for o in out]
+        return out
+
+    monkeypatch.setattr(Bundle, "run", other_labels)
+    assert len(m["models"]["eeg_encoder"]["prototypes"]["classes"]) >= 2
+    rec = verify_on_device(b, log=lambda s: None)
+    agree = next(g for g in rec["gates"] if g["gate"].startswith("eeg_encoder int8 label agreement"))
+    assert not agree["passed"] and agree["value"] < 95.0, agree
+    enc = m["models"]["eeg_encoder"]["files"]["int8"]
+    assert not rec["passed"] and enc not in rec["passed_files"]
+
+
 def test_runtime_names_saturation_for_full_range_weights_on_a_non_vnni_host(tmp_path, monkeypatch):
     import eegsine.runtime.decoders
 

@@ -241,6 +241,12 @@ class Bundle:
             warnings.warn(why, RuntimeWarning, stacklevel=3)
         return why
 
+    def check_at_start(self, model: str, precision: str) -> None:
+        """At a decoder's construction, not at its first call: an INT8 file unproven on this host's ISA class
+        warns there, or (``strict=True``) refuses there, before a device starts its session."""
+        if precision == "int8" and self.check_proven:
+            self.check_int8_proven(model)
+
     def session(self, model: str, precision: str = "fp32") -> Any:
         key = (model, precision)
         if key not in self._sessions:
@@ -366,6 +372,7 @@ class SineClassifier:
         self.precision = precision
         self.contract = self.bundle.contract("classifier")
         self.bundle.model_path("classifier", precision)
+        self.bundle.check_at_start("classifier", precision)
         self.classes: list[str] = self.bundle.manifest["models"]["classifier"].get("classes", [])
 
     def scores(self, images: np.ndarray) -> np.ndarray:
@@ -439,6 +446,7 @@ class EEGDecoder:
         self.precision = precision
         self.contract = self.bundle.contract("eeg_encoder")
         self.bundle.model_path("eeg_encoder", precision)
+        self.bundle.check_at_start("eeg_encoder", precision)
         entry = self.bundle.manifest["models"]["eeg_encoder"]
         pre = entry.get("preprocessing")
         self.preprocessing = PreprocessingSpec.from_dict(pre) if pre is not None else None
@@ -511,6 +519,7 @@ class EEGToImage:
         self.precisions = {m: (precisions or {}).get(m, precision) for m in ("eeg_encoder", "unet", "vae_decoder")}
         for m in ("eeg_encoder", "unet", "vae_decoder"):
             self.bundle.model_path(m, self.precisions[m])  # fails early, naming the missing file
+            self.bundle.check_at_start(m, self.precisions[m])
         gen = self.bundle.manifest.get("generation", {})
         self.scheduler_config: dict[str, Any] = gen.get("scheduler", {})
         self.default_guidance = float(gen.get("guidance", 1.0))

@@ -30,6 +30,9 @@ def _check_record(path: Path, i: int, r: Any) -> None:
                       "host must be an object with an isa_class string"),
                      (isinstance(files, dict) and all(isinstance(v, str) for v in files.values()),
                       "files must map file -> sha256 string"),
+                     ("passed_files" not in r or (isinstance(r["passed_files"], dict) and all(
+                         isinstance(v, str) for v in r["passed_files"].values())),
+                      "passed_files must map file -> sha256 string"),
                      (isinstance(gates, list) and all(isinstance(g, dict) and isinstance(g.get("gate"), str)
                                                       and isinstance(g.get("passed"), bool) for g in gates),
                       "gates must be a list of {gate, passed, ...} objects")):
@@ -67,6 +70,11 @@ def append_record(bundle_dir: str | Path, record: dict[str, Any]) -> Path:
 
 
 def proven_classes(records: list[dict[str, Any]], sha256: str) -> set[str]:
-    """ISA classes with a passing record that judged the file with this sha256."""
-    return {r["host"]["isa_class"] for r in records
-            if r.get("passed") and sha256 in r.get("files", {}).values() and isinstance(r.get("host"), dict)}
+    """ISA classes where a record proved the file with this sha256: its model's gates passed there
+    (``passed_files``); a record written before per-model proof counts only where all its gates passed."""
+    def proved(r: dict[str, Any]) -> bool:
+        if "passed_files" in r:
+            return sha256 in r["passed_files"].values()
+        return bool(r.get("passed")) and sha256 in r.get("files", {}).values()
+
+    return {r["host"]["isa_class"] for r in records if isinstance(r.get("host"), dict) and proved(r)}

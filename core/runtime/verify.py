@@ -35,7 +35,7 @@ import eegsine
 from eegsine.config import Config
 from eegsine.errors import UserError
 from eegsine.runtime.contracts import ExportContract, TensorSpec
-from eegsine.runtime.decoders import Bundle, _batches
+from eegsine.runtime.decoders import Bundle, EEGDecoder, _batches
 from eegsine.runtime.isa import this_host
 from eegsine.runtime.records import append_record
 
@@ -59,6 +59,10 @@ class DeviceVerifyConfig(Config):
         "help": "gate: INT8 vs FP32 clean accuracy drop, points"})
     max_adv_drop: float = dataclasses.field(default=1.0, metadata={
         "help": "gate: INT8 vs FP32 transfer-PGD accuracy drop, points"})
+    min_label_agreement: float = dataclasses.field(default=95.0, metadata={
+        "help": "gate: EEG decisions, % of labelled golden trials where INT8 decodes FP32's label"})
+    max_decision_drop: float = dataclasses.field(default=2.0, metadata={
+        "help": "gate: EEG decisions, INT8 vs FP32 accuracy drop on the labelled golden trials, points"})
 
     def floor(self, model: str, manifest: dict[str, Any]) -> float:
         if model == "unet":
@@ -260,6 +264,34 @@ def _classifier_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, An
     return res, gates
 
 
+def _eeg_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Decisions, not only embeddings: the labelled golden trials decoded (nearest prototype, as
+    :class:`~eegsine.runtime.EEGDecoder` does on a device) in FP32 and INT8."""
+    ev = bundle.manifest.get("golden", {}).get("eeg_encoder_eval")
+    entry = bundle.manifest.get("models", {}).get("eeg_encoder", {})
+    if ev is None or "prototypes" not in entry or not bundle.has("eeg_encoder", "int8"):
+        return {}, []
+    arrays = load_npz(bundle.files[ev["file"]])
+    for key in ("eeg", "labels"):
+        if key not in arrays:
+            raise UserError(f"{bundle.files[ev['file']]}: the EEG golden set has no {key!r} array")
+    x, y = np.asarray(arrays["eeg"], np.float32), np.asarray(arrays["labels"], np.int64)
+    if x.ndim != 3 or len(x) != len(y) or not len(x):
+        raise UserError(f"{bundle.files[ev['file']]}: eeg {x.shape} and labels {y.shape} do not pair up")
+    index = np.asarray(entry["prototypes"]["class_index"], np.int64)
+    res: dict[str, Any] = {"n": int(len(y)), "split": ev.get("split")}
+    pred = {}
+    for p in ("fp32", "int8"):
+        pred[p] = index[EEGDecoder(bundle, p).decode(x).labels]  # the data set's class of each decision
+        res[p] = {"accuracy": round(float((pred[p] == y).mean() * 100.0), 2)}
+    res["label_agreement"] = round(float((pred["fp32"] == pred["int8"]).mean() * 100.0), 2)
+    gates = [_gate(f"eeg_encoder int8 label agreement with fp32 (n={len(y)})", res["label_agreement"],
+                   cfg.min_label_agreement, "%", True),
+             _gate(f"eeg_encoder int8 decision accuracy drop (n={len(y)})",
+                   res["fp32"]["accuracy"] - res["int8"]["accuracy"], cfg.max_decision_drop, "points", False)]
+    return res, gates
+
+
 def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = None, threads: int | None = None,
                      append: bool = True, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the golden set on this host; append the record to the bundle (``append``) and return it."""
@@ -275,6 +307,8 @@ def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = No
     for m in int8_models:
         log(f"verify {m} on {host['isa_class']} ...")
         fig, gates = _model_figures(bundle, m, cfg)
+        for g in gates:
+            g["model"] = m
         record["models"][m] = fig
         record["gates"] += gates
         for p in ("fp32", "int8"):
@@ -284,9 +318,19 @@ def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = No
     task, gates = _classifier_task(bundle, cfg)
     if task:
         record["classifier_task"] = task
-        record["gates"] += gates
+        record["gates"] += [{**g, "model": "classifier"} for g in gates]
+    task, gates = _eeg_task(bundle, cfg)
+    if task:
+        record["eeg_task"] = task
+        record["gates"] += [{**g, "model": "eeg_encoder"} for g in gates]
     record["provider"] = bundle.session(int8_models[0], "int8").get_providers()[0]
     record["passed"] = all(g["passed"] for g in record["gates"])
+    # a model is proven where *its* gates passed: a failing VAE leaves the encoder it never touches proven
+    record["passed_files"] = {rel: sha for m in int8_models
+                              if all(g["passed"] for g in record["gates"] if g["model"] == m)
+                              for p in ("fp32", "int8")
+                              if (rel := bundle.manifest["models"][m]["files"].get(p))
+                              for sha in [record["files"][rel]]}
     if append:
         append_record(bundle.root, record)
     return record
@@ -316,9 +360,17 @@ def render(record: dict[str, Any]) -> str:
         lines += ["", f"classifier on {t['n']} golden test images ({t['attack']}; eps {t['eps']} {t['eps_units']}):"]
         for p in ("torch", "fp32", "int8"):
             lines.append(f"  {p:6s} clean {_pct(t[p]['clean'])}  transfer PGD {_pct(t[p].get('transfer_pgd'))}")
+    e = record.get("eeg_task")
+    if e:
+        lines += ["", f"EEG decisions on {e['n']} labelled golden {e['split']} trials (nearest prototype): accuracy "
+                  f"fp32 {_pct(e['fp32']['accuracy'])}, int8 {_pct(e['int8']['accuracy'])}; int8 labels equal to "
+                  f"fp32's on {_pct(e['label_agreement'])}"]
     lines += ["", "gates:"]
     lines += [f"  {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']} {g['unit']} ({g['rule']} {g['limit']})"
               for g in record["gates"]]
+    if "passed_files" in record and not record["passed"]:  # say what stays usable on this host
+        proven = sorted(record["passed_files"])
+        lines.append(f"proven here despite the failure: {', '.join(proven) or 'none'}")
     lines.append(f"overall: {'PASSED' if record['passed'] else 'FAILED'}")
     return "\n".join(lines)
 
