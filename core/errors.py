@@ -31,6 +31,8 @@ def install_hint(module: str) -> str | None:
     if top == "onnxruntime":
         return ("pip install onnxruntime (the device runtime; on NVIDIA machines onnxruntime-gpu instead, "
                 "never both)")
+    if top == "mne":
+        return "pip install mne (MNE-Python reads and writes the EDF/BDF/FIF recordings)"
     if top == "torchattacks":
         return ("pip install --no-deps torchattacks==3.5.1 (--no-deps: its torchvision requirement would replace "
                 "your torch build)")

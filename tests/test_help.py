@@ -131,3 +131,39 @@ def test_every_script_flag_has_help(module, monkeypatch):
             elif not (action.help or "").strip() or action.help == argparse.SUPPRESS:
                 missing.append(f"{module} {' '.join(path)} {'/'.join(action.option_strings) or action.dest}")
     assert not missing, "flags without help:\n" + "\n".join(missing)
+
+
+BLOCKED_TOOLKIT = ("import sys, importlib.abc\n"
+                   "BLOCK = {'torch', 'torchvision', 'diffusers', 'transformers', 'accelerate', 'safetensors',\n"
+                   "         'matplotlib', 'scipy'}\n"
+                   "class Block(importlib.abc.MetaPathFinder):\n"
+                   "    def find_spec(self, name, path=None, target=None):\n"
+                   "        if name.split('.')[0] in BLOCK:\n"
+                   "            raise ImportError(f'{name} is not installed', name=name)\n"
+                   "sys.meta_path.insert(0, Block())\n"
+                   "from eegsine.commands.main import main\n"
+                   "sys.exit(main(sys.argv[1:]))\n")
+
+
+def _without_toolkit(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-P", "-c", BLOCKED_TOOLKIT, *argv], capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_a_device_install_lists_only_what_it_can_run():
+    """Without torch (`pip install ".[runtime]"`), `eegsine --help` lists data, env, verify and stream, and names
+    the toolkit's commands apart with the install line; calling one is one line naming the extra, exit 2."""
+    from eegsine.commands.main import TOOLKIT_COMMANDS
+
+    done = _without_toolkit("--help")
+    assert done.returncode == 0, done.stderr
+    listed = re.findall(r"^    (\w+) ", done.stdout, re.M)
+    assert listed == ["data", "env", "verify", "stream"], done.stdout
+    assert "Not installed here" in done.stdout and '".[cpu]"' in done.stdout
+    for name in TOOLKIT_COMMANDS:
+        assert name in done.stdout.split("Not installed here", 1)[1]
+    for argv in (["train", "classifier", "--run", "x"], ["attack", "--run", "x"], ["export", "--out", "b"]):
+        run = _without_toolkit(*argv)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert f"`eegsine {argv[0]}` needs the toolkit" in run.stderr and '".[cpu]"' in run.stderr
+    assert _without_toolkit("verify", "--help").returncode == 0

@@ -539,3 +539,35 @@ def test_stream_ctrl_c_stops_cleanly_and_flushes(tmp_path):
     assert events[-1]["decisions"] >= 2 and "stream (interrupted)" in err
     n_markers = events[-1]["markers"]
     assert sum(e["type"] in ("decision", "dropped_marker") for e in events) == n_markers
+
+
+# -- the board-free live source ------------------------------------------------------------------------------
+def test_synthetic_source_streams_trials_made_at_the_bundles_geometry(tmp_path, capsys):
+    """`--source synthetic:N`: N trials of synthetic-vep at the bundle's channels (by name), rate and epoch, every
+    marker decided and scored (the stream bundle's classes are the digits synthetic-vep draws)."""
+    from eegsine.commands.main import main
+
+    log = tmp_path / "events.jsonl"
+    rc = main(["stream", "--source", "synthetic:6", "--bundle", str(h.stream_bundle()), "--fast", "--marker-labels",
+               "--log", str(log)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert "synthetic source: 6 synthetic-vep trials" in err
+    events = [json.loads(line) for line in log.read_text().splitlines()]
+    summary = events[-1]
+    assert summary["type"] == "summary" and summary["markers"] == 6 and summary["decisions"] == 6, summary
+    assert summary["accuracy"] is not None and summary["channel_mapping"] == "by name"  # scored: the digits
+    made = Path(err.split("(", 1)[1].split(")", 1)[0])  # "... @ 64 Hz (/tmp/eegsine-stream-XXXX/synthetic.fif)"
+    assert made.name == "synthetic.fif" and not made.parent.exists()  # a temporary folder, removed after
+
+
+@pytest.mark.parametrize("source, needle", [("synthetic:x", "expected synthetic or synthetic:N"),
+                                            ("synthetic:0", "N must be 1..100000"),
+                                            ("synthetic", "no EEG encoder with a preprocessing spec")])
+def test_synthetic_source_bad_input_is_one_line(capsys, source, needle):
+    from eegsine.commands.main import main
+
+    bundle = h.clf_bundle() if source == "synthetic" else h.stream_bundle()
+    assert main(["stream", "--source", source, "--bundle", str(bundle), "--fast"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1, err

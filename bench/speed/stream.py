@@ -20,9 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eegsine.errors import UserError
 from eegsine.data import load_eeg
-from eegsine.data.recording import export_recording
+from eegsine.data.recording import recording_like
 from eegsine.runtime import Bundle
 from eegsine.runtime.contracts import eeg_encoder_contract
 from eegsine.runtime.preprocessing import PreprocessingSpec
@@ -62,23 +61,12 @@ def bundle_128x1k(work: Path, log: Callable[[str], Any] = print) -> Path:
 
 
 def _recording(spec: Any, work: Path, n_trials: int) -> Path:
-    """synthetic-vep trials at the spec's geometry (digits), as FIF, on the bundle's channel names (the bench
-    measures time, not accuracy)."""
+    """synthetic-vep trials at the spec's geometry, as FIF, on the bundle's channel names (the bench measures
+    time, not accuracy); one file per geometry and channel names."""
     names = hashlib.sha256(",".join(spec.ch_names).encode()).hexdigest()[:8]  # bundles of one geometry can
     path = work / f"rec_{spec.n_chans}x{spec.n_times}_{spec.sfreq:g}_{names}.fif"  # name their channels apart
-    if path.exists():
-        return path
-    per = -(-n_trials // 10)
-    ds = load_eeg("synthetic-vep", image_set="digits", n_chans=spec.n_chans, n_times=spec.n_times, sfreq=spec.sfreq,
-                  tmin=spec.tmin, n_images_per_class=max(3, per), n_subjects=1, snr=0.5, progress=False)
-    if ds.ch_names != spec.ch_names:  # e.g. EEGCVPR40's E1..E128: timing needs the names and count, not the montage
-        import dataclasses
-
-        if len(ds.ch_names) != len(spec.ch_names):
-            raise UserError(f"bench: synthetic-vep made {len(ds.ch_names)} channels "
-                            f"for a {spec.n_chans}-channel bundle")
-        ds = dataclasses.replace(ds, ch_names=list(spec.ch_names))
-    export_recording(ds, path, split="all", n_trials=n_trials, isi=0.2, isi_jitter=0.1, seed=0)
+    if not path.exists():
+        recording_like(spec, path, n_trials)
     return path
 
 

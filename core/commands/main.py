@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -199,6 +200,14 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
     stream_arguments(st)
     st.set_defaults(func=stream_run)
 
+    if not toolkit_installed():  # a device's install (numpy + onnxruntime): list only what runs here
+        for name in TOOLKIT_COMMANDS:
+            q = sub.add_parser(name, add_help=False, prefix_chars="\0")  # no help=: not in the command list
+            q.add_argument("rest", nargs=argparse.REMAINDER)
+            q.set_defaults(func=_needs_toolkit(name))
+        p.epilog = (f"Not installed here (they need the toolkit: torch and the training stack): "
+                    f"{', '.join(TOOLKIT_COMMANDS)}; {_TOOLKIT_HOW}.")
+        return p
     t = sub.add_parser("train", help="train a model (classifier, encoder, diffusion)")
     tsub = t.add_subparsers(dest="what", metavar="WHAT")
     _add_optional_modules(tsub, SUBCOMMANDS["train"])
@@ -206,6 +215,28 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
 
     _add_optional_modules(sub, SUBCOMMANDS["top"])
     return p
+
+
+# the commands that train, attack, export or benchmark: torch and the training stack (the `cpu`/`gpu` extras)
+TOOLKIT_COMMANDS = ("train", "attack", "generate", "export", "bench", "pipeline", "report")
+
+
+_TOOLKIT_HOW = 'from a clone of eegsine, pip install ".[cpu]" (or ".[gpu]" on an NVIDIA machine; README "Install")'
+
+
+def toolkit_installed() -> bool:
+    """Whether torch can be imported here (looked up, not imported: `--help` stays instant)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a finder that refuses torch, or a half-removed install
+        return False
+
+
+def _needs_toolkit(name: str) -> Callable[[argparse.Namespace], int]:
+    def refuse(ns: argparse.Namespace) -> int:
+        raise UserError(f"`eegsine {name}` needs the toolkit (torch and the training stack), not installed here: "
+                        f"{_TOOLKIT_HOW}")
+    return refuse
 
 
 def apply_global_threads(ns: argparse.Namespace) -> None:

@@ -29,11 +29,12 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from eegsine.config import check_value
-from eegsine.data.base import EEGSet
+from eegsine.data.base import EEGSet, load_eeg
 from eegsine.errors import UserError
 from eegsine.io import write_json
 from eegsine.runtime.preprocessing import standard_montage, unit_factor
@@ -179,3 +180,19 @@ def export_recording(ds: EEGSet, out: str | Path, board: str = "synthetic", **kw
     if out.suffix.lower() == ".fif":
         return write_fif(rec, out), rec
     raise UserError(f"{out}: the recording's name must end with .csv (BrainFlow playback) or .fif (MNE)")
+
+
+def recording_like(spec: Any, out: str | Path, n_trials: int, seed: int = 0, snr: float = 0.5) -> Path:
+    """A synthetic-vep recording (digits) at a bundle's geometry: ``spec`` is its
+    :class:`~eegsine.runtime.preprocessing.PreprocessingSpec` (channels by name, rate, epoch): the set's first
+    ``n_trials`` trials, written as FIF (or a BrainFlow CSV by the suffix). The board-free live source of
+    ``eegsine stream --source synthetic`` and the stream bench's input."""
+    per = -(-n_trials // 10)
+    ds = load_eeg("synthetic-vep", image_set="digits", n_chans=spec.n_chans, n_times=spec.n_times, sfreq=spec.sfreq,
+                  tmin=spec.tmin, n_images_per_class=max(3, per), n_subjects=1, snr=snr, progress=False)
+    if list(ds.ch_names) != list(spec.ch_names):  # e.g. EEGCVPR40's E1..E128: the bundle's names, not the montage's
+        if len(ds.ch_names) != len(spec.ch_names):
+            raise UserError(f"synthetic-vep made {len(ds.ch_names)} channels for a {spec.n_chans}-channel bundle")
+        ds = dataclasses.replace(ds, ch_names=list(spec.ch_names))
+    path, _ = export_recording(ds, out, split="all", n_trials=n_trials, isi=0.2, isi_jitter=0.1, seed=seed)
+    return path
