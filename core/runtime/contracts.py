@@ -137,12 +137,12 @@ class ExportContract:
                 raise UserError(f"{what}: {s.name} must be a numpy array, got {type(a).__name__}")
             if a.dtype != np.dtype(s.dtype):
                 raise UserError(f"{what}: {s.name} must be {s.dtype}, got {a.dtype}")
-            want = "(" + ", ".join(str(d) for d in s.shape) + ")"
             if a.ndim != len(s.shape):
-                raise UserError(f"{what}: {s.name} must have shape {want}, got {a.shape}")
+                raise UserError(f"{what}: {s.name} must have shape {_shape(s.shape)}, got {a.shape}")
             for axis, (d, have) in enumerate(zip(s.shape, a.shape)):
                 if isinstance(d, int) and d != have:
-                    raise UserError(f"{what}: {s.name} must have shape {want}, got {a.shape} (axis {axis})")
+                    raise UserError(f"{what}: {s.name} must have shape {_shape(s.shape)}, got {a.shape} "
+                                    f"(axis {axis})")
                 if isinstance(d, str):
                     lo, _, hi = self.dims[d]
                     if not lo <= have <= hi:
@@ -170,6 +170,11 @@ class ExportContract:
                        opset=int(d.get("opset", DEFAULT_OPSET)), meta=dict(d.get("meta", {})))
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise UserError(f"contract {d.get('name', '?')!r}: malformed ({type(e).__name__}: {e})") from None
+
+
+def _shape(dims: Any) -> str:
+    """A contract shape as an error shows it: ``(batch, 1, 28, 28)``."""
+    return "(" + ", ".join(str(d) for d in dims) + ")"
 
 
 def _batch(max_batch: int, opt_batch: int | None = None) -> tuple[int, int, int]:

@@ -195,14 +195,18 @@ class Bundle:
                     raise UserError(f"{self.root / rel}: sha256 {got[:12]}... does not match the manifest's "
                                     f"{want[:12]}... (file changed or corrupted)")
         self._sessions: dict[tuple[str, str], Any] = {}
+        self._contracts: dict[str, ExportContract] = {}  # parsed once: run() is on a device's per-decision path
 
     # -- models ------------------------------------------------------------------------------
     def has(self, model: str, precision: str = "fp32") -> bool:
         return precision in self.manifest.get("models", {}).get(model, {}).get("files", {})
 
     def contract(self, model: str) -> ExportContract:
+        if model in self._contracts:
+            return self._contracts[model]
         try:
-            return ExportContract.from_dict(self.manifest["models"][model]["contract"])
+            c = self._contracts[model] = ExportContract.from_dict(self.manifest["models"][model]["contract"])
+            return c
         except KeyError:
             raise UserError(f"{self.root}: bundle has no {model} model "
                             f"(has {sorted(self.manifest.get('models', {}))})") from None
