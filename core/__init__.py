@@ -32,4 +32,19 @@ def _unshadow() -> None:
             del _sys.modules[name]
 
 
+def hand_off(name: str) -> None:
+    """A checkout folder's ``__init__`` imported as the top-level package ``name`` (plain ``python -c`` from the
+    root, before eegsine was imported) calls this: the checkout leaves ``sys.path`` and the installed package of
+    that name takes the folder's place in the import that is running (``ModuleNotFoundError`` when none is
+    installed, as outside the checkout). So ``from diffusers import AutoencoderKL`` from the root gets Hugging
+    Face's ``kernels``, not eegsine's."""
+    import importlib
+
+    _unshadow()  # off sys.path, and the half-imported folder out of sys.modules
+    _sys.modules.pop(name, None)
+    _sys.modules[name] = importlib.import_module(name)  # the import statement returns what sys.modules holds
+
+
 _unshadow()
+if __name__ in CHECKOUT_FOLDERS:  # this file imported as top-level `core`
+    hand_off(__name__)

@@ -36,10 +36,19 @@ def stub_site(tmp_path_factory) -> Path:
     return site
 
 
-def test_the_root_would_shadow_without_the_guard(stub_site):
-    """The hazard is real: plain Python from the root imports the checkout's folder (so the tests below can fail)."""
-    out = _run(["-c", "import kernels; print(kernels.__file__)"], _env(PYTHONPATH=str(stub_site))).stdout
-    assert Path(out.strip()).resolve().is_relative_to(ROOT / "kernels")
+def test_a_folder_found_as_a_top_level_package_hands_off(stub_site, tmp_path):
+    """The hazard is real (the root is first on sys.path, so Python finds the checkout's folder first); the folder
+    then puts the installed package in its place, with no eegsine import before it; with none installed the
+    import fails as it does outside the checkout."""
+    code = ("import sys, os\n"
+            "assert os.path.realpath(sys.path[0] or '.') == os.getcwd(), sys.path[:2]\n"
+            "import kernels\n"
+            "print(kernels.STUB)\n")
+    assert "installed kernels" in _run(["-c", code], _env(PYTHONPATH=str(stub_site))).stdout
+    for name in ("training", "export", "bench", "core"):
+        proc = subprocess.run([sys.executable, "-c", f"import {name}"], cwd=ROOT, env=_env(), capture_output=True,
+                              text=True, timeout=300)
+        assert proc.returncode == 1 and f"No module named '{name}'" in proc.stderr, proc.stderr[-2000:]
 
 
 def test_import_eegsine_takes_the_root_off_sys_path(stub_site):
@@ -63,6 +72,8 @@ def test_diffusers_peft_path_imports_from_the_root():
     assert not Path(out.strip().splitlines()[-1]).is_relative_to(ROOT / "kernels")
     # the Makefile's way: PYTHONSAFEPATH, without eegsine imported first
     _run(["-c", "import diffusers.loaders.peft"], _env(PYTHONSAFEPATH="1"))
+    # and a user's: plain Python from the root, nothing imported before diffusers
+    _run(["-c", "from diffusers import AutoencoderKL"], _env())
 
 
 def test_pytest_collects_the_diffusion_tests_from_the_root():
