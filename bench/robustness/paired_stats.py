@@ -32,24 +32,13 @@ import math
 import numpy as np
 from scipy.stats import binomtest, norm
 
+from eegsine.stats import wilson_ci  # noqa: F401 (the one Wilson interval, re-exported)
+
 
 def _z(level: float) -> float:
     if not 0.0 < level < 1.0:
         raise ValueError(f"confidence level must be in (0, 1), got {level}")
     return float(norm.ppf(0.5 + level / 2))
-
-
-def wilson_ci(k: int, n: int, level: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of the proportion k / n (n >= 1)."""
-    if n < 1 or not 0 <= k <= n:
-        raise ValueError(f"wilson_ci: need 0 <= k <= n and n >= 1, got k={k}, n={n}")
-    z = _z(level)
-    p = k / n
-    den = 1 + z * z / n
-    mid = (p + z * z / (2 * n)) / den
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    # the interval always holds p; at k = 0 or k = n rounding can put a limit a hair on the wrong side
-    return max(0.0, min(p, mid - half)), min(1.0, max(p, mid + half))
 
 
 def table(a: np.ndarray, b: np.ndarray) -> tuple[int, int, int, int]:

@@ -37,6 +37,7 @@ from eegsine.errors import UserError
 from eegsine.runtime.contracts import ExportContract, TensorSpec
 from eegsine.runtime.decoders import Bundle, EEGDecoder, _batches
 from eegsine.runtime.isa import this_host
+from eegsine.stats import wilson_ci
 from eegsine.runtime.records import append_record
 
 
@@ -60,9 +61,11 @@ class DeviceVerifyConfig(Config):
     max_adv_drop: float = dataclasses.field(default=1.0, metadata={
         "help": "gate: INT8 vs FP32 transfer-PGD accuracy drop, points"})
     min_label_agreement: float = dataclasses.field(default=95.0, metadata={
-        "help": "gate: EEG decisions, % of labelled golden trials where INT8 decodes FP32's label"})
+        "help": "gate: EEG decisions, % of labelled golden trials where INT8 decodes FP32's label (fails where "
+                "the 95 % Wilson upper bound is below it)"})
     max_decision_drop: float = dataclasses.field(default=2.0, metadata={
-        "help": "gate: EEG decisions, INT8 vs FP32 accuracy drop on the labelled golden trials, points"})
+        "help": "gate: EEG decisions, % of labelled golden trials FP32 decodes right and INT8 wrong (fails where "
+                "the 95 % Wilson lower bound is above it)"})
 
     def floor(self, model: str, manifest: dict[str, Any]) -> float:
         if model == "unet":
@@ -284,11 +287,18 @@ def _eeg_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, Any], lis
     for p in ("fp32", "int8"):
         pred[p] = index[EEGDecoder(bundle, p).decode(x).labels]  # the data set's class of each decision
         res[p] = {"accuracy": round(float((pred[p] == y).mean() * 100.0), 2)}
-    res["label_agreement"] = round(float((pred["fp32"] == pred["int8"]).mean() * 100.0), 2)
-    gates = [_gate(f"eeg_encoder int8 label agreement with fp32 (n={len(y)})", res["label_agreement"],
-                   cfg.min_label_agreement, "%", True),
-             _gate(f"eeg_encoder int8 decision accuracy drop (n={len(y)})",
-                   res["fp32"]["accuracy"] - res["int8"]["accuracy"], cfg.max_decision_drop, "points", False)]
+    n, same = len(y), int((pred["fp32"] == pred["int8"]).sum())
+    lost = int(((pred["fp32"] == y) & (pred["int8"] != y)).sum())  # the only trials INT8 loses accuracy on
+    res["label_agreement"] = round(same / n * 100.0, 2)
+    res["int8_only_wrong"] = lost
+    # judged with the trials' own uncertainty (95 % Wilson bounds), not one draw of n trials: a gate fails where
+    # the trials show agreement below its floor, or a loss above its limit, beyond what n trials can resolve
+    agree_hi = wilson_ci(same, n)[1] * 100.0
+    lost_lo = wilson_ci(lost, n)[0] * 100.0
+    gates = [{**_gate(f"eeg_encoder int8 label agreement with fp32 (n={n}; 95 % upper bound)", agree_hi,
+                      cfg.min_label_agreement, "%", True), "measured": res["label_agreement"]},
+             {**_gate(f"eeg_encoder int8 decisions fp32 got right and int8 wrong (n={n}; 95 % lower bound)",
+                      lost_lo, cfg.max_decision_drop, "points", False), "measured": round(lost / n * 100.0, 2)}]
     return res, gates
 
 
