@@ -66,7 +66,7 @@ def _read_holder(fd: int) -> dict[str, Any]:
 
 
 # -- taking a lock file ----------------------------------------------------------------------------
-class _Held(Exception):
+class LockHeld(Exception):
     """The lock file is held by a live process (``holder``: what it wrote in the file)."""
 
     def __init__(self, holder: dict[str, Any]):
@@ -83,9 +83,9 @@ def _write_holder(fd: int) -> None:
     os.fsync(fd)
 
 
-def _take(path: Path) -> tuple[int, dict[str, Any]] | None:
+def take_lock(path: Path) -> tuple[int, dict[str, Any]] | None:
     """One try at the lock file ``path``: (its fd, the dead holder taken over or {}), or None if it changed hands
-    meanwhile (try again); raises :class:`_Held` while a live process holds it."""
+    meanwhile (try again); raises :class:`LockHeld` while a live process holds it."""
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
         created = True
@@ -101,7 +101,7 @@ def _take(path: Path) -> tuple[int, dict[str, Any]] | None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise _Held(_read_holder(fd)) from None
+                raise LockHeld(_read_holder(fd)) from None
             except OSError as e:
                 if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP):
                     raise
@@ -109,7 +109,7 @@ def _take(path: Path) -> tuple[int, dict[str, Any]] | None:
             if os.fstat(fd).st_ino == os.stat(path).st_ino:
                 holder = {} if created else _read_holder(fd)
                 if holder and holder.get("pid") != os.getpid() and _alive(holder):
-                    raise _Held(holder)
+                    raise LockHeld(holder)
                 _write_holder(fd)
                 taken = True
                 return fd, holder
@@ -119,7 +119,7 @@ def _take(path: Path) -> tuple[int, dict[str, Any]] | None:
             os.close(fd)
 
 
-def _give_back(path: Path, fd: int) -> None:
+def give_back_lock(path: Path, fd: int) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)  # before closing: a waiter then retries on a fresh file
     os.close(fd)
@@ -138,8 +138,8 @@ def locked(path: str | Path, timeout: float = 120.0) -> Iterator[None]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            got = _take(path)
-        except _Held as held:
+            got = take_lock(path)
+        except LockHeld as held:
             if time.monotonic() > deadline:
                 raise UserError(f"{path}: still held by PID {held.holder.get('pid', '?')} on "
                                 f"{held.holder.get('host', '?')} after {timeout:g} s; is that process hung?") from None
@@ -155,4 +155,4 @@ def locked(path: str | Path, timeout: float = 120.0) -> Iterator[None]:
     try:
         yield
     finally:
-        _give_back(path, got[0])
+        give_back_lock(path, got[0])

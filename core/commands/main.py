@@ -246,23 +246,26 @@ def apply_global_threads(ns: argparse.Namespace) -> None:
     bounded by the CPUs this process may use (:func:`eegsine.config.check_threads`) before anything runs."""
     own = getattr(ns, "threads", None)  # a subcommand's own --threads: its config checks it in full (0, < 0) ...
     if isinstance(own, int) and own > 0:  # ... but after importing torch (seconds): the bound is checked here first
-        own = check_threads(own, "--threads")
-        os.environ["OMP_NUM_THREADS"] = str(own)  # applied before the command runs, as the global flag is
-        if "torch" in sys.modules:  # a torch-free command does not import torch for it
-            sys.modules["torch"].set_num_threads(own)
+        _set_threads(check_threads(own, "--threads"), import_torch=False)  # a torch-free command stays so
     n = getattr(ns, "global_threads", None)
     if n is None:
         return
     n = check_threads(n, "--threads")  # before torch/OpenMP see it: 100000 threads segfault there
-    os.environ["OMP_NUM_THREADS"] = str(n)
-    try:
-        import torch
-
-        torch.set_num_threads(n)
-    except ImportError:
-        pass
+    _set_threads(n, import_torch=True)
     if getattr(ns, "threads", None) is None:
         ns.threads = n
+
+
+def _set_threads(n: int, import_torch: bool) -> None:
+    """OpenMP's count for what the command imports later, and torch's now (if imported, or ``import_torch``)."""
+    os.environ["OMP_NUM_THREADS"] = str(n)
+    if import_torch and "torch" not in sys.modules:
+        try:
+            import torch  # noqa: F401
+        except ImportError:
+            return
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 def _alias_options(sp: argparse.ArgumentParser, prog: str) -> None:

@@ -27,18 +27,15 @@ huggingface_hub's ``filelock`` use blocking, PID-less locks).
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import shutil
-import socket
-import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from eegsine.errors import UserError
 from eegsine.io import disk_error
-from eegsine.locks import _give_back, _Held, _take, locked
+from eegsine.locks import give_back_lock, LockHeld, take_lock
 
 LOCK_FILE = ".lock"
 CONFIG_FILE = "config.json"
@@ -117,8 +114,8 @@ class RunFolder:
         path = self.path / LOCK_FILE
         for _ in range(10):
             try:
-                got = _take(path)
-            except _Held as held:
+                got = take_lock(path)
+            except LockHeld as held:
                 raise _busy(self.path, held.holder) from None
             if got is not None:
                 self._fd, dead = got
@@ -131,7 +128,7 @@ class RunFolder:
     def release(self) -> None:
         if self._fd is None:
             return
-        _give_back(self.path / LOCK_FILE, self._fd)
+        give_back_lock(self.path / LOCK_FILE, self._fd)
         self._fd = None
 
     # -- temporaries -----------------------------------------------------------------------------------

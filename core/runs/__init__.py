@@ -1,0 +1,1 @@
+"""Run folders (lock, config, sweep of temporaries), checkpoints, training plots."""
