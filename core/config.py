@@ -10,7 +10,7 @@ every config's ``threads`` field, ``--threads`` and the runtime's ``threads=`` g
 :func:`add_config_args` / :func:`config_from_args` map CLI flags 1:1 onto the fields
 (``field_name`` -> ``--field-name``), so ``--help`` documents every field: a field's
 ``metadata={"help": ...}`` is its help text, ``"metavar"`` its placeholder (else its type's
-name: INT, FLOAT, STR).
+name: INT, FLOAT, STR), ``"required": True`` makes the flag required (argparse says so in the usage line).
 
 Hand-written: no library offers strict, typed, versioned JSON configs without pulling in
 pydantic-style machinery, and the surface here is ~250 lines.
@@ -342,20 +342,24 @@ def _flag(name: str) -> str:
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "",
                     skip: tuple[str, ...] = ()) -> None:
-    """Add one flag per field of ``cls`` (nested configs get ``--<field>-<sub>`` flags)."""
+    """Add one flag per field of ``cls`` (nested configs get ``--<field>-<sub>`` flags).
+
+    ``skip`` names fields (a nested one by its dest, ``quant__target``) whose flag the command adds itself.
+    """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({cls.KIND})")
     for f in dataclasses.fields(cls):
-        if f.name in skip:
-            continue
         tp = hints[f.name]
         dest = prefix + f.name
+        if f.name in skip or dest in skip:
+            continue
         if isinstance(tp, type) and issubclass(tp, Config):
-            add_config_args(parser, tp, prefix=dest + "__")
+            add_config_args(parser, tp, prefix=dest + "__", skip=skip)
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
-        help_ = (f.metadata.get("help", "") + f" (default: {default!r})").strip().replace("%", "%%")
+        help_ = _field_help(f.metadata, default)
+        required = bool(f.metadata.get("required", False))  # argparse lists it as required; no default shown
         flag = _flag(dest.replace("__", "-"))
         if typing.get_origin(tp) in (typing.Union, types.UnionType):  # Optional[X] -> X
             tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
@@ -371,7 +375,15 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
                                metavar=f.metadata.get("metavar", _metavar(inner)), help=help_)
         else:
             group.add_argument(flag, dest=dest, type=tp, default=None, metavar=f.metadata.get("metavar", _metavar(tp)),
-                               help=help_)
+                               required=required, help=help_)
+
+
+def _field_help(meta: Any, default: Any) -> str:
+    """A field's help with its default appended, unless the help states its own default or the field is required."""
+    text = meta.get("help", "")
+    if not meta.get("required", False) and "(default" not in text:
+        text += f" (default: {default!r})"
+    return text.strip().replace("%", "%%")
 
 
 def _metavar(tp: Any) -> str:

@@ -45,6 +45,8 @@ def test_every_flag_has_help_and_a_readable_metavar(path):
             missing += [f"eegsine {' '.join(path + (a.dest,))}" for a in action._choices_actions if not a.help]
             continue
         text = action.help or ""
+        if text == argparse.SUPPRESS and _listed_twin(parser, action):
+            continue  # a deprecated alias, accepted but unlisted: its twin is documented
         # a config field without metadata help still gets "(default: ...)": that is not an explanation
         if text == argparse.SUPPRESS or not text.strip() or text.lstrip().startswith("(default"):
             missing.append(_where(path, action))
@@ -54,6 +56,43 @@ def test_every_flag_has_help_and_a_readable_metavar(path):
                 internal.append(f"{_where(path, action)} {shown}")
     assert not missing, "flags without help:\n" + "\n".join(missing)
     assert not internal, "internal metavars:\n" + "\n".join(internal)
+
+
+def _listed_twin(parser: argparse.ArgumentParser, action: argparse.Action) -> bool:
+    return any(a is not action and a.dest == action.dest and a.help != argparse.SUPPRESS for a in parser._actions)
+
+
+@pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "eegsine")
+def test_one_listed_flag_per_setting_and_one_default_per_flag(path):
+    """`--target` and `--quant-target` both listed for one setting, or "(default: x) (default: '')", trip readers."""
+    parser = dict(COMMANDS)[path]
+    listed = [a for a in parser._actions if a.option_strings and a.help != argparse.SUPPRESS]
+    dests = [a.dest for a in listed if a.dest != "help"]
+    assert len(dests) == len(set(dests)), f"eegsine {' '.join(path)}: several listed flags set one setting: " + \
+        str(sorted({d for d in dests if dests.count(d) > 1}))
+    twice = [_where(path, a) for a in listed if (a.help or "").count("(default") > 1]
+    assert not twice, "help states its default twice:\n" + "\n".join(twice)
+
+
+def test_required_arguments_are_shown_as_required(capsys):
+    """`eegsine stream` cannot run without a source and a bundle: the usage line says so, not "(default: '')"."""
+    parser = dict(COMMANDS)[("stream",)]
+    required = {a.dest for a in parser._actions if a.required}
+    assert {"source", "bundle"} <= required
+    usage = parser.format_usage()
+    assert "--source STR --bundle STR" in usage and "[--source" not in usage
+    for a in parser._actions:
+        if a.dest in ("source", "bundle"):
+            assert "(default" not in a.help
+    with pytest.raises(SystemExit) as e:
+        parser.parse_args(["--bundle", "b"])
+    assert e.value.code == 2 and "required: --source" in capsys.readouterr().err
+
+
+def test_deprecated_alias_still_sets_the_setting():
+    """`--quant-target` is unlisted in favour of `--target` but an old command line keeps working."""
+    ns = build_parser().parse_args(["export", "--out", "b", "--quant-target", "tensorrt", "--quant-act-type", "u8"])
+    assert (ns.quant__target, ns.quant__act_type) == ("tensorrt", "u8")
 
 
 @pytest.mark.parametrize("path", [p for p, _ in COMMANDS], ids=lambda p: " ".join(p) or "eegsine")

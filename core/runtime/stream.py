@@ -71,11 +71,11 @@ class StreamConfig(Config):
 
     source: str = dataclasses.field(default="", metadata={
         "help": "brainflow:synthetic | brainflow:BOARD | brainflow:playback:FILE | lsl:NAME | "
-                "file:PATH (.fif/.edf/.bdf/.vhdr/.csv)"})
-    bundle: str = dataclasses.field(default="", metadata={"help": "bundle folder (eegsine export)"})
+                "file:PATH (.fif/.edf/.bdf/.vhdr/.csv)", "required": True})
+    bundle: str = dataclasses.field(default="", metadata={"help": "bundle folder (eegsine export)", "required": True})
     precision: Literal["fp32", "int8"] = dataclasses.field(default="fp32", metadata={"help": "the encoder file to run"})
     log: str = dataclasses.field(default="-", metadata={"help": "JSONL event log ('-' = stdout)"})
-    summary: str = dataclasses.field(default="", metadata={"help": "also write the summary JSON here"})
+    summary: str = dataclasses.field(default="", metadata={"help": "also write the summary JSON here (default: none)"})
     fast: bool = dataclasses.field(default=False, metadata={
         "help": "file: replay as fast as possible, not at real time"})
     speed: float = dataclasses.field(default=1.0, metadata={
