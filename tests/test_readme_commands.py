@@ -137,3 +137,41 @@ def _check_pip(command: str, args: list[str]) -> None:
             assert name in lock, f"{command}: {name} is not in the lock"
             # the GPU line pins PyPI's CUDA torch: the lock's version, another build
             assert version in (lock[name], lock[name].split("+")[0]), f"{command}: {a}, the lock has {lock[name]}"
+
+
+def _docs() -> list[Path]:
+    """README.md and every hand-written page and script under docs/ (generated reports and logs excluded)."""
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), *sorted((ROOT / "docs").rglob("*.sh"))]
+    return [p for p in pages if "records" not in p.parts and p.name not in ("report.md",)]
+
+
+MODULE = re.compile(r"python3?(?: -P)? -m (eegsine(?:\.[a-z_0-9]+)*)")
+
+
+def test_every_python_m_module_in_the_docs_exists():
+    """A moved module leaves no `python -m eegsine.old_place` behind in a page or a results script."""
+    import importlib.util
+
+    used = {(m, p.relative_to(ROOT).as_posix()) for p in _docs() for m in MODULE.findall(p.read_text())}
+    assert len({m for m, _ in used}) >= 5, "the pattern no longer finds the docs' module commands"
+    missing = sorted(f"{page}: {mod}" for mod, page in used if importlib.util.find_spec(mod) is None)
+    assert not missing, "python -m of a module that does not exist:\n" + "\n".join(missing)
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+def test_every_relative_link_in_the_docs_resolves():
+    """README and docs links to files in the repository point at files that exist."""
+    broken, seen = [], 0
+    for page in _docs():
+        if page.suffix != ".md":
+            continue
+        for target in LINK.findall(page.read_text()):
+            seen += 1
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            if not (page.parent / target).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert seen >= 20, "the pattern no longer finds the docs' links"
+    assert not broken, "links to missing files:\n" + "\n".join(broken)

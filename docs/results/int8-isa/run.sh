@@ -9,7 +9,7 @@ for target in portable x86-vnni; do
   b=runs/tiny/bundle-$target
   .venv/bin/eegsine --threads 2 export --classifier runs/tiny/classifier/sine --eeg-run runs/tiny/diffusion \
       --out "$b" --int8 --target "$target" --overwrite > "$out/export-$target.log" 2>&1 || true  # a failed gate is a result
-  qemu-x86_64 -cpu Haswell-v4 .venv/bin/python -m eegsine.device_verify "$b" --threads 1 \
+  qemu-x86_64 -cpu Haswell-v4 .venv/bin/python -m eegsine.commands.verify "$b" --threads 1 \
       > "$out/verify-emulated-avx2-$target.txt" 2>/dev/null || true
   .venv/bin/eegsine-verify "$b" --threads 1 --no-record > "$out/verify-native-$target.txt" || true
   cp "$b/verifications.json" "$out/verifications-$target.json"

@@ -5,9 +5,9 @@
 # stopped, on this machine or on another one with the committed cache. Writes eval/robustness.{md,json}.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."  # the repository root
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONSAFEPATH=1
 HERE=docs/results/paper-mnist-fgsmrs
 t0=$(date +%s)
-.venv/bin/python -m eegsine.bench.paired_eval run --threads 1 --out "$HERE/eval" \
+.venv/bin/python -m eegsine.bench.experiments.paired_eval run --threads 1 --out "$HERE/eval" \
     --model standard="$HERE/models/standard" --model sine="$HERE/models/sine" "$@"
 echo "$(date -u +%FT%TZ) eval invocation wall s: $(( $(date +%s) - t0 ))" >> "$HERE/eval/wall.txt"

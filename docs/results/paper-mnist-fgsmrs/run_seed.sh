@@ -5,7 +5,7 @@
 set -euo pipefail
 S=${1:?seed}
 cd "$(dirname "$0")/../../.."  # the repository root
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONSAFEPATH=1
 RUN=runs/paper-mnist-fgsmrs-seed$S
 HERE=docs/results/paper-mnist-fgsmrs/seed$S
 mkdir -p "$RUN" "$HERE"
@@ -21,5 +21,5 @@ for head in standard sine; do
     cp "$RUN/$head/train.md" "$HERE/train_$head.md"
   fi
 done
-.venv/bin/python -m eegsine.bench.paired_eval run --threads 1 --out "$HERE/eval" \
+.venv/bin/python -m eegsine.bench.experiments.paired_eval run --threads 1 --out "$HERE/eval" \
     --model standard="$HERE/models/standard" --model sine="$HERE/models/sine"

@@ -4,7 +4,7 @@
 # re-writes its model folder). Then copy each model folder and its training report here to be committed.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."  # the repository root
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONSAFEPATH=1
 RUN=runs/paper-mnist-fgsmrs
 HERE=docs/results/paper-mnist-fgsmrs
 mkdir -p "$RUN"
