@@ -151,9 +151,9 @@ def verify_eeg(bundle: Bundle, eeg: np.ndarray, labels: np.ndarray, real_images:
         per_t.setdefault(t, []).append(sqnr(st["noise_pred"], q))
 
     log(f"verify EEG->image: {len(eeg)} trials, {cfg.steps} DDIM steps, FP32 (with per-step INT8 UNet SQNR)")
-    img32 = fp32.generate(eeg, steps=cfg.steps, seed=cfg.seed, latents=lat0, callback=teacher_forced)
+    img32 = fp32(eeg, num_inference_steps=cfg.steps, latents=lat0, callback=teacher_forced).images
     log("verify EEG->image: INT8")
-    img8 = int8.generate(eeg, steps=cfg.steps, seed=cfg.seed, latents=lat0)
+    img8 = int8(eeg, num_inference_steps=cfg.steps, latents=lat0).images
     res: dict[str, Any] = {"data": {"n_trials": len(eeg), "steps": cfg.steps, "seed": cfg.seed,
                                     "guidance": fp32.default_guidance,
                                     "int8_unet_max_timestep": None if int8.int8_max_t >= 10 ** 9 else int8.int8_max_t},

@@ -293,11 +293,14 @@ def test_pipeline_save_load_round_trip(pipe_dir, ds, tmp_path):
         pipe(num_inference_steps=2)
 
 
-def test_diffusers_own_loader_reads_the_folder(pipe_dir, ds):
-    """diffusers' DiffusionPipeline.from_pretrained (not eegsine's override) builds a pipeline from model_index.json.
+def test_diffusers_own_loader_reads_the_folder(pipe_dir, ds, tmp_path, monkeypatch):
+    """diffusers' DiffusionPipeline.from_pretrained (not eegsine's override) builds a pipeline from model_index.json,
+    called as diffusers documents it for an out-of-tree pipeline in a local folder: custom_pipeline=folder (its
+    pipeline.py, which imports eegsine's class) and trust_remote_code=True. Offline: a local file is never looked up.
 
-    Called on the class: DiffusionPipeline.from_pretrained on the base class looks ``_class_name`` up in the
-    diffusers namespace only, which holds no out-of-tree pipeline."""
+    Plain ``DiffusionPipeline.from_pretrained(folder)`` looks ``_class_name`` up in the diffusers namespace only,
+    which holds no out-of-tree pipeline (AttributeError, diffusers' own)."""
+    import diffusers.utils.dynamic_modules_utils as dyn
     from diffusers import AutoencoderKL, DDIMScheduler, DiffusionPipeline, UNet2DConditionModel
 
     from eegsine.models.diffusion import EEGConditioner
@@ -305,7 +308,14 @@ def test_diffusers_own_loader_reads_the_folder(pipe_dir, ds):
     index = json.loads((pipe_dir / "model_index.json").read_text())
     assert index["_class_name"] == "EEGDiffusionPipeline"
     assert index["token_mapper"] == ["eegsine.models.diffusion", "EEGConditioner"]
-    plain = DiffusionPipeline.from_pretrained.__func__(EEGDiffusionPipeline, str(pipe_dir), local_files_only=True)
+    # diffusers copies pipeline.py into its modules cache and puts that on sys.path: both kept to this test
+    monkeypatch.setattr(dyn, "HF_MODULES_CACHE", str(tmp_path / "hf-modules"))
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    with pytest.raises(ValueError, match="trust_remote_code"):  # diffusers runs a folder's code only when told to
+        DiffusionPipeline.from_pretrained(str(pipe_dir), custom_pipeline=str(pipe_dir))
+    plain = DiffusionPipeline.from_pretrained(str(pipe_dir), custom_pipeline=str(pipe_dir), trust_remote_code=True,
+                                              local_files_only=True)
+    assert type(plain) is EEGDiffusionPipeline
     assert isinstance(plain.vae, AutoencoderKL) and isinstance(plain.unet, UNet2DConditionModel)
     assert isinstance(plain.scheduler, DDIMScheduler) and isinstance(plain.token_mapper, EEGConditioner)
     assert plain.eeg_encoder is None  # not a diffusers component: eegsine's from_pretrained attaches it
@@ -315,6 +325,27 @@ def test_diffusers_own_loader_reads_the_folder(pipe_dir, ds):
     plain.set_progress_bar_config(disable=True)
     assert torch.equal(plain(embeddings=emb, num_inference_steps=3, seed=2).images,
                        ours(embeddings=emb, num_inference_steps=3, seed=2).images)
+    # the EEG encoder (not a diffusers component) goes in as a keyword, as eegsine's from_pretrained passes it
+    from eegsine.models.eeg_encoder import EEGEncoder
+
+    eeg = torch.from_numpy(ds.x[:2])
+    full = DiffusionPipeline.from_pretrained(str(pipe_dir), custom_pipeline=str(pipe_dir), trust_remote_code=True,
+                                             eeg_encoder=EEGEncoder.from_pretrained(pipe_dir / "eeg_encoder"))
+    full.set_progress_bar_config(disable=True)
+    assert torch.equal(full(eeg=eeg, num_inference_steps=3, seed=2).images,
+                       ours(eeg=eeg, num_inference_steps=3, seed=2).images)
+
+
+def test_eegsine_loader_never_runs_the_folder_pipeline_py(pipe_dir, tmp_path):
+    """pipeline.py is for diffusers' loader, behind its trust_remote_code: eegsine's own loader must not execute it
+    (a folder from elsewhere could hold any code there)."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(pipe_dir, folder)
+    assert "from eegsine.models.diffusion import EEGDiffusionPipeline" in (folder / "pipeline.py").read_text()
+    (folder / "pipeline.py").write_text("raise RuntimeError('pipeline.py was executed')\n")
+    assert EEGDiffusionPipeline.from_pretrained(folder).cfg == EEGDiffusionPipeline.from_pretrained(pipe_dir).cfg
 
 
 @pytest.mark.parametrize("guidance", [2.0, 1.0])

@@ -197,6 +197,12 @@ def test_runtime_threads_reach_ort_and_are_not_dropped_with_an_open_bundle():
     ({"latents": "x"}, "latents must be a float numpy array (N, C, h, w), got str 'x'"),
     ({"latents": np.full((1, 4, 4, 4), np.nan, np.float32)}, "latents contain NaN or inf"),
     ({"callback": 3}, "callback must be callable, got int 3"),
+    # the torch pipeline's names, each error naming the argument as given
+    ({"num_inference_steps": math.nan}, "num_inference_steps must be an integer, got float nan"),
+    ({"generator": -1}, "generator must be >= 0, got -1"),
+    ({"generator": 1.5}, "generator must be an integer, got float 1.5 (or a numpy.random.Generator)"),
+    ({"guidance_scale": "x"}, "guidance_scale must be a finite number >= 0, got str 'x'"),
+    ({"output_type": "pil"}, "output_type must be np or latent, got str 'pil'"),
 ])
 def test_generate_arguments_are_one_line_before_anything_runs(kw, message):
     # the arguments are checked before the bundle is touched: an instance without one proves it (an EEG bundle

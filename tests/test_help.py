@@ -206,3 +206,29 @@ def test_a_device_install_lists_only_what_it_can_run():
         assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
         assert f"`eegsine {argv[0]}` needs the toolkit" in run.stderr and '".[cpu]"' in run.stderr
     assert _without_toolkit("verify", "--help").returncode == 0
+
+
+DEVICE_INSTALL = BLOCKED_TOOLKIT.replace("'matplotlib', 'scipy'}", "'matplotlib', 'scipy', 'sklearn', 'mne', 'tqdm',\n"
+                                         "         'threadpoolctl'}")
+
+
+def test_a_device_install_lists_only_the_data_sets_it_can_load():
+    """`pip install ".[runtime]"` has no scikit-learn, scipy, MNE or tqdm: `data list` marks the data sets whose
+    loaders import them unavailable, naming the packages and the install line, and `data info` on one is that line
+    (exit 2) instead of an ImportError deep in the loader."""
+    assert "'sklearn', 'mne'" in DEVICE_INSTALL  # the replacement above took
+    done = subprocess.run([sys.executable, "-P", "-c", DEVICE_INSTALL, "data", "list"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    status = dict(re.findall(r"^(\S+)\s+(?:image|eeg)\s+(.*)$", done.stdout, re.M))
+    for name in ("digits", "synthetic-vep", "uea", "raw", "eegcvpr40"):
+        assert status[name].startswith("unavailable (needs "), (name, status[name])
+        assert '".[cpu]"' in status[name], status[name]
+    assert "scikit-learn" in status["digits"] and "MNE-Python" in status["synthetic-vep"]
+    assert not status["mnist"].startswith("unavailable") and not status["cifar10"].startswith("unavailable")
+    for argv in (["data", "info", "digits"], ["data", "info", "synthetic-vep", "-o", "image_set=digits"]):
+        run = subprocess.run([sys.executable, "-P", "-c", DEVICE_INSTALL, *argv], capture_output=True, text=True,
+                             timeout=120)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1, run.stderr
+        assert f"{argv[2]}: needs scikit-learn" in run.stderr and '".[cpu]"' in run.stderr, run.stderr
+

@@ -156,8 +156,9 @@ def generation_rows(model_dir: Path, bundle_dir: Path, test_eeg: np.ndarray, cfg
     iters = max(3, cfg.iters // 10)
     base = None
     for backend, fn in [("torch-eager", torch_gen)] + [
-            (f"runtime-{p}", (lambda g: lambda: g.generate(eeg1, steps=steps, guidance=guidance, seed=0))(
-                EEGToImage(bundle_dir, precision=p, threads=cfg.threads)))
+            (f"runtime-{p}", (lambda g: lambda: g(eeg1, num_inference_steps=steps, guidance_scale=guidance,
+                                                  generator=0))(EEGToImage(bundle_dir, precision=p,
+                                                                           threads=cfg.threads)))
             for p in ("fp32", "int8")]:
         try:
             fn()

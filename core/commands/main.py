@@ -51,7 +51,9 @@ def _cmd_data(ns: argparse.Namespace) -> int:
     if ns.action == "list":
         for name, spec in sorted(data.REGISTRY.items()):
             try:
-                here = "available" if spec.available() else f"missing ({spec.how_to_get})"
+                why = spec.why_not_here()  # a package its loader imports: `data info` would fail, so not available
+                here = (f"unavailable ({why})" if why else
+                        "available" if spec.available() else f"missing ({spec.how_to_get})")
             except Exception as e:  # noqa: BLE001 - availability probes must not break listing
                 here = f"unknown ({e})"
             print(f"{name:14s} {spec.kind:5s} {here}\n{'':20s} {spec.description}")

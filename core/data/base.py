@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eegsine.errors import UserError
+from eegsine.errors import PIP_NAMES, STREAM, UserError, importable, install_hint
 from eegsine.config import check_value
 
 
@@ -138,6 +138,27 @@ class DataSpec:
     fetch: Callable[[], str] | None = None   # returns a one-line status
     how_to_get: str = ""
     available: Callable[[], bool] = lambda: True
+    # the packages (import names) its loader imports: a device install ("runtime" extra) lacks the toolkit's
+    needs: tuple[str, ...] = ()
+
+    def missing(self) -> list[str]:
+        """The packages of :attr:`needs` that cannot be imported here."""
+        return [m for m in self.needs if not importable(m)]
+
+    def why_not_here(self) -> str | None:
+        """One line saying which packages this data set's loader lacks and the pip line that brings them (None: all
+        there). The toolkit extra holds every package a loader needs; the stream extra only MNE-Python."""
+        missing = self.missing()
+        if not missing:
+            return None
+        hint = install_hint(next((m for m in missing if m not in STREAM), missing[0]))
+        return f"needs {', '.join(PIP_NAMES.get(m, m) for m in missing)}, not installed here; {hint}"
+
+    def check_needs(self, name: str) -> None:
+        """One :class:`UserError` line before loading when a package the loader imports is missing."""
+        why = self.why_not_here()
+        if why is not None:
+            raise UserError(f"{name}: {why}")
 
 
 REGISTRY: dict[str, DataSpec] = {}
@@ -188,6 +209,7 @@ def load_images(name: str, **kwargs) -> ImageSet:
     spec = get_spec(name)
     if spec.kind != "image":
         raise UserError(f"{name!r} is an {spec.kind} data set, not an image set")
+    spec.check_needs(name)
     return spec.load(**check_options(name, spec.load, kwargs))  # type: ignore[return-value]
 
 
@@ -195,6 +217,7 @@ def load_eeg(name: str, **kwargs) -> EEGSet:
     spec = get_spec(name)
     if spec.kind != "eeg":
         raise UserError(f"{name!r} is an {spec.kind} data set, not an EEG set")
+    spec.check_needs(name)
     if name.startswith("uea:"):
         kwargs.setdefault("problem", name.split(":", 1)[1])
     if name.startswith("raw:"):

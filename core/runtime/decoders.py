@@ -12,15 +12,17 @@ whose ISA class has no passing record for that file in ``verifications.json``
 names the command; ``strict=True`` refuses instead.
 
 Every argument is checked before anything runs (``threads`` bounded by the CPUs this process may
-use, ``steps``/``seed`` integers, ``guidance`` a finite number, inputs float32 arrays of the
-contract's shape), and each session's graph against its contract: bad input is one
-:class:`~eegsine.errors.UserError` line, never numpy's or onnxruntime's traceback.
+use, ``providers`` a list this onnxruntime has one of, step counts and seeds integers, guidance a finite
+number, inputs float32 arrays of the contract's shape), and each session's graph against its contract: bad
+input is one :class:`~eegsine.errors.UserError` line, never numpy's or onnxruntime's traceback.
 
-* :class:`SineClassifier` -- ``predict(images)`` -> labels, ``scores(images)`` -> logits.
+* :class:`ImageClassifier` (older name ``SineClassifier``) -- ``predict(images)`` -> labels,
+  ``scores(images)`` -> logits, for either head.
 * :class:`EEGDecoder` -- ``decode(epochs)`` -> labels, confidence, embeddings: the EEG encoder and
   the bundle's class prototypes (nearest prototype, softmax over negative squared distances).
-* :class:`EEGToImage` -- ``generate(eeg, steps=25, guidance=..., seed=...)``: EEG encoder
-  + token mapper -> DDIM loop over the UNet with classifier-free guidance -> VAE decoder.
+* :class:`EEGToImage` -- ``gen(eeg, num_inference_steps=25, guidance_scale=..., generator=seed).images``, the
+  torch pipeline's vocabulary and, for the same seed, its initial noise (:mod:`eegsine.runtime.noise`): EEG
+  encoder + token mapper -> DDIM loop over the UNet with classifier-free guidance -> VAE decoder.
 * :class:`DDIM` -- diffusers' ``DDIMScheduler`` (eta = 0) in numpy: same beta schedules,
   timestep spacings, prediction types and x0 clipping; tested against diffusers.
 
@@ -29,14 +31,16 @@ run where torch is not installed (edge/BCI devices); the DDIM update is ~30 line
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import numbers
 import os
 import reprlib
+import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
@@ -45,9 +49,10 @@ from eegsine.runtime.contracts import ExportContract
 from eegsine.runtime.isa import SATURATING_CLASSES, this_host
 from eegsine.runtime.preprocessing import PreprocessingSpec
 from eegsine.runtime.records import load_records, proven_classes
-from eegsine.errors import UserError
+from eegsine.errors import UserError, require
 from eegsine.io import read_json, sha256_file
 from eegsine.runtime.manifest import PRECISIONS, check_manifest
+from eegsine.runtime.noise import check_seed, initial_latents
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "eegsine-bundle"
@@ -145,7 +150,7 @@ def safe_path(root: Path, rel: str, what: str = "manifest") -> Path:
 
 def select_providers(preferred: list[str] | None = None) -> list[str]:
     """Providers in order TensorRT > CUDA > CPU, keeping those this onnxruntime has."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "the runtime")
 
     have = ort.get_available_providers()
     order = preferred or ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -179,7 +184,9 @@ class Bundle:
                             f"(this runtime reads {BUNDLE_VERSION})")
         check_manifest(m, str(mpath))
         self.manifest = m
-        self.providers = providers
+        self.providers = _check_providers(providers)
+        if self.providers is not None:
+            select_providers(self.providers)  # none of them in this onnxruntime: refused here, not at the first call
         self.verify = verify
         files = m["files"]
         self.files: dict[str, Path] = {rel: safe_path(self.root, rel, str(mpath)) for rel in files}
@@ -254,7 +261,7 @@ class Bundle:
     def session(self, model: str, precision: str = "fp32") -> Any:
         key = (model, precision)
         if key not in self._sessions:
-            import onnxruntime as ort
+            ort = require("onnxruntime", "the runtime")
 
             path = self.model_path(model, precision)
             if precision == "int8" and self.check_proven:
@@ -335,13 +342,28 @@ class Bundle:
         return self.session(model, precision).run(c.output_names, feeds)
 
 
-def _open(bundle: Bundle | str | Path, threads: int | None = None, **kw: Any) -> Bundle:
+def _open(bundle: Bundle | str | Path, threads: int | None = None, providers: list[str] | None = None,
+          **kw: Any) -> Bundle:
     if not isinstance(bundle, Bundle):
-        return Bundle(bundle, threads=threads, **kw)
+        return Bundle(bundle, threads=threads, providers=providers, **kw)
     if threads is not None and check_threads(threads, "threads") != bundle.threads:
         raise UserError(f"threads={threads} with an open Bundle (threads={bundle.threads}): pass threads to "
                         "Bundle(...) instead, its sessions use the Bundle's")
+    if providers is not None and _check_providers(providers) != bundle.providers:
+        raise UserError(f"providers={providers} with an open Bundle (providers={bundle.providers}): pass providers "
+                        "to Bundle(...) instead, its sessions use the Bundle's")
     return bundle
+
+
+def _check_providers(providers: Any) -> list[str] | None:
+    """None (the default order) or a non-empty list of provider names, else one line."""
+    if providers is None:
+        return None
+    if (isinstance(providers, str) or not isinstance(providers, (list, tuple)) or not providers
+            or not all(isinstance(p, str) for p in providers)):
+        raise UserError("providers must be a non-empty list of ONNX Runtime provider names such as "
+                        f"['CPUExecutionProvider'], got {_describe(providers)}")
+    return list(providers)
 
 
 def _describe(x: Any) -> str:
@@ -367,12 +389,15 @@ def _batches(n: int, size: int) -> list[slice]:
 
 
 # -- classifier ---------------------------------------------------------------------------------------
-class SineClassifier:
-    """Image classifier from a bundle (sine-bounded or standard head): images in [0, 1] -> labels."""
+class ImageClassifier:
+    """Image classifier from a bundle, either head (sine-bounded or standard): images in [0, 1] -> labels.
+
+    ``SineClassifier`` is its older name. ``providers``: ONNX Runtime execution providers in order of preference
+    (default TensorRT > CUDA > CPU, those this onnxruntime has; :func:`select_providers`)."""
 
     def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
-                 strict: bool = False):
-        self.bundle = _open(bundle, threads=threads, strict=strict)
+                 strict: bool = False, providers: list[str] | None = None):
+        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict)
         self.precision = precision
         self.contract = self.bundle.contract("classifier")
         self.bundle.model_path("classifier", precision)
@@ -400,6 +425,9 @@ class SineClassifier:
     def predict(self, images: np.ndarray) -> np.ndarray:
         """(N, C, H, W) -> (N,) int64 labels."""
         return self.scores(images).argmax(axis=1).astype(np.int64)
+
+
+SineClassifier = ImageClassifier  # its name before the standard head shipped in bundles too; kept for callers
 
 
 # -- EEG ----------------------------------------------------------------------------------------------
@@ -441,12 +469,13 @@ class EEGDecoder:
     its probability under softmax(-scale / 2 * ||z - p_c||^2) over the classes, z and p_c unit vectors
     (= softmax(scale * cos(z, p_c)), the prototypical loss's logits), ``scale`` fitted at export on the
     validation split (manifest ``models.eeg_encoder.prototypes``). Epochs must already be preprocessed
-    as ``self.preprocessing`` says (:mod:`eegsine.runtime.stream` does that to a live signal).
+    as ``self.preprocessing`` says (:mod:`eegsine.runtime.stream` does that to a live signal). ``providers`` as
+    for :class:`ImageClassifier`.
     """
 
     def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
-                 strict: bool = False):
-        self.bundle = _open(bundle, threads=threads, strict=strict)
+                 strict: bool = False, providers: list[str] | None = None):
+        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict)
         self.precision = precision
         self.contract = self.bundle.contract("eeg_encoder")
         self.bundle.model_path("eeg_encoder", precision)
@@ -509,15 +538,40 @@ class EEGDecoder:
 
 
 # -- EEG to image -------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ImageOutput:
+    """What :class:`EEGToImage` returns, as diffusers' ``ImagePipelineOutput``: ``images`` (N, C, H, W) float32 in
+    [0, 1] (``output_type="latent"``: the final latents (N, c, h, w))."""
+
+    images: np.ndarray
+
+
+def _steps_shown(ts: np.ndarray, progress: bool) -> Iterator[tuple[int, int]]:
+    """``enumerate(ts)``, with a tqdm bar when ``progress``; without tqdm (a runtime-only install has none) one
+    plain line on stderr, rewritten at each step."""
+    if not progress:
+        yield from enumerate(ts)
+        return
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        for i, t in enumerate(ts):
+            print(f"\rDDIM step {i + 1}/{len(ts)}", end="" if i + 1 < len(ts) else "\n", file=sys.stderr, flush=True)
+            yield i, t
+        return
+    yield from enumerate(tqdm(ts, desc="DDIM", unit="step"))
+
+
 class EEGToImage:
     """EEG trials -> images: encoder/token mapper -> DDIM over the UNet (CFG) -> VAE decoder.
 
-    ``precision`` picks the files of every model (``unet_precision`` etc. override per model).
+    ``precision`` picks the files of every model (``precisions`` overrides it per model); ``providers`` as for
+    :class:`ImageClassifier`. Call it (or :meth:`generate`, the same) with the torch pipeline's arguments.
     """
 
     def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
-                 precisions: dict[str, str] | None = None, strict: bool = False):
-        self.bundle = _open(bundle, threads=threads, strict=strict)
+                 precisions: dict[str, str] | None = None, strict: bool = False, providers: list[str] | None = None):
+        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict)
         if precisions is not None and not isinstance(precisions, dict):
             raise UserError(f"precisions must be a dict of model -> precision, got {_describe(precisions)}")
         self.precisions = {m: (precisions or {}).get(m, precision) for m in ("eeg_encoder", "unet", "vae_decoder")}
@@ -557,48 +611,82 @@ class EEGToImage:
         feeds = {"latents": latents, "timestep": t.astype(np.float32), "encoder_hidden_states": tokens}
         return self.bundle.run("unet", feeds, precision or self.unet_precision(int(t[0])))[0]
 
-    def initial_latents(self, n: int, seed: int) -> np.ndarray:
-        shape = (n,) + self.unet_c.shape("latents", "min")[1:]
-        return np.random.default_rng(seed).standard_normal(shape, dtype=np.float32)
+    @property
+    def latent_shape(self) -> tuple[int, ...]:
+        """(c, h, w) of one image's latents."""
+        return tuple(self.unet_c.shape("latents", "min")[1:])
 
-    def generate(self, eeg: np.ndarray, steps: int | None = None, guidance: float | None = None, seed: int = 0,
-                 latents: np.ndarray | None = None, callback: Callable[[int, int, dict], None] | None = None,
-                 progress: bool = False) -> np.ndarray:
-        """EEG (N, n_chans, n_times) float32 -> images (N, C, H, W) float32 in [0, 1].
+    def initial_latents(self, n: int, seed: int | np.random.Generator = 0, offset: int = 0) -> np.ndarray:
+        """(n, c, h, w) float32: :func:`eegsine.runtime.noise.initial_latents`, what the torch pipeline draws."""
+        return initial_latents(n, self.latent_shape, seed, offset)
 
-        ``latents`` (N, C, h, w) replaces the seeded initial noise; ``callback(i, t, state)``
-        sees the UNet inputs and output of each step (verification uses it).
+    def __call__(self, eeg: np.ndarray, num_inference_steps: int | None = None, guidance_scale: float | None = None,
+                 generator: int | np.random.Generator | None = None, latents: np.ndarray | None = None,
+                 output_type: str = "np", return_dict: bool = True,
+                 callback: Callable[[int, int, dict], None] | None = None, progress: bool = False, *,
+                 seed: int | None = None, steps: int | None = None,
+                 guidance: float | None = None) -> "ImageOutput | tuple[np.ndarray]":
+        """EEG (N, n_chans, n_times) float32 -> :class:`ImageOutput`, ``.images`` (N, C, H, W) float32 in [0, 1].
+
+        The torch pipeline's vocabulary (:class:`~eegsine.models.diffusion.EEGDiffusionPipeline`, diffusers'):
+        ``num_inference_steps`` and ``guidance_scale`` default to the bundle's; the trajectory starts from
+        ``latents`` (N, c, h, w), else from ``generator`` (an int seed or a ``numpy.random.Generator``) or
+        ``seed`` (default 0) through :func:`eegsine.runtime.noise.initial_latents`, the torch pipeline's draw for
+        the same seed. ``output_type`` ``np`` (images) or ``latent`` (the final latents, no VAE decode);
+        ``return_dict=False`` returns the tuple ``(images,)``. ``callback(i, t, state)`` sees the UNet inputs and
+        output of each step (verification uses it). ``steps`` and ``guidance`` are the older names of the first two.
         """
         # every argument checked before the encoder runs: nan steps, seed -1 or guidance "x" is one line, not numpy's
-        steps = self.default_steps if steps is None else _count("steps", steps, 1)
-        if guidance is not None and (isinstance(guidance, bool) or not isinstance(guidance, numbers.Real)):
-            raise UserError(f"guidance must be a finite number >= 0, got {_describe(guidance)}")
-        g = self.default_guidance if guidance is None else float(guidance)
-        if not math.isfinite(g) or g < 0:
-            raise UserError(f"guidance must be a finite number >= 0, got {guidance}")
-        seed = _count("seed", seed, 0)  # numpy's default_rng refuses negative seeds
+        n_steps, g = self._steps_and_guidance(num_inference_steps, steps, guidance_scale, guidance)
+        if generator is not None and seed is not None:
+            raise UserError("give one of generator= or seed=, not both")
+        rng = check_seed(generator, "generator") if generator is not None else check_seed(0 if seed is None else seed)
         if latents is not None and not (isinstance(latents, np.ndarray) and np.issubdtype(latents.dtype, np.floating)):
             raise UserError(f"latents must be a float numpy array (N, C, h, w), got {_describe(latents)}")
         if latents is not None and not np.isfinite(latents).all():
             raise UserError("latents contain NaN or inf")
         if callback is not None and not callable(callback):
             raise UserError(f"callback must be callable, got {_describe(callback)}")
-        sched = DDIM(self.scheduler_config)
-        ts = sched.set_timesteps(steps)
+        if output_type not in ("np", "latent"):
+            raise UserError(f"output_type must be np or latent, got {_describe(output_type)}")
         tokens, _ = self.encode(eeg)
         n = len(tokens)
-        x = self.initial_latents(n, seed) if latents is None else latents.astype(np.float32)
-        if x.shape != (n,) + self.unet_c.shape("latents", "min")[1:]:
-            raise UserError(f"latents: expected shape {(n,) + self.unet_c.shape('latents', 'min')[1:]}, got {x.shape}")
+        x = self.initial_latents(n, rng) if latents is None else latents.astype(np.float32)
+        if x.shape != (n,) + self.latent_shape:
+            raise UserError(f"latents: expected shape {(n,) + self.latent_shape}, got {x.shape}")
+        x = self._denoise(x, tokens, n_steps, g, callback, progress)
+        images = x if output_type == "latent" else self.decode(x)
+        return ImageOutput(images) if return_dict else (images,)
+
+    generate = __call__
+
+    def _steps_and_guidance(self, num_inference_steps: Any, steps: Any, guidance_scale: Any,
+                            guidance: Any) -> tuple[int, float]:
+        """Checked (steps, guidance), each under the name the caller used, defaults from the bundle."""
+        if num_inference_steps is not None and steps is not None:
+            raise UserError("give one of num_inference_steps= or steps= (its older name), not both")
+        if guidance_scale is not None and guidance is not None:
+            raise UserError("give one of guidance_scale= or guidance= (its older name), not both")
+        s_name, s = ("steps", steps) if steps is not None else ("num_inference_steps", num_inference_steps)
+        g_name, g = ("guidance", guidance) if guidance is not None else ("guidance_scale", guidance_scale)
+        n_steps = self.default_steps if s is None else _count(s_name, s, 1)
+        if g is not None and (isinstance(g, bool) or not isinstance(g, numbers.Real)):
+            raise UserError(f"{g_name} must be a finite number >= 0, got {_describe(g)}")
+        scale = self.default_guidance if g is None else float(g)
+        if not math.isfinite(scale) or scale < 0:
+            raise UserError(f"{g_name} must be a finite number >= 0, got {g}")
+        return n_steps, scale
+
+    def _denoise(self, x: np.ndarray, tokens: np.ndarray, steps: int, g: float,
+                 callback: Callable[[int, int, dict], None] | None, progress: bool) -> np.ndarray:
+        """The DDIM loop with classifier-free guidance: latents (N, c, h, w) -> final latents."""
+        sched = DDIM(self.scheduler_config)
+        ts = sched.set_timesteps(steps)
+        n = len(tokens)
         cfg = g != 1.0
         half = max(1, self.unet_c.dims["batch2"][2] // (2 if cfg else 1))
         uncond = np.broadcast_to(self.uncond, tokens.shape).astype(np.float32)
-        it = enumerate(ts)
-        if progress:
-            from tqdm import tqdm
-
-            it = tqdm(it, total=len(ts), desc="DDIM", unit="step")
-        for i, t in it:
+        for i, t in _steps_shown(ts, progress):
             eps = np.empty_like(x)
             for s in _batches(n, half):
                 lat, tok = x[s], tokens[s]
@@ -614,7 +702,7 @@ class EEGToImage:
                     out = u + g * (c - u)
                 eps[s] = out
             x = sched.step(eps, int(t), x)
-        return self.decode(x)
+        return x
 
     def decode(self, latents: np.ndarray) -> np.ndarray:
         c = self.bundle.contract("vae_decoder")

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import numpy as np
 
 from eegsine.config import Config
-from eegsine.errors import UserError
+from eegsine.errors import UserError, require
 
 UNITS = ("V", "uV", "a.u.")
 _TO_VOLTS = {"V": 1.0, "uV": 1e-6}
@@ -143,7 +143,8 @@ class PreprocessingSpec(Config):
                notch: list[float] | tuple[float, ...] = (), notch_q: float = 30.0,
                phase: str = "causal", **fields: Any) -> "PreprocessingSpec":
         """A spec whose ``sos`` are designed with scipy: Butterworth high/low/band-pass, then iirnotch sections."""
-        from scipy.signal import butter, iirnotch, tf2sos
+        signal = require("scipy.signal", "designing a filter (PreprocessingSpec.design)")
+        butter, iirnotch, tf2sos = signal.butter, signal.iirnotch, signal.tf2sos
 
         nyq = sfreq / 2
         for name, f in (("l_freq", l_freq), ("h_freq", h_freq)):
@@ -183,7 +184,7 @@ class PreprocessingSpec(Config):
 
     def mne_info(self, montage: bool = True) -> Any:
         """``mne.Info`` of these channels (EEG), with 10-05 positions (:func:`standard_montage`) where names match."""
-        import mne
+        mne = require("mne", "channel positions (mne.Info)")
 
         info = mne.create_info(list(self.ch_names), self.sfreq, ch_types="eeg")
         if montage:
@@ -193,7 +194,7 @@ class PreprocessingSpec(Config):
 
 def standard_montage() -> Any:
     """MNE's 10-05 montage: ``colin27_1005`` where this MNE has it (it deprecates ``standard_1005``, same positions)."""
-    import mne
+    mne = require("mne", "the 10-05 montage")
 
     names = mne.channels.get_builtin_montages()
     return mne.channels.make_standard_montage("colin27_1005" if "colin27_1005" in names else "standard_1005")

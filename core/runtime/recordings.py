@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from eegsine.errors import DataMissingError, UserError
+from eegsine.errors import DataMissingError, UserError, require
 from eegsine.io import disk_error, read_json
 from eegsine.runtime.preprocessing import UNITS
 
@@ -66,10 +66,7 @@ def read_recording(path: str | os.PathLike) -> "object":
     p = Path(path)
     if not p.is_file():
         raise DataMissingError(f"{p}: recording does not exist")
-    try:
-        import mne
-    except ImportError as e:
-        raise UserError(f"{p}: MNE-Python reads recordings and is not installed ({e}); pip install mne") from None
+    mne = require("mne", f"{p}: reading a recording")
     if p.suffix.lower() in (".edf", ".bdf"):
         check_edf_length(p)
     try:
@@ -82,7 +79,7 @@ def read_recording(path: str | os.PathLike) -> "object":
 def recording_events(raw: object, events: str = "auto",
                      stim_channel: str = "") -> tuple[np.ndarray, dict[str, int], str]:
     """(events (n, 3) with sample indices from the recording's start, {description: code}, "annotations" | "stim")."""
-    import mne
+    mne = require("mne", "a recording's events")
 
     use_ann = events in ("auto", "annotations") and any(
         not d.lower().startswith(("bad", "edge")) for d in raw.annotations.description)  # type: ignore[attr-defined]
@@ -104,12 +101,9 @@ def recording_events(raw: object, events: str = "auto",
 
 # -- BrainFlow --------------------------------------------------------------------------------------
 def import_brainflow() -> SimpleNamespace:
-    try:
-        bs = importlib.import_module("brainflow.board_shim")
-        df = importlib.import_module("brainflow.data_filter")
-        ml = importlib.import_module("brainflow.ml_model")
-    except ImportError as e:
-        raise UserError(f"BrainFlow is not installed ({e}); pip install brainflow") from None
+    bs = require("brainflow.board_shim", "a BrainFlow board or playback file")
+    df = require("brainflow.data_filter", "a BrainFlow board or playback file")
+    ml = require("brainflow.ml_model", "a BrainFlow board or playback file")
     if sys.version_info < (3, 12):
         package = lambda name: importlib.resources.files("brainflow")  # noqa: E731 - see the module docstring
         for m in (bs, df, ml):

@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from eegsine.errors import UserError
+from eegsine.errors import UserError, require
 from eegsine.runtime.recordings import (board_descr, channel_kinds, import_brainflow, read_brainflow_csv,
                                         read_recording, recording_events)
 
@@ -235,12 +235,9 @@ class LSLSource(Source):
     PULL_S = 0.02
 
     def __init__(self, name: str, markers: str = "", timeout: float = 5.0, history_s: float = 60.0):
-        try:
-            import pylsl
-            from pylsl.util import LostError, TimeoutError as LSLTimeout
-        except ImportError as e:
-            raise UserError(f"pylsl is not installed ({e}); pip install pylsl") from None
-        self.errors = (LostError, LSLTimeout)
+        pylsl = require("pylsl", f"lsl:{name}")
+        util = require("pylsl.util", f"lsl:{name}")
+        self.errors = (util.LostError, util.TimeoutError)
         self.name, self.timeout = name, timeout
         found = pylsl.resolve_byprop("name", name, 1, timeout)
         if not found:

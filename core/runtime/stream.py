@@ -52,7 +52,7 @@ from typing import Any, Literal, TextIO
 import numpy as np
 
 from eegsine.config import Config
-from eegsine.errors import UserError
+from eegsine.errors import UserError, require
 from eegsine.io import atomic_path, atomic_write_text, one_line_os_errors, write_json
 from eegsine.runtime import Bundle, EEGDecoder, EEGToImage
 from eegsine.runtime.preprocessing import SOSFilter, rereference, unit_factor
@@ -536,8 +536,8 @@ class StreamRunner:
                     st["correct"] += int(self.decoder.classes[int(dec.labels[k])] == truth)
             if self.generator is not None:
                 t0 = time.perf_counter()
-                img = self.generator.generate(epochs[k][None].astype(np.float32),
-                                              steps=cfg.image_steps or None, seed=int(m["sample"]))[0]
+                img = self.generator(epochs[k][None].astype(np.float32), num_inference_steps=cfg.image_steps or None,
+                                     generator=int(m["sample"])).images[0]
                 path = Path(cfg.images) / f"{int(m['sample']):010d}.png"
                 write_png(path, img)
                 ev["image"], ev["image_ms"] = str(path), round((time.perf_counter() - t0) * 1e3, 1)
@@ -545,9 +545,7 @@ class StreamRunner:
 
 
 def _lsl_clock() -> float:
-    import pylsl
-
-    return pylsl.local_clock()
+    return require("pylsl", "LSL timestamps").local_clock()
 
 
 def _cpu_name() -> str:
@@ -597,7 +595,8 @@ def latency_histogram(lat: list[float], lat_ts: list[float], path: Path, descrip
     try:
         import matplotlib
     except ImportError:
-        log.warning("stream: matplotlib is not installed: no latency histogram (pip install matplotlib)")
+        log.warning("stream: matplotlib is not installed: no latency histogram (pip install matplotlib, or the "
+                    'toolkit: pip install ".[cpu]")')
         return None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
