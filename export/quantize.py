@@ -252,8 +252,6 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
     import onnx
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
 
     onnx_path, out_path = Path(onnx_path).resolve(), Path(out_path).resolve()
     feeds = list(calibration)
@@ -273,18 +271,7 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
         src = tmp / "untied.onnx"
         report["preprocess"] = "skipped"
         if cfg.preprocess:
-            errors = []
-            for skip_symbolic in (False, True):  # symbolic shape inference fails on dynamic-batch UNets
-                try:
-                    quant_pre_process(str(src), str(tmp / "pre.onnx"), skip_symbolic_shape=skip_symbolic)
-                except Exception as e:  # noqa: BLE001 - ORT raises bare Exception here; recorded in the report
-                    errors.append(f"{type(e).__name__}: {str(e)[:100]}")
-                    continue
-                src = tmp / "pre.onnx"
-                report["preprocess"] = "ok" if not skip_symbolic else f"ok without symbolic shapes ({errors[0]})"
-                break
-            else:
-                report["preprocess"] = f"failed, quantized without it ({'; '.join(errors)})"
+            src = _preprocess(src, tmp / "pre.onnx", report)
         pre = onnx.load(str(src))
         _name_nodes(pre)
         onnx.save(pre, str(tmp / "named.onnx"))
@@ -306,14 +293,8 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
         dup = check_unique_names(q)
         if dup:
             raise RuntimeError(f"{onnx_path.name}: quantized graph defines {len(dup)} name(s) twice (first {dup[0]!r})")
-        # one entry per key: quantize_static may carry the source's metadata over already, and a key
-        # written twice makes onnx.checker.check_model reject the file (ORT loads it anyway)
         meta[QUANT_KEY] = json.dumps(cfg.to_dict(), sort_keys=True)
-        kept = [(p.key, p.value) for p in q.metadata_props if p.key not in meta]
-        del q.metadata_props[:]
-        for k, v in kept + sorted(meta.items()):
-            e = q.metadata_props.add()
-            e.key, e.value = k, v
+        _set_metadata(q, meta)
         onnx.save(q, str(tmp / "final.onnx"))
         so = ort.SessionOptions()
         so.log_severity_level = 3
@@ -328,6 +309,34 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
     report["bytes_fp32"] = onnx_path.stat().st_size
     report["bytes_int8"] = out_path.stat().st_size
     return report
+
+
+def _preprocess(src: Path, dst: Path, report: dict[str, Any]) -> Path:
+    """ORT's quantization pre-processing of ``src`` into ``dst`` (the file to quantize: ``dst``, or ``src`` when it
+    failed); what happened goes to ``report["preprocess"]``."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    errors = []
+    for skip_symbolic in (False, True):  # symbolic shape inference fails on dynamic-batch UNets
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=skip_symbolic)
+        except Exception as e:  # noqa: BLE001 - ORT raises bare Exception here; recorded in the report
+            errors.append(f"{type(e).__name__}: {str(e)[:100]}")
+            continue
+        report["preprocess"] = "ok" if not skip_symbolic else f"ok without symbolic shapes ({errors[0]})"
+        return dst
+    report["preprocess"] = f"failed, quantized without it ({'; '.join(errors)})"
+    return src
+
+
+def _set_metadata(model: Any, meta: dict[str, str]) -> None:
+    """``meta`` as the model's metadata, one entry per key: quantize_static may carry the source's metadata over
+    already, and a key written twice makes onnx.checker.check_model reject the file (ORT loads it anyway)."""
+    kept = [(p.key, p.value) for p in model.metadata_props if p.key not in meta]
+    del model.metadata_props[:]
+    for k, v in kept + sorted(meta.items()):
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
 
 
 def max_abs_int8_weight(model: Any) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from eegsine.bench.report.doc import md_table
 from eegsine.errors import UserError
 from eegsine.export.configs import VerifyConfig  # noqa: F401 - re-exported
 from eegsine.export.quantize import sqnr
@@ -198,20 +199,17 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
         lines += [f"Host: {describe(result['host'])}; INT8 results on CPUs depend on the ISA class "
                   "(`eegsine-verify BUNDLE` re-proves the bundle on another machine).", ""]
     if gates:
-        lines += ["| gate | value | limit | passed |", "|---|---|---|---|"]
-        lines += [f"| {g['gate']} | {g['value']:.3f} {g['unit']} | {g['limit']} {g['unit']} "
-                  f"| {'yes' if g['passed'] else 'NO'} |"
-                  for g in gates]
+        lines += md_table(["gate", "value", "limit", "passed"],
+                          [[g["gate"], f"{g['value']:.3f} {g['unit']}", f"{g['limit']} {g['unit']}",
+                            "yes" if g["passed"] else "NO"] for g in gates])
     c = result.get("classifier")
     if c:
         d = c["data"]
         lines += ["", f"## Classifier ({d['n_eval']} test images of {c.get('dataset', '?')}; "
-                  f"Square on {d['n_eval_square']}; eps={d['eps']} {d['eps_units']})", "",
-                  "| backend | clean % | transfer PGD % | Square % |", "|---|---|---|---|"]
-        for b, acc in c["accuracy"].items():
-            lines.append(f"| {b} | {acc['clean']:.2f} | {acc.get('transfer_pgd', float('nan')):.2f} | "
-                         f"{acc['square']:.2f} |" if "square" in acc else
-                         f"| {b} | {acc['clean']:.2f} | {acc.get('transfer_pgd', float('nan')):.2f} | - |")
+                  f"Square on {d['n_eval_square']}; eps={d['eps']} {d['eps_units']})", ""]
+        lines += md_table(["backend", "clean %", "transfer PGD %", "Square %"],
+                          [[b, f"{acc['clean']:.2f}", f"{acc.get('transfer_pgd', float('nan')):.2f}",
+                            f"{acc['square']:.2f}" if "square" in acc else "-"] for b, acc in c["accuracy"].items()])
         lines += ["", f"Transfer: {c['attacks']['transfer']}. Square: {c['attacks']['square']}."]
     e = result.get("eeg")
     if e:
@@ -227,11 +225,9 @@ def write_report(bundle_dir: str | Path, result: dict[str, Any]) -> tuple[Path, 
             lines += ["", f"Feature network: {e['metrics']['fp32'].get('feature_network', '?')}, "
                       f"n = {e['metrics']['fp32'].get('n', '?')} generated images per precision "
                       "(acc = n-way top-1 of the domain classifier vs the trial's label)."]
-            lines += ["", "| precision | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-            for p in ("fp32", "int8"):
-                row = e["metrics"][p]
-                lines.append(f"| {p} | " + " | ".join(f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k])
-                                                     for k in keys) + " |")
+            lines += [""] + md_table(["precision", *keys],
+                                     [[p, *(f"{e['metrics'][p][k]:.4g}" if isinstance(e["metrics"][p][k], float)
+                                            else str(e["metrics"][p][k]) for k in keys)] for p in ("fp32", "int8")])
         else:
             lines += ["", f"Domain metrics: {e.get('metrics')}"]
     m = atomic_write_text(bundle_dir / "verify.md", "\n".join(lines) + "\n")

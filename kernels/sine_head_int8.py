@@ -12,7 +12,9 @@ symmetric per-channel scheme of onnxruntime.quantization (weights in [-127, 127]
 
 The Triton path is ``sine_head._fwd_kernel`` with QUANT=True (int8 x int8 -> int32 tl.dot,
 dequantize in the epilogue before the sine); the torch reference is here. Inference only:
-nothing here is differentiable.
+nothing here is differentiable. Its caller is the kernel benchmark's INT8 case
+(``python -m eegsine.bench.speed.kernels --mode int8``: this kernel against its eager and compiled
+reference, the same-answer check before timing), which ``eegsine bench``'s ``triton`` row points GPU users to.
 """
 from __future__ import annotations
 

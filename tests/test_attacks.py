@@ -42,9 +42,9 @@ def digits_data():
 
 
 def _model(run):
-    from eegsine.models.classifier import load_classifier
+    from eegsine.models.classifier import Classifier
 
-    return load_classifier(run)[0]
+    return Classifier.from_pretrained(run)
 
 
 def test_margin_loss():

@@ -11,8 +11,8 @@ import torch
 from eegsine.commands.main import main
 from eegsine.errors import UserError
 from eegsine.io import read_json
-from eegsine.models.classifier import (ClassifierConfig, make_sine_head, build_classifier, check_images,
-                                       load_classifier)
+from eegsine.models.classifier import (Classifier, ClassifierConfig, make_sine_head, build_classifier,
+                                       check_images)
 from eegsine.training.classifier import (ClassifierTrainConfig, classifier_preset, detect_catastrophic_overfitting,
                                          init_gradient_probe, train_classifier)
 
@@ -84,8 +84,8 @@ def test_save_load_roundtrip(tmp_path):
     cfg = ClassifierConfig(head="sine", init="siren", omega=2.0, amplitude=3.0)
     m = build_classifier(cfg).eval()
     m.save_pretrained(tmp_path)
-    m2, cfg2 = load_classifier(tmp_path)
-    assert cfg2 == cfg
+    m2 = Classifier.from_pretrained(tmp_path)
+    assert m2.cfg == cfg
     x = torch.rand(4, 1, 28, 28)
     assert torch.equal(m(x), m2(x))
 
@@ -95,10 +95,7 @@ def test_load_other_architecture_is_a_user_error(tmp_path):
     # config says preact_resnet18, weights are a small_cnn
     ClassifierConfig(arch="preact_resnet18", in_channels=1, image_size=28).save(tmp_path)
     with pytest.raises(UserError, match="weights do not fit Classifier"):
-        load_classifier(tmp_path)
-    build_classifier(ClassifierConfig()).save_pretrained(tmp_path)
-    with pytest.raises(UserError, match="is a small_cnn classifier, expected preact_resnet18"):
-        load_classifier(tmp_path, expect_arch="preact_resnet18")
+        Classifier.from_pretrained(tmp_path)
 
 
 def test_config_validation():
@@ -146,7 +143,8 @@ def test_train_digits_both_heads(tmp_path, head, init):
     # was measured 2 images *weaker* than FGSM at one step of this very run (0.36 vs 0.34 robust, sine head)
     assert m["best"] == max(m["history"], key=lambda h: h["pgd"] + 1e-3 * h["clean"])
     assert m["best"]["pgd"] < m["best"]["clean"] and m["best"]["fgsm"] < m["best"]["clean"]
-    model, mcfg = load_classifier(tmp_path)
+    model = Classifier.from_pretrained(tmp_path)
+    mcfg = model.cfg
     assert (mcfg.image_size, mcfg.head) == (8, head)  # taken from the data
     metrics = read_json(tmp_path / "metrics.json")["train"]
     n_steps = 3 * math.ceil(1293 / 32)  # 1437 digits training images, 10% held out for validation
@@ -176,8 +174,8 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     assert read_json(tmp_path / "b" / "ckpt.json")["progress"]["step"] == 14
     monkeypatch.setattr(tc, "_lr_at", real)
     res = train_classifier(cfg, tmp_path / "b")
-    a, _ = load_classifier(tmp_path / "a")
-    b, _ = load_classifier(tmp_path / "b")
+    a = Classifier.from_pretrained(tmp_path / "a")
+    b = Classifier.from_pretrained(tmp_path / "b")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     assert res["history"] == ref["history"]
@@ -273,7 +271,7 @@ def test_cli_train_and_bad_input(tmp_path, capsys):
                "--epochs", "1", "--n-val-eval", "50", "--model-head", "sine", "--model-init", "siren",
                "--no-init-probe"])
     assert rc == 0
-    assert load_classifier(tmp_path / "r")[1].head == "sine"
+    assert Classifier.from_pretrained(tmp_path / "r").cfg.head == "sine"
     capsys.readouterr()
     rc = main(["train", "classifier", "--run", str(tmp_path / "s"), "--dataset", "digits", "--eps", "3"])
     assert rc == 2
@@ -306,7 +304,8 @@ def test_train_on_cifar_format_folder(tmp_path, arch, head):
                                 model=ClassifierConfig(arch=arch, head=head, base_width=4, init="siren", in_channels=3,
                                                        mean=[0.49, 0.48, 0.45], std=[0.25, 0.24, 0.26]))
     m = train_classifier(cfg, tmp_path / "run")
-    model, mcfg = load_classifier(tmp_path / "run")
+    model = Classifier.from_pretrained(tmp_path / "run")
+    mcfg = model.cfg
     assert (mcfg.in_channels, mcfg.image_size, mcfg.arch) == (3, 32, arch)
     assert m["n_train"] == 54 and m["n_test"] == 12  # 60 training images, 10% held out
 

@@ -19,7 +19,7 @@ import torch
 
 from eegsine.data import EEGSet, load_images
 from eegsine.errors import UserError
-from eegsine.models.diffusion import DiffusionConfig, EEGDiffusionPipeline, build_diffusion, load_diffusion
+from eegsine.models.diffusion import DiffusionConfig, EEGDiffusion, EEGDiffusionPipeline, build_diffusion
 from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
 from eegsine.models.protocol import Provenance
 from eegsine.training.diffusion import DiffusionTrainConfig, diffusion_preset, train_diffusion
@@ -107,7 +107,8 @@ def test_training_reduces_loss_and_writes_run(trained):
               "model/scheduler/scheduler_config.json",
               "grids/epoch_001.png", "grids/epoch_003.png", "grids/strip.png", "metrics.json"):
         assert (run / f).exists(), f
-    model, cfg = load_diffusion(run / "model")
+    model = EEGDiffusion.from_pretrained(run / "model")
+    cfg = model.cfg
     assert cfg.scaling_factor == pytest.approx(m["vae"]["scaling_factor"])
     img = model.generate(torch.from_numpy(digits_eeg().x[:2]), steps=3, seed=1)
     assert img.shape == (2, 1, 8, 8) and 0.0 <= float(img.min()) and float(img.max()) <= 1.0
@@ -138,8 +139,8 @@ def test_resume_equals_uninterrupted(trained, ds, tmp_path, monkeypatch):
     monkeypatch.setattr(D, "save_checkpoint", real_save)
     m = train_diffusion(tiny_cfg(), run, data=ds, encoder=standin_encoder(ds))
     assert [h["loss"] for h in m["history"]] == pytest.approx([h["loss"] for h in trained[1]["history"]], rel=1e-6)
-    a, _ = load_diffusion(run / "model")
-    b, _ = load_diffusion(trained[0] / "model")
+    a = EEGDiffusion.from_pretrained(run / "model")
+    b = EEGDiffusion.from_pretrained(trained[0] / "model")
     for (k, p), q in zip(a.unet.state_dict().items(), b.unet.state_dict().values()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=k)
     with pytest.raises(UserError, match="different config"):
@@ -158,8 +159,8 @@ def test_lora_trains_only_attention_adapters(trained, ds, tmp_path):
     assert adapters and all("lora_" in k for k in adapters)
     targets = ("to_q.", "to_k.", "to_v.", "to_out.0.")
     assert {t for k in adapters for t in targets if t in k} == set(targets)
-    base, _ = load_diffusion(base_dir)
-    tuned, _ = load_diffusion(run / "model")
+    base = EEGDiffusion.from_pretrained(base_dir)
+    tuned = EEGDiffusion.from_pretrained(run / "model")
     changed, unchanged = [], []
     for (k, p), q in zip(tuned.unet.state_dict().items(), base.unet.state_dict().values()):
         (unchanged if torch.equal(p, q) else changed).append(k)
@@ -179,7 +180,7 @@ def test_joint_mode_logs_gradients_and_retrieval(ds, tmp_path):
     assert all(0.0 <= h["encoder_retrieval_top1"] <= 1.0 and h["grad_norm_encoder"] > 0 for h in m["history"])
     assert j["chance"] == pytest.approx(0.1) and (run / "joint.png").exists()
     # the trained (not the aligned stand-in) encoder is what the model folder carries
-    enc = load_diffusion(run / "model")[0].encoder
+    enc = EEGDiffusion.from_pretrained(run / "model").encoder
     ref = standin_encoder(ds)
     assert any(not torch.equal(p, q) for p, q in zip(enc.state_dict().values(), ref.state_dict().values()))
 
@@ -206,12 +207,12 @@ def _encoder_run(ds, folder: Path, image_encoder: bool = True) -> Path:
 def test_image_cond_frac_conditions_training_on_image_embeddings(ds, tmp_path, monkeypatch, frac):
     """frac=1: every training example's embedding is its stimulus's image embedding; frac=0: the trial's EEG."""
     from eegsine.models.diffusion import EEGDiffusion
-    from eegsine.models.eeg_encoder import embed, load_encoder
-    from eegsine.models.image_encoder import embed_images, load_image_encoder
+    from eegsine.models.eeg_encoder import EEGEncoder, embed
+    from eegsine.models.image_encoder import ImageEncoder, embed_images
 
     enc_run = _encoder_run(ds, tmp_path / "enc")
-    z_img = torch.from_numpy(embed_images(load_image_encoder(enc_run / "image_encoder")[0], ds.images))
-    z_eeg = torch.from_numpy(embed(load_encoder(enc_run / "model")[0], ds.x))
+    z_img = torch.from_numpy(embed_images(ImageEncoder.from_pretrained(enc_run / "image_encoder"), ds.images))
+    z_eeg = torch.from_numpy(embed(EEGEncoder.from_pretrained(enc_run / "model"), ds.x))
     seen: list[torch.Tensor] = []
     forward = EEGDiffusion.forward
 
@@ -548,8 +549,8 @@ def test_two_gloo_processes_match_one(ds, tmp_path):
     assert m2["processes"] == 2
     m1 = json.loads((one / "metrics.json").read_text())["diffusion"]
     assert [h["loss"] for h in m2["history"]] == pytest.approx([h["loss"] for h in m1["history"]], rel=1e-5)
-    a, _ = load_diffusion(one / "model")
-    b, _ = load_diffusion(two / "model")
+    a = EEGDiffusion.from_pretrained(one / "model")
+    b = EEGDiffusion.from_pretrained(two / "model")
     # all-reduced gradients differ from the 1-process sum in the last bits; Adam divides each
     # gradient by its own running RMS, so on weights whose gradient is ~0 those bits become
     # update differences of up to lr per step (measured: relative norm 4e-7; max 1.6e-5 in one

@@ -14,8 +14,8 @@ import torch
 from eegsine.data import EEGSet, load_images
 from eegsine.metrics.embedding import hungarian_accuracy, kmeans_accuracy, prototype_fewshot, retrieval_topk
 from eegsine.errors import UserError
-from eegsine.models.eeg_encoder import (ARCHS, EEGEncoderConfig, EEGTokenMapper, build_encoder, check_input,
-                                        load_encoder)
+from eegsine.models.eeg_encoder import (ARCHS, EEGEncoder, EEGEncoderConfig, EEGTokenMapper, build_encoder,
+                                        check_input)
 from eegsine.training.encoder import EncoderTrainConfig, encoder_preset, train_encoder
 from eegsine.training.episodes import EpisodeSampler
 from eegsine.training.losses import clip_loss, prototypical_loss
@@ -70,8 +70,8 @@ def test_encoder_save_load_round_trip(tmp_path):
     cfg = EEGEncoderConfig(arch="transformer", n_chans=8, n_times=64, sfreq=128.0, emb_dim=16, d_model=16)
     model = build_encoder(cfg).eval()
     model.save_pretrained(tmp_path / "enc")
-    loaded, cfg2 = load_encoder(tmp_path / "enc")
-    assert cfg2 == cfg
+    loaded = EEGEncoder.from_pretrained(tmp_path / "enc")
+    assert loaded.cfg == cfg
     x = torch.randn(5, 8, 64)
     torch.testing.assert_close(loaded(x), model(x), atol=0, rtol=0)
     assert EEGEncoderConfig.load(tmp_path / "enc").to_dict() == cfg.to_dict()

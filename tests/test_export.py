@@ -87,9 +87,9 @@ def test_bundle_models_match_torch_and_contract(kind):
 
 
 def test_dynamo_exporter_parity_classifier(tmp_path):
-    from eegsine.models.classifier import load_classifier
+    from eegsine.models.classifier import Classifier
 
-    model, mcfg = load_classifier(h.classifier_run())
+    model = Classifier.from_pretrained(h.classifier_run())
     c = classifier_contract(1, 8, 10, max_batch=8)
     p = export_onnx(model, c, tmp_path / "clf.onnx", exporter="dynamo")
     err = parity(model, c, p)

@@ -141,3 +141,23 @@ def test_base_modules_have_no_heavy_import_even_in_a_function(name):
     mods += [n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
     heavy = [m for m in mods if m.split(".")[0] in ("torch", "safetensors", "diffusers", "matplotlib", "scipy")]
     assert not heavy, f"core/{name} imports {heavy}"
+
+
+MAX_FUNCTION_LINES = 80
+
+
+def test_no_function_over_80_lines():
+    """No function or method of the library is longer than 80 lines, counted from its ``def`` line to its last
+    line (signature, docstring, blank lines and comments included; decorators not): a longer one is split into
+    named steps."""
+    import ast
+
+    long = []
+    for top in ("core", "kernels", "training", "export", "bench"):
+        for path in sorted((G.ROOT / top).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > MAX_FUNCTION_LINES:
+                        long.append(f"{path.relative_to(G.ROOT)}:{node.lineno} {node.name}: {n} lines")
+    assert not long, f"functions over {MAX_FUNCTION_LINES} lines (split them into named steps):\n" + "\n".join(long)

@@ -259,3 +259,30 @@ def test_report_summary_is_the_first_screen_in_headless_chromium(tmp_path):
     card = (np.abs(img - np.array(CARD_RGB)).max(-1) <= 2).mean(1)  # per row: share of card-coloured pixels
     assert card[top + 20:bottom - 20].mean() > 0.2, "the summary card is not what the first screen shows"
     assert card[bottom + 20:].mean() < 0.05 if bottom + 20 < 900 else True
+
+
+def test_md_table_is_the_one_pipe_table():
+    """Every markdown table is written by doc.md_table: caption, alignment, escaped and bold cells; the report's
+    Table block renders through it in markdown and takes the same alignment in HTML."""
+    from pathlib import Path
+
+    from eegsine.bench.report.doc import Render, Table, md_table, to_html, to_md
+
+    lines = md_table(["a", "b", "c"], [["x|y", ("bad", "fail"), ""]], align="lr", caption="Cap.")
+    assert lines == ["Cap.", "", "| a | b | c |", "|:---|---:|---|", "| x\\|y | **bad** |  |"]
+    assert md_table(["a"], [["1"]]) == ["| a |", "|---|", "| 1 |"]
+    with pytest.raises(ValueError, match="align"):
+        md_table(["a"], [], align="rr")
+    t = Table(["a", "b"], [["1", "2"]], align="-c")
+    assert to_md([t], Path(".")) == md_table(["a", "b"], [["1", "2"]], align="-c") + [""]
+    assert "<td style='text-align:center'>2</td>" in to_html([t], Render()) and "<td>1</td>" in to_html([t], Render())
+
+
+def test_report_wilson_is_the_stats_interval_of_the_stored_count():
+    """bench.report's interval of a stored accuracy is eegsine.stats' Wilson interval of k = round(p n)."""
+    from eegsine.bench.report.data import wilson
+    from eegsine.stats import wilson_ci
+
+    for p, n in ((0.3, 120), (0.5666666626930237, 120), (1.0, 12), (0.0, 40)):
+        assert wilson(p, n) == wilson_ci(round(p * n), n)
+    assert all(np.isnan(wilson(None, 10))) and all(np.isnan(wilson(0.5, 0)))

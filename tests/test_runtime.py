@@ -76,9 +76,9 @@ def test_numpy_ddim_matches_diffusers(cfg, steps):
 
 def test_generate_matches_diffusers_pipeline_on_the_same_unet():
     """FP32 bundle vs the torch model (diffusers DDIMScheduler, same latents, same guidance, same null tokens)."""
-    from eegsine.models.diffusion import load_diffusion
+    from eegsine.models.diffusion import EEGDiffusion
 
-    model, dcfg = load_diffusion(h.diffusion_run())
+    model = EEGDiffusion.from_pretrained(h.diffusion_run())
     eeg = h.eeg_set().x[:3]
     gen = EEGToImage(h.eeg_bundle(), "fp32")
     lat = gen.initial_latents(3, seed=5)
@@ -196,9 +196,9 @@ def test_int8_generation_close_to_fp32():
 
 def test_classifier_runtime_matches_torch():
     from eegsine.data import load_images
-    from eegsine.models.classifier import load_classifier
+    from eegsine.models.classifier import Classifier
 
-    model, _ = load_classifier(h.classifier_run())
+    model = Classifier.from_pretrained(h.classifier_run())
     x = load_images("digits").test_x[:200]
     clf = SineClassifier(h.clf_bundle(), "fp32", threads=1)
     with torch.no_grad():

@@ -78,12 +78,12 @@ def test_spec_round_trips_and_refuses_what_it_cannot_run(tmp_path):
 
 
 def test_encoder_folder_keeps_its_preprocessing(tmp_path):
-    from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder, load_encoder
+    from eegsine.models.eeg_encoder import EEGEncoder, EEGEncoderConfig, build_encoder
 
     enc = build_encoder(EEGEncoderConfig(arch="lstm", n_chans=3, n_times=440, emb_dim=4, d_model=4, n_layers=1))
     enc.preprocessing = _spec()
     enc.save_pretrained(tmp_path / "a")
-    loaded, _ = load_encoder(tmp_path / "a")
+    loaded = EEGEncoder.from_pretrained(tmp_path / "a")
     assert loaded.preprocessing == _spec()
     loaded.save_pretrained(tmp_path / "b")                             # a model folder copying the encoder keeps it
     assert PreprocessingSpec.load(tmp_path / "b", "preprocessing.json") == _spec()

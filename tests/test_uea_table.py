@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eegsine.metrics import eeg_baselines as B
 from eegsine.bench.experiments import uea_table as T
+from eegsine.errors import UserError
+from eegsine.metrics import eeg_baselines as B
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "docs" / "results" / "uea"
@@ -90,6 +91,32 @@ def test_window_means_are_exact_means():
     np.testing.assert_allclose(B.window_means(x, 1)[:, 0], x.mean(-1)[:, 0])
     with pytest.raises(Exception):
         B.window_means(x, 11)
+
+
+def test_window_means_by_length_drop_the_partial_window_and_need_one_definition():
+    """The encoder table's definition (win_ms at sfreq): 40 ms at 100 Hz = 4 samples, T 10 -> 2 windows, samples
+    8-9 dropped; the same function, so both tables read one window-means code."""
+    x = np.arange(2 * 1 * 10, dtype=np.float64).reshape(2, 1, 10)
+    f = B.window_means(x, win_ms=40.0, sfreq=100.0)
+    np.testing.assert_allclose(f[0], [1.5, 5.5])
+    np.testing.assert_allclose(B.window_means(x, win_ms=500.0, sfreq=100.0)[:, 0], x.mean(-1)[:, 0])  # one window
+    from eegsine.metrics.embedding import window_means as old_name
+    np.testing.assert_array_equal(old_name(x, 100.0, 40.0), f)
+    for bad in ({}, {"n_windows": 2, "win_ms": 40.0, "sfreq": 100.0}, {"win_ms": 40.0}):
+        with pytest.raises(UserError, match="window_means"):
+            B.window_means(x, **bad)
+
+
+def test_registry_is_what_run_all_runs_and_the_table_names():
+    from eegsine.bench.experiments.uea_table import BASELINE_NAMES
+
+    assert B.BASELINES == tuple(B.REGISTRY) and list(BASELINE_NAMES) == list(B.REGISTRY)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 2, 32)).astype(np.float32), np.repeat([0, 1], 20)
+    x[y == 1] += 1.0
+    out = B.run_all(x[::2], y[::2], x[1::2], y[1::2], sfreq=32.0)
+    assert list(out) == list(B.REGISTRY) and all(r["n_test"] == 20 for r in out.values())
+    assert out["window_mean_logreg"]["top1"] >= 0.9  # the DC shift: every window-mean baseline reads it
 
 
 def test_majority_is_the_test_frequency_of_the_training_majority():

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eegsine.attacks.algorithms import AttackParams, build_attack  # torchattacks there, with how to install it
+from eegsine.bench.report.doc import md_table
 from eegsine.runs.checkpoint import load_weights, save_weights
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import atomic_write_text, update_metrics
@@ -363,10 +364,10 @@ def write_train_report(run_dir: Path, cfg: ClassifierTrainConfig, m: dict) -> No
              "", f"eps = {cfg.eps} ([0, 1] pixel units); {m['n_train']} training images, {cfg.epochs} epochs; "
              f"checkpoint chosen on {m['n_val_eval']} held-out validation images by PGD-{cfg.val_pgd_steps} accuracy.",
              "",
-             f"| split | clean % | FGSM % | PGD-{cfg.val_pgd_steps} % |", "|---|---|---|---|",
-             f"| validation (best, step {b.get('step')}) | {pct(b.get('clean'))} | {pct(b.get('fgsm'))} "
-             f"| {pct(b.get('pgd'))} |",
-             f"| test ({m['n_test']} images) | {pct(m['test_clean_accuracy'])} | | |", "",
+             *md_table(["split", "clean %", "FGSM %", f"PGD-{cfg.val_pgd_steps} %"],
+                       [[f"validation (best, step {b.get('step')})", pct(b.get("clean")), pct(b.get("fgsm")),
+                         pct(b.get("pgd"))],
+                        [f"test ({m['n_test']} images)", pct(m["test_clean_accuracy"]), "", ""]]), "",
              f"Training wall time {m['train_wall_s']} s ({m['train_images_per_s']} images/s incl. attack generation).",
              "Catastrophic overfitting: " + ("; ".join(m["catastrophic_overfitting"]) or "not detected") + "."]
     atomic_write_text(run_dir / "train.md", "\n".join(lines) + "\n")

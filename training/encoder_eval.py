@@ -10,7 +10,8 @@ Rows: ``aligned`` (the run), ``shuffled_labels`` (same training on permuted labe
 assignments), ``class_only`` (raw-EEG class means emitting class-mean image embeddings; see
 ``eegsine.metrics.embedding``), and ``bandpower_logreg`` and ``lda_windows`` (shrinkage LDA on 40 ms window
 means: the linear read-out the encoder must reach) for classification. Every block names its
-data set, split and trial count. Metric code lives in ``eegsine.metrics.embedding``.
+data set, split and trial count. Metric code lives in ``eegsine.metrics.embedding``, the baselines in
+``eegsine.metrics.eeg_baselines``.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from eegsine.metrics.embedding import (_l2, bandpower_baseline, class_only_embeddings, embedding_plot, kmeans_accuracy,
-                                lda_baseline, linear_probe_top1, prototype_fewshot, raw_features, retrieval_topk)
+from eegsine.metrics.eeg_baselines import ENCODER_LDA_WIN_MS, bandpower_baseline, lda_baseline
+from eegsine.metrics.embedding import (_l2, class_only_embeddings, embedding_plot, kmeans_accuracy, linear_probe_top1,
+                                       prototype_fewshot, raw_features, retrieval_topk)
 from eegsine.models.eeg_encoder import embed
 
 
@@ -92,7 +94,7 @@ def evaluate(cfg, prep, main: dict, control: dict | None, run_dir: Path, logger)
         co_te = class_only_embeddings(ds.x[tr], y[tr], ds.x[te], class_emb)
         seen["class_only"] = _block(co_tr, y[tr], co_te, y[te], prep, pool, cfg.seed, img[te])
         seen["bandpower_logreg"] = bandpower_baseline(ds.x[tr], y[tr], ds.x[te], y[te], ds.sfreq, cfg.seed)
-        seen["lda_windows"] = lda_baseline(ds.x[tr], y[tr], ds.x[te], y[te], ds.sfreq)
+        seen["lda_windows"] = lda_baseline(ds.x[tr], y[tr], ds.x[te], y[te], ds.sfreq, win_ms=ENCODER_LDA_WIN_MS)
     out["seen"] = seen
     out["inference"] = throughput(main["model"].encoder, ds.x[te])
 

@@ -21,9 +21,10 @@ import sys
 from pathlib import Path
 
 from eegsine.bench.report.data import wilson
+from eegsine.bench.report.doc import md_table
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, read_json as _read
-from eegsine.metrics.embedding import lda_baseline
+from eegsine.metrics.eeg_baselines import ENCODER_LDA_WIN_MS, lda_baseline
 from eegsine.runtime.isa import this_host
 from eegsine.training.configs import EncoderTrainConfig
 
@@ -83,7 +84,7 @@ def reference(run: str | Path) -> dict:
         raise UserError(f"{run}: reference of runs with held-out classes is not supported (seen-class split)")
     ds = load_data(cfg)
     train, _, test = split_indices(ds, cfg)
-    ref = lda_baseline(ds.x[train], ds.y[train], ds.x[test], ds.y[test], ds.sfreq)
+    ref = lda_baseline(ds.x[train], ds.y[train], ds.x[test], ds.y[test], ds.sfreq, win_ms=ENCODER_LDA_WIN_MS)
     ref["split"] = "train -> test (the run's split)"
     ref["n_train"] = int(len(train))
 
@@ -135,7 +136,7 @@ def render(table: dict) -> str:
     head = ["encoder", "data", "n test", "linear probe", "NCM", "LDA reference", "probe / LDA", "NCM / LDA",
             "goal", "retrieval top-1", "shuffled labels: retrieval · probe", "class-only: retrieval · probe",
             "val score", "epochs (best)", "wall s"]
-    out += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for r in table["rows"]:
         n, lda = r["n_test"], r["lda_windows"]["top1"]
         a = r["aligned"]
@@ -146,7 +147,7 @@ def render(table: dict) -> str:
         ctrl = ["—" if k not in r else f"{_pct(r[k]['retrieval_top1'])} · {_pct(r[k]['probe'])}"
                 for k in ("shuffled", "class_only")]
         shuf = "; trained on shuffled labels" if r.get("shuffled_labels_run") else ""
-        out.append("| " + " | ".join([
+        rows.append([
             f"{r['label']}: {r['arch']} ({loss}; center {r['center']}; seed {r['seed']}{shuf})",
             f"{d['name']} {d['n_chans']}x{d['n_times']} @ {d['sfreq']:g} Hz{snr}, {d['n_train']} train",
             str(n), _pct(a["probe"], n), _pct(a["ncm"], n),
@@ -154,7 +155,8 @@ def render(table: dict) -> str:
             f"{rp:.2f}", f"{rn:.2f}",
             "(control)" if r.get("shuffled_labels_run") else "met" if min(rp, rn) >= GOAL else "not met",
             _pct(a["retrieval_top1"]), *ctrl, _pct(r.get("best_val_score")),
-            f"{r['epochs']} ({r['best_epoch']})", f"{r['wall_s']:.0f}"]) + " |")
+            f"{r['epochs']} ({r['best_epoch']})", f"{r['wall_s']:.0f}"])
+    out += md_table(head, rows)
     chance = ", ".join(sorted({f"{r['chance']:.2f}" for r in table["rows"]}))
     out += ["", f"Chance: {chance}. LDA: {table['rows'][0]['lda_windows']['features']}, fitted on the train split."]
     return "\n".join(out) + "\n"

@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eegsine.bench.report.doc import md_table
 from eegsine.bench.robustness.eps_nesting import CAPTION, and_prefix, broken_at_smaller_eps, only_below
 from eegsine.bench.robustness.paired_stats import paired_compare, wilson_ci
 from eegsine.config import threads_type
@@ -321,20 +322,13 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
     """Write robustness.json / robustness.md from the cache (whatever is done); return the summary."""
     import torch
 
-
     settings = settings or Settings()
     jobs = jobs if jobs is not None else plan_for(settings.n_eval, settings.n_aa)
     out_dir = Path(out_dir)
     models = load_models(model_specs)
     x, y, sel, ds = load_subset(settings)
     labels = [lb for lb in HEAD_ORDER if lb in models] + [lb for lb in models if lb not in HEAD_ORDER]
-    clean, clean_full = {}, {}
-    with torch.no_grad():
-        for lb, (m, _, _) in models.items():
-            clean[lb] = (m(x).argmax(1) == y).numpy()
-            tx, ty = torch.from_numpy(ds.test_x), torch.from_numpy(ds.test_y)
-            clean_full[lb] = float(np.mean(np.concatenate(
-                [(m(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).numpy() for i in range(0, len(tx), 1000)])))
+    clean, clean_full = _clean_masks(models, x, y, ds)
     res = collect(out_dir, models, settings, jobs)  # the raw runs (the sanity checks read them)
     nres = {lb: nest_collected(res[lb]) for lb in labels}  # what is reported: the per-example worst case across eps
     params = settings.params()
@@ -345,53 +339,12 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
         raw = {lb: nres[lb][key]["robust_single_run"] for lb in labels if key in nres[lb]}
         rows.append({**_row(describe(job.attack, params)[0], job.eps, per, labels, raw), "key": job.attack,
                      "n_planned": job.n})
-    # worst case per example over every attack at each eps (nested: or at a smaller eps), on the prefix every one
-    # of them has reached
-    worst_rows = []
-    for eps in sorted({j.eps for j in jobs}):
-        for with_aa in (False, True):
-            per, used, pending = {}, {}, {}
-            for lb in labels:
-                keys = [k for k in res[lb] if k[1] == eps and (with_aa or k[0] not in SUBSET_ATTACKS)]
-                if with_aa and res[lb].get(("autoattack", eps), {}).get("n_done", 0) == 0:
-                    continue  # the row is AutoAttack's: not before it has run
-                started = [k for k in keys if res[lb][k]["n_done"] > 0]
-                if not started:
-                    continue
-                m = min(res[lb][k]["n_done"] for k in started)
-                w = clean[lb][:m].copy()
-                for k in started:
-                    w &= nres[lb][k]["robust"][:m]
-                done: dict = {}  # the attacks of this row run only at a smaller eps: broken there is broken here
-                for (a, e), r in nres[lb].items():
-                    if r["n_done"] and (with_aa or a not in SUBSET_ATTACKS):
-                        done.setdefault(a, {})[e] = r["robust"]
-                below = only_below(done, eps)
-                for a, e0 in below.items():
-                    and_prefix(w, done[a][e0])
-                per[lb], used[lb] = w, sorted(k[0] for k in started) + [f"{a}@{_fmt(e0)}" for a, e0 in sorted(
-                    below.items())]
-                if len(started) < len(keys):
-                    pending[lb] = sorted(k[0] for k in keys if k not in started)
-            if not per:
-                continue
-            label = "Worst case over every attack" + (" incl. AutoAttack (and Square)" if with_aa
-                                                      else " on all images (no AutoAttack, no Square)")
-            if pending:  # an attack not yet run at all: said in the label, the row is an upper bound until then
-                label += " -- PENDING " + "; ".join(f"{lb}: {', '.join(v)}" for lb, v in pending.items())
-            row = {**_row(label, eps, per, labels), "key": "worst+aa" if with_aa else "worst", "attacks_used": used,
-                   "attacks_pending": pending, "n_planned": settings.n_aa if with_aa else settings.n_eval}
-            worst_rows.append(row)
+    worst_rows = [row for eps in sorted({j.eps for j in jobs}) for with_aa in (False, True)
+                  if (row := _worst_row(eps, with_aa, res, nres, clean, labels, settings)) is not None]
     budget = {lb: {f"{a}@{_fmt(e)}": f"{r['n_done']}/{r['n_planned']}" for (a, e), r in res[lb].items()}
               for lb in labels}
     checks = {lb: _sanity(models[lb][0], x, y, clean[lb], res[lb], settings) for lb in labels}
     secs = {lb: round(sum(r["seconds"] for r in res[lb].values()), 1) for lb in labels}
-    aa_by = {}
-    for lb in labels:
-        for (a, e), r in res[lb].items():
-            if a == "autoattack" and r["success_by"] is not None:
-                aa_by.setdefault(lb, {})[_fmt(e)] = {nm: int((r["success_by"] == i).sum())
-                                                     for i, nm in enumerate(["apgd-ce", "apgd-t", "fab-t", "square"])}
     summary = {"dataset": settings.dataset, "data_source": ds.source, "split": "test",
                "eps_units": "L-inf, [0, 1] pixel units", "settings": dataclasses.asdict(settings),
                "test_indices_sha256": hashlib.sha256(np.asarray(sel, dtype=np.int64).tobytes()).hexdigest(),
@@ -399,7 +352,7 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
                                "clean_accuracy_full_test": clean_full[lb], "n_full_test": len(ds.test_x),
                                "attack_seconds": secs[lb]} for lb in labels},
                "rows": rows, "worst_case": worst_rows, "budget_reached": budget, "sanity_checks": checks,
-               "autoattack_first_success_by": aa_by,
+               "autoattack_first_success_by": _aa_first_success(res, labels),
                "paired_method": "McNemar exact (two-sided binomial on the discordant pairs, scipy.stats.binomtest); "
                                 "95% interval for acc(sine) - acc(standard): Newcombe 1998 method 10 (Wilson score, "
                                 "paired); Wald interval also given",
@@ -410,6 +363,68 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
     atomic_write_text(out_dir / "robustness.md", render_markdown(summary, labels))
     plot_worst_case(summary, labels, out_dir / "worst_case_vs_eps.png")
     return summary
+
+
+def _clean_masks(models: dict, x, y, ds) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """Each head's clean-correct mask on the subset and its clean accuracy on the full test split."""
+    import torch
+
+    clean, clean_full = {}, {}
+    with torch.no_grad():
+        for lb, (m, _, _) in models.items():
+            clean[lb] = (m(x).argmax(1) == y).numpy()
+            tx, ty = torch.from_numpy(ds.test_x), torch.from_numpy(ds.test_y)
+            clean_full[lb] = float(np.mean(np.concatenate(
+                [(m(tx[i:i + 1000]).argmax(1) == ty[i:i + 1000]).numpy() for i in range(0, len(tx), 1000)])))
+    return clean, clean_full
+
+
+def _worst_row(eps: float, with_aa: bool, res: dict, nres: dict, clean: dict, labels: list[str],
+               settings: Settings) -> dict | None:
+    """The worst case per example over every attack at ``eps`` (nested: or at a smaller eps), on the prefix every
+    one of them has reached; None before any of its attacks has started."""
+    per, used, pending = {}, {}, {}
+    for lb in labels:
+        keys = [k for k in res[lb] if k[1] == eps and (with_aa or k[0] not in SUBSET_ATTACKS)]
+        if with_aa and res[lb].get(("autoattack", eps), {}).get("n_done", 0) == 0:
+            continue  # the row is AutoAttack's: not before it has run
+        started = [k for k in keys if res[lb][k]["n_done"] > 0]
+        if not started:
+            continue
+        m = min(res[lb][k]["n_done"] for k in started)
+        w = clean[lb][:m].copy()
+        for k in started:
+            w &= nres[lb][k]["robust"][:m]
+        done: dict = {}  # the attacks of this row run only at a smaller eps: broken there is broken here
+        for (a, e), r in nres[lb].items():
+            if r["n_done"] and (with_aa or a not in SUBSET_ATTACKS):
+                done.setdefault(a, {})[e] = r["robust"]
+        below = only_below(done, eps)
+        for a, e0 in below.items():
+            and_prefix(w, done[a][e0])
+        per[lb], used[lb] = w, sorted(k[0] for k in started) + [f"{a}@{_fmt(e0)}" for a, e0 in sorted(
+            below.items())]
+        if len(started) < len(keys):
+            pending[lb] = sorted(k[0] for k in keys if k not in started)
+    if not per:
+        return None
+    label = "Worst case over every attack" + (" incl. AutoAttack (and Square)" if with_aa
+                                              else " on all images (no AutoAttack, no Square)")
+    if pending:  # an attack not yet run at all: said in the label, the row is an upper bound until then
+        label += " -- PENDING " + "; ".join(f"{lb}: {', '.join(v)}" for lb, v in pending.items())
+    return {**_row(label, eps, per, labels), "key": "worst+aa" if with_aa else "worst", "attacks_used": used,
+            "attacks_pending": pending, "n_planned": settings.n_aa if with_aa else settings.n_eval}
+
+
+def _aa_first_success(res: dict, labels: list[str]) -> dict:
+    """label -> eps -> how many images each AutoAttack component broke first."""
+    aa_by: dict = {}
+    for lb in labels:
+        for (a, e), r in res[lb].items():
+            if a == "autoattack" and r["success_by"] is not None:
+                aa_by.setdefault(lb, {})[_fmt(e)] = {nm: int((r["success_by"] == i).sum())
+                                                     for i, nm in enumerate(["apgd-ce", "apgd-t", "fab-t", "square"])}
+    return aa_by
 
 
 def plot_worst_case(s: dict, labels: list[str], path: Path) -> None:
@@ -469,49 +484,48 @@ def _pct(v: dict | None) -> str:
     return f"{100 * v['accuracy']:.1f} [{100 * lo:.1f}, {100 * hi:.1f}]"
 
 
-def _paired_cells(row: dict) -> str:
+def _paired_cells(row: dict) -> list[str]:
     p = row.get("paired")
     if p is None:
-        return "— | — | —"
+        return ["—", "—", "—"]
     lo, hi = p["ci_newcombe"]
-    return (f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {p['n10']} / {p['n01']} | "
-            f"{p['p_mcnemar_exact']:.3g}")
+    return [f"{100 * p['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", f"{p['n10']} / {p['n01']}",
+            f"{p['p_mcnemar_exact']:.3g}"]
 
 
 def render_markdown(s: dict, labels: list[str]) -> str:
     names = {"standard": "Standard", "sine": "Sine"}
     head = [names.get(lb, lb) for lb in labels]
-    cols = ("| Attack | eps | " + " | ".join(f"{h} % [95% CI] (n)" for h in head)
-            + " | sine - standard, points [95% CI] | discordant sine-only / standard-only | McNemar p |")
-    sep = "|---|---|" + "---|" * len(labels) + "---|---|---|"
+    cols = (["Attack", "eps"] + [f"{h} % [95% CI] (n)" for h in head]
+            + ["sine - standard, points [95% CI]", "discordant sine-only / standard-only", "McNemar p"])
 
-    def line(r: dict) -> str:
+    def line(r: dict) -> list[str]:
         cells = []
         for lb in labels:
             v = r["heads"].get(lb)
             cells.append("—" if v is None else f"{_pct(v)} ({v['n']})")
         e = "0" if not r["eps"] else _fmt(r["eps"])
-        return f"| {r['attack']} | {e} | " + " | ".join(cells) + f" | {_paired_cells(r)} |"
+        return [r["attack"], e, *cells, *_paired_cells(r)]
 
     out = [f"## Robust accuracy (%) on {s['dataset']} test ({s['data_source']}), per example, paired", "",
            f"L-inf eps in [0, 1] pixel units. A seeded subset of {s['settings']['n_eval']} test images (seed "
            f"{s['settings']['seed']}), AutoAttack on its first {s['settings']['n_aa']}; both heads judged on the same "
            "images. n per cell = images done so far (a row still short of its plan is a prefix of the subset). "
            "Accuracy intervals: Wilson 95%. " + s["paired_method"] + ". " + CAPTION, ""]
-    out += ["| model | weights sha256 | clean accuracy, full test (n) | attack wall s |", "|---|---|---|---|"]
-    for lb in labels:
-        m = s["models"][lb]
-        out.append(f"| {names.get(lb, lb)} ({m['head']} head) | `{m['weights_sha256'][:12]}` | "
-                   f"{100 * m['clean_accuracy_full_test']:.2f} ({m['n_full_test']}) | {m['attack_seconds']} |")
+    models = [s["models"][lb] for lb in labels]
+    out += md_table(["model", "weights sha256", "clean accuracy, full test (n)", "attack wall s"],
+                    [[f"{names.get(lb, lb)} ({m['head']} head)", f"`{m['weights_sha256'][:12]}`",
+                      f"{100 * m['clean_accuracy_full_test']:.2f} ({m['n_full_test']})", str(m["attack_seconds"])]
+                     for lb, m in zip(labels, models)])
     out += ["", "### Worst case per example over every attack at that eps", "",
             "An image counts as robust if it is clean-correct and no attack broke it at that eps or at a smaller one.",
-            "", cols, sep]
-    out += [line(r) for r in s["worst_case"]]
+            ""]
+    out += md_table(cols, [line(r) for r in s["worst_case"]])
     out += ["", "Attacks in each worst case: " + "; ".join(
         f"eps {_fmt(r['eps'])} {r['key']}: " + ", ".join(f"{names.get(lb, lb)} {'+'.join(v)}"
                                                           for lb, v in r["attacks_used"].items())
-        for r in s["worst_case"]), "", "### Each attack", "", cols, sep]
-    out += [line(r) for r in s["rows"]]
+        for r in s["worst_case"]), "", "### Each attack", ""]
+    out += md_table(cols, [line(r) for r in s["rows"]])
     added = [f"{names.get(lb, lb)} {r['attack']} eps {_fmt(r['eps'])}: {v['broken_at_smaller_eps']} "
              f"(single run {100 * v['accuracy_single_run']:.1f})"
              for r in s["rows"] for lb, v in r["heads"].items() if v and v.get("broken_at_smaller_eps")]

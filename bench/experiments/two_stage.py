@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from eegsine.bench.report.doc import md_table
 from eegsine.config import threads_type
 from eegsine.io import update_metrics
 from eegsine.training.configs import diffusion_preset, encoder_preset
@@ -372,7 +373,6 @@ def _ci(v: dict) -> str:
 def render_table(res: dict[str, Any]) -> str:
     """table.md: one row per arm and seed, then the means over seeds; every number from ``res``."""
     rows = res["results"]
-    arms = list(res["arms"])
     d = res["data"]
     steps = sorted({r["steps"] for r in rows})
     lines = [
@@ -385,32 +385,14 @@ def render_table(res: dict[str, Any]) -> str:
         f"encoder, mean of the first / last {WINDOW} steps, the UNet's beside it, and both per weight: "
         "norm / sqrt(parameters), since the UNet has ~10x the encoder's weights)",
         "",
-        "| arm | seed | retrieval val: epoch 0 → final | retrieval test (final) | aligned encoder val / test "
-        "| encoder grad norm first → last | UNet grad norm first → last | per weight, encoder / UNet (last) "
-        "| val loss (final) |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        rv = r["retrieval_val_per_epoch"]
-        if "grad_norm_encoder" in r:
-            e0, e1 = window_means(r["grad_norm_encoder"])
-            u0, u1 = window_means(r["grad_norm_unet"])
-            gn_e, gn_u = f"{e0:.2e} → {e1:.2e}", f"{u0:.2e} → {u1:.2e}"
-            n = r.get("params", {})
-            per = (f"{per_weight(e1, n['encoder']):.2e} / {per_weight(u1, n['unet']):.2e}"
-                   if n.get("encoder") and n.get("unet") else "—")
-        else:
-            gn_e, gn_u, per = "0 (frozen)", "—", "—"
-        lines.append(f"| {r['arm']} | {r['seed']} | {rv[0]:.3f} → {r['retrieval_val_final']:.3f} "
-                     f"| {r['retrieval_test_final']:.3f} "
-                     f"| {r['aligned_retrieval_val']:.3f} / {r['aligned_retrieval_test']:.3f} | {gn_e} | {gn_u} "
-                     f"| {per} | {r['val_loss_per_epoch'][-1]:.4f} |")
+    lines += md_table(["arm", "seed", "retrieval val: epoch 0 → final", "retrieval test (final)",
+                       "aligned encoder val / test", "encoder grad norm first → last", "UNet grad norm first → last",
+                       "per weight, encoder / UNet (last)", "val loss (final)"], [_encoder_cells(r) for r in rows])
     n_ep = max((len(r["retrieval_val_per_epoch"]) for r in rows), default=0)
-    lines += ["", "**Encoder retrieval (val) per epoch** (two-stage: frozen, the same encoder every epoch)", "",
-              "| arm | seed | " + " | ".join(str(e) for e in range(n_ep)) + " |", "|---|---|" + "---|" * n_ep]
-    for r in rows:
-        lines.append(f"| {r['arm']} | {r['seed']} | " + " | ".join(f"{v:.2f}" for v in r["retrieval_val_per_epoch"])
-                     + " |")
+    lines += ["", "**Encoder retrieval (val) per epoch** (two-stage: frozen, the same encoder every epoch)", ""]
+    lines += md_table(["arm", "seed", *(str(e) for e in range(n_ep))],
+                      [[r["arm"], str(r["seed"]), *(f"{v:.2f}" for v in r["retrieval_val_per_epoch"])] for r in rows])
     g0 = rows[0]["generation"] if rows else None
     lines += [
         "",
@@ -419,29 +401,46 @@ def render_table(res: dict[str, Any]) -> str:
                                         f"classifier on the generated images [95% bootstrap CI], ground truth "
                                         f"{g0['ground_truth_acc']:.3f}" if g0 else "") + ")",
         "",
-        "| arm | seed | EEG-conditioned acc | class-only acc | shuffled-EEG acc | FID (EEG) | train s | eval s |",
-        "|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        c = r["generation"]["conditions"]
-        lines.append(f"| {r['arm']} | {r['seed']} | {_ci(c['eeg'])} | {_ci(c['class-only'])} | "
-                     f"{_ci(c['shuffled-eeg'])} | {c['eeg']['fid_domain']:.2f} | {r['train_wall_s']:.0f} "
-                     f"| {r['eval_wall_s']:.0f} |")
-    seeds_of = {a: [r for r in rows if r["arm"] == a] for a in arms}
+    gen = [(r, r["generation"]["conditions"]) for r in rows]
+    lines += md_table(["arm", "seed", "EEG-conditioned acc", "class-only acc", "shuffled-EEG acc", "FID (EEG)",
+                       "train s", "eval s"],
+                      [[r["arm"], str(r["seed"]), _ci(c["eeg"]), _ci(c["class-only"]), _ci(c["shuffled-eeg"]),
+                        f"{c['eeg']['fid_domain']:.2f}", f"{r['train_wall_s']:.0f}", f"{r['eval_wall_s']:.0f}"]
+                       for r, c in gen])
+    seeds_of = {a: [r for r in rows if r["arm"] == a] for a in res["arms"]}
     if any(len(v) > 1 for v in seeds_of.values()):
-        lines += ["", "**Means over seeds**", "",
-                  "| arm | seeds | retrieval val final | retrieval test final | EEG acc | class-only acc "
-                  "| shuffled-EEG acc |", "|---|---|---|---|---|---|---|"]
-        for a, rs in seeds_of.items():
-            if not rs:
-                continue
-            acc = {k: seed_mean([r["generation"]["conditions"][k]["acc"] for r in rs]) for k in CONDITIONS}
-            lines.append(f"| {a} | {len(rs)} | {_f(seed_mean([r['retrieval_val_final'] for r in rs]))} "
-                         f"| {_f(seed_mean([r['retrieval_test_final'] for r in rs]))} | {_f(acc['eeg'])} "
-                         f"| {_f(acc['class-only'])} | {_f(acc['shuffled-eeg'])} |")
+        lines += ["", "**Means over seeds**", ""]
+        lines += md_table(["arm", "seeds", "retrieval val final", "retrieval test final", "EEG acc", "class-only acc",
+                           "shuffled-EEG acc"], [_mean_cells(a, rs) for a, rs in seeds_of.items() if rs])
     if res.get("missing"):
         lines += ["", f"Not run (budget): {', '.join(res['missing'])}."]
     return "\n".join(lines) + "\n"
+
+
+def _encoder_cells(r: dict) -> list[str]:
+    """One arm and seed of the encoder table: retrieval, gradient norms (first / last window), val loss."""
+    rv = r["retrieval_val_per_epoch"]
+    if "grad_norm_encoder" in r:
+        e0, e1 = window_means(r["grad_norm_encoder"])
+        u0, u1 = window_means(r["grad_norm_unet"])
+        gn_e, gn_u = f"{e0:.2e} → {e1:.2e}", f"{u0:.2e} → {u1:.2e}"
+        n = r.get("params", {})
+        per = (f"{per_weight(e1, n['encoder']):.2e} / {per_weight(u1, n['unet']):.2e}"
+               if n.get("encoder") and n.get("unet") else "—")
+    else:
+        gn_e, gn_u, per = "0 (frozen)", "—", "—"
+    return [r["arm"], str(r["seed"]), f"{rv[0]:.3f} → {r['retrieval_val_final']:.3f}",
+            f"{r['retrieval_test_final']:.3f}", f"{r['aligned_retrieval_val']:.3f} / {r['aligned_retrieval_test']:.3f}",
+            gn_e, gn_u, per, f"{r['val_loss_per_epoch'][-1]:.4f}"]
+
+
+def _mean_cells(arm: str, rs: list[dict]) -> list[str]:
+    """One arm's means over its seeds."""
+    acc = {k: seed_mean([r["generation"]["conditions"][k]["acc"] for r in rs]) for k in CONDITIONS}
+    return [arm, str(len(rs)), _f(seed_mean([r["retrieval_val_final"] for r in rs])),
+            _f(seed_mean([r["retrieval_test_final"] for r in rs])), _f(acc["eeg"]), _f(acc["class-only"]),
+            _f(acc["shuffled-eeg"])]
 
 
 COLORS = {"two-stage": "tab:green", "joint": "tab:red", "joint-aligned": "tab:orange", "two-stage-img": "tab:blue"}

@@ -33,9 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from eegsine.bench.report.doc import md_table
 from eegsine.config import threads_type
 from eegsine.data.uea import load_uea
-from eegsine.metrics.eeg_baselines import C_GRID, WINDOWS, _cv_pick, _logreg, run_all, window_means
+from eegsine.metrics.eeg_baselines import REGISTRY, run_all, window_mean_logreg_cv
 from eegsine.training.configs import encoder_preset
 
 PROBLEMS = {"SelfRegulationSCP1": "uea-selfregulationscp1", "FingerMovements": "uea-fingermovements",
@@ -68,12 +69,7 @@ NOT_FOUND = ("Ruiz et al. 2021, 'The great multivariate time series classificati
              "not found in the library's stored text (searches of the stored paper page returned its abstract and "
              "introduction only), so no bake-off number (ROCKET, HIVE-COTE, CIF, ResNet, ...) is listed")
 ENCODER_READOUTS = {"linear_probe": "linear_probe_top1", "ncm": "ncm_top1", "head": "cls_head_top1"}
-BASELINE_NAMES = {"majority": "majority class (of TRAIN)",
-                  "window_mean_logreg": "window means + logistic regression",
-                  "window_mean_lda": "window means + shrinkage LDA",
-                  "bandpower_logreg": "band power + logistic regression",
-                  "tangent_space_logreg": "covariance tangent space + logistic regression",
-                  "nn1_euclidean": "1-NN, Euclidean"}
+BASELINE_NAMES = {name: b.label for name, b in REGISTRY.items()}
 
 
 # -- numbers ------------------------------------------------------------------------------------------
@@ -121,9 +117,7 @@ def normalisation_cv(x: np.ndarray, y: np.ndarray, seed: int = 0) -> dict:
     out = {}
     for how in NORMALISATIONS:
         xn = x if how == "raw" else normalise_trials(torch.from_numpy(x), how).numpy()
-        feats = {w: window_means(xn, w) for w in WINDOWS if w <= x.shape[-1]}
-        best, acc = _cv_pick(_logreg, feats, y, [{"key": w, "C": float(c)} for w in feats for c in C_GRID], seed)
-        out[how] = {"cv_top1": acc, "windows": int(best["key"]), "C": best["C"]}
+        out[how] = window_mean_logreg_cv(xn, y, seed)
     return out
 
 
@@ -256,88 +250,103 @@ def render(results: dict) -> str:
              f"{h['torch_threads']} thread(s), {h['date_utc']}. Every accuracy is top-1 on the official TEST split; "
              "encoder figures are mean ± sample sd over seeds, the checkpoint chosen on validation "
              "(carved from TRAIN), never on test.", "",
-             "## Summary", "",
-             "| data set | test n | encoder linear probe | encoder NCM | encoder head | best simple baseline | "
-             "published median [range] (n methods) | probe − best baseline | probe − published median |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in results["problems"]:
-        e, b, p = r["encoder"], r["best_baseline"], r["published"]
-        g = r.get("gap", {})
-        cells = [r["problem"], str(r["data"]["n_test"])]
-        cells += [_pm(e[k]) if k in e else "—" for k in ENCODER_READOUTS]
-        cells.append(f"{_f(b['top1'])} ± {_f(b['se'])} (SE) {BASELINE_NAMES[b['name']]}")
-        cells.append(f"{_f(p['median'])} [{_f(p['min'])}–{_f(p['max'])}] ({p['n_methods']})")
-        cells += [f"{g[k]:+.3f}" if k in g else "—" for k in ("probe_minus_best_baseline",
-                                                               "probe_minus_published_median")]
-        lines.append("| " + " | ".join(cells) + " |")
+             "## Summary", ""]
+    lines += md_table(["data set", "test n", "encoder linear probe", "encoder NCM", "encoder head",
+                       "best simple baseline", "published median [range] (n methods)", "probe − best baseline",
+                       "probe − published median"], [_summary_cells(r) for r in results["problems"]])
     lines += ["", "SE: binomial standard error of the baseline's accuracy at the test n. The best simple baseline is "
               "the best on test among the non-trivial baselines (an optimistic bar for the encoder to meet).", ""]
     for r in results["problems"]:
-        d = r["data"]
-        lines += [f"## {r['problem']}", "",
-                  f"`uea:{r['problem']}`: {d['n_chans']} ch × {d['n_times']} samples at {d['sfreq']:g} Hz, "
-                  f"{len(d['classes'])} classes ({', '.join(d['classes'])}); official TRAIN {d['n_train']} "
-                  f"(class counts {d['train_class_counts']}) / TEST {d['n_test']} (class counts "
-                  f"{d['test_class_counts']}); chance {_f(d['chance'])}.", "",
-                  "| method | test top-1 | fitted on | chosen / notes |", "|---|---|---|---|"]
-        runs = r["encoder_runs"]
-        if runs:
-            fit_on = f"train {runs[0]['n_train']} (val {runs[0]['n_val']})"
-            steps = sorted({x["optimizer_steps"] for x in runs})
-            for k, name in (("linear_probe", "linear probe"), ("ncm", "nearest class mean"),
-                            ("head", "classification head")):
-                if k in r["encoder"]:
-                    per = ", ".join(f"{x[k]:.3f}" for x in runs)
-                    lines.append(f"| encoder `{r['preset']}`, {name} | {_pm(r['encoder'][k])} | {fit_on} | "
-                                 f"seeds {', '.join(str(x['seed']) for x in runs)}: {per} |")
-            cfg = r.get("encoder_config", {}).get("encoder", {})
-            lines.append(f"| (encoder training) | | | arch {cfg.get('arch', runs[0]['arch'])}, centre "
-                         f"{cfg.get('center', runs[0]['center'])}, {', '.join(str(s) for s in steps)} optimizer "
-                         f"steps, best val epochs {[x['best_epoch'] for x in runs]} of {runs[0]['epochs']}, "
-                         f"first-call wall {', '.join(format(x['train_wall_s'], '.0f') for x in runs)} s (training "
-                         "+ evaluation), of which epoch loops "
-                         f"{', '.join(format(x['train_loop_s'], '.0f') for x in runs)} s |")
-        order = [k for k in BASELINE_NAMES if k in r["baselines"]] + sorted(set(r["baselines"]) - set(BASELINE_NAMES))
-        for k in order:
-            v = r["baselines"][k]
-            chosen = ", ".join(f"{a} {b:.3g}" if isinstance(b, float) else f"{a} {b}" for a, b in v["chosen"].items())
-            lines.append(f"| {BASELINE_NAMES.get(k, k)} | {_f(v['top1'])} | TRAIN {d['n_train']} | {chosen} |")
-        p = r["published"]
-        vals = ", ".join(f"{m} {x:.3f}" for m, x in p["values"].items())
-        lines.append(f"| published median of {p['n_methods']} methods | {_f(p['median'])} | TRAIN (as published) | "
-                     f"range {_f(p['min'])}–{_f(p['max'])}: {vals} |")
-        nc = r.get("normalisation_cv")
-        if nc:
-            norder = [n for n in NORMALISATIONS if n in nc] + sorted(set(nc) - set(NORMALISATIONS))
-            lines += ["", "Window means + logistic regression, 5-fold CV accuracy inside TRAIN (no test), on the "
-                      "trials as each encoder input normalisation leaves them: " + ", ".join(
-                          f"{k} {nc[k]['cv_top1']:.3f} (w {nc[k]['windows']})"
-                          for k in norder) + "."]
-        g = r.get("gap")
-        if g:
-            lines += ["", f"Linear probe − best simple baseline: {g['probe_minus_best_baseline']:+.3f} "
-                      f"(level within one SE: {'yes' if g['level_with_best_baseline'] else 'no'}); "
-                      f"− published median: {g['probe_minus_published_median']:+.3f} (within 5 points: "
-                      f"{'yes' if g['within_5_points_of_published_median'] else 'no'})."]
-        lines.append("")
+        lines += _problem_section(r)
     if results.get("sweep"):
-        lines += ["## Validation sweep (how the presets were chosen)", "",
-                  "Each row: one training run on the encoder's train split, scored on its validation split "
-                  "(nearest class mean top-1, the trainer's selection score); test never evaluated. Best val = "
-                  "the best epoch's score (what checkpoint selection keeps); last-10 = mean over the last 10 "
-                  "epochs (how stable it is).", "",
-                  "| run | data | arch | centre | seed | optimizer steps | best val (epoch) | last-10 val | val n | "
-                  "wall s |", "|---|---|---|---|---|---|---|---|---|---|"]
-        for w in results["sweep"]:
-            lines.append(f"| {w['name']} | {w['data']} | {w['arch']} | {w['center']} | {w['seed']} | "
-                         f"{w['optimizer_steps']} | {_f(w['best_val'])} ({w['best_epoch']}/{w['epochs']}) | "
-                         f"{_f(w['val_last10_mean'])} | {w['n_val']} | {w['wall_s']:.0f} |")
-        lines.append("")
+        lines += _sweep_section(results["sweep"])
     src = results["problems"][0]["published"] if results["problems"] else None
     if src:
         lines += ["## Published source", "", f"{src['source']}. {src['url']} ({src['paper']}).", "",
                   f"Not listed: {results.get('not_found', NOT_FOUND)}.", ""]
     return "\n".join(lines)
+
+
+def _summary_cells(r: dict) -> list[str]:
+    """One problem's row of the summary table."""
+    e, b, p = r["encoder"], r["best_baseline"], r["published"]
+    g = r.get("gap", {})
+    cells = [r["problem"], str(r["data"]["n_test"])]
+    cells += [_pm(e[k]) if k in e else "—" for k in ENCODER_READOUTS]
+    cells.append(f"{_f(b['top1'])} ± {_f(b['se'])} (SE) {BASELINE_NAMES[b['name']]}")
+    cells.append(f"{_f(p['median'])} [{_f(p['min'])}–{_f(p['max'])}] ({p['n_methods']})")
+    cells += [f"{g[k]:+.3f}" if k in g else "—" for k in ("probe_minus_best_baseline", "probe_minus_published_median")]
+    return cells
+
+
+def _problem_section(r: dict) -> list[str]:
+    """One problem: its data, every method's row (encoder read-outs, baselines, published), the notes."""
+    d = r["data"]
+    lines = [f"## {r['problem']}", "",
+             f"`uea:{r['problem']}`: {d['n_chans']} ch × {d['n_times']} samples at {d['sfreq']:g} Hz, "
+             f"{len(d['classes'])} classes ({', '.join(d['classes'])}); official TRAIN {d['n_train']} "
+             f"(class counts {d['train_class_counts']}) / TEST {d['n_test']} (class counts "
+             f"{d['test_class_counts']}); chance {_f(d['chance'])}.", ""]
+    rows = _encoder_method_rows(r) if r["encoder_runs"] else []
+    order = [k for k in BASELINE_NAMES if k in r["baselines"]] + sorted(set(r["baselines"]) - set(BASELINE_NAMES))
+    for k in order:
+        v = r["baselines"][k]
+        chosen = ", ".join(f"{a} {b:.3g}" if isinstance(b, float) else f"{a} {b}" for a, b in v["chosen"].items())
+        rows.append([BASELINE_NAMES.get(k, k), _f(v["top1"]), f"TRAIN {d['n_train']}", chosen])
+    p = r["published"]
+    vals = ", ".join(f"{m} {x:.3f}" for m, x in p["values"].items())
+    rows.append([f"published median of {p['n_methods']} methods", _f(p["median"]), "TRAIN (as published)",
+                 f"range {_f(p['min'])}–{_f(p['max'])}: {vals}"])
+    lines += md_table(["method", "test top-1", "fitted on", "chosen / notes"], rows)
+    nc = r.get("normalisation_cv")
+    if nc:
+        norder = [n for n in NORMALISATIONS if n in nc] + sorted(set(nc) - set(NORMALISATIONS))
+        lines += ["", "Window means + logistic regression, 5-fold CV accuracy inside TRAIN (no test), on the "
+                  "trials as each encoder input normalisation leaves them: " + ", ".join(
+                      f"{k} {nc[k]['cv_top1']:.3f} (w {nc[k]['windows']})" for k in norder) + "."]
+    g = r.get("gap")
+    if g:
+        lines += ["", f"Linear probe − best simple baseline: {g['probe_minus_best_baseline']:+.3f} "
+                  f"(level within one SE: {'yes' if g['level_with_best_baseline'] else 'no'}); "
+                  f"− published median: {g['probe_minus_published_median']:+.3f} (within 5 points: "
+                  f"{'yes' if g['within_5_points_of_published_median'] else 'no'})."]
+    return lines + [""]
+
+
+def _encoder_method_rows(r: dict) -> list[list[str]]:
+    """The encoder's read-out rows (mean ± sd over seeds, each seed's figure) and its training facts."""
+    runs = r["encoder_runs"]
+    fit_on = f"train {runs[0]['n_train']} (val {runs[0]['n_val']})"
+    steps = sorted({x["optimizer_steps"] for x in runs})
+    rows = []
+    for k, name in (("linear_probe", "linear probe"), ("ncm", "nearest class mean"), ("head", "classification head")):
+        if k in r["encoder"]:
+            per = ", ".join(f"{x[k]:.3f}" for x in runs)
+            rows.append([f"encoder `{r['preset']}`, {name}", _pm(r["encoder"][k]), fit_on,
+                         f"seeds {', '.join(str(x['seed']) for x in runs)}: {per}"])
+    cfg = r.get("encoder_config", {}).get("encoder", {})
+    rows.append(["(encoder training)", "", "",
+                 f"arch {cfg.get('arch', runs[0]['arch'])}, centre {cfg.get('center', runs[0]['center'])}, "
+                 f"{', '.join(str(s) for s in steps)} optimizer steps, best val epochs "
+                 f"{[x['best_epoch'] for x in runs]} of {runs[0]['epochs']}, first-call wall "
+                 f"{', '.join(format(x['train_wall_s'], '.0f') for x in runs)} s (training + evaluation), of which "
+                 f"epoch loops {', '.join(format(x['train_loop_s'], '.0f') for x in runs)} s"])
+    return rows
+
+
+def _sweep_section(sweep: list[dict]) -> list[str]:
+    """The validation sweep the presets were chosen by (test never evaluated)."""
+    lines = ["## Validation sweep (how the presets were chosen)", "",
+             "Each row: one training run on the encoder's train split, scored on its validation split "
+             "(nearest class mean top-1, the trainer's selection score); test never evaluated. Best val = "
+             "the best epoch's score (what checkpoint selection keeps); last-10 = mean over the last 10 "
+             "epochs (how stable it is).", ""]
+    lines += md_table(["run", "data", "arch", "centre", "seed", "optimizer steps", "best val (epoch)", "last-10 val",
+                       "val n", "wall s"],
+                      [[w["name"], w["data"], w["arch"], w["center"], str(w["seed"]), str(w["optimizer_steps"]),
+                        f"{_f(w['best_val'])} ({w['best_epoch']}/{w['epochs']})", _f(w["val_last10_mean"]),
+                        str(w["n_val"]), f"{w['wall_s']:.0f}"] for w in sweep])
+    return lines + [""]
 
 
 # -- command line -------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from eegsine.io import read_json
+from eegsine.stats import wilson_ci
 
 
 def _json(path: Path) -> Any:
@@ -90,15 +91,13 @@ def load_run(root: str | Path) -> Run:
 
 
 # -- intervals ------------------------------------------------------------------------------------
-def wilson(p: float | None, n: int | None, z: float = 1.96) -> tuple[float, float]:
-    """95% Wilson score interval of a proportion ``p`` of ``n`` (contains ``p``; nan when unknown)."""
+def wilson(p: float | None, n: int | None, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (:func:`eegsine.stats.wilson_ci`) of a proportion ``p`` of ``n`` stored only as a
+    float: k = round(p n) (stored accuracies are float32 k / n); the interval contains ``p``; nan when unknown."""
     if p is None or not n or not math.isfinite(p):
         return float("nan"), float("nan")
-    k = round(p * n) / n  # stored accuracies are float32 k/n
-    d = 1 + z * z / n
-    c = (k + z * z / (2 * n)) / d
-    h = z * math.sqrt(k * (1 - k) / n + z * z / (4 * n * n)) / d
-    return max(0.0, min(c - h, p)), min(1.0, max(c + h, p))
+    lo, hi = wilson_ci(round(p * n), n, level)
+    return min(lo, p), max(hi, p)
 
 
 # -- pass/fail ------------------------------------------------------------------------------------

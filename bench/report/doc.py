@@ -44,6 +44,7 @@ class Table:
     rows: list[list[Cell]]
     caption: str = ""
     cls: str = ""
+    align: str = ""     # one letter per column, l / r / c / - (default); "" = every column default
 
 
 @dataclasses.dataclass
@@ -166,15 +167,23 @@ def _cell(c: Cell) -> tuple[str, str]:
     return (c, "") if isinstance(c, str) else c
 
 
-def _table_html(head: list[str], rows: list[list[Cell]], caption: str = "", cls: str = "") -> str:
-    def td(c: Cell) -> str:
+_ALIGN_CSS = {"l": "left", "r": "right", "c": "center"}
+
+
+def _table_html(head: list[str], rows: list[list[Cell]], caption: str = "", cls: str = "", align: str = "") -> str:
+    def style(i: int) -> str:
+        a = _ALIGN_CSS.get(align[i:i + 1], "")
+        return f" style='text-align:{a}'" if a else ""
+
+    def td(c: Cell, i: int) -> str:
         text, k = _cell(c)
-        return f"<td class='{k}'>{inline(text)}</td>" if k else f"<td>{inline(text)}</td>"
+        return f"<td class='{k}'{style(i)}>{inline(text)}</td>" if k else f"<td{style(i)}>{inline(text)}</td>"
 
     cap = f"<caption>{inline(caption)}</caption>" if caption else ""
-    thead = "<thead><tr>" + "".join(f"<th>{inline(h)}</th>" for h in head) + "</tr></thead>" if any(head) else ""
+    thead = ("<thead><tr>" + "".join(f"<th{style(i)}>{inline(h)}</th>" for i, h in enumerate(head))
+             + "</tr></thead>" if any(head) else "")
     return (f"<table class='{cls}'>" if cls else "<table>") + cap + thead + "<tbody>" \
-        + "".join("<tr>" + "".join(td(c) for c in r) + "</tr>" for r in rows) + "</tbody></table>"
+        + "".join("<tr>" + "".join(td(c, i) for i, c in enumerate(r)) + "</tr>" for r in rows) + "</tbody></table>"
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -219,7 +228,7 @@ def to_html(blocks: list, r: Render) -> str:
         elif isinstance(b, P):
             out.append(f"<p class='{b.cls}'>{inline(b.text)}</p>" if b.cls else f"<p>{inline(b.text)}</p>")
         elif isinstance(b, Table):
-            out.append(_table_html(b.head, b.rows, b.caption, b.cls))
+            out.append(_table_html(b.head, b.rows, b.caption, b.cls, b.align))
         elif isinstance(b, Fig) and not r.embed:
             rel = Path(os.path.relpath(b.path, r.out_dir or Path.cwd())).as_posix()
             out.append(f"<p class='note'>Figure not embedded (page size limit): <a href=\"{html.escape(rel)}\">"
@@ -260,6 +269,23 @@ def _md_cell(c: Cell) -> str:
     return f"**{text}**" if k == "fail" and text else text
 
 
+_ALIGN_MD = {"l": ":---", "r": "---:", "c": ":---:", "-": "---"}
+
+
+def md_table(head: list[str], rows: list[list[Cell]], align: str = "", caption: str = "") -> list[str]:
+    """The one markdown pipe table: its lines, without a trailing blank line.
+
+    ``caption``: a paragraph and a blank line before the table. ``align``: one letter per column, ``l`` / ``r`` /
+    ``c`` (``:---`` / ``---:`` / ``:---:``) or ``-`` (``---``, the default for a column past its end). Cells are
+    :data:`Cell`: a ``|`` inside one is escaped, a ``(text, "fail")`` cell is bold; header names are written as
+    given."""
+    if len(align) > len(head) or set(align) - set(_ALIGN_MD):
+        raise ValueError(f"md_table: align {align!r} must be letters of l, r, c, - for {len(head)} columns")
+    seps = [_ALIGN_MD[align[i]] if i < len(align) else "---" for i in range(len(head))]
+    return (([caption, ""] if caption else []) + ["| " + " | ".join(head) + " |", "|" + "".join(f"{s}|" for s in seps)]
+            + ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in rows])
+
+
 def to_md(blocks: list, out_dir: Path) -> list[str]:
     lines: list[str] = []
     for b in blocks:
@@ -268,9 +294,7 @@ def to_md(blocks: list, out_dir: Path) -> list[str]:
         elif isinstance(b, P):
             lines += [b.text, ""]
         elif isinstance(b, Table):
-            lines += ([b.caption, ""] if b.caption else []) + ["| " + " | ".join(b.head) + " |",
-                                                               "|" + "---|" * len(b.head)]
-            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in b.rows] + [""]
+            lines += md_table(b.head, b.rows, b.align, b.caption) + [""]
         elif isinstance(b, Fig):
             rel = Path(os.path.relpath(b.path, out_dir)).as_posix()
             lines += [f"![{b.caption}]({rel})", ""]

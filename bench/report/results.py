@@ -22,7 +22,7 @@ from pathlib import Path
 
 from eegsine.errors import UserError
 from eegsine.bench.report.data import load_run
-from eegsine.bench.report.doc import _md_cell
+from eegsine.bench.report.doc import md_table
 from eegsine.bench.report.summary import key_rows
 from eegsine.io import atomic_write_text
 
@@ -75,10 +75,8 @@ def figures_markdown(snapshot_dir: str | Path, shown_as: str = "") -> str:
     head = ["figure", "value [95% CI]", "n", "controls", "chance"]
     lines = [f"Rendered from `{shown_as or snapshot_dir.as_posix()}` by "
              "`python -m eegsine.bench.report.results readme` "
-             f"(preset {run.pipeline.get('preset', '?')}, {cpu}).", "",
-             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in key_rows(run)]
-    return "\n".join(lines) + "\n"
+             f"(preset {run.pipeline.get('preset', '?')}, {cpu}).", ""]
+    return "\n".join(lines + md_table(head, key_rows(run))) + "\n"
 
 
 def table_text(root: Path, ref: str) -> str:

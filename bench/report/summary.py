@@ -29,86 +29,106 @@ def _n(v: Any) -> str:
 
 # -- data ----------------------------------------------------------------------------------------
 def data_rows(run: Run) -> list[list[Cell]]:
+    """One row per stage: what it ran on and how many samples; a stage without results says what happened to it
+    (its results shown with the failure when the last attempt failed: they are then stale)."""
     rows: list[list[Cell]] = []
-
-    def add(stage: str, text: str | None, n: str) -> None:
+    for stage, describe in _DATA:
         st = _status(run, stage)
-        if text is None:
+        got = describe(run)
+        if got is None:
             rows.append([stage, st or ("no results written", "muted"), ""])
-        else:  # results present: say so only when the last attempt failed (they are then stale)
+        else:
+            text, n = got
             rows.append([stage, f"{text} ({st[0]})" if st and st[1] == "fail" else text, n])
-
-    c = run.classifier
-    if c:
-        first = next(iter(c.values()))
-        heads = ", ".join(f"{k} ({v.get('head', '?')} head)" for k, v in c.items())
-        add("classifier", f"{first.get('dataset', '?')} ({first.get('data_source', '?')}); {heads}; "
-                          f"{first.get('mode', '?')} training at eps {first.get('eps', '?')}",
-            f"{_n(first.get('n_train', '?'))} train · {_n(first.get('n_test', '?'))} test")
-    else:
-        add("classifier", None, "")
-    r = run.robustness
-    if r:
-        eps = (r.get("config") or {}).get("eps") or []
-        add("robustness", f"{r.get('dataset', '?')} {r.get('split', 'test')}; {len(r.get('attacks', {}))} attacks"
-                          + (f" at eps {min(eps):g}-{max(eps):g}" if eps else ""),
-            f"{r.get('n_eval', '?')} images ({r.get('n_eval_expensive', '?')} for black-box)")
-    else:
-        add("robustness", None, "")
-    e = (run.encoder or {}).get("data")
-    if e:
-        n_cls = len(e.get("seen_classes", [])) + len(e.get("unseen_classes", []))
-        add("encoder", f"{e.get('name', '?')}: {e.get('n_chans', '?')} ch × {e.get('n_times', '?')} samples @ "
-                       f"{num(e.get('sfreq'), 0)} Hz, {n_cls} classes",
-            f"{_n(e.get('n_train'))} train · {_n(e.get('n_val'))} val · {_n(e.get('n_test'))} test trials")
-    else:
-        add("encoder", None, "")
-    d = run.diffusion
-    if d:
-        params = sum(v for v in (d.get("params") or {}).values() if isinstance(v, (int, float))
-                     ) - (d.get("params") or {}).get("vae_decoder", 0)
-        add("diffusion", f"{d.get('data', '?')} EEG → {_n(d.get('n_train_images', '?'))} stimulus images; "
-                         f"{len(d.get('history', []))} epochs, {params / 1e6:.2f} M parameters",
-            f"{_n(d.get('n_train_trials', '?'))} trials")
-    else:
-        add("diffusion", None, "")
-    g = run.generation
-    if g:
-        dn = run.domain_net or {}
-        feat = g.get("feature_network", "?") + (f" (its top-1 {pct(dn['test_top1'])} on {_n(dn.get('n_test'))} "
-                                                  "test images)" if "test_top1" in dn else "")
-        add("generation", f"{g.get('data', '?')} {g.get('split', '?')} split, {g.get('sampler')} "
-                          f"{g.get('steps')} steps; metric features: {feat}",
-            f"{_n(g.get('n_trials', '?'))} trials")
-    else:
-        add("generation", None, "")
-    v = run.verify
-    if v:
-        cd, ed = (v.get("classifier") or {}).get("data") or {}, (v.get("eeg") or {}).get("data") or {}
-        parts = ([f"{_n(cd['n_eval'])} images"] if "n_eval" in cd else []) + (
-            [f"{_n(ed['n_trials'])} trials"] if "n_trials" in ed else [])
-        host = (v.get("host") or {}).get("isa_class", "")
-        add("verify", "INT8 bundle vs FP32, same inputs" + (f", host ISA class {host}" if host else ""),
-            " · ".join(parts))
-    else:
-        add("verify", None, "")
-    s = run.stream
-    if s:
-        add("stream", f"{s.get('source', '?')}: {s.get('n_chans', '?')} ch @ {num(s.get('sfreq'), 0)} Hz, "
-                      f"{num(s.get('signal_s'), 0)} s, {s.get('precision', '?')} bundle",
-            f"{_n(s.get('markers', '?'))} markers")
-    else:
-        add("stream", None, "")
-    b = run.bench
-    if b:
-        rows_ = b.get("rows", [])
-        ok = [x for x in rows_ if x.get("status") == "ok"]
-        add("bench", f"{(b.get('meta') or {}).get('machine', '?')}; {len({x['model'] for x in ok})} models × "
-                     f"{len({x['backend'] for x in ok})} backends measured",
-            f"{(b.get('meta') or {}).get('iters', '?')} calls per cell")
-    else:
-        add("bench", None, "")
     return rows
+
+
+def _classifier_data(run: Run) -> tuple[str, str] | None:
+    c = run.classifier
+    if not c:
+        return None
+    first = next(iter(c.values()))
+    heads = ", ".join(f"{k} ({v.get('head', '?')} head)" for k, v in c.items())
+    return (f"{first.get('dataset', '?')} ({first.get('data_source', '?')}); {heads}; "
+            f"{first.get('mode', '?')} training at eps {first.get('eps', '?')}",
+            f"{_n(first.get('n_train', '?'))} train · {_n(first.get('n_test', '?'))} test")
+
+
+def _robustness_data(run: Run) -> tuple[str, str] | None:
+    r = run.robustness
+    if not r:
+        return None
+    eps = (r.get("config") or {}).get("eps") or []
+    return (f"{r.get('dataset', '?')} {r.get('split', 'test')}; {len(r.get('attacks', {}))} attacks"
+            + (f" at eps {min(eps):g}-{max(eps):g}" if eps else ""),
+            f"{r.get('n_eval', '?')} images ({r.get('n_eval_expensive', '?')} for black-box)")
+
+
+def _encoder_data(run: Run) -> tuple[str, str] | None:
+    e = (run.encoder or {}).get("data")
+    if not e:
+        return None
+    n_cls = len(e.get("seen_classes", [])) + len(e.get("unseen_classes", []))
+    return (f"{e.get('name', '?')}: {e.get('n_chans', '?')} ch × {e.get('n_times', '?')} samples @ "
+            f"{num(e.get('sfreq'), 0)} Hz, {n_cls} classes",
+            f"{_n(e.get('n_train'))} train · {_n(e.get('n_val'))} val · {_n(e.get('n_test'))} test trials")
+
+
+def _diffusion_data(run: Run) -> tuple[str, str] | None:
+    d = run.diffusion
+    if not d:
+        return None
+    params = sum(v for v in (d.get("params") or {}).values() if isinstance(v, (int, float))
+                 ) - (d.get("params") or {}).get("vae_decoder", 0)
+    return (f"{d.get('data', '?')} EEG → {_n(d.get('n_train_images', '?'))} stimulus images; "
+            f"{len(d.get('history', []))} epochs, {params / 1e6:.2f} M parameters",
+            f"{_n(d.get('n_train_trials', '?'))} trials")
+
+
+def _generation_data(run: Run) -> tuple[str, str] | None:
+    g = run.generation
+    if not g:
+        return None
+    dn = run.domain_net or {}
+    feat = g.get("feature_network", "?") + (f" (its top-1 {pct(dn['test_top1'])} on {_n(dn.get('n_test'))} "
+                                              "test images)" if "test_top1" in dn else "")
+    return (f"{g.get('data', '?')} {g.get('split', '?')} split, {g.get('sampler')} "
+            f"{g.get('steps')} steps; metric features: {feat}", f"{_n(g.get('n_trials', '?'))} trials")
+
+
+def _verify_data(run: Run) -> tuple[str, str] | None:
+    v = run.verify
+    if not v:
+        return None
+    cd, ed = (v.get("classifier") or {}).get("data") or {}, (v.get("eeg") or {}).get("data") or {}
+    parts = ([f"{_n(cd['n_eval'])} images"] if "n_eval" in cd else []) + (
+        [f"{_n(ed['n_trials'])} trials"] if "n_trials" in ed else [])
+    host = (v.get("host") or {}).get("isa_class", "")
+    return "INT8 bundle vs FP32, same inputs" + (f", host ISA class {host}" if host else ""), " · ".join(parts)
+
+
+def _stream_data(run: Run) -> tuple[str, str] | None:
+    s = run.stream
+    if not s:
+        return None
+    return (f"{s.get('source', '?')}: {s.get('n_chans', '?')} ch @ {num(s.get('sfreq'), 0)} Hz, "
+            f"{num(s.get('signal_s'), 0)} s, {s.get('precision', '?')} bundle", f"{_n(s.get('markers', '?'))} markers")
+
+
+def _bench_data(run: Run) -> tuple[str, str] | None:
+    b = run.bench
+    if not b:
+        return None
+    ok = [x for x in b.get("rows", []) if x.get("status") == "ok"]
+    return (f"{(b.get('meta') or {}).get('machine', '?')}; {len({x['model'] for x in ok})} models × "
+            f"{len({x['backend'] for x in ok})} backends measured",
+            f"{(b.get('meta') or {}).get('iters', '?')} calls per cell")
+
+
+# stage -> (what it ran on, how many) from its results, None without them; in the card's order
+_DATA = (("classifier", _classifier_data), ("robustness", _robustness_data), ("encoder", _encoder_data),
+         ("diffusion", _diffusion_data), ("generation", _generation_data), ("verify", _verify_data),
+         ("stream", _stream_data), ("bench", _bench_data))
 
 
 # -- key figures -----------------------------------------------------------------------------------
@@ -137,18 +157,32 @@ def robust_min(run: Run, label: str, eps: float) -> tuple[float, int, str] | Non
 
 
 def key_rows(run: Run) -> list[list[Cell]]:
+    """The key-figure rows: classifier and robustness, encoder, generation, INT8 bundle, streaming (a stage
+    without results shows as one row saying so)."""
+    return (_classifier_rows(run) + _encoder_rows(run) + _generation_rows(run) + _int8_rows(run)
+            + _stream_rows(run))
+
+
+def _missing(run: Run, what: str, stage: str) -> list[Cell]:
+    return [what, _status(run, stage) or ("no results written", "muted"), "", "", ""]
+
+
+def _n_cls(run: Run) -> int | None:
+    return (run.generation or {}).get("n_classes")
+
+
+def _chance(run: Run) -> str:
+    n_classes = next((c.get("n_classes") for c in run.classifier_model.values() if c), None)
+    return pct(1 / n_classes) if n_classes else "—"
+
+
+def _classifier_rows(run: Run) -> list[list[Cell]]:
+    """Classifier + robustness, one pair of rows per head."""
     rows: list[list[Cell]] = []
-
-    def missing(what: str, stage: str) -> None:
-        rows.append([what, _status(run, stage) or ("no results written", "muted"), "", "", ""])
-
-    n_cls = (run.generation or {}).get("n_classes")
-    # classifier + robustness, one pair of rows per head
     r = run.robustness or {}
     models = r.get("models") or {}
     eps = key_eps(run)
-    n_classes = next((c.get("n_classes") for c in run.classifier_model.values() if c), None)
-    chance = pct(1 / n_classes) if n_classes else "—"
+    chance = _chance(run)
     if models:
         for label, m in models.items():
             sub = Path(str(m.get("run", ""))).name
@@ -169,75 +203,90 @@ def key_rows(run: Run) -> list[list[Cell]]:
             acc, n = tr.get("test_clean_accuracy"), tr.get("n_test")
             rows.append([f"clean accuracy, {name} ({tr.get('head', '?')} head)",
                          with_ci(acc, wilson(acc, n), as_pct=True), f"{_n(n)} test", "", chance])
-        missing("robust accuracy", "robustness")
+        rows.append(_missing(run, "robust accuracy", "robustness"))
     else:
-        missing("classifier accuracy", "classifier")
-    # encoder: the aligned embedding vs its controls
+        rows.append(_missing(run, "classifier accuracy", "classifier"))
+    return rows
+
+
+def _encoder_rows(run: Run) -> list[list[Cell]]:
+    """The aligned embedding vs its controls."""
     seen = (run.encoder or {}).get("seen")
-    if seen and "aligned" in seen:
-        n, ch = seen.get("n_trials"), seen.get("chance_top1")
-        al, sh, co = seen["aligned"], seen.get("shuffled_labels") or {}, seen.get("class_only") or {}
-        for key, what in (("linear_probe_top1", "EEG encoder linear-probe top-1"),):
-            rows.append([what, with_ci(al.get(key), wilson(al.get(key), n)), _n(n),
-                         f"shuffled labels {num(sh.get(key))} · class-only {num(co.get(key))}", num(ch)])
-        if "retrieval" in al:
-            rt = al["retrieval"]
-            rows.append([f"EEG→image retrieval top-1 ({rt.get('n_way', '?')}-way)",
-                         with_ci(rt.get("top1"), wilson(rt.get("top1"), n)), _n(n),
-                         f"shuffled labels {num((sh.get('retrieval') or {}).get('top1'))} · class-only "
-                         f"{num((co.get('retrieval') or {}).get('top1'))}", num(rt.get("chance_top1"))])
-    else:
-        missing("EEG encoder probe", "encoder")
-    # generation: n-way accuracy and the image metrics, EEG vs its controls
+    if not (seen and "aligned" in seen):
+        return [_missing(run, "EEG encoder probe", "encoder")]
+    rows: list[list[Cell]] = []
+    n, ch = seen.get("n_trials"), seen.get("chance_top1")
+    al, sh, co = seen["aligned"], seen.get("shuffled_labels") or {}, seen.get("class_only") or {}
+    for key, what in (("linear_probe_top1", "EEG encoder linear-probe top-1"),):
+        rows.append([what, with_ci(al.get(key), wilson(al.get(key), n)), _n(n),
+                     f"shuffled labels {num(sh.get(key))} · class-only {num(co.get(key))}", num(ch)])
+    if "retrieval" in al:
+        rt = al["retrieval"]
+        rows.append([f"EEG→image retrieval top-1 ({rt.get('n_way', '?')}-way)",
+                     with_ci(rt.get("top1"), wilson(rt.get("top1"), n)), _n(n),
+                     f"shuffled labels {num((sh.get('retrieval') or {}).get('top1'))} · class-only "
+                     f"{num((co.get('retrieval') or {}).get('top1'))}", num(rt.get("chance_top1"))])
+    return rows
+
+
+def _generation_rows(run: Run) -> list[list[Cell]]:
+    """Generation: n-way accuracy and the image metrics, EEG vs its controls."""
     g = run.generation
-    if g and "eeg" in (g.get("conditions") or {}):
-        c = g["conditions"]
-        gt = (g.get("ground_truth") or {}).get("acc")
+    if not (g and "eeg" in (g.get("conditions") or {})):
+        return [_missing(run, "generated-image accuracy, FID, IS", "generation")]
+    n_cls = _n_cls(run)
+    c = g["conditions"]
+    gt = (g.get("ground_truth") or {}).get("acc")
 
-        def ctrl(key: str, digits: int = 3) -> str:
-            return " · ".join(f"{k} {num(v.get(key), digits)}" for k, v in c.items() if k != "eeg")
+    def ctrl(key: str, digits: int = 3) -> str:
+        return " · ".join(f"{k} {num(v.get(key), digits)}" for k, v in c.items() if k != "eeg")
 
-        rows.append([f"generated-image {n_cls}-way accuracy (EEG)",
-                     with_ci(c["eeg"].get("acc"), c["eeg"].get("acc_ci")),
-                     _n(c["eeg"].get("n")), ctrl("acc") + (f" · ground truth {num(gt)}" if gt is not None else ""),
-                     num(1 / n_cls) if n_cls else "—"])
-        fn = g.get("feature_network", "?")
-        rows.append([f"FID on {fn} features (EEG, lower = better)",
-                     with_ci(c["eeg"].get("fid_domain"), c["eeg"].get("fid_domain_ci"), 2), _n(c["eeg"].get("n")),
-                     ctrl("fid_domain", 2), "—"])
-        rows.append([f"IS on {fn} (EEG)", with_ci(c["eeg"].get("is_domain"), c["eeg"].get("is_domain_ci"), 2),
-                     _n(c["eeg"].get("n")), ctrl("is_domain", 2), f"1 (range 1-{n_cls})" if n_cls else "—"])
-    else:
-        missing("generated-image accuracy, FID, IS", "generation")
-    # INT8 bundle
+    fn = g.get("feature_network", "?")
+    return [[f"generated-image {n_cls}-way accuracy (EEG)", with_ci(c["eeg"].get("acc"), c["eeg"].get("acc_ci")),
+             _n(c["eeg"].get("n")), ctrl("acc") + (f" · ground truth {num(gt)}" if gt is not None else ""),
+             num(1 / n_cls) if n_cls else "—"],
+            [f"FID on {fn} features (EEG, lower = better)",
+             with_ci(c["eeg"].get("fid_domain"), c["eeg"].get("fid_domain_ci"), 2), _n(c["eeg"].get("n")),
+             ctrl("fid_domain", 2), "—"],
+            [f"IS on {fn} (EEG)", with_ci(c["eeg"].get("is_domain"), c["eeg"].get("is_domain_ci"), 2),
+             _n(c["eeg"].get("n")), ctrl("is_domain", 2), f"1 (range 1-{n_cls})" if n_cls else "—"]]
+
+
+def _int8_rows(run: Run) -> list[list[Cell]]:
+    """The INT8 bundle against FP32."""
     v = run.verify
-    if v:
-        acc = (v.get("classifier") or {}).get("accuracy") or {}
-        n = ((v.get("classifier") or {}).get("data") or {}).get("n_eval")
-        i8, f32 = (acc.get("ort_int8") or {}).get("clean"), (acc.get("ort_fp32") or {}).get("clean")
-        if isinstance(i8, (int, float)):
-            rows.append(["INT8 classifier clean accuracy", with_ci(i8 / 100, wilson(i8 / 100, n), as_pct=True), _n(n),
-                         f"FP32 {pct(f32 / 100) if isinstance(f32, (int, float)) else '—'}", chance])
-        m = ((v.get("eeg") or {}).get("metrics")) or {}
-        if "fp32" in m and "int8" in m:
-            rows.append(["INT8 generation fid_domain",
-                         with_ci(m["int8"].get("fid_domain"), m["int8"].get("fid_domain_ci"), 2),
-                         _n(m["int8"].get("n")), f"FP32 {num(m['fp32'].get('fid_domain'), 2)}", "—"])
-    else:
-        missing("INT8 vs FP32", "verify")
-    # streaming
+    if not v:
+        return [_missing(run, "INT8 vs FP32", "verify")]
+    rows: list[list[Cell]] = []
+    acc = (v.get("classifier") or {}).get("accuracy") or {}
+    n = ((v.get("classifier") or {}).get("data") or {}).get("n_eval")
+    i8, f32 = (acc.get("ort_int8") or {}).get("clean"), (acc.get("ort_fp32") or {}).get("clean")
+    if isinstance(i8, (int, float)):
+        rows.append(["INT8 classifier clean accuracy", with_ci(i8 / 100, wilson(i8 / 100, n), as_pct=True), _n(n),
+                     f"FP32 {pct(f32 / 100) if isinstance(f32, (int, float)) else '—'}", _chance(run)])
+    m = ((v.get("eeg") or {}).get("metrics")) or {}
+    if "fp32" in m and "int8" in m:
+        rows.append(["INT8 generation fid_domain",
+                     with_ci(m["int8"].get("fid_domain"), m["int8"].get("fid_domain_ci"), 2),
+                     _n(m["int8"].get("n")), f"FP32 {num(m['fp32'].get('fid_domain'), 2)}", "—"])
+    return rows
+
+
+def _stream_rows(run: Run) -> list[list[Cell]]:
+    """Streaming: decision latency and accuracy."""
     s = run.stream
-    if s:
-        lat = s.get("latency_ms") or {}
-        rows.append(["stream decision latency p99", f"{num(lat.get('p99'))} ms", _n(lat.get("n", s.get("decisions"))),
-                     f"p50 {num(lat.get('p50'))} ms · deadline {num(s.get('deadline_ms'), 0)} ms, "
-                     f"{s.get('deadline_misses', '?')} missed", ""])
-        if isinstance(s.get("accuracy"), (int, float)):
-            nd = s.get("decisions")
-            rows.append(["stream decision accuracy", with_ci(s["accuracy"], wilson(s["accuracy"], nd)), _n(nd), "",
-                         num(1 / n_cls) if n_cls else "—"])
-    else:
-        missing("streaming", "stream")
+    if not s:
+        return [_missing(run, "streaming", "stream")]
+    n_cls = _n_cls(run)
+    lat = s.get("latency_ms") or {}
+    rows: list[list[Cell]] = [
+        ["stream decision latency p99", f"{num(lat.get('p99'))} ms", _n(lat.get("n", s.get("decisions"))),
+         f"p50 {num(lat.get('p50'))} ms · deadline {num(s.get('deadline_ms'), 0)} ms, "
+         f"{s.get('deadline_misses', '?')} missed", ""]]
+    if isinstance(s.get("accuracy"), (int, float)):
+        nd = s.get("decisions")
+        rows.append(["stream decision accuracy", with_ci(s["accuracy"], wilson(s["accuracy"], nd)), _n(nd), "",
+                     num(1 / n_cls) if n_cls else "—"])
     return rows
 
 

@@ -41,6 +41,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from eegsine.attacks.algorithms import ATTACKS, AttackParams, AutoAttackStandard, build_attack, describe
+from eegsine.bench.report.doc import md_table
 from eegsine.bench.robustness.configs import (CIFAR10_GRID, DEFAULT_ATTACKS, RobustnessConfig,  # noqa: F401 - re-exported
                                    robustness_preset)
 from eegsine.bench.robustness.eps_nesting import (CAPTION, and_prefix, broken_at_smaller_eps, cumulative_robust,
@@ -136,13 +137,19 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
     reported, nested figures (:func:`nest_results`)."""
     res = nest_results(res)
     attacked = res["clean"][0.0]["robust"]  # only clean-correct images are attacked
-    checks: dict[str, dict] = {}
-    checks["zero_gradients"] = {
-        "passed": zero_share <= cfg.zero_grad_max_share, "value": zero_share,
-        "detail": f"{100 * zero_share:.1f}% of {n} images have an all-zero input gradient "
-                  f"(limit {100 * cfg.zero_grad_max_share:.0f}%)"}
+    return {"zero_gradients": {
+                "passed": zero_share <= cfg.zero_grad_max_share, "value": zero_share,
+                "detail": f"{100 * zero_share:.1f}% of {n} images have an all-zero input gradient "
+                          f"(limit {100 * cfg.zero_grad_max_share:.0f}%)"},
+            "black_box_vs_white_box": _check_black_box(res, attacked, n_exp, cfg),
+            "monotone_in_eps": _check_monotone(res, attacked, cfg),
+            "iterative_vs_single_step": _check_iterative(res, cfg),
+            "chance_at_eps_0.5": _check_chance(res, n, n_classes_share)}
 
-    # black-box vs white-box, per eps on the expensive subset
+
+def _check_black_box(res: dict, attacked: torch.Tensor, n_exp: int, cfg: RobustnessConfig) -> dict:
+    """Black-box vs white-box, per eps on the expensive subset: images Square fools that every white-box attack
+    missed (gradient masking shows as a black-box attack beating the white-box ones)."""
     bb = []
     for eps in sorted({e for a in ("square", "autoattack") if a in res for e in res[a]}):
         white = [a for a in res
@@ -163,13 +170,14 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
         count = int((all_white_fail & sq & clean_ok).sum())
         bb.append({"eps": eps, "count": count, "n": n_exp, "white_box": white})
     worst = max((b["count"] / max(1, b["n"]) for b in bb), default=None)
-    checks["black_box_vs_white_box"] = {
-        "passed": None if worst is None else worst <= cfg.bb_max_share, "value": bb,
-        "detail": ("Square not run" if worst is None else "; ".join(
-            f"eps={_fmt_eps(b['eps'])}: Square fools {b['count']}/{b['n']} images every white-box attack missed"
-            for b in bb))}
+    return {"passed": None if worst is None else worst <= cfg.bb_max_share, "value": bb,
+            "detail": ("Square not run" if worst is None else "; ".join(
+                f"eps={_fmt_eps(b['eps'])}: Square fools {b['count']}/{b['n']} images every white-box attack missed"
+                for b in bb))}
 
-    # monotone in eps: per (attack, eps), images the run there left robust although a smaller eps broke them
+
+def _check_monotone(res: dict, attacked: torch.Tensor, cfg: RobustnessConfig) -> dict:
+    """Monotone in eps: per (attack, eps), images the run there left robust although a smaller eps broke them."""
     missed = []
     for a, per in res.items():
         if a == "clean":
@@ -180,16 +188,18 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
                 m = int(attacked[:len(r["robust"])].sum())
                 missed.append({"attack": a, "eps": e, "missed": k, "attacked": m, "share": k / max(1, m)})
     mono_limit = cfg.monotone_max_share
-    checks["monotone_in_eps"] = {
-        "passed": all(v["share"] <= mono_limit for v in missed), "value": missed,
-        "detail": ("; ".join(f"{v['attack']} at eps={_fmt_eps(v['eps'])}: {v['missed']} of {v['attacked']} attacked "
-                             f"images ({100 * v['share']:.1f}%) broken at a smaller eps, missed by this run"
-                             + (" **over the limit**" if v["share"] > mono_limit else "") for v in missed)
-                   or "no run at a larger eps missed an image a smaller eps broke")
-                  + f" (limit {100 * mono_limit:g}% of the attacked images per attack and eps)"}
+    return {"passed": all(v["share"] <= mono_limit for v in missed), "value": missed,
+            "detail": ("; ".join(f"{v['attack']} at eps={_fmt_eps(v['eps'])}: {v['missed']} of {v['attacked']} "
+                                 f"attacked images ({100 * v['share']:.1f}%) broken at a smaller eps, missed by this "
+                                 "run"
+                                 + (" **over the limit**" if v["share"] > mono_limit else "") for v in missed)
+                       or "no run at a larger eps missed an image a smaller eps broke")
+                      + f" (limit {100 * mono_limit:g}% of the attacked images per attack and eps)"}
 
-    # iterative vs single-step, same subset, on the reported (nested) figures: per example, the images only FGSM
-    # broke against those only the iterative attack broke, one-sided exact McNemar
+
+def _check_iterative(res: dict, cfg: RobustnessConfig) -> dict:
+    """Iterative vs single-step, same subset, on the reported (nested) figures: per example, the images only FGSM
+    broke against those only the iterative attack broke, one-sided exact McNemar."""
     from eegsine.bench.robustness.paired_stats import mcnemar_exact
 
     bad = []
@@ -204,26 +214,25 @@ def sanity_checks(res: dict, n_classes_share: float, n: int, n_exp: int, zero_sh
                     if p < cfg.iterative_alpha:
                         bad.append(f"{a} at eps={_fmt_eps(e)}: {only_fgsm} images only FGSM broke vs {only_iter} only "
                                    f"{a} broke (one-sided exact McNemar p = {p:.2g})")
-    checks["iterative_vs_single_step"] = {
-        "passed": None if "fgsm" not in res else not bad, "value": bad,
-        "detail": ("FGSM not run" if "fgsm" not in res
-                   else ("; ".join(bad) or "no iterative attack significantly weaker than FGSM")
-                   + f" (per attack and eps: one-sided exact McNemar on the images only one of the two broke, "
-                     f"fails at p < {cfg.iterative_alpha:g})")}
+    return {"passed": None if "fgsm" not in res else not bad, "value": bad,
+            "detail": ("FGSM not run" if "fgsm" not in res
+                       else ("; ".join(bad) or "no iterative attack significantly weaker than FGSM")
+                       + f" (per attack and eps: one-sided exact McNemar on the images only one of the two broke, "
+                         f"fails at p < {cfg.iterative_alpha:g})")}
 
-    # chance at eps = 0.5
+
+def _check_chance(res: dict, n: int, n_classes_share: float) -> dict:
+    """Chance at eps = 0.5: the strongest full-set white-box attack leaves no more than the majority-class share."""
     at_half = {a: int(per[0.5]["robust"][:n].sum()) for a, per in res.items()
                if a != "clean" and 0.5 in per and len(per[0.5]["robust"]) >= n and ATTACKS[a].kind != "transfer"}
-    if at_half:
-        best_a = min(at_half, key=at_half.get)
-        acc = at_half[best_a] / n
-        limit = n_classes_share + 1.0 / n
-        checks["chance_at_eps_0.5"] = {"passed": acc <= limit, "value": acc,
-                                       "detail": f"{best_a} at eps=0.5: {100 * acc:.1f}% "
-                                                 f"(chance = majority-class share {100 * n_classes_share:.1f}%)"}
-    else:
-        checks["chance_at_eps_0.5"] = {"passed": None, "value": None, "detail": "no attack run at eps=0.5"}
-    return checks
+    if not at_half:
+        return {"passed": None, "value": None, "detail": "no attack run at eps=0.5"}
+    best_a = min(at_half, key=at_half.get)
+    acc = at_half[best_a] / n
+    limit = n_classes_share + 1.0 / n
+    return {"passed": acc <= limit, "value": acc,
+            "detail": f"{best_a} at eps=0.5: {100 * acc:.1f}% "
+                      f"(chance = majority-class share {100 * n_classes_share:.1f}%)"}
 
 
 def run_data(run: str | Path) -> tuple[str, str]:
@@ -269,15 +278,7 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     run.log_notes(log)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    models = []
-    for i, r in enumerate(runs):
-        if isinstance(r, nn.Module):  # an in-memory model carrying its ClassifierConfig as ``.cfg``
-            models.append((Path(getattr(r, "name", f"model{i}")), r, r.cfg))
-        else:
-            model = Classifier.from_pretrained(r)
-            mcfg = model.cfg
-            models.append((Path(r), model, mcfg))
-
+    models = _load_models(runs)
     try:
         ds = load_images(dataset, **({"root": data_root} if data_root else {}))
     except DataMissingError as e:
@@ -293,8 +294,6 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     names = _model_names(models)
     source = (Classifier.from_pretrained(cfg.transfer_from) if cfg.transfer_from
               else next((m for _, m, c in models if c.head == "linear"), None))
-    src_path = Path(cfg.transfer_from).resolve() if cfg.transfer_from else None
-    is_source = lambda run: src_path is not None and run.resolve() == src_path  # noqa: E731
     params = cfg.params
     log.info(f"robustness on {dataset} test split ({ds.source}): n_eval={n} (expensive attacks: first {n_exp}), "
              f"eps in [0, 1] pixel units, models: {', '.join(names)}")
@@ -305,73 +304,118 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
                      "attacks": {a: {"label": describe(a, params)[0], "full_strength": describe(a, params)[1],
                                      "subset": n_exp if ATTACKS[a].expensive else n} for a in cfg.attacks},
                      "models": {}}
-    logits_store = {}
+    logits_store: dict = {}
     per_example: dict[str, dict] = {}  # label -> attack -> eps -> robust (N,): for the paired comparison
-    for (run, model, mcfg), label in zip(models, names):
+    for (path, model, mcfg), label in zip(models, names):
         model.eval()
-        check_images(x, y, mcfg, what=f"{dataset} test images for {run}")
+        check_images(x, y, mcfg, what=f"{dataset} test images for {path}")
         t_model = time.perf_counter()
         clean_logits = _predict(model, x, cfg.batch_size)
         correct = clean_logits.argmax(1) == y
-        res: dict = {"clean": {0.0: {"robust": correct, "seconds": 0.0, "n_attacked": n}}}
-        todo = [(a, e) for a in cfg.attacks for e in eps_grid(a, dataset, cfg)
-                if not (ATTACKS[a].sine_only and mcfg.head != "sine")
-                and not (ATTACKS[a].needs_source and (source is None or source is model or is_source(run)))]
-        if not any(e == 0.5 for a, e in todo
-                   if ATTACKS[a].kind in ("iterative", "ensemble") and not ATTACKS[a].expensive):
-            todo.append(("pgd-ce", 0.5))  # the chance-at-0.5 check needs it
-            if "pgd-ce" not in summary["attacks"]:
-                summary["attacks"]["pgd-ce"] = {"label": describe("pgd-ce", params)[0] + " (for the eps=0.5 check)",
-                                                "full_strength": True, "subset": n}
-        bar = tqdm(todo, desc=f"attacks on {label}", dynamic_ncols=True)
-        cache = _Cache(out_dir, cfg, run, label, dataset)
-        for a, e in bar:
-            bar.set_postfix(attack=a, eps=_fmt_eps(e))
-            m = n_exp if ATTACKS[a].expensive else n
-            r = cache.get(a, e)
-            if r is None:
-                torch.manual_seed(cfg.seed)  # every (attack, eps) result reproducible on its own (and from the cache)
-                r = run_attack(a, model, x[:m], y[:m], correct[:m], e, mcfg.n_classes, params, cfg.batch_size,
-                               source=source if ATTACKS[a].needs_source else None)
-                if a == "pgd-ce":
-                    r["adv_logits"] = _predict(model, r["adv"], cfg.batch_size)
-                cache.put(a, e, r)
-            log.info(f"[{label}] {a} eps={_fmt_eps(e)}: accuracy {float(r['robust'].float().mean()):.3f} on {m} images "
-                     f"(this run alone; {r['seconds']:.1f} s)")
-            res.setdefault(a, {})[e] = r
-            if a == "pgd-ce":
-                logits_store.setdefault(label, {"clean": clean_logits, "y": y, "adv": {}})
-                logits_store[label]["adv"][e] = r["adv_logits"]
+        todo = _attack_plan(cfg, dataset, mcfg, model is source or _same_run(path, cfg.transfer_from), source,
+                            summary["attacks"], n)
+        res = _run_attacks(todo, _Cache(out_dir, cfg, path, label, dataset), model, x, y, correct, mcfg, source,
+                           n_exp, cfg, label, log)
+        if any(a == "pgd-ce" for a, _ in todo):
+            logits_store[label] = {"clean": clean_logits, "y": y,
+                                   "adv": {e: r["adv_logits"] for e, r in res["pgd-ce"].items()}}
         zero = zero_gradient_share(model, x, y, cfg.batch_size)
         checks = sanity_checks(res, majority, n, n_exp, zero, cfg)
         res = nest_results(res)  # what is reported: the per-example worst case across eps
-        entry = {"run": str(run), "head": mcfg.head, "arch": mcfg.arch, "clean_accuracy": float(correct.float().mean()),
-                 "eval_wall_s": round(time.perf_counter() - t_model, 1), "results": {}, "images_per_s": {},
-                 "checks": checks}
-        for a, per in res.items():
-            if a == "clean":
-                continue
-            entry["results"][a] = {}
-            tot_n = tot_s = 0.0
-            for e, r in sorted(per.items()):
-                m = len(r["robust"])
-                entry["results"][a][f"{e:.6g}"] = {
-                    "eps": e, "accuracy": float(r["robust"].float().mean()),
-                    "accuracy_single_run": float(r["robust_single_run"].float().mean()),
-                    "broken_at_smaller_eps": broken_at_smaller_eps(r["robust_single_run"], r["robust"]), "n": m,
-                    "n_attacked": r["n_attacked"], "seconds": round(r["seconds"], 2), "threads": r.get("threads")}
-                if a == "autoattack":
-                    entry["results"][a][f"{e:.6g}"]["first_success_by"] = {
-                        nm: int((r["success_by"] == k).sum())
-                        for k, nm in enumerate(["apgd-ce", "apgd-t", "fab-t", "square"])}
-                tot_n += r["n_attacked"]
-                tot_s += r["seconds"]
-            entry["images_per_s"][a] = round(tot_n / tot_s, 2) if tot_s > 0 else None
-        summary["models"][label] = entry
+        summary["models"][label] = _model_entry(path, mcfg, correct, res, checks, time.perf_counter() - t_model)
         per_example[label] = {a: {e: r["robust"] for e, r in per.items()} for a, per in res.items()}
         _print_checks(label, checks, log)
     summary["table"] = table_rows(summary)
     summary["paired"] = paired_rows(per_example, summary)
+    _write_outputs(summary, logits_store, out_dir, dataset)
+    return summary
+
+
+def _load_models(runs: list[str | Path | nn.Module]) -> list[tuple[Path, nn.Module, ClassifierConfig]]:
+    """(path or name, model, its config) per run folder or in-memory model (carrying its config as ``.cfg``)."""
+    models = []
+    for i, r in enumerate(runs):
+        if isinstance(r, nn.Module):
+            models.append((Path(getattr(r, "name", f"model{i}")), r, r.cfg))
+        else:
+            model = Classifier.from_pretrained(r)
+            models.append((Path(r), model, model.cfg))
+    return models
+
+
+def _same_run(path: Path, transfer_from: str | None) -> bool:
+    """Whether ``path`` is the transfer source's run folder (a model is not attacked with its own transfer)."""
+    return bool(transfer_from) and path.resolve() == Path(transfer_from).resolve()
+
+
+def _attack_plan(cfg: RobustnessConfig, dataset: str, mcfg: ClassifierConfig, is_source: bool,
+                 source: nn.Module | None, attacks: dict, n: int) -> list[tuple[str, float]]:
+    """(attack, eps) pairs to run on one model; adds PGD-CE at eps 0.5 (and its ``attacks`` entry) when no cheap
+    iterative attack covers it, since the chance-at-0.5 check needs one."""
+    todo = [(a, e) for a in cfg.attacks for e in eps_grid(a, dataset, cfg)
+            if not (ATTACKS[a].sine_only and mcfg.head != "sine")
+            and not (ATTACKS[a].needs_source and (source is None or is_source))]
+    if not any(e == 0.5 for a, e in todo
+               if ATTACKS[a].kind in ("iterative", "ensemble") and not ATTACKS[a].expensive):
+        todo.append(("pgd-ce", 0.5))
+        if "pgd-ce" not in attacks:
+            attacks["pgd-ce"] = {"label": describe("pgd-ce", cfg.params)[0] + " (for the eps=0.5 check)",
+                                 "full_strength": True, "subset": n}
+    return todo
+
+
+def _run_attacks(todo: list[tuple[str, float]], cache: "_Cache", model: nn.Module, x: torch.Tensor,
+                 y: torch.Tensor, correct: torch.Tensor, mcfg: ClassifierConfig, source: nn.Module | None,
+                 n_exp: int, cfg: RobustnessConfig, label: str, log) -> dict:
+    """Each (attack, eps) of ``todo`` from the cache or run afresh -> ``res[attack][eps]`` (with ``clean``)."""
+    n = len(x)
+    res: dict = {"clean": {0.0: {"robust": correct, "seconds": 0.0, "n_attacked": n}}}
+    bar = tqdm(todo, desc=f"attacks on {label}", dynamic_ncols=True)
+    for a, e in bar:
+        bar.set_postfix(attack=a, eps=_fmt_eps(e))
+        m = n_exp if ATTACKS[a].expensive else n
+        r = cache.get(a, e)
+        if r is None:
+            torch.manual_seed(cfg.seed)  # every (attack, eps) result reproducible on its own (and from the cache)
+            r = run_attack(a, model, x[:m], y[:m], correct[:m], e, mcfg.n_classes, cfg.params, cfg.batch_size,
+                           source=source if ATTACKS[a].needs_source else None)
+            if a == "pgd-ce":
+                r["adv_logits"] = _predict(model, r["adv"], cfg.batch_size)
+            cache.put(a, e, r)
+        log.info(f"[{label}] {a} eps={_fmt_eps(e)}: accuracy {float(r['robust'].float().mean()):.3f} on {m} images "
+                 f"(this run alone; {r['seconds']:.1f} s)")
+        res.setdefault(a, {})[e] = r
+    return res
+
+
+def _model_entry(path: Path, mcfg: ClassifierConfig, correct: torch.Tensor, res: dict, checks: dict,
+                 wall_s: float) -> dict:
+    """One model's summary entry from its nested results: accuracy per attack and eps, images/s per attack."""
+    entry = {"run": str(path), "head": mcfg.head, "arch": mcfg.arch, "clean_accuracy": float(correct.float().mean()),
+             "eval_wall_s": round(wall_s, 1), "results": {}, "images_per_s": {}, "checks": checks}
+    for a, per in res.items():
+        if a == "clean":
+            continue
+        entry["results"][a] = {}
+        tot_n = tot_s = 0.0
+        for e, r in sorted(per.items()):
+            m = len(r["robust"])
+            entry["results"][a][f"{e:.6g}"] = {
+                "eps": e, "accuracy": float(r["robust"].float().mean()),
+                "accuracy_single_run": float(r["robust_single_run"].float().mean()),
+                "broken_at_smaller_eps": broken_at_smaller_eps(r["robust_single_run"], r["robust"]), "n": m,
+                "n_attacked": r["n_attacked"], "seconds": round(r["seconds"], 2), "threads": r.get("threads")}
+            if a == "autoattack":
+                entry["results"][a][f"{e:.6g}"]["first_success_by"] = {
+                    nm: int((r["success_by"] == k).sum())
+                    for k, nm in enumerate(["apgd-ce", "apgd-t", "fab-t", "square"])}
+            tot_n += r["n_attacked"]
+            tot_s += r["seconds"]
+        entry["images_per_s"][a] = round(tot_n / tot_s, 2) if tot_s > 0 else None
+    return entry
+
+
+def _write_outputs(summary: dict, logits_store: dict, out_dir: Path, dataset: str) -> None:
     md = render_markdown(summary)
     atomic_write_text(out_dir / "robustness.md", md)
     write_json(out_dir / "robustness.json", summary)
@@ -380,7 +424,6 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     if logits_store:
         plot_logits(logits_store, out_dir / "logits.png", dataset)
     print(md)
-    return summary
 
 
 class _Cache:
@@ -515,11 +558,10 @@ def render_markdown(summary: dict) -> str:
            f"APGD-T, FAB-T, Square and AutoAttack on the first {summary['n_eval_expensive']} of them. "
            "Only clean-correct images are attacked; accuracy is over all n images. "
            "Adaptive attacks (BPDA, pre-sine) are judged by the real model; — = not applicable. " + CAPTION, "",
-           _nesting_note(summary), "",
-           "| Attack | eps | " + " | ".join(labels) + " | n |", "|---|---|" + "---|" * len(labels) + "---|"]
-    for r in summary["table"]:
-        out.append(f"| {r['attack']} | {_fmt_eps(r['eps']) if r['eps'] else '0'} | "
-                   + " | ".join(pct(r.get(lb)) for lb in labels) + f" | {r['n']} |")
+           _nesting_note(summary), ""]
+    out += md_table(["Attack", "eps", *labels, "n"],
+                    [[r["attack"], _fmt_eps(r["eps"]) if r["eps"] else "0", *(pct(r.get(lb)) for lb in labels),
+                      str(r["n"])] for r in summary["table"]])
     reduced = [m["label"] for m in summary["attacks"].values() if not m["full_strength"]]
     if reduced:
         out += ["", "**Reduced strength** (not the published setting): " + ", ".join(reduced) + "."]
@@ -528,14 +570,9 @@ def render_markdown(summary: dict) -> str:
         out += ["", f"### Paired comparison on the same images: {p0['a']} - {p0['b']}", "",
                 "McNemar exact (two-sided binomial on the discordant pairs); 95% interval for the accuracy difference: "
                 "Newcombe 1998 method 10 (paired Wilson score). The worst case is per example over every attack run "
-                "at that eps or a smaller one (on the prefix every one of them reached).", "",
-                "| Attack | eps | n | difference, points [95% CI] | only a / only b robust | McNemar p |",
-                "|---|---|---|---|---|---|"]
-        for r in summary["paired"]:
-            lo, hi = r["ci_newcombe"]
-            out.append(f"| {r['attack']} | {_fmt_eps(r['eps']) if r['eps'] else '0'} | {r['n']} | "
-                       f"{100 * r['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}] | {r['n10']} / {r['n01']} | "
-                       f"{r['p_mcnemar_exact']:.3g} |")
+                "at that eps or a smaller one (on the prefix every one of them reached).", ""]
+        out += md_table(["Attack", "eps", "n", "difference, points [95% CI]", "only a / only b robust", "McNemar p"],
+                        [_paired_cells(r) for r in summary["paired"]])
     out += ["", "### Sanity checks", ""]
     for lb in labels:
         for name, c in summary["models"][lb]["checks"].items():
@@ -544,13 +581,18 @@ def render_markdown(summary: dict) -> str:
     threads = sorted({str(v.get("threads")) for lb in labels for per in summary["models"][lb]["results"].values()
                       for v in per.values()})
     out += ["", "### Speed (images/s = attacked images / attack wall time; torch threads when computed: "
-            f"{', '.join(threads)})", "",
-            "| Attack | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+            f"{', '.join(threads)})", ""]
     attacks = sorted({a for lb in labels for a in summary["models"][lb]["images_per_s"]})
-    for a in attacks:
-        out.append(f"| {a} | " + " | ".join(str(summary["models"][lb]["images_per_s"].get(a, "—")) for lb in labels)
-                   + " |")
+    speed = {lb: summary["models"][lb]["images_per_s"] for lb in labels}
+    out += md_table(["Attack", *labels], [[a, *(str(speed[lb].get(a, "—")) for lb in labels)] for a in attacks])
     return "\n".join(out) + "\n"
+
+
+def _paired_cells(r: dict) -> list[str]:
+    lo, hi = r["ci_newcombe"]
+    return [r["attack"], _fmt_eps(r["eps"]) if r["eps"] else "0", str(r["n"]),
+            f"{100 * r['diff']:+.1f} [{100 * lo:+.1f}, {100 * hi:+.1f}]", f"{r['n10']} / {r['n01']}",
+            f"{r['p_mcnemar_exact']:.3g}"]
 
 
 def _nesting_note(summary: dict) -> str:

@@ -28,6 +28,7 @@ import numpy as np
 
 from eegsine.bench.speed.backends import (BackendUnavailable, Runner, make_onnxruntime, make_tensorrt,
                                           make_torch_compile, make_torch_eager)
+from eegsine.bench.report.doc import md_table
 from eegsine.bench.speed.timing import measure_memory, peak_rss_mb, set_threads, time_callable
 from eegsine.config import Config, usable_cpus
 from eegsine.errors import UserError
@@ -198,11 +199,8 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "",
              f"INT8 host: {meta.get('int8_host', '?')}. INT8 rows: portable = 7-bit weights + s8 activations (the "
              "default target, same accuracy on every CPU); x86-vnni = full-range weights + s8; u8 = full-range "
-             "weights + u8 activations. Full-range rows lose accuracy on x86 CPUs without VNNI (int16 saturation).", "",
-             "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c)) for c in cols) + " |")
-    return "\n".join(lines) + "\n"
+             "weights + u8 activations. Full-range rows lose accuracy on x86 CPUs without VNNI (int16 saturation).", ""]
+    return "\n".join(lines + md_table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])) + "\n"
 
 
 def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], targets: list[dict[str, Any]],
@@ -221,8 +219,9 @@ def write_outputs(rows: list[dict[str, Any]], meta: dict[str, Any], targets: lis
     atomic_write_text(paths["csv"], buf.getvalue())
     md = render_markdown(rows, meta)
     if targets:
-        md += "\n### Targets (2-core CPU)\n\n| target | measured | met |\n|---|---|---|\n"
-        md += "".join(f"| {t['target']} | {t['measured']} | {'yes' if t['met'] else '**NO**'} |\n" for t in targets)
+        md += "\n### Targets (2-core CPU)\n\n" + "\n".join(md_table(
+            ["target", "measured", "met"],
+            [[str(t["target"]), str(t["measured"]), "yes" if t["met"] else ("NO", "fail")] for t in targets])) + "\n"
     atomic_write_text(paths["md"], md)
     paths.update(plot(rows, out))
     return paths

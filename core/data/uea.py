@@ -93,87 +93,102 @@ def read_ts(path: str | os.PathLike) -> tuple[np.ndarray, list[str], dict]:
                 continue
             where = f"{path}:{lineno}"
             if not in_data:
-                if not line.startswith("@"):
-                    raise UserError(f"{where}: expected a @header line or @data, got {line[:40]!r}")
-                tag, _, rest = line.partition(" ")
-                tag, rest = tag.lower(), rest.strip()
-                if tag == "@data":
-                    if "classlabel" not in header:
-                        raise UserError(f"{where}: @data before @classLabel "
-                                        "(only classification problems are supported)")
-                    in_data = True
-                    n_dims = header.get("dimensions")
-                    continue
-                if tag in ("@timestamps", "@missing", "@univariate", "@equallength"):
-                    if rest.lower() not in _BOOL:
-                        raise UserError(f"{where}: {tag} must be true or false, got {rest!r}")
-                    header[tag[1:]] = _BOOL[rest.lower()]
-                elif tag in ("@dimensions", "@serieslength"):
-                    try:
-                        header[tag[1:]] = int(rest)
-                    except ValueError:
-                        raise UserError(f"{where}: {tag} must be an integer, got {rest!r}") from None
-                    if header[tag[1:]] < 1:
-                        raise UserError(f"{where}: {tag} must be >= 1, got {rest}")
-                elif tag == "@classlabel":
-                    parts = rest.split()
-                    if not parts or parts[0].lower() != "true" or len(parts) < 3:
-                        raise UserError(f"{where}: @classLabel must be 'true' followed by >= 2 labels, got {rest!r}")
-                    header["classlabel"] = parts[1:]
-                elif tag == "@problemname":
-                    header["problemname"] = rest
-                else:
-                    header[tag[1:]] = rest  # e.g. @targetlabel: kept, unused
-                if header.get("timestamps"):
-                    raise UserError(f"{where}: @timeStamps true is not supported (equal-spaced samples only)")
+                in_data = _header_line(line, where, header)
+                n_dims = header.get("dimensions")
                 continue
-            # data line: dims separated by ':', label last
-            fields = line.split(":")
-            label = fields[-1].strip()
-            dims = fields[:-1]
-            if n_dims is None:
-                n_dims = len(dims)
-            if len(dims) != n_dims:
-                raise UserError(f"{where}: {len(dims)} dimensions, expected {n_dims}")
-            if label not in header["classlabel"]:
-                raise UserError(f"{where}: class label {label!r} is not one of @classLabel {header['classlabel']}")
-            rows = []
-            for d, text in enumerate(dims):
-                vals = text.split(",")
-                if header.get("missing") and "?" in vals:
-                    raise UserError(f"{where}: dimension {d} has missing values ('?'), not supported")
-                try:
-                    row = np.array(vals, dtype=np.float64)
-                except ValueError:
-                    bad = next(v for v in vals if not _is_float(v))
-                    raise UserError(f"{where}: dimension {d}: non-numeric value {bad.strip()[:20]!r}") from None
-                if not np.isfinite(row).all():
-                    raise UserError(f"{where}: dimension {d} contains NaN/inf")
-                rows.append(row)
-            lens = {len(r) for r in rows}
-            if len(lens) != 1:
-                raise UserError(f"{where}: dimensions have different lengths {sorted(lens)}")
-            (n,) = lens
-            if length is None:
-                length = n
-                if header.get("serieslength") not in (None, n):
-                    # EyesOpenShut as shipped says 127 and holds 128 in every case: trust the (equal) data
-                    log.warning("%s: series length %d, but @seriesLength says %d; using the data", where, n,
-                                header["serieslength"])
-                    header["serieslength_declared"] = header["serieslength"]
-                    header["serieslength"] = n
-            elif n != length:
-                if header.get("equallength", True):
-                    raise UserError(f"{where}: series length {n}, expected {length} (@equalLength true)")
-                raise UserError(f"{where}: series length {n} differs from {length}; unequal-length problems are "
-                                "not supported (EEG sets need a fixed n_times)")
-            cases.append(np.stack(rows))
+            case, label = _data_line(line, where, header, n_dims)
+            n_dims = len(case)
+            length = _check_length(case.shape[1], length, header, where)
+            cases.append(case)
             labels.append(label)
     if not in_data:
         raise UserError(f"{path}: no @data section")
     if not cases:
         raise UserError(f"{path}: @data section has no cases")
     return np.stack(cases).astype(np.float32), labels, header
+
+
+def _header_line(line: str, where: str, header: dict) -> bool:
+    """Read one header line into ``header``; True when it is ``@data`` (the cases follow)."""
+    if not line.startswith("@"):
+        raise UserError(f"{where}: expected a @header line or @data, got {line[:40]!r}")
+    tag, _, rest = line.partition(" ")
+    tag, rest = tag.lower(), rest.strip()
+    if tag == "@data":
+        if "classlabel" not in header:
+            raise UserError(f"{where}: @data before @classLabel (only classification problems are supported)")
+        return True
+    if tag in ("@timestamps", "@missing", "@univariate", "@equallength"):
+        if rest.lower() not in _BOOL:
+            raise UserError(f"{where}: {tag} must be true or false, got {rest!r}")
+        header[tag[1:]] = _BOOL[rest.lower()]
+    elif tag in ("@dimensions", "@serieslength"):
+        try:
+            header[tag[1:]] = int(rest)
+        except ValueError:
+            raise UserError(f"{where}: {tag} must be an integer, got {rest!r}") from None
+        if header[tag[1:]] < 1:
+            raise UserError(f"{where}: {tag} must be >= 1, got {rest}")
+    elif tag == "@classlabel":
+        parts = rest.split()
+        if not parts or parts[0].lower() != "true" or len(parts) < 3:
+            raise UserError(f"{where}: @classLabel must be 'true' followed by >= 2 labels, got {rest!r}")
+        header["classlabel"] = parts[1:]
+    elif tag == "@problemname":
+        header["problemname"] = rest
+    else:
+        header[tag[1:]] = rest  # e.g. @targetlabel: kept, unused
+    if header.get("timestamps"):
+        raise UserError(f"{where}: @timeStamps true is not supported (equal-spaced samples only)")
+    return False
+
+
+def _data_line(line: str, where: str, header: dict, n_dims: int | None) -> tuple[np.ndarray, str]:
+    """One case: dimensions separated by ':', values by ',', the label last -> ((D, T) float64, label)."""
+    fields = line.split(":")
+    label = fields[-1].strip()
+    dims = fields[:-1]
+    if n_dims is None:
+        n_dims = len(dims)
+    if len(dims) != n_dims:
+        raise UserError(f"{where}: {len(dims)} dimensions, expected {n_dims}")
+    if label not in header["classlabel"]:
+        raise UserError(f"{where}: class label {label!r} is not one of @classLabel {header['classlabel']}")
+    rows = []
+    for d, text in enumerate(dims):
+        vals = text.split(",")
+        if header.get("missing") and "?" in vals:
+            raise UserError(f"{where}: dimension {d} has missing values ('?'), not supported")
+        try:
+            row = np.array(vals, dtype=np.float64)
+        except ValueError:
+            bad = next(v for v in vals if not _is_float(v))
+            raise UserError(f"{where}: dimension {d}: non-numeric value {bad.strip()[:20]!r}") from None
+        if not np.isfinite(row).all():
+            raise UserError(f"{where}: dimension {d} contains NaN/inf")
+        rows.append(row)
+    lens = {len(r) for r in rows}
+    if len(lens) != 1:
+        raise UserError(f"{where}: dimensions have different lengths {sorted(lens)}")
+    return np.stack(rows), label
+
+
+def _check_length(n: int, length: int | None, header: dict, where: str) -> int:
+    """The series length every case must share: the first case's (reconciling @seriesLength), then checked."""
+    if length is None:
+        if header.get("serieslength") not in (None, n):
+            # EyesOpenShut as shipped says 127 and holds 128 in every case: trust the (equal) data
+            log.warning("%s: series length %d, but @seriesLength says %d; using the data", where, n,
+                        header["serieslength"])
+            header["serieslength_declared"] = header["serieslength"]
+            header["serieslength"] = n
+        return n
+    if n != length:
+        if header.get("equallength", True):
+            raise UserError(f"{where}: series length {n}, expected {length} (@equalLength true)")
+        raise UserError(f"{where}: series length {n} differs from {length}; unequal-length problems are "
+                        "not supported (EEG sets need a fixed n_times)")
+    return length
 
 
 def _is_float(v: str) -> bool:

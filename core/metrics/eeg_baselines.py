@@ -1,8 +1,11 @@
-"""Simple, standard classifiers for EEG trials (N, C, T), the reference row beside the encoder on ``uea:<Name>``.
+"""The standard EEG baselines, one set for every EEG table: classifiers for trials (N, C, T) fitted on training
+trials only, beside the encoder on ``uea:<Name>`` (``bench.experiments.uea_table``), in the encoder trainer's
+controls and in the encoder table (``training.encoder_eval``, ``bench.experiments.encoder_table``).
 
-Each baseline is fitted on the training trials only; every free parameter (window count,
-regularisation C, shrinkage) is chosen by stratified k-fold cross-validation *inside* the
-training trials, never on test. Each returns ``{"top1", "n_test", "features", "chosen"}``.
+Every free parameter (window count, regularisation C, shrinkage) is chosen by stratified k-fold
+cross-validation *inside* the training trials, never on test. Each returns ``{"top1", "n_test", "features",
+"chosen"}``. :data:`REGISTRY` lists the uea table's set (name, table label, fit on one split); a new baseline
+(xDAWN + LDA, MiniRocket, ...) is one more :class:`Baseline` entry there, and :func:`run_all` runs it.
 
 * :func:`majority` -- the most frequent training class, for every test trial.
 * :func:`window_mean_logreg` -- per-channel means over ``w`` equal time windows (C x w
@@ -12,7 +15,7 @@ training trials, never on test. Each returns ``{"top1", "n_test", "features", "c
 * :func:`window_mean_lda` -- the same window means with shrinkage LDA (Ledoit-Wolf): the
   classic ERP / readiness-potential classifier of BCI competitions.
 * :func:`bandpower_logreg` -- log band power per channel (δ θ α β γ, Welch) + logistic
-  regression: :func:`eegsine.metrics.embedding.bandpower_baseline`, the trainer's control.
+  regression: :func:`bandpower_baseline`, the trainer's control.
 * :func:`tangent_space_logreg` -- per-trial spatial covariance (shrunk), whitened by the
   log-Euclidean mean of the training covariances, matrix log, upper triangle
   (off-diagonal x sqrt 2) + logistic regression: the Riemannian "tangent space" classifier
@@ -20,17 +23,25 @@ training trials, never on test. Each returns ``{"top1", "n_test", "features", "c
 * :func:`nn1_euclidean` -- 1-nearest neighbour, Euclidean distance on the raw series (the
   ``ED`` baseline of the UEA archive paper).
 
+Outside the registry, the encoder's references: :func:`lda_baseline` (shrinkage LDA on fixed-length window
+means, the encoder table's "LDA reference") and :func:`bandpower_baseline`. Both tables read their window
+means from the one :func:`window_means`; what differs (a window count or a window length) is its parameter.
+
 Hand-written on numpy / scipy / scikit-learn (a few lines each); no code from other projects.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 
 from eegsine.errors import UserError
-from eegsine.metrics.embedding import bandpower_baseline
 
 C_GRID = np.logspace(-3, 3, 13)
 WINDOWS = (1, 2, 4, 8, 16)
+ENCODER_LDA_WIN_MS = 40.0  # the encoder table's LDA reference (docs/results/encoder): 40 ms window means
+BANDS = {"delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0)}
 
 
 def _folds(y: np.ndarray, seed: int, k: int = 5):
@@ -61,11 +72,27 @@ def majority(y_tr: np.ndarray, y_te: np.ndarray) -> dict:
     return _result(np.full(len(y_te), c), y_te, "none (most frequent training class)", {"class": c})
 
 
-def window_means(x: np.ndarray, n_windows: int) -> np.ndarray:
-    """Per-channel means over ``n_windows`` equal consecutive time windows: (N, C, T) -> (N, C * n_windows).
+def window_means(x: np.ndarray, n_windows: int | None = None, *, win_ms: float | None = None,
+                 sfreq: float | None = None) -> np.ndarray:
+    """Per-channel means over consecutive, non-overlapping time windows: (N, C, T) -> (N, C * W).
 
-    When T is not a multiple, the last ``T mod n_windows`` samples join the last window."""
+    Two window definitions, each behind a committed table; give exactly one:
+
+    * ``n_windows``: W equal windows, edges ``floor(i T / W)`` (the uea table's, W chosen by CV); every sample
+      is used (when T is not a multiple, the remainder is spread over the windows, e.g. T 10, W 3: 3, 3, 4).
+    * ``win_ms`` with ``sfreq``: windows of ``round(win_ms * sfreq / 1000)`` samples (the encoder table's 40 ms
+      ERP read-out); W = T // length, a trailing partial window dropped (one window of all T when T is shorter).
+    """
     n, c, t = x.shape
+    if (n_windows is None) == (win_ms is None):
+        raise UserError("window_means: give either n_windows or win_ms (with sfreq)")
+    if win_ms is not None:
+        if sfreq is None or not (win_ms > 0 and sfreq > 0):
+            raise UserError(f"window_means: win_ms={win_ms} needs a positive sfreq (got {sfreq})")
+        w = max(1, int(round(win_ms * sfreq / 1000.0)))
+        k = max(1, t // w)
+        w = min(w, t)
+        return x[:, :, :k * w].reshape(n, c, k, w).mean(-1).reshape(n, c * k)
     if not 1 <= n_windows <= t:
         raise UserError(f"window_means: n_windows={n_windows} must be in [1, {t}]")
     edges = np.linspace(0, t, n_windows + 1).astype(int)
@@ -101,37 +128,105 @@ def _shrinkage_lda():
     return make_pipeline(StandardScaler(), LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto"))
 
 
+def _window_grid(x: np.ndarray, windows) -> dict[int, np.ndarray]:
+    return {w: window_means(x, w) for w in windows if w <= x.shape[-1]}
+
+
+def _pick_window_logreg(x: np.ndarray, y: np.ndarray, seed: int, windows) -> tuple[dict, dict, float]:
+    """(features by window count, the CV-chosen {"key": w, "C": c}, its CV accuracy) inside (x, y)."""
+    feats = _window_grid(x, windows)
+    best, acc = _cv_pick(_logreg, feats, y, [{"key": w, "C": float(c)} for w in feats for c in C_GRID], seed)
+    return feats, best, acc
+
+
 def window_mean_logreg(x_tr, y_tr, x_te, y_te, seed: int = 0, windows=WINDOWS) -> dict:
     """Window means (count by CV) + standardise + logistic regression (C by CV), fitted on the training trials."""
     _check(x_tr, y_tr, x_te, y_te)
-    windows = [w for w in windows if w <= x_tr.shape[-1]]
-    f_tr = {w: window_means(x_tr, w) for w in windows}
-    grid = [{"key": w, "C": float(c)} for w in windows for c in C_GRID]
-    best, cv_acc = _cv_pick(_logreg, f_tr, y_tr, grid, seed)
+    f_tr, best, cv_acc = _pick_window_logreg(x_tr, y_tr, seed, windows)
     clf = _logreg(best["C"]).fit(f_tr[best["key"]], y_tr)
     pred = clf.predict(window_means(x_te, best["key"]))
     return _result(pred, y_te, "per-channel means over w equal time windows",
                    {"windows": int(best["key"]), "C": best["C"], "cv_top1": cv_acc})
 
 
+def window_mean_logreg_cv(x: np.ndarray, y: np.ndarray, seed: int = 0, windows=WINDOWS) -> dict:
+    """Cross-validated accuracy of :func:`window_mean_logreg` inside (x, y) alone (no test): ``{"cv_top1",
+    "windows", "C"}`` of the chosen parameters. How much linear information a preprocessing keeps."""
+    _, best, acc = _pick_window_logreg(x, y, seed, windows)
+    return {"cv_top1": acc, "windows": int(best["key"]), "C": best["C"]}
+
+
 def window_mean_lda(x_tr, y_tr, x_te, y_te, seed: int = 0, windows=WINDOWS) -> dict:
     """Window means (count by CV) + shrinkage LDA (Ledoit-Wolf shrinkage, no free parameter)."""
     _check(x_tr, y_tr, x_te, y_te)
-    windows = [w for w in windows if w <= x_tr.shape[-1]]
-    f_tr = {w: window_means(x_tr, w) for w in windows}
-    best, cv_acc = _cv_pick(_shrinkage_lda, f_tr, y_tr, [{"key": w} for w in windows], seed)
+    f_tr = _window_grid(x_tr, windows)
+    best, cv_acc = _cv_pick(_shrinkage_lda, f_tr, y_tr, [{"key": w} for w in f_tr], seed)
     clf = _shrinkage_lda().fit(f_tr[best["key"]], y_tr)
     pred = clf.predict(window_means(x_te, best["key"]))
     return _result(pred, y_te, "per-channel means over w equal time windows, shrinkage LDA",
                    {"windows": int(best["key"]), "cv_top1": cv_acc})
 
 
+def bandpower_features(x: np.ndarray, sfreq: float, bands: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
+    """log band power per channel and band (Welch PSD): (N, C, T) -> (N, C * n_bands)."""
+    from scipy.signal import welch
+
+    bands = bands or BANDS
+    nyq = sfreq / 2.0
+    use = {k: (lo, min(hi, nyq)) for k, (lo, hi) in bands.items() if lo < nyq}
+    freqs, psd = welch(x, fs=sfreq, nperseg=min(x.shape[-1], int(sfreq)), axis=-1)  # (N, C, F)
+    feats = []
+    for lo, hi in use.values():
+        m = (freqs >= lo) & (freqs < hi)
+        if not m.any():  # band narrower than the frequency resolution: take the nearest bin
+            m = np.abs(freqs - (lo + hi) / 2) == np.abs(freqs - (lo + hi) / 2).min()
+        feats.append(np.log(psd[..., m].mean(-1) + 1e-12))
+    return np.concatenate(feats, axis=1) if feats else np.zeros((len(x), 0), np.float32)
+
+
+def bandpower_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                       sfreq: float, seed: int = 0) -> dict[str, float]:
+    """Log band-power + standardise + logistic regression (C chosen by 5-fold CV on train only)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    counts = np.bincount(y_train)
+    folds = max(2, min(5, int(counts[counts > 0].min())))
+    clf = GridSearchCV(pipe, {"logisticregression__C": np.logspace(-3, 3, 10)},
+                       cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
+    clf.fit(bandpower_features(x_train, sfreq), y_train)
+    acc = float((clf.predict(bandpower_features(x_test, sfreq)) == y_test).mean())
+    return {"top1": acc, "features": f"log band power ({', '.join(BANDS)}) x channels, Welch",
+            "n_test": int(len(y_test))}
+
+
 def bandpower_logreg(x_tr, y_tr, x_te, y_te, sfreq: float, seed: int = 0) -> dict:
-    """The trainer's band-power control (:func:`eegsine.metrics.embedding.bandpower_baseline`), in this module's
-    format."""
+    """The trainer's band-power control (:func:`bandpower_baseline`), in this module's format."""
     _check(x_tr, y_tr, x_te, y_te)
     r = bandpower_baseline(x_tr, y_tr, x_te, y_te, sfreq, seed)
     return {"top1": r["top1"], "n_test": r["n_test"], "features": r["features"], "chosen": {"C": "5-fold CV"}}
+
+
+def lda_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+                 sfreq: float, *, win_ms: float) -> dict:
+    """Shrinkage LDA (Ledoit-Wolf, sklearn's lsqr solver) on ``win_ms`` window means: the linear ERP read-out.
+
+    The reference an encoder is judged against (issue #18): fitted on the same train split and fed the
+    same (loader-preprocessed) EEG as the encoder, before the encoder's own normalisation. The encoder
+    table's committed figures use ``win_ms=40`` (:data:`ENCODER_LDA_WIN_MS`).
+    """
+    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # small solves; BLAS threads only add spin-waits here
+        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
+        lda.fit(window_means(x_train, win_ms=win_ms, sfreq=sfreq), y_train)
+        acc = float((lda.predict(window_means(x_test, win_ms=win_ms, sfreq=sfreq)) == y_test).mean())
+    return {"top1": acc, "features": f"{win_ms:g} ms window means x channels, shrinkage LDA (Ledoit-Wolf)",
+            "n_test": int(len(y_test))}
 
 
 # -- tangent space ---------------------------------------------------------------------------------
@@ -182,15 +277,32 @@ def nn1_euclidean(x_tr, y_tr, x_te, y_te) -> dict:
     return _result(y_tr[np.argmin(d, axis=1)], y_te, "raw series, Euclidean distance", {})
 
 
-BASELINES = ("majority", "window_mean_logreg", "window_mean_lda", "bandpower_logreg", "tangent_space_logreg",
-             "nn1_euclidean")
+# -- the registry ------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Baseline:
+    """One baseline of the set: its results key, the label a table shows, and its fit on one split."""
+
+    name: str
+    label: str
+    fit: Callable[..., dict]  # (x_tr, y_tr, x_te, y_te, sfreq, seed) -> {"top1", "n_test", "features", "chosen"}
+
+
+REGISTRY: dict[str, Baseline] = {b.name: b for b in (
+    Baseline("majority", "majority class (of TRAIN)",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: majority(y_tr, y_te)),
+    Baseline("window_mean_logreg", "window means + logistic regression",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: window_mean_logreg(x_tr, y_tr, x_te, y_te, seed)),
+    Baseline("window_mean_lda", "window means + shrinkage LDA",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: window_mean_lda(x_tr, y_tr, x_te, y_te, seed)),
+    Baseline("bandpower_logreg", "band power + logistic regression", bandpower_logreg),
+    Baseline("tangent_space_logreg", "covariance tangent space + logistic regression",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: tangent_space_logreg(x_tr, y_tr, x_te, y_te, seed)),
+    Baseline("nn1_euclidean", "1-NN, Euclidean",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: nn1_euclidean(x_tr, y_tr, x_te, y_te)),
+)}
+BASELINES = tuple(REGISTRY)
 
 
 def run_all(x_tr, y_tr, x_te, y_te, sfreq: float, seed: int = 0) -> dict[str, dict]:
-    """Every baseline of :data:`BASELINES` on one split -> {name: result}."""
-    return {"majority": majority(y_tr, y_te),
-            "window_mean_logreg": window_mean_logreg(x_tr, y_tr, x_te, y_te, seed),
-            "window_mean_lda": window_mean_lda(x_tr, y_tr, x_te, y_te, seed),
-            "bandpower_logreg": bandpower_logreg(x_tr, y_tr, x_te, y_te, sfreq, seed),
-            "tangent_space_logreg": tangent_space_logreg(x_tr, y_tr, x_te, y_te, seed),
-            "nn1_euclidean": nn1_euclidean(x_tr, y_tr, x_te, y_te)}
+    """Every baseline of :data:`REGISTRY` on one split -> {name: result}, in registry order."""
+    return {name: b.fit(x_tr, y_tr, x_te, y_te, sfreq, seed) for name, b in REGISTRY.items()}

@@ -10,8 +10,8 @@ so any encoder (or control) is scored by the same code. Controls:
   class information only, so it bounds what "clusters by class" alone buys on every metric.
 * shuffled labels: the same training run on label/image assignments permuted across trials
   (done by the trainer); scored here like any encoder.
-* ``bandpower_baseline``: log band-power per channel + logistic regression (the usual
-  simple EEG classifier), for classification accuracy.
+* ``bandpower_baseline`` and ``lda_baseline``: the standard EEG classifiers, for classification accuracy;
+  they live in :mod:`eegsine.metrics.eeg_baselines` (the one baseline set) and are re-exported here.
 
 Hand-written: the metrics are a few lines each on top of sklearn's KMeans /
 LogisticRegression and scipy's ``linear_sum_assignment``; no library bundles this protocol.
@@ -24,8 +24,9 @@ import numpy as np
 
 from eegsine.errors import UserError
 from eegsine.io import atomic_path
+from eegsine.metrics.eeg_baselines import (BANDS, bandpower_baseline, bandpower_features,  # noqa: F401 - re-exported
+                                           lda_baseline, window_means as _window_means)
 
-BANDS = {"delta": (1.0, 4.0), "theta": (4.0, 8.0), "alpha": (8.0, 13.0), "beta": (13.0, 30.0), "gamma": (30.0, 45.0)}
 
 
 def _l2(z: np.ndarray) -> np.ndarray:
@@ -160,67 +161,9 @@ def class_only_embeddings(x_train: np.ndarray, y_train: np.ndarray, x_eval: np.n
     return class_emb[nearest_class_mean(means, classes, x_eval)]
 
 
-def bandpower_features(x: np.ndarray, sfreq: float, bands: dict[str, tuple[float, float]] | None = None) -> np.ndarray:
-    """log band power per channel and band (Welch PSD): (N, C, T) -> (N, C * n_bands)."""
-    from scipy.signal import welch
-
-    bands = bands or BANDS
-    nyq = sfreq / 2.0
-    use = {k: (lo, min(hi, nyq)) for k, (lo, hi) in bands.items() if lo < nyq}
-    freqs, psd = welch(x, fs=sfreq, nperseg=min(x.shape[-1], int(sfreq)), axis=-1)  # (N, C, F)
-    feats = []
-    for lo, hi in use.values():
-        m = (freqs >= lo) & (freqs < hi)
-        if not m.any():  # band narrower than the frequency resolution: take the nearest bin
-            m = np.abs(freqs - (lo + hi) / 2) == np.abs(freqs - (lo + hi) / 2).min()
-        feats.append(np.log(psd[..., m].mean(-1) + 1e-12))
-    return np.concatenate(feats, axis=1) if feats else np.zeros((len(x), 0), np.float32)
-
-
-def bandpower_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                       sfreq: float, seed: int = 0) -> dict[str, float]:
-    """Log band-power + standardise + logistic regression (C chosen by 5-fold CV on train only)."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
-    pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
-    counts = np.bincount(y_train)
-    folds = max(2, min(5, int(counts[counts > 0].min())))
-    clf = GridSearchCV(pipe, {"logisticregression__C": np.logspace(-3, 3, 10)},
-                       cv=StratifiedKFold(folds, shuffle=True, random_state=seed))
-    clf.fit(bandpower_features(x_train, sfreq), y_train)
-    acc = float((clf.predict(bandpower_features(x_test, sfreq)) == y_test).mean())
-    return {"top1": acc, "features": f"log band power ({', '.join(BANDS)}) x channels, Welch",
-            "n_test": int(len(y_test))}
-
-
 def window_means(x: np.ndarray, sfreq: float, win_ms: float = 40.0) -> np.ndarray:
-    """Means over consecutive ``win_ms`` windows per channel (a trailing partial window dropped): (N, C*W)."""
-    n, c, t = x.shape
-    w = max(1, int(round(win_ms * sfreq / 1000.0)))
-    k = max(1, t // w)
-    w = min(w, t)
-    return x[:, :, :k * w].reshape(n, c, k, w).mean(-1).reshape(n, c * k)
-
-
-def lda_baseline(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
-                 sfreq: float, win_ms: float = 40.0) -> dict:
-    """Shrinkage LDA (Ledoit-Wolf, sklearn's lsqr solver) on ``win_ms`` window means: the linear ERP read-out.
-
-    The reference an encoder is judged against (issue #18): fitted on the same train split and fed the
-    same (loader-preprocessed) EEG as the encoder, before the encoder's own normalisation.
-    """
-    from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):  # small solves; BLAS threads only add spin-waits here
-        lda = LinearDiscriminantAnalysis(solver="lsqr", shrinkage="auto")
-        lda.fit(window_means(x_train, sfreq, win_ms), y_train)
-        acc = float((lda.predict(window_means(x_test, sfreq, win_ms)) == y_test).mean())
-    return {"top1": acc, "features": f"{win_ms:g} ms window means x channels, shrinkage LDA (Ledoit-Wolf)",
-            "n_test": int(len(y_test))}
+    """Deprecated name: :func:`eegsine.metrics.eeg_baselines.window_means` with ``win_ms`` and ``sfreq``."""
+    return _window_means(x, win_ms=win_ms, sfreq=sfreq)
 
 
 # -- plot -------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eegsine.bench.report.doc import md_table as doc_md_table
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, read_json, update_metrics, write_json
 from eegsine.models import module_device
@@ -278,18 +279,18 @@ def score_set(gen: dict[str, np.ndarray], real: dict[str, np.ndarray], labels: n
     return out
 
 
+def _metric_cell(r: dict[str, Any], k: str) -> str:
+    v, ci = r.get(k, float("nan")), r.get(k + "_ci", [float("nan")] * 2)
+    if v is None or not np.isfinite(v):
+        return "n/a"
+    return f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None and np.isfinite(ci[0]) else f"{v:.3f}"
+
+
 def md_table(rows: list[dict[str, Any]], keys: list[str], first: str) -> str:
-    """Markdown table: one row per dict; each metric as ``value [lo, hi]``."""
-    head = "| " + first + " | n | " + " | ".join(keys) + " |\n|" + "---|" * (len(keys) + 2) + "\n"
-    body = ""
-    for r in rows:
-        cells = []
-        for k in keys:
-            v, ci = r.get(k, float("nan")), r.get(k + "_ci", [float("nan")] * 2)
-            cells.append("n/a" if v is None or not np.isfinite(v) else (
-                f"{v:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]" if ci[0] is not None and np.isfinite(ci[0]) else f"{v:.3f}"))
-        body += f"| {r['name']} | {r['n']} | " + " | ".join(cells) + " |\n"
-    return head + body
+    """Markdown table (:func:`eegsine.bench.report.doc.md_table`): one row per dict; each metric as
+    ``value [lo, hi]``."""
+    cells = [[str(r["name"]), str(r["n"]), *(_metric_cell(r, k) for k in keys)] for r in rows]
+    return "\n".join(doc_md_table([first, "n", *keys], cells)) + "\n"
 
 
 # -- evaluation of a trained EEG->image model ---------------------------------------------------------
@@ -392,35 +393,12 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
         result["standard_networks"] = standard.networks()
     if train_frac is not None:
         result["training_image_cond_frac"] = train_frac
-    gt_row = {"n": int(len(idx)), "acc": float((real["probs"].argmax(1) == labels).mean()),
-              "is_domain": inception_score(real["probs"])}
-    gt_row["acc_ci"] = list(bootstrap_ci(lambda i: float((real["probs"][i].argmax(1) == labels[i]).mean()),
-                                         len(idx), n_boot, seed))
-    if standard:  # the standard networks' reference figures on the real stimuli
-        if "probs" in std_real:
-            gt_row[f"is_{standard.feature.name}"] = inception_score(std_real["probs"])
-        if "pred" in std_real:
-            ok = (std_real["pred"] == labels).astype(np.float64)
-            key = f"acc_{standard.classifier.name}"
-            gt_row[key] = float(ok.mean())
-            gt_row[key + "_ci"] = list(bootstrap_ci(lambda i: float(ok[i].mean()), len(idx), n_boot, seed))
-    result["ground_truth"] = gt_row
+    result["ground_truth"] = _ground_truth_row(real, std_real, labels, standard, n_boot, seed)
     for name in CONDITIONS:
         imgs = generate_for(model, conds[name], seed, 0, batch_size, progress=f"generate [{name}]", **kw)
-        gen = domain_outputs(domain, imgs)
-        lp, ss = lpips_domain(domain, imgs, gt), ssim_pairs(imgs, gt)
         std = standard.per_trial(imgs, gt, labels, std_real) if standard else {}
-        result["conditions"][name] = score_set(gen, real, labels, lp, ss, n_boot, seed, std)
-        per = {}
-        for c in np.unique(labels):
-            m = labels == c
-            sub = {k: v[m] for k, v in gen.items()}
-            per[ds.classes[int(c)]] = score_set(sub, {k: v[m] for k, v in real.items()}, labels[m], lp[m], ss[m],
-                                                n_boot, seed, {k: tuple(a[m] for a in v) for k, v in std.items()})
-        result["per_class"][name] = per
-        for key in (k for k in result["metric_keys"] if k.startswith("fid_")):
-            pcf = [v[key] for v in per.values() if np.isfinite(v[key])]
-            result["conditions"][name][key + "_class_mean"] = float(np.mean(pcf)) if pcf else float("nan")
+        result["conditions"][name], result["per_class"][name] = _score_condition(
+            domain, imgs, gt, real, labels, std, list(ds.classes), result["metric_keys"], n_boot, seed)
         if logger is not None:
             r = result["conditions"][name]
             logger.info(f"{name}: acc {r['acc']:.3f} fid_domain {r['fid_domain']:.2f} (per-class mean "
@@ -429,6 +407,45 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
     update_metrics(run_dir, section, result)
     atomic_write_text(run_dir / f"{section}.md", generation_markdown(result))
     return result
+
+
+def _ground_truth_row(real: dict, std_real: dict | None, labels: np.ndarray, standard: StandardNets | None,
+                      n_boot: int, seed: int) -> dict[str, Any]:
+    """The reference figures on the real stimuli: the domain network's accuracy and IS (and the standard
+    networks' when given)."""
+    n = len(labels)
+    row = {"n": int(n), "acc": float((real["probs"].argmax(1) == labels).mean()),
+           "is_domain": inception_score(real["probs"])}
+    row["acc_ci"] = list(bootstrap_ci(lambda i: float((real["probs"][i].argmax(1) == labels[i]).mean()),
+                                      n, n_boot, seed))
+    if standard:
+        if "probs" in std_real:
+            row[f"is_{standard.feature.name}"] = inception_score(std_real["probs"])
+        if "pred" in std_real:
+            ok = (std_real["pred"] == labels).astype(np.float64)
+            key = f"acc_{standard.classifier.name}"
+            row[key] = float(ok.mean())
+            row[key + "_ci"] = list(bootstrap_ci(lambda i: float(ok[i].mean()), n, n_boot, seed))
+    return row
+
+
+def _score_condition(domain: DomainCNN, imgs: np.ndarray, gt: np.ndarray, real: dict, labels: np.ndarray,
+                     std: dict, classes: list[str], metric_keys: list[str], n_boot: int,
+                     seed: int) -> tuple[dict[str, Any], dict[str, dict]]:
+    """One condition's generated images scored overall (with the per-class mean of each FID) and per class."""
+    gen = domain_outputs(domain, imgs)
+    lp, ss = lpips_domain(domain, imgs, gt), ssim_pairs(imgs, gt)
+    overall = score_set(gen, real, labels, lp, ss, n_boot, seed, std)
+    per = {}
+    for c in np.unique(labels):
+        m = labels == c
+        sub = {k: v[m] for k, v in gen.items()}
+        per[classes[int(c)]] = score_set(sub, {k: v[m] for k, v in real.items()}, labels[m], lp[m], ss[m],
+                                         n_boot, seed, {k: tuple(a[m] for a in v) for k, v in std.items()})
+    for key in (k for k in metric_keys if k.startswith("fid_")):
+        pcf = [v[key] for v in per.values() if np.isfinite(v[key])]
+        overall[key + "_class_mean"] = float(np.mean(pcf)) if pcf else float("nan")
+    return overall, per
 
 
 def _standard_note(r: dict[str, Any]) -> str:

@@ -27,7 +27,6 @@ Hand-written: the models are ~150 lines and torchvision (which has neither) does
 from __future__ import annotations
 
 import math
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -186,15 +185,6 @@ class Classifier(PretrainedModel, nn.Module):
 
 def build_classifier(cfg: ClassifierConfig) -> Classifier:
     return Classifier(cfg)
-
-
-def load_classifier(run_dir: str | Path, expect_arch: str | None = None) -> tuple[Classifier, ClassifierConfig]:
-    """A classifier model folder (or a run folder's ``model/``) -> (model in eval mode, its config), checking the
-    architecture when ``expect_arch`` is given (``Classifier.from_pretrained`` plus that check)."""
-    model = Classifier.from_pretrained(run_dir)
-    if expect_arch is not None and model.cfg.arch != expect_arch:
-        raise UserError(f"{run_dir}: checkpoint is a {model.cfg.arch} classifier, expected {expect_arch}")
-    return model, model.cfg
 
 
 def check_images(x: torch.Tensor, y: torch.Tensor | None, cfg: ClassifierConfig, what: str = "images") -> None:

@@ -626,7 +626,8 @@ class EEGDiffusion(nn.Module):
     @torch.no_grad()
     def embed(self, eeg: torch.Tensor) -> torch.Tensor:
         if self.encoder is None:
-            raise UserError("this diffusion model has no EEG encoder attached (load it with load_diffusion)")
+            raise UserError("this diffusion model has no EEG encoder attached "
+                            "(load it with EEGDiffusion.from_pretrained)")
         return self.encoder(eeg.to(module_device(self.encoder)))
 
     # -- sampling (through the pipeline) -----------------------------------------------------------------
@@ -675,13 +676,7 @@ def model_sizes(model: EEGDiffusion) -> dict[str, int]:
             "encoder": n_params(model.encoder)}
 
 
-# -- (model, config) in one call, as the call sites want it --------------------------------------------
-def load_diffusion(directory: str | Path, device: str | torch.device = "cpu") -> tuple[EEGDiffusion, DiffusionConfig]:
-    model = EEGDiffusion.from_pretrained(directory, device).requires_grad_(False)
-    return model, model.cfg
-
-
 __all__ = ["DiffusionConfig", "EEGDiffusion", "EEGDiffusionPipeline", "EEGConditioner", "EEGToTokens", "UNetForExport",
            "LatentDecoder", "build_vae", "build_unet", "build_diffusion", "check_pretrained", "fit_to_pretrained",
-           "make_scheduler", "initial_latents", "to_model_space", "to_native", "diffusion_folder", "load_diffusion",
+           "make_scheduler", "initial_latents", "to_model_space", "to_native", "diffusion_folder",
            "model_sizes", "n_params", "SAMPLERS", "INDEX_FILE", "ENCODER_DIR"]

@@ -288,13 +288,7 @@ class EEGTokenMapper(nn.Module):
         return self.norm(t)
 
 
-# (model, config) in one call, as the call sites want it
-def load_encoder(directory: str | Path) -> tuple[EEGEncoder, EEGEncoderConfig]:
-    model = EEGEncoder.from_pretrained(directory)
-    return model, model.cfg
-
-
 __all__ = ["EEGEncoderConfig", "EEGEncoder", "TransformerEEGEncoder", "LSTMEEGEncoder", "EEGNetEncoder",
            "SpatialEEGEncoder", "ARCHS",
-           "build_encoder", "load_encoder", "check_input", "embed", "EEGTokenMapper",
+           "build_encoder", "check_input", "embed", "EEGTokenMapper",
            "normalise_trials", "n_params"]

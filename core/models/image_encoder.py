@@ -130,12 +130,6 @@ def build_image_encoder(cfg: ImageEncoderConfig) -> ImageEncoder:
     return ImageEncoder.from_config(cfg)
 
 
-# (model, config) in one call, as the call sites want it
-def load_image_encoder(directory: str | Path) -> tuple[ImageEncoder, ImageEncoderConfig]:
-    model = ImageEncoder.from_pretrained(directory)
-    return model, model.cfg
-
-
 @torch.no_grad()
 def embed_images(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(M, C, H, W) in [0, 1] -> (M, emb_dim) float32 unit vectors, eval mode."""

@@ -16,7 +16,7 @@ from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 from threadpoolctl import threadpool_limits
 
 from eegsine.data.synthetic_vep import load_synthetic_vep
-from eegsine.embed_eval import window_means
+from eegsine.metrics.eeg_baselines import window_means
 
 
 def _acc(f: np.ndarray, y: np.ndarray, tr: np.ndarray, te: np.ndarray) -> float:
@@ -32,10 +32,10 @@ def main(argv: list[str]) -> None:
     tr = np.concatenate([ds.splits["train"], ds.splits.get("val", np.zeros(0, np.int64))]).astype(np.int64)
     te = ds.splits["test"]
     with threadpool_limits(limits=1):
-        accs = {"window means": _acc(window_means(ds.x, ds.sfreq), ds.y, tr, te),
+        accs = {"window means": _acc(window_means(ds.x, win_ms=40.0, sfreq=ds.sfreq), ds.y, tr, te),
                 "channel means alone": _acc(ds.x.mean(-1), ds.y, tr, te),
-                "channel-centred window means": _acc(window_means(ds.x - ds.x.mean(-1, keepdims=True), ds.sfreq),
-                                                     ds.y, tr, te)}
+                "channel-centred window means": _acc(window_means(ds.x - ds.x.mean(-1, keepdims=True),
+                                                                  win_ms=40.0, sfreq=ds.sfreq), ds.y, tr, te)}
     print(f"  LDA test top-1 ({len(te)} trials, chance {1 / ds.n_outputs:.2f}): "
           + ", ".join(f"{k} {v:.3f}" for k, v in accs.items()), flush=True)
 
