@@ -591,6 +591,11 @@ def test_evaluate_generation_writes_table_with_baselines_and_training_note(train
         lo, hi = row["acc_ci"]
         assert lo <= row["acc"] <= hi
     assert r["ground_truth"]["acc"] > 0.5  # the feature network reads the real stimuli
+    # the first-screen strip: one scored trial per class present, in class order, the seen image first
+    strip = r["strip"]
+    assert (run / strip["file"]).is_file() and strip["columns"] == ["seen image", *CONDITIONS]
+    picked = [int(ds.y[t]) for t in strip["trials"]]
+    assert all(a < b for a, b in zip(picked, picked[1:])) and 2 <= len(picked) <= 8  # one per class, class order
     md = (run / "generation.md").read_text()
     assert "**domain-cnn-digits**" in md and "50% of the UNet's training examples" in md
     assert json.loads((run / "metrics.json").read_text())["generation"]["training_image_cond_frac"] == 0.5

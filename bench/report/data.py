@@ -44,9 +44,10 @@ class Run:
     manifest: dict | None = None                                    # bundle/manifest.json
     stream: dict | None = None                                      # stream/summary.json
     bench: dict | None = None                                       # bench/bench.json
+    generation_dir: Path = Path(".")                                # the folder whose metrics.json has generation
 
     def stage_status(self, name: str) -> str:
-        """done / failed: ... / not run ... / not selected (the stage is absent from pipeline.json)."""
+        """done / running / pending / failed: ... / not run ... / not selected (absent from pipeline.json)."""
         for s in (self.pipeline or {}).get("stages", []):
             if s.get("name") == name:
                 st = str(s.get("status", "?"))
@@ -76,8 +77,10 @@ def load_run(root: str | Path) -> Run:
     run.encoder = (_json(root / "encoder" / "metrics.json") or {}).get("encoder")
     dm = _json(root / "diffusion" / "metrics.json") or {}
     run.diffusion, run.generation = dm.get("diffusion"), dm.get("generation")
+    run.generation_dir = root / "diffusion"
     if run.generation is None:
         run.generation = (_json(root / "generation" / "metrics.json") or {}).get("generation")
+        run.generation_dir = root / "generation"
     run.gen_index = _json(root / "generation" / "index.json")
     for d in sorted((root / "diffusion").glob("domain-cnn-*")):
         run.domain_net, run.domain_name = _json(d / "metrics.json"), d.name
@@ -120,8 +123,10 @@ def checks(run: Run) -> list[Check]:
     out: list[Check] = []
     for s in (run.pipeline or {}).get("stages", []):
         st = str(s.get("status", ""))
-        if st.startswith("failed") or st.startswith("not run"):
+        if st.startswith("failed"):
             out.append(Check("stage", s.get("name", "?"), False, st))
+        elif st.startswith("not run"):  # the consequence of a failure counted above: neither passed nor failed
+            out.append(Check("stage", s.get("name", "?"), None, st))
     for sec in ("classifier", "eeg"):
         part = (run.verify or {}).get(sec) or {}
         for g in part.get("gates", []):

@@ -42,6 +42,7 @@ from eegsine.io import atomic_write_text, read_json, update_metrics, write_json
 from eegsine.models import module_device
 from eegsine.models.domain_cnn import DomainCNN, DomainCNNConfig, FeatureExtractor  # noqa: F401 (re-exported)
 from eegsine.models.protocol import Provenance
+from eegsine.runs.plots import save_condition_strip
 
 if TYPE_CHECKING:
     from eegsine.metrics.image_nets import StandardNets
@@ -394,8 +395,11 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
     if train_frac is not None:
         result["training_image_cond_frac"] = train_frac
     result["ground_truth"] = _ground_truth_row(real, std_real, labels, standard, n_boot, seed)
+    shown = strip_rows(labels)
+    strip: dict[str, np.ndarray] = {}
     for name in CONDITIONS:
         imgs = generate_for(model, conds[name], seed, 0, batch_size, progress=f"generate [{name}]", **kw)
+        strip[name] = imgs[shown]
         std = standard.per_trial(imgs, gt, labels, std_real) if standard else {}
         result["conditions"][name], result["per_class"][name] = _score_condition(
             domain, imgs, gt, real, labels, std, list(ds.classes), result["metric_keys"], n_boot, seed)
@@ -404,9 +408,24 @@ def evaluate_generation(run_dir: str | Path, ds, model=None, domain: DomainCNN |
             logger.info(f"{name}: acc {r['acc']:.3f} fid_domain {r['fid_domain']:.2f} (per-class mean "
                         f"{r['fid_domain_class_mean']:.2f}) lpips_domain {r['lpips_domain']:.3f} ssim {r['ssim']:.3f}"
                         + "".join(f" {k} {r[k]:.3f}" for k in std_keys))
+    result["strip"] = _save_strip(run_dir / f"{section}_strip.png", gt[shown], strip,
+                                  [str(ds.classes[c]) for c in labels[shown]], idx[shown])
     update_metrics(run_dir, section, result)
     atomic_write_text(run_dir / f"{section}.md", generation_markdown(result))
     return result
+
+
+def strip_rows(labels: np.ndarray, max_rows: int = 8) -> np.ndarray:
+    """Positions of the first trial of each class (in label order), at most ``max_rows``: the strip's rows."""
+    classes, first = np.unique(labels, return_index=True)
+    return first[np.argsort(classes)][:max_rows]
+
+
+def _save_strip(path: Path, truth: np.ndarray, imgs: dict[str, np.ndarray], row_labels: list[str],
+                trials: np.ndarray) -> dict[str, Any]:
+    names = {"eeg": "EEG", "class-only": "class only", "shuffled-eeg": "shuffled EEG"}
+    save_condition_strip(path, truth, {names.get(k, k): v for k, v in imgs.items()}, row_labels)
+    return {"file": path.name, "trials": [int(t) for t in trials], "columns": ["seen image", *imgs]}
 
 
 def _ground_truth_row(real: dict, std_real: dict | None, labels: np.ndarray, standard: StandardNets | None,

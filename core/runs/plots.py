@@ -77,6 +77,24 @@ def save_strip(grid_dir: Path, epochs_samples: list[np.ndarray], truth: np.ndarr
     return save_figure(fig, grid_dir / "strip.png", dpi=80)
 
 
+def save_condition_strip(path: Path, truth: np.ndarray, columns: dict[str, np.ndarray], row_labels: list[str]) -> Path:
+    """The first-screen picture: a row per trial, the seen image first, then one image per condition.
+
+    truth (T, C, H, W); ``columns``: condition name -> (T, C, H, W) generated images (the same seed).
+    """
+    cols = [("seen image", truth), *columns.items()]
+    T, K = len(truth), len(cols)
+    fig, axes = plt.subplots(T, K, figsize=(0.9 * K + 0.6, 0.9 * T + 0.3), squeeze=False)
+    for i in range(T):
+        for j, (name, imgs) in enumerate(cols):
+            _show(axes[i, j], imgs[i])
+            if i == 0:
+                axes[i, j].set_title(name, fontsize=7)
+        axes[i, 0].set_ylabel(row_labels[i], fontsize=7, rotation=0, ha="right", va="center")
+    fig.tight_layout(pad=0.2)
+    return save_figure(fig, path, dpi=90)
+
+
 # -- training curves -----------------------------------------------------------------------------
 def plot_joint(path: Path, progress: dict, ref: float | None, chance: float) -> Path:
     """Joint ablation: gradient norm reaching encoder vs UNet per step, and the encoder's retrieval per epoch."""
