@@ -79,7 +79,7 @@ def test_stored_dicts_still_load_and_equal_the_dataclass():
 def test_describe_tells_what_loading_makes(extra):
     opts = {**SMALL, **extra}
     info, ds = describe_eeg("synthetic-vep", opts), load_eeg("synthetic-vep", opts)
-    assert info.generated and info.preprocessing == ds.preprocessing
+    assert info.from_options and info.preprocessing == ds.preprocessing
     assert info.n_trials == len(ds.x) and info.classes == ds.classes and info.n_subjects == len(set(ds.subject))
     assert info.splits == {k: len(v) for k, v in ds.splits.items()}
 

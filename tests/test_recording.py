@@ -133,3 +133,29 @@ def test_export_records_the_encoders_data_set():
     bare = SimpleNamespace(provenance=Provenance())
     assert training_data(SimpleNamespace(eeg_encoder=bare, provenance=run)) == {"name": "eegcvpr40", "options": {}}
     assert training_data(SimpleNamespace(eeg_encoder=bare, provenance=Provenance())) is None
+
+
+def test_an_exported_bundle_is_recorded_like_itself(tmp_path):
+    """export writes the data entry from the run's provenance; --like makes a playback file the bundle streams."""
+    import shutil
+
+    import export_helpers as h
+    from eegsine.export.bundle import eeg_run_items, export_bundle
+    from eegsine.models.protocol import Provenance
+    from eegsine.runtime import Bundle
+
+    opts = {"image_set": "digits", "n_chans": h.N_CHANS, "n_times": h.N_TIMES, "sfreq": h.STREAM_SFREQ,
+            "tmin": h.STREAM_TMIN, "n_images_per_class": 10, "n_subjects": 2, "snr": 0.5, "progress": False}
+    run = shutil.copytree(h.diffusion_run(h.STREAM_SFREQ), tmp_path / "run")
+    Provenance(trained_by="diffusion-train", data="synthetic-vep", data_options=opts).save(run, "provenance.json")
+    cfg = h.small_cfg(int8=False)
+    items, generation, _ = eeg_run_items(run, cfg, eeg_set=h.vep_set())
+    export_bundle(items, tmp_path / "bundle", cfg, generation=generation, log=lambda *a: None)
+    entry = Bundle(tmp_path / "bundle").manifest["models"]["eeg_encoder"]   # the manifest's schema and hashes hold
+    assert entry["data"] == {"name": "synthetic-vep", "options": opts}
+    rec = tmp_path / "rec.csv"
+    assert main(["data", "export-recording", "--like", str(tmp_path / "bundle"), "--trials", "20", "--board", "auto",
+                 "--out", str(rec)]) == 0
+    side = json.loads((tmp_path / "rec.csv.json").read_text())
+    assert side["ch_names"] == entry["preprocessing"]["ch_names"] and side["sfreq"] == h.STREAM_SFREQ
+    assert side["board"] == "SYNTHETIC_BOARD" and len({c for _, c in side["events"]}) == 10  # every class

@@ -69,7 +69,7 @@ def _info(ns: argparse.Namespace) -> int:
     else:
         info = data.describe_eeg(ns.name, opts)
         print("\n".join(info.lines()))
-        if info.generated:
+        if info.from_options:
             print("           (from the options: nothing generated)")
     changed = opts.changed()
     if changed:

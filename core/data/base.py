@@ -136,7 +136,7 @@ class DataSpec:
     fetch: Callable[[], str] | None = None   # returns a one-line status
     how_to_get: str = ""
     available: Callable[[], bool] = lambda: True
-    # the loader's typed options: its fields are ``load``'s keyword arguments (tests/test_registry.py checks it)
+    # the loader's typed options: its fields are ``load``'s keyword arguments (tests/test_data_options.py checks it)
     options: type[DataOptions] = DataOptions
     # what the set is without loading it (``eegsine data info``, a recording's board check): options -> EEGInfo
     describe: Callable[[str, Any], "EEGInfo"] | None = None
@@ -221,7 +221,7 @@ class EEGInfo:
     splits: dict[str, int]      # split -> trials
     n_subjects: int
     images: str = ""            # what the trials are paired with ("" = no images)
-    generated: bool = False     # True: answered from the options, nothing loaded
+    from_options: bool = False  # True: answered from the options alone, nothing loaded or generated
 
     @classmethod
     def of(cls, ds: EEGSet) -> "EEGInfo":

@@ -259,7 +259,7 @@ def describe_synthetic_vep(name: str, opts: SyntheticVEPOptions) -> EEGInfo:
         splits.pop("val")
     return EEGInfo("synthetic-vep", _spec(cfg, opts.bandpass, opts.phase), sum(splits.values()), classes, splits,
                    cfg.n_subjects, images=f"{cfg.image_set} images ({cfg.n_images_per_class} per class)",
-                   generated=True)
+                   from_options=True)
 
 
 # -- building blocks ---------------------------------------------------------------------------
