@@ -243,6 +243,16 @@ def run_eeg_data(provenance: Any, where: str | Path, eeg_data: str = "") -> Any:
     return provenance.load_eeg()
 
 
+def training_data(pipe: Any) -> dict[str, Any] | None:
+    """The EEG set the bundle's encoder was trained on, as the manifest records it (``models.eeg_encoder.data``:
+    registry name and loader options, from the encoder's provenance, else the diffusion run's): what
+    ``eegsine data export-recording --like BUNDLE`` regenerates. None for a model built in memory."""
+    for prov in (getattr(pipe.eeg_encoder, "provenance", None), pipe.provenance):
+        if prov is not None and prov.data:
+            return {"name": prov.data, "options": dict(prov.data_options)}
+    return None
+
+
 def eeg_run_items(run_dir: str | Path, cfg: BundleConfig,
                   eeg_set: Any | None = None) -> tuple[list[Item], dict[str, Any], Any]:
     """Items of a trained EEG->image run (encoder, token mapper, null tokens, UNet, VAE decoder) -> (items, generation,
@@ -266,6 +276,9 @@ def eeg_run_items(run_dir: str | Path, cfg: BundleConfig,
                                   holdout_labels=eeg_set.y[eeg_set.splits["val"]], classes=list(eeg_set.classes),
                                   preprocessing=_run_preprocessing(pipe.eeg_encoder, eeg_set))
     generation["steps"] = dcfg.sample_steps
+    data = training_data(pipe)
+    if data is not None:
+        items[0].info["data"] = data
     test = eeg_set.splits.get("test")
     if test is not None and len(test) and cfg.golden_eval > 0:  # labelled trials for the decision-level gates
         pick = np.asarray(test)[: cfg.golden_eval]

@@ -33,20 +33,31 @@ def test_data_list_and_info(capsys):
     for name in ("mnist", "fashion-mnist", "digits", "cifar10"):
         assert name in out
     assert main(["data", "info", "digits"]) == 0
-    assert "digits: 1437 train / 360 test images, shape (1, 8, 8), 10 classes" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "images     1437 train / 360 test, shape (1, 8, 8)" in out and "classes    10: 0, 1, 2" in out
+    assert "digits options (-o KEY=VALUE):\n  root str | None = null" in out and "  seed int = 0  " in out
 
 
 @pytest.mark.parametrize("argv, message", [
     (["data", "info", "cifar10", "--root", "/nonexistent/cifar"], "/nonexistent/cifar does not exist"),
     (["data", "info", "mnist", "--root", "/nonexistent/mnist"], "/nonexistent/mnist/train-images-idx3-ubyte missing"),
     (["data", "info", "imagenet"], "unknown data set 'imagenet'"),
-    (["data", "info"], "needs a data set name"),
 ])
 def test_bad_input_one_line_exit_2(capsys, argv, message):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("action", ["info", "fetch"])
+def test_data_action_without_a_name_is_argparse_usage(capsys, action):
+    """NAME is a required argument of the action's own parser: usage and "required", exit 2."""
+    with pytest.raises(SystemExit) as info:
+        main(["data", action])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: eegsine data {action} ") and "the following arguments are required: NAME" in err
 
 
 def test_debug_shows_traceback():

@@ -276,7 +276,7 @@ def test_eegcvpr40_length_filter_slicing_and_splits(tmp_path):
     np.testing.assert_array_equal(other.splits["test"], [1])
     with pytest.raises(UserError, match="split_index=2 out of range"):
         load_eeg("eegcvpr40", root=str(root), split_index=2)
-    with pytest.raises(UserError, match=r"bandpass=\[5, 600\]: .*< 500 \(Nyquist\)"):
+    with pytest.raises(UserError, match=r"bandpass=\[5(\.0)?, 600(\.0)?\]: .*< 500 \(Nyquist\)"):
         load_eeg("eegcvpr40", root=str(root), bandpass=[5, 600])
 
 
@@ -502,12 +502,18 @@ def test_cli_data_info_eeg(capsys, tmp_path):
     assert main(["data", "info", "synthetic-vep", "-o", "image_set=digits", "-o", "n_chans=8", "-o", "n_times=50",
                  "-o", "n_images_per_class=5", "-o", "n_subjects=1", "-o", "sfreq=250"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("synthetic-vep: 50 trials, n_chans=8, n_times=50, sfreq=250 Hz, 10 classes, 1 subject(s)")
-    assert "50 paired images (1, 8, 8)" in out
+    assert "channels   8: Fpz, F3, T7, Cz, T8, P3, P4, Oz\nsfreq      250 Hz\nunits      uV\n" in out
+    assert "reference  as-recorded\n" in out
+    assert "filters    highpass none, lowpass none (Nyquist 125 Hz)" in out
+    assert "trials     50 (train 30, val 10, test 10), 10 classes, 1 subject(s), paired with digits images" in out
+    assert ("given      image_set='digits', n_images_per_class=5, n_subjects=1, n_chans=8, n_times=50, "
+            "sfreq=250.0") in out
     root = make_cvpr(tmp_path / "cvpr")
     assert main(["data", "info", "eegcvpr40", "--root", str(root)]) == 0
     out = capsys.readouterr().out
-    assert "eegcvpr40: 4 trials, n_chans=128, n_times=440, sfreq=1000 Hz, 2 classes, 2 subject(s)" in out
+    assert "channels   128: E1, E2," in out and "sfreq      1000 Hz\nunits      a.u.\n" in out
+    assert "filters    highpass 5 Hz, lowpass 95 Hz, Butterworth order 4, causal" in out
+    assert "trials     4 (train 2, val 1, test 1), 2 classes, 2 subject(s)" in out
     assert main(["data", "list"]) == 0
     out = capsys.readouterr().out
     assert "synthetic-vep" in out and "eegcvpr40" in out and "uea" in out
@@ -516,7 +522,7 @@ def test_cli_data_info_eeg(capsys, tmp_path):
 @pytest.mark.parametrize("argv, message", [
     (["data", "info", "eegcvpr40", "--root", "/nonexistent/cvpr"], "/nonexistent/cvpr does not exist"),
     (["data", "info", "uea:FingerMovements", "--root", "/nonexistent/uea"], "no FingerMovements_TRAIN.ts"),
-    (["data", "info", "synthetic-vep", "-o", "snr=-1"], "SyntheticVEPConfig.snr must be > 0"),
+    (["data", "info", "synthetic-vep", "-o", "snr=-1"], "synthetic-vep: option 'snr': must be > 0"),
     (["data", "info", "eegcvpr40", "-o", "n_chans=3"], "eegcvpr40: unknown option 'n_chans'"),
     (["data", "info", "uea"], "name a problem as uea:<Name>"),
 ])

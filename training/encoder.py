@@ -26,7 +26,6 @@ eegsine.runs.checkpoint the files.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -38,7 +37,8 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from eegsine.runs.checkpoint import load_state_into, save_weights
-from eegsine.data import EEGSet, load_eeg
+from eegsine.data import EEGSet, get_spec, load_eeg
+from eegsine.data.options import parse_pairs
 from eegsine.metrics.embedding import _l2, retrieval_topk
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import update_metrics
@@ -71,12 +71,7 @@ def data_options(cfg: EncoderTrainConfig | Any) -> dict[str, Any]:
         opts["image_set"] = cfg.image_set
     if cfg.data == "eegcvpr40" and getattr(cfg, "loso_subject", 0):  # the diffusion stage has no LOSO field
         opts["loso_subject"] = cfg.loso_subject
-    for kv in cfg.data_options:
-        k, v = kv.split("=", 1)
-        try:
-            opts[k.strip().replace("-", "_")] = json.loads(v)
-        except json.JSONDecodeError:
-            opts[k.strip().replace("-", "_")] = v
+    opts.update(parse_pairs(cfg.data, get_spec(cfg.data).options, cfg.data_options))  # typed by the set's options
     return opts
 
 

@@ -13,16 +13,15 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
-import json
 import os
 import sys
 from typing import Callable, Sequence
 
-from eegsine import __version__, data
+from eegsine import __version__
 from eegsine.errors import UserError, install_hint
 from eegsine.config import check_threads
-from eegsine.data.recording import check_recording_args, export_recording
 from eegsine.runtime.isa import this_host
+from eegsine.commands.data import add_parser as data_parser
 from eegsine.commands.stream import add_arguments as stream_arguments, run as stream_run
 from eegsine.commands.verify import add_arguments, run as verify_run
 
@@ -44,70 +43,6 @@ def _add_optional_modules(subparsers: argparse._SubParsersAction, modules: list[
                 continue  # that layer is not installed / not written yet
             raise
         m.add_parser(subparsers)
-
-
-# -- data ----------------------------------------------------------------------------------
-def _cmd_data(ns: argparse.Namespace) -> int:
-    if ns.action == "list":
-        for name, spec in sorted(data.REGISTRY.items()):
-            try:
-                why = spec.why_not_here()  # a package its loader imports: `data info` would fail, so not available
-                here = (f"unavailable ({why})" if why else
-                        "available" if spec.available() else f"missing ({spec.how_to_get})")
-            except Exception as e:  # noqa: BLE001 - availability probes must not break listing
-                here = f"unknown ({e})"
-            print(f"{name:14s} {spec.kind:5s} {here}\n{'':20s} {spec.description}")
-        return 0
-    if not ns.name:
-        raise UserError(f"`eegsine data {ns.action}` needs a data set name (see `eegsine data list`)")
-    if ns.action == "export-recording":
-        return _cmd_export_recording(ns)
-    if ns.action == "fetch":
-        print(data.fetch(ns.name))
-        return 0
-    # info: load_images / load_eeg type-check each option against the loader
-    kwargs = _data_kwargs(ns)
-    spec = data.get_spec(ns.name)
-    if spec.kind == "image":
-        s = data.load_images(ns.name, **kwargs)
-        print(f"{s.name}: {len(s.train_x)} train / {len(s.test_x)} test images, shape {s.shape}, "
-              f"{s.n_classes} classes, range [{s.train_x.min():.2f}, {s.train_x.max():.2f}], source: {s.source}")
-    else:
-        e = data.load_eeg(ns.name, **kwargs)
-        splits = ", ".join(f"{k}={len(v)}" for k, v in e.splits.items())
-        print(f"{e.name}: {len(e.x)} trials, n_chans={e.n_chans}, n_times={e.n_times}, sfreq={e.sfreq:g} Hz, "
-              f"{e.n_outputs} classes, {len(set(e.subject.tolist()))} subject(s), splits: {splits}"
-              + (f", {len(e.images)} paired images {tuple(e.images.shape[1:])}" if e.images is not None else ""))
-    return 0
-
-
-def _data_kwargs(ns: argparse.Namespace) -> dict:
-    """--root and each -o KEY=VALUE (JSON, else a bare string) as loader options."""
-    kwargs = {"root": ns.root} if ns.root else {}
-    for kv in ns.option or []:
-        key, sep, val = kv.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--option {kv!r}: expected KEY=VALUE, e.g. --option n_chans=32")
-        try:
-            kwargs[key.strip().replace("-", "_")] = json.loads(val)
-        except json.JSONDecodeError:
-            kwargs[key.strip().replace("-", "_")] = val  # a bare string such as image_set=digits
-    return kwargs
-
-
-def _cmd_export_recording(ns: argparse.Namespace) -> int:
-    if not ns.out:
-        raise UserError("`eegsine data export-recording` needs --out REC.csv or REC.fif")
-    if ns.trials is not None and ns.trials < 1:  # 0 reads as "no trials": leave the flag out for all of them
-        raise UserError(f"--trials must be >= 1 (leave it out for every trial of the split), got {ns.trials}")
-    check_recording_args(n_trials=ns.trials or 0, isi=ns.isi, isi_jitter=ns.isi_jitter, seed=ns.seed)  # before loading
-    ds = data.load_eeg(ns.name, **_data_kwargs(ns))
-    path, rec = export_recording(ds, ns.out, board=ns.board, split=ns.split, n_trials=ns.trials or 0, isi=ns.isi,
-                                 isi_jitter=ns.isi_jitter, seed=ns.seed)
-    print(f"{path}: {len(rec.events)} trials of {ds.name} ({ns.split}), {rec.data.shape[0]} ch x {rec.data.shape[1]} "
-          f"samples ({rec.data.shape[1] / rec.sfreq:.1f} s) @ {rec.sfreq:g} Hz, markers = class index + 1; "
-          f"sidecar {path}.json")
-    return 0
 
 
 # -- env -----------------------------------------------------------------------------------
@@ -166,26 +101,7 @@ def build_parser(prog: str = "eegsine") -> argparse.ArgumentParser:
                         "cores); a subcommand's own --threads, where it has one, wins over it")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    d = sub.add_parser("data", help="list, fetch or describe data sets")
-    d.add_argument("action", choices=["list", "fetch", "info", "export-recording"],
-                   help="export-recording: the set's trials as one continuous recording with stimulus markers "
-                        "(--out REC.csv: BrainFlow playback file; REC.fif: MNE FIF)")
-    d.add_argument("name", nargs="?",
-                   help="data set name (see `eegsine data list`), e.g. mnist, synthetic-vep, uea:FingerMovements")
-    d.add_argument("--root", default=None, help="read from this folder/file instead of the default location")
-    d.add_argument("-o", "--option", action="append", metavar="KEY=VALUE",
-                   help="loader option for `info` (JSON value), repeatable, e.g. -o image_set=digits -o n_chans=32")
-    d.add_argument("--out", default=None, help="export-recording: REC.csv (BrainFlow playback) or REC.fif")
-    d.add_argument("--split", default="test", help="export-recording: split to record (train, val, test, all)")
-    d.add_argument("--trials", type=int, default=None, metavar="N",
-                   help="export-recording: first N trials of the split (default: all)")
-    d.add_argument("--isi", type=float, default=0.5,
-                   help="export-recording: inter-stimulus interval after each epoch (s)")
-    d.add_argument("--isi-jitter", type=float, default=0.2, metavar="S",
-                   help="export-recording: + uniform jitter up to this (s)")
-    d.add_argument("--board", default="synthetic", help="export-recording .csv: BrainFlow master board (BoardIds name)")
-    d.add_argument("--seed", type=int, default=0, help="export-recording: seed of the ISIs and the background noise")
-    d.set_defaults(func=_cmd_data)
+    data_parser(sub)
 
     e = sub.add_parser("env", help="print versions, threads, CUDA/TensorRT/Triton availability")
     e.set_defaults(func=_cmd_env)

@@ -7,16 +7,14 @@ numpy only (no torch): loaders return arrays, training wraps them.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import os
-import typing
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from eegsine.data.options import DataOptions, parse_pairs
 from eegsine.errors import PIP_NAMES, STREAM, UserError, importable, install_hint
-from eegsine.config import check_value
 
 
 def data_root() -> Path:
@@ -160,6 +158,29 @@ class DataSpec:
         if why is not None:
             raise UserError(f"{name}: {why}")
 
+    # the loader's typed options: its fields are ``load``'s keyword arguments (tests/test_data_options.py checks it)
+    options: type[DataOptions] = DataOptions
+    # what the set is without loading it (``eegsine data info``, a recording's board check): options -> EEGInfo
+    describe: Callable[[str, Any], "EEGInfo"] | None = None
+    name_argument: str = ""    # the loader argument the part after "name:" fills (uea:<problem>, raw:<path>)
+    classes: list[str] | None = None  # an image set's classes, known without reading it
+
+    def make_options(self, name: str, options: DataOptions | Mapping[str, Any] | None = None,
+                     **values: Any) -> DataOptions:
+        """``options`` (this set's dataclass, or a dict of its keys) with ``values`` on top, checked."""
+        if isinstance(options, DataOptions):
+            if not isinstance(options, self.options):
+                raise UserError(f"{name}: options are {type(options).__name__}, expected {self.options.__name__}")
+            return self.options.from_values(name, {**options.kwargs(), **values}) if values else options
+        if options is not None and not isinstance(options, Mapping):
+            raise UserError(f"{name}: options must be {self.options.__name__} or a dict, got {type(options).__name__}")
+        return self.options.from_values(name, {**(options or {}), **values})
+
+    def parse(self, name: str, pairs: Sequence[str], base: DataOptions | Mapping[str, Any] | None = None
+              ) -> DataOptions:
+        """``-o KEY=VALUE`` strings on top of ``base``: the command line's one way in."""
+        return self.make_options(name, base, **parse_pairs(name, self.options, pairs))
+
 
 REGISTRY: dict[str, DataSpec] = {}
 
@@ -179,50 +200,90 @@ def get_spec(name: str) -> DataSpec:
     return REGISTRY[name]
 
 
+def _spec_of(name: str, kind: str) -> DataSpec:
+    spec = get_spec(name)
+    if spec.kind != kind:
+        raise UserError(f"{name!r} is an {spec.kind} data set, not an {kind if kind == 'eeg' else 'image'} set")
+    return spec
+
+
+def _named(spec: DataSpec, name: str) -> dict[str, str]:
+    """The loader argument a ``uea:<problem>`` / ``raw:<path>`` name fills."""
+    return {spec.name_argument: name.split(":", 1)[1]} if spec.name_argument and ":" in name else {}
+
+
 def check_options(name: str, load: Callable[..., object], options: dict[str, Any]) -> dict[str, Any]:
-    """Type-check loader ``options`` against ``load``'s signature: one-line errors naming the option.
-
-    An option the signature does not name is an error unless ``load`` takes ``**fields`` (it checks
-    those itself, e.g. synthetic-vep's config fields); a value must fit the parameter's annotation
-    (:func:`eegsine.config.check_value`: ``split_index="abc"``, ``bandpass=5`` and ``sfreq=nan`` fail).
-    """
-    params = inspect.signature(load).parameters
-    hints = typing.get_type_hints(load)
-    takes_fields = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    named = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    out = {}
-    for key, value in options.items():
-        if key not in named:
-            if takes_fields:
-                out[key] = value
-                continue
-            raise UserError(f"{name}: unknown option {key!r} (known: {', '.join(k for k in named if k != 'problem')})")
-        check_value(f"{name}: option {key!r}", hints.get(key, Any), value)
-        if key == "seed" and value < 0:  # as for config seeds: numpy and scikit-learn refuse negative seeds
-            raise UserError(f"{name}: option 'seed': must be >= 0, got {value}")
-        out[key] = value  # checked, passed as given (the loader's own messages quote the user's values)
-    return out
-
-
-
-def load_images(name: str, **kwargs) -> ImageSet:
+    """``options`` checked against the typed options of data set ``name`` (``load`` is kept for callers of the
+    signature-based check this replaced): the values given, typed, or a one-line error naming the option."""
     spec = get_spec(name)
-    if spec.kind != "image":
-        raise UserError(f"{name!r} is an {spec.kind} data set, not an image set")
-    spec.check_needs(name)
-    return spec.load(**check_options(name, spec.load, kwargs))  # type: ignore[return-value]
+    opts = spec.make_options(name, options)
+    return {k: getattr(opts, k) for k in options}
 
 
-def load_eeg(name: str, **kwargs) -> EEGSet:
-    spec = get_spec(name)
-    if spec.kind != "eeg":
-        raise UserError(f"{name!r} is an {spec.kind} data set, not an EEG set")
+def load_images(name: str, options: DataOptions | Mapping[str, Any] | None = None, **kwargs) -> ImageSet:
+    """Image set ``name`` with ``options`` (its dataclass or a dict) and keyword ``kwargs`` on top."""
+    spec = _spec_of(name, "image")
     spec.check_needs(name)
-    if name.startswith("uea:"):
-        kwargs.setdefault("problem", name.split(":", 1)[1])
-    if name.startswith("raw:"):
-        kwargs.setdefault("path", name.split(":", 1)[1])
-    return spec.load(**check_options(name, spec.load, kwargs))  # type: ignore[return-value]
+    return spec.load(**spec.make_options(name, options, **kwargs).kwargs())  # type: ignore[return-value]
+
+
+def load_eeg(name: str, options: DataOptions | Mapping[str, Any] | None = None, **kwargs) -> EEGSet:
+    """EEG set ``name`` with ``options`` (its dataclass or a dict, e.g. a model's provenance) and ``kwargs``."""
+    spec = _spec_of(name, "eeg")
+    spec.check_needs(name)
+    return spec.load(**_named(spec, name), **spec.make_options(name, options, **kwargs).kwargs())  # type: ignore
+
+
+@dataclasses.dataclass
+class EEGInfo:
+    """What an EEG set is, MNE's ``Info`` first (channels, rate, units, reference, filters), then its trials."""
+
+    name: str
+    preprocessing: Any          # PreprocessingSpec: channels, sfreq, units, reference, filters, epoch window
+    n_trials: int
+    classes: list[str]
+    splits: dict[str, int]      # split -> trials
+    n_subjects: int
+    images: str = ""            # what the trials are paired with ("" = no images)
+    from_options: bool = False  # True: answered from the options alone, nothing loaded or generated
+
+    @classmethod
+    def of(cls, ds: EEGSet) -> "EEGInfo":
+        """The info of a loaded set (a data set without a ``describe`` of its own)."""
+        images = f"{len(ds.images)} images {tuple(ds.images.shape[1:])}" if ds.images is not None else ""
+        return cls(ds.name, ds.preprocessing, len(ds.x), list(ds.classes), {k: len(v) for k, v in ds.splits.items()},
+                   len(set(ds.subject.tolist())), images)
+
+    def lines(self) -> list[str]:
+        """``eegsine data info``'s text."""
+        p = self.preprocessing
+        filters = [f"highpass {p.l_freq:g} Hz" if p.l_freq > 0 else "highpass none",
+                   f"lowpass {p.h_freq:g} Hz" if p.h_freq > 0 else f"lowpass none (Nyquist {p.sfreq / 2:g} Hz)"]
+        if p.notch:
+            filters.append("notch " + ", ".join(f"{f:g}" for f in p.notch) + " Hz")
+        if p.l_freq > 0 or p.h_freq > 0 or p.notch:
+            filters.append(f"Butterworth order {p.order}, {p.phase}")
+        splits = ", ".join(f"{k} {v}" for k, v in self.splits.items())
+        return [f"channels   {p.n_chans}: {', '.join(p.ch_names)}",
+                f"sfreq      {p.sfreq:g} Hz",
+                f"units      {p.units}" + (f" x {p.scale:g}" if p.scale != 1 else ""),
+                f"reference  {p.reference}",
+                f"filters    {', '.join(filters)}",
+                f"epoch      {p.tmin:g}..{p.tmax:g} s around the marker ({p.n_times} samples)",
+                f"trials     {self.n_trials} ({splits}), {len(self.classes)} classes, {self.n_subjects} subject(s)"
+                + (f", paired with {self.images}" if self.images else ""),
+                f"classes    {', '.join(self.classes)}"]
+
+
+def describe_eeg(name: str, options: DataOptions | Mapping[str, Any] | None = None, **kwargs) -> EEGInfo:
+    """:class:`EEGInfo` of EEG set ``name``: from its options where the set can say (synthetic-vep: nothing is
+    generated), else from the loaded set."""
+    spec = _spec_of(name, "eeg")
+    opts = spec.make_options(name, options, **kwargs)
+    if spec.describe is not None:
+        return spec.describe(name, opts)
+    spec.check_needs(name)
+    return EEGInfo.of(spec.load(**_named(spec, name), **opts.kwargs()))  # type: ignore[arg-type]
 
 
 def fetch(name: str) -> str:

@@ -34,6 +34,7 @@ side to ``image_size`` (bicubic, antialiased), then centre-crop; ``images`` is (
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -44,6 +45,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 import numpy as np
 
 from eegsine.data.base import EEGSet, data_root
+from eegsine.data.options import DataOptions
 from eegsine.errors import DataMissingError, UserError
 from eegsine.runtime.preprocessing import PreprocessingSpec, apply_filters
 
@@ -62,6 +64,32 @@ HOW_TO_GET = ("place your eeg_*.pth (e.g. eeg_5_95_std.pth or eeg_signals_raw_wi
               "or pass --root FOLDER (eegsine does not download them: they come with the EEG data release of "
               "Spampinato et al., CVPR 2017)")
 EEG_PREFERENCE = ("eeg_signals_raw_with_mean_std.pth", "eeg_5_95_std.pth", "eeg_14_70_std.pth", "eeg_55_95_std.pth")
+
+
+@dataclasses.dataclass
+class EEGCVPR40Options(DataOptions):
+    """``eegcvpr40``'s loader options (:func:`load_eegcvpr40`'s keyword arguments)."""
+
+    KIND = "eegcvpr40-options"
+
+    root: str | None = dataclasses.field(default=None, metadata={
+        "help": "folder of the .pth files (None: $EEGSINE_DATA/eegcvpr40)"})
+    eeg_file: str | None = dataclasses.field(default=None, metadata={
+        "help": "the EEG .pth file (None: the first of the known names in root)"})
+    splits_file: str | None = dataclasses.field(default=None, metadata={
+        "help": "the splits .pth file (None: block_splits_by_image_all.pth, or _single for subject=N)"})
+    split_index: int = dataclasses.field(default=0, metadata={"help": "which of the file's splits"})
+    subject: int = dataclasses.field(default=0, metadata={"help": "keep only this subject's trials (0: all)"})
+    loso_subject: int = dataclasses.field(default=0, metadata={
+        "help": "leave-one-subject-out: this subject is the test split (0: off)"})
+    bandpass: list[float] | None = dataclasses.field(default_factory=lambda: [5.0, 95.0], metadata={
+        "help": "[low, high] Hz applied to each whole trial before samples 20:460 (None: as stored)"})
+    sfreq: float = dataclasses.field(default=SFREQ, metadata={"help": "sampling rate of the files (Hz)"})
+    phase: Literal["causal", "zero-phase"] = dataclasses.field(default="causal", metadata={
+        "help": "the band-pass: causal (what a stream runs) or zero-phase (the original's filter)"})
+    images_root: str | None = dataclasses.field(default=None, metadata={
+        "help": "folder of the stimulus photos to pair the trials with (None: no images)"})
+    image_size: int = dataclasses.field(default=64, metadata={"help": "paired images' side (px)"})
 
 
 def default_dir() -> Path:

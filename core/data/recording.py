@@ -34,10 +34,12 @@ from typing import Any
 import numpy as np
 
 from eegsine.config import check_value
-from eegsine.data.base import EEGSet, load_eeg
+from eegsine.data.base import EEGInfo, EEGSet, describe_eeg, get_spec, load_eeg
+from eegsine.data.options import DataOptions
 from eegsine.errors import UserError
-from eegsine.io import write_json
-from eegsine.runtime.preprocessing import standard_montage, unit_factor
+from eegsine.io import read_json, write_json
+from eegsine.runtime.decoders import MANIFEST
+from eegsine.runtime.preprocessing import PreprocessingSpec, standard_montage, unit_factor
 from eegsine.runtime.recordings import SIDECAR_FORMAT, board_descr, import_brainflow, sidecar_path
 
 
@@ -65,13 +67,30 @@ def check_recording_args(n_trials: int = 0, isi: float = 0.5, isi_jitter: float 
             raise UserError(f"recording: {name} must be >= 0 s, got {v}")
 
 
+def pick_stratified(idx: np.ndarray, y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """``n`` of the trials ``idx`` (labels ``y[idx]``), even across classes: class counts differ by at most 1
+    where every class has enough trials (a class that runs out leaves its share to the others). Seeded: the
+    trials drawn within each class, which classes get one more, and the order (shuffled, so a stream does not
+    see one class after another as a set stored by class would give). All of ``idx`` in its order if n >= len."""
+    idx = np.asarray(idx, np.int64)
+    if n >= len(idx):
+        return idx
+    rng = np.random.default_rng([seed, 1])  # its own stream: the ISIs and noise drawn from ``seed`` stay as they were
+    labels = y[idx]
+    pools = [rng.permutation(idx[labels == c]) for c in rng.permutation(np.unique(labels))]
+    depth = max(len(p) for p in pools)
+    rounds = [p[d] for d in range(depth) for p in pools if d < len(p)]  # round robin: one per class per round
+    return rng.permutation(np.asarray(rounds[:n], np.int64))
+
+
 def continuous_recording(ds: EEGSet, split: str = "test", n_trials: int = 0, isi: float = 0.5,
                          isi_jitter: float = 0.2, lead: float = 1.0, seed: int = 0) -> Recording:
-    """The trials of ``split`` ("all" for every trial; the first ``n_trials`` if > 0) as one recording."""
+    """The trials of ``split`` ("all" for every trial) as one recording: all of them in stored order, or
+    ``n_trials`` > 0 of them picked by :func:`pick_stratified` (every class, seeded)."""
     check_recording_args(n_trials=n_trials, isi=isi, isi_jitter=isi_jitter, lead=lead, seed=seed)
     idx = np.arange(len(ds.x)) if split == "all" else ds.split(split)
     if n_trials > 0:
-        idx = idx[:n_trials]
+        idx = pick_stratified(idx, ds.y, n_trials, seed)
     if len(idx) == 0:
         raise UserError(f"{ds.name}: split {split!r} has no trials to record")
     sf = ds.sfreq
@@ -134,20 +153,27 @@ def playback_board(sfreq: float, n_chans: int) -> str:
     return min(fits)[3]
 
 
+def check_board(board: str, sfreq: float, n_chans: int) -> str:
+    """The BrainFlow master board a recording of ``n_chans`` at ``sfreq`` is written for (``auto``:
+    :func:`playback_board`), or a one-line error: cheap, so callers ask before they make the data."""
+    if board == "auto":
+        board = playback_board(sfreq, n_chans)
+    _, name, descr = board_descr(board)
+    if float(descr["sampling_rate"]) != float(sfreq):
+        raise UserError(f"board {name} samples at {descr['sampling_rate']} Hz, the recording at {sfreq:g} Hz: "
+                        f"generate it at that rate (e.g. -o sfreq={descr['sampling_rate']}) or pick another --board")
+    if n_chans > len(descr["eeg_channels"]):
+        raise UserError(f"board {name} has {len(descr['eeg_channels'])} EEG channels, the recording {n_chans}: "
+                        "pick a board with more (e.g. FREEEEG128_BOARD at 256 Hz) or fewer channels")
+    return name
+
+
 def write_brainflow_csv(rec: Recording, path: str | Path, board: str = "synthetic") -> Path:
     """BrainFlow playback file for the master ``board`` (same sampling rate, at least as many EEG rows;
     ``auto``: :func:`playback_board`)."""
     bf = import_brainflow()
-    if board == "auto":
-        board = playback_board(rec.sfreq, len(rec.ch_names))
-    bid, name, descr = board_descr(board)
-    if float(descr["sampling_rate"]) != rec.sfreq:
-        raise UserError(f"board {name} samples at {descr['sampling_rate']} Hz, the recording at {rec.sfreq:g} Hz: "
-                        f"generate it at that rate (e.g. -o sfreq={descr['sampling_rate']}) or pick another --board")
+    bid, name, descr = board_descr(check_board(board, rec.sfreq, len(rec.ch_names)))
     eeg_rows = list(descr["eeg_channels"])
-    if len(rec.ch_names) > len(eeg_rows):
-        raise UserError(f"board {name} has {len(eeg_rows)} EEG channels, the recording {len(rec.ch_names)}: "
-                        "pick a board with more (e.g. FREEEEG128_BOARD at 256 Hz) or fewer channels")
     n = rec.data.shape[1]
     out = np.zeros((int(descr["num_rows"]), n))
     out[eeg_rows[: len(rec.ch_names)]] = rec.data * (unit_factor(rec.units, "uV") if rec.units != "a.u." else 1.0)
@@ -180,6 +206,71 @@ def export_recording(ds: EEGSet, out: str | Path, board: str = "synthetic", **kw
     if out.suffix.lower() == ".fif":
         return write_fif(rec, out), rec
     raise UserError(f"{out}: the recording's name must end with .csv (BrainFlow playback) or .fif (MNE)")
+
+
+def bundle_data(bundle: str | Path) -> tuple[str, dict[str, Any], PreprocessingSpec]:
+    """(data set name, loader options, input spec) of a bundle's EEG encoder: ``models.eeg_encoder.data`` and
+    ``.preprocessing`` of its manifest (``eegsine export`` writes both; the options are the encoder's provenance)."""
+    path = Path(bundle) / MANIFEST
+    if not path.is_file():
+        raise UserError(f"{bundle}: not a bundle (no {MANIFEST})")
+    m = read_json(path)
+    models = m.get("models") if isinstance(m, dict) else None
+    entry = models.get("eeg_encoder") if isinstance(models, dict) else None
+    if not isinstance(entry, dict) or not isinstance(entry.get("preprocessing"), dict):
+        raise UserError(f"{bundle}: no EEG encoder with a preprocessing spec (an EEG bundle's channels, rate, epoch)")
+    try:
+        spec = PreprocessingSpec.from_dict(entry["preprocessing"])
+    except UserError as e:
+        raise UserError(f"{path}: models.eeg_encoder.preprocessing: {e}") from None
+    data = entry.get("data")
+    if data is None:
+        raise UserError(f"{bundle}: its manifest does not name the encoder's data set (exported before eegsine "
+                        "recorded it): re-export the bundle, or name the data set and its -o options "
+                        "(`eegsine stream --source synthetic` makes trials at the bundle's geometry)")
+    if not (isinstance(data, dict) and isinstance(data.get("name"), str) and data["name"]
+            and isinstance(data.get("options", {}), dict)):
+        raise UserError(f"{path}: models.eeg_encoder.data must be an object with a name and options, got {data!r}")
+    return data["name"], dict(data.get("options", {})), spec
+
+
+def check_fits(info: EEGInfo, spec: PreprocessingSpec, bundle: str | Path) -> None:
+    """A set described by ``info`` makes epochs the bundle takes: its channels (by name), rate and epoch."""
+    have = info.preprocessing
+    for what, a, b in (("channels", have.ch_names, spec.ch_names), ("sfreq", have.sfreq, spec.sfreq),
+                       ("n_times", have.n_times, spec.n_times), ("tmin", have.tmin, spec.tmin)):
+        if a != b:
+            show = (lambda v: f"{len(v)} ({', '.join(v[:4])}...)") if what == "channels" else repr
+            raise UserError(f"{info.name} with these options has {what} {show(a)}, the bundle {bundle} takes "
+                            f"{show(b)}: drop the -o that changes it")
+
+
+def record_data_set(name: str, options: DataOptions, out: str | Path, board: str = "synthetic",
+                    like: str | Path | None = None, **kw: Any) -> tuple[Path, Recording, EEGInfo]:
+    """Data set ``name`` with ``options`` written as a recording (:func:`export_recording`; ``kw``: its split,
+    n_trials, isi, isi_jitter, seed), after every check its metadata allows, before a trial is made: the
+    file's suffix, the BrainFlow board (``.csv``) and, with ``like``, the bundle's channels, rate and epoch.
+    synthetic-vep's metadata costs nothing; a set without a ``describe`` is loaded once to answer."""
+    out = Path(out)
+    if out.suffix.lower() not in (".csv", ".fif"):
+        raise UserError(f"{out}: the recording's name must end with .csv (BrainFlow playback) or .fif (MNE)")
+    check_recording_args(n_trials=kw.get("n_trials", 0), isi=kw.get("isi", 0.5), isi_jitter=kw.get("isi_jitter", 0.2),
+                         seed=kw.get("seed", 0))
+    ds = None if get_spec(name).describe is not None else load_eeg(name, options)  # loaded once, if it must be
+    info = describe_eeg(name, options) if ds is None else EEGInfo.of(ds)
+    if like is not None:
+        check_fits(info, bundle_data(like)[2], like)
+    if out.suffix.lower() == ".csv":
+        board = check_board(board, info.preprocessing.sfreq, info.preprocessing.n_chans)
+    ds = load_eeg(name, options) if ds is None else ds
+    path, rec = export_recording(ds, out, board=board, **kw)
+    return path, rec, info
+
+
+def options_like(bundle: str | Path, pairs: list[str] | tuple[str, ...] = ()) -> tuple[str, DataOptions]:
+    """The data set and options a bundle's encoder was trained on, ``pairs`` (``-o KEY=VALUE``) on top."""
+    name, stored, _ = bundle_data(bundle)
+    return name, get_spec(name).parse(name, pairs, base=stored)
 
 
 def recording_like(spec: Any, out: str | Path, n_trials: int, seed: int = 0, snr: float = 0.5) -> Path:

@@ -72,11 +72,13 @@ import logging
 import math
 import os
 import time
+from typing import Any, Literal
 
 import numpy as np
 
 from eegsine.config import Config
-from eegsine.data.base import EEGSet, load_images
+from eegsine.data.base import REGISTRY, EEGInfo, EEGSet, load_images
+from eegsine.data.options import DataOptions
 from eegsine.data.montage import montage, position, positions
 from eegsine.errors import UserError
 from eegsine.runtime.preprocessing import PreprocessingSpec, apply_filters_batched
@@ -116,17 +118,19 @@ class SyntheticVEPConfig(Config):
     n_classes: int = dataclasses.field(default=10, metadata={
         "help": "use the first N classes of the image set (0: all)"})
     n_images_per_class: int = dataclasses.field(default=200, metadata={"help": "distinct stimuli per class"})
-    n_subjects: int = 6
+    n_subjects: int = dataclasses.field(default=6, metadata={
+        "help": "simulated subjects (each with its own gain, latency and alpha frequency)"})
     trials_per_image: int = dataclasses.field(default=1, metadata={"help": "repetitions of each image per subject"})
     n_chans: int = dataclasses.field(default=128, metadata={"help": "channels (10-20 -> 10-10 -> 10-5 names, <= 128)"})
-    n_times: int = 440
-    sfreq: float = 1000.0
+    n_times: int = dataclasses.field(default=440, metadata={"help": "samples per epoch"})
+    sfreq: float = dataclasses.field(default=1000.0, metadata={"help": "sampling rate (Hz)"})
     tmin: float = dataclasses.field(default=0.02, metadata={
         "help": "time of the first sample after stimulus onset (s)"})
     snr: float = dataclasses.field(default=0.06, metadata={"help": "RMS(class-mean ERP) / RMS(background), per trial"})
     image_variation: float = dataclasses.field(default=0.3, metadata={
         "help": "RMS of the image-specific ERP part / RMS of the class ERP"})
-    latency_jitter_ms: float = 10.0
+    latency_jitter_ms: float = dataclasses.field(default=10.0, metadata={
+        "help": "SD of each trial's ERP latency (ms; the P3 gets as much again)"})
     highpass_hz: float = dataclasses.field(default=0.1, metadata={
         "help": "the recording's high-pass: the 1/f background reaches down to it, so a window carries offsets and "
                 "drifts (0: none, the zero-mean windows of version 1)"})
@@ -136,7 +140,7 @@ class SyntheticVEPConfig(Config):
         "help": "stimuli per class in val (from the image train split)"})
     test_fraction: float = dataclasses.field(default=0.1, metadata={
         "help": "stimuli per class in test (from the image test split)"})
-    seed: int = 0
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of everything generated"})
 
     def validate(self) -> None:
         def need(ok: bool, field: str, what: str) -> None:
@@ -170,6 +174,92 @@ class SyntheticVEPConfig(Config):
             raise UserError(f"SyntheticVEPConfig.n_images_per_class={n} leaves no training image "
                             f"({n_val} val + {n_test} test per class)")
         return n_train, n_val, n_test
+
+
+@dataclasses.dataclass
+class SyntheticVEPOptions(SyntheticVEPConfig, DataOptions):
+    """``synthetic-vep``'s loader options: the generator's config fields, and how the set is loaded."""
+
+    KIND = "synthetic-vep-options"
+
+    root: str | None = dataclasses.field(default=None, metadata={
+        "help": "folder of the paired image set (None: its default location)"})
+    n_trials: int | None = dataclasses.field(default=None, metadata={
+        "help": "total trials: sets n_images_per_class (a multiple of n_classes x n_subjects x trials_per_image)"})
+    progress: bool = dataclasses.field(default=True, metadata={"help": "show a progress bar while generating"})
+    bandpass: list[float] | None = dataclasses.field(default=None, metadata={
+        "help": "[low, high] Hz: band-pass every epoch (Butterworth order 4) as a recording pipeline would"})
+    phase: Literal["causal", "zero-phase"] = dataclasses.field(default="causal", metadata={
+        "help": "the band-pass: causal (what a stream runs) or zero-phase (EEGCVPR40's filter)"})
+
+    def validate(self) -> None:
+        super().validate()
+        band = self.bandpass
+        if band is not None and not (len(band) == 2 and 0 < band[0] < band[1] < self.sfreq / 2):
+            raise UserError(f"SyntheticVEPOptions.bandpass: {band}: give [low, high] Hz with 0 < low < high < "
+                            f"Nyquist ({self.sfreq / 2:g} Hz)")
+        if self.n_trials is not None and self.n_trials <= 0:
+            raise UserError(f"SyntheticVEPOptions.n_trials must be > 0, got {self.n_trials}")
+
+    @classmethod
+    def from_values(cls, name: str, values: Any) -> "SyntheticVEPOptions":
+        """As :meth:`DataOptions.from_values`; ``config`` (a :class:`SyntheticVEPConfig` or its dict, as
+        :func:`load_synthetic_vep` takes) gives the generator fields the other values leave out."""
+        values = dict(values)
+        config = values.pop("config", None)
+        if config is not None:
+            cfg = config if isinstance(config, SyntheticVEPConfig) else SyntheticVEPConfig.from_dict(config)
+            values = {**{f.name: getattr(cfg, f.name) for f in dataclasses.fields(SyntheticVEPConfig)}, **values}
+        return super().from_values(name, values)
+
+    def config(self) -> SyntheticVEPConfig:
+        """The generator's config (``n_trials`` turned into ``n_images_per_class``)."""
+        cfg = SyntheticVEPConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(SyntheticVEPConfig)})
+        if self.n_trials is None:
+            return cfg
+        per = (cfg.n_classes or len(_image_classes(cfg.image_set))) * cfg.n_subjects * cfg.trials_per_image
+        if self.n_trials % per:
+            raise UserError(f"synthetic-vep: n_trials={self.n_trials} is not a positive multiple of n_classes x "
+                            f"n_subjects x trials_per_image = {per}")
+        return cfg.replace(n_images_per_class=self.n_trials // per)
+
+
+def _image_classes(name: str) -> list[str]:
+    """The paired image set's classes: from its registry entry where it names them (no image is read)."""
+    spec = REGISTRY.get(name)
+    return list(spec.classes) if spec is not None and spec.classes is not None else load_images(name).classes
+
+
+def _spec(cfg: SyntheticVEPConfig, bandpass: list[float] | None = None, phase: str = "causal") -> PreprocessingSpec:
+    """What generated epochs are: the montage's channels in uV as recorded, ``tmin`` onwards; optionally band-passed."""
+    ch_names = montage(cfg.n_chans)
+    tmax = cfg.tmin + cfg.n_times / cfg.sfreq
+    if bandpass is None:
+        return PreprocessingSpec(sfreq=float(cfg.sfreq), ch_names=list(ch_names), units="uV", reference="as-recorded",
+                                 tmin=cfg.tmin, tmax=tmax, source="synthetic-vep: generated epochs, no filter")
+    lo, hi = float(bandpass[0]), float(bandpass[1])
+    return PreprocessingSpec.design(cfg.sfreq, list(ch_names), l_freq=lo, h_freq=hi, order=4, phase=phase, units="uV",
+                                    reference="as-recorded", tmin=cfg.tmin, tmax=tmax,
+                                    source=f"synthetic-vep: generated epochs, each band-passed {lo:g}-{hi:g} Hz "
+                                           f"({phase})")
+
+
+def describe_synthetic_vep(name: str, opts: SyntheticVEPOptions) -> EEGInfo:
+    """What ``load_synthetic_vep(**opts)`` would generate, from the options alone: nothing is generated."""
+    cfg = opts.config()
+    classes = _image_classes(cfg.image_set)
+    classes = classes[:cfg.n_classes] if cfg.n_classes else classes
+    if len(classes) < (cfg.n_classes or 0):
+        raise UserError(f"SyntheticVEPConfig.n_classes={cfg.n_classes}: {cfg.image_set} has only {len(classes)} "
+                        "classes")
+    per = len(classes) * cfg.n_subjects * cfg.trials_per_image
+    n_tr, n_va, n_te = cfg.images_per_split()
+    splits = {"train": n_tr * per, "val": n_va * per, "test": n_te * per}
+    if cfg.val_fraction == 0:
+        splits.pop("val")
+    return EEGInfo("synthetic-vep", _spec(cfg, opts.bandpass, opts.phase), sum(splits.values()), classes, splits,
+                   cfg.n_subjects, images=f"{cfg.image_set} images ({cfg.n_images_per_class} per class)",
+                   from_options=True)
 
 
 # -- building blocks ---------------------------------------------------------------------------
@@ -534,60 +624,33 @@ def generate(cfg: SyntheticVEPConfig, image_root: str | None = None, progress: b
         image=t_image.astype(np.int64), sfreq=float(cfg.sfreq), ch_names=ch_names,
         classes=[imgs.classes[c] for c in class_ids], splits=splits, images=stim.images,
         image_labels=stim.labels, info=info,
-        preprocessing=PreprocessingSpec(sfreq=float(cfg.sfreq), ch_names=list(ch_names), units="uV",
-                                        reference="as-recorded", tmin=cfg.tmin, tmax=cfg.tmin + T / cfg.sfreq,
-                                        source="synthetic-vep: generated epochs, no filter")).check()
+        preprocessing=_spec(cfg)).check()
 
 
 def load_synthetic_vep(root: str | os.PathLike | None = None, config: SyntheticVEPConfig | dict | None = None,
-                       n_trials: int | None = None, progress: bool = True, bandpass=None,
-                       phase: str = "causal", **fields) -> EEGSet:
-    """Registry entry. ``root`` is the paired image set's root; ``fields`` are config fields.
+                       n_trials: int | None = None, progress: bool = True, bandpass: list[float] | None = None,
+                       phase: Literal["causal", "zero-phase"] = "causal", **fields) -> EEGSet:
+    """Registry entry. ``root`` is the paired image set's root; ``fields`` are config fields
+    (:class:`SyntheticVEPOptions` documents each; ``load_eeg("synthetic-vep", options)`` passes them all).
 
     ``n_trials`` (convenience) sets ``n_images_per_class`` so the total is exactly that many trials.
     ``bandpass=[low, high]`` (Hz) filters every epoch as a recording pipeline would (Butterworth order 4,
     ``phase`` causal from the steady state of its first sample, or zero-phase: EEGCVPR40's filter); the
     spec records it, so a bundle's runtime runs the same filter.
     """
-    names = {f.name for f in dataclasses.fields(SyntheticVEPConfig)}
-    unknown = sorted(set(fields) - names)
-    if unknown:
-        raise UserError(f"synthetic-vep: unknown option {unknown[0]!r} "
-                        f"(known: n_trials, bandpass, phase, {', '.join(sorted(names))})")
-    if isinstance(config, dict):
-        config = SyntheticVEPConfig.from_dict(config)
-    cfg = (config or SyntheticVEPConfig()).replace(**fields) if fields else (config or SyntheticVEPConfig())
-    if n_trials is not None:
-        n_cls = cfg.n_classes or _n_image_classes(cfg.image_set)
-        per = n_cls * cfg.n_subjects * cfg.trials_per_image
-        if n_trials <= 0 or n_trials % per:
-            raise UserError(f"synthetic-vep: n_trials={n_trials} is not a positive multiple of n_classes x "
-                            f"n_subjects x trials_per_image = {per}")
-        cfg = cfg.replace(n_images_per_class=n_trials // per)
-    ds = generate(cfg, image_root=root, progress=progress)
-    return _bandpass(ds, bandpass, phase) if bandpass not in (None, "none", "None") else ds
+    opts = SyntheticVEPOptions.from_values("synthetic-vep", {
+        "config": config, **fields, "root": root, "n_trials": n_trials, "progress": progress, "bandpass": bandpass,
+        "phase": phase})
+    ds = generate(opts.config(), image_root=opts.root, progress=opts.progress)
+    return _bandpass(ds, opts.bandpass, opts.phase) if opts.bandpass is not None else ds
 
 
-def _bandpass(ds: EEGSet, band, phase: str) -> EEGSet:
+def _bandpass(ds: EEGSet, band: list[float], phase: str) -> EEGSet:
     """Filter every epoch in place (64 trials at a time: bounded float64 scratch); the spec records the filter."""
-    if not isinstance(band, (list, tuple)) or len(band) != 2:
-        raise UserError(f"synthetic-vep: bandpass={band!r}: give [low, high] in Hz")
-    if phase not in ("causal", "zero-phase"):
-        raise UserError(f"synthetic-vep: phase={phase!r}: causal or zero-phase")
-    lo, hi = float(band[0]), float(band[1])
-    if not 0 < lo < hi < ds.sfreq / 2:
-        raise UserError(f"synthetic-vep: bandpass={[lo, hi]} must satisfy 0 < low < high < Nyquist "
-                        f"({ds.sfreq / 2:g} Hz)")
-    old = ds.preprocessing
-    spec = PreprocessingSpec.design(ds.sfreq, list(ds.ch_names), l_freq=lo, h_freq=hi, order=4, phase=phase,
-                                    units=old.units, reference=old.reference, tmin=old.tmin, tmax=old.tmax,
-                                    source=f"synthetic-vep: generated epochs, each band-passed {lo:g}-{hi:g} Hz "
-                                           f"({phase})")
+    cfg = SyntheticVEPConfig.from_dict(ds.info["config"])
+    spec = _spec(cfg, band, phase)
     ds.x = apply_filters_batched(ds.x, spec)
     ds.preprocessing = spec
-    ds.info["bandpass"] = {"band_hz": [lo, hi], "order": 4, "phase": phase}
+    ds.info["bandpass"] = {"band_hz": [float(band[0]), float(band[1])], "order": 4, "phase": phase}
     return ds.check()
 
-
-def _n_image_classes(name: str) -> int:
-    return load_images(name).n_classes
