@@ -169,6 +169,8 @@ def test_summary_card_first_with_every_gate_and_target(tmp_path):
     assert "· target: encoder &gt;= 3x faster than eager — 2.78x" in card and "✓ target: p99 &lt; 5 ms" in card
     assert "✗ target" not in card and "Speed targets of this host: 1 of 2 met" in card
     assert "✗ sanity: Sine: black_box_vs_white_box" in card and "verification gates 1/2 pass" in card
+    # a key figure from cut-down attacks reads as a smoke test, not as a robustness result
+    assert "robust accuracy at eps 0.3, Sine (smoke test: reduced-strength attacks)" in card
     assert "Checks: 3 failed" in card  # the gate and two sanity checks; the missed target is not counted
     # the first screen shows generated images beside the seen one, before any table
     strip = card.index("one trial per class (rows)")

@@ -310,6 +310,7 @@ def _finish(r: _Run) -> dict:
         "n_val": len(data["val_x"]), "n_val_eval": n_val_eval, "mode": cfg.mode, "eps": cfg.eps,
         "eps_units": "[0,1] pixel",
         "head": cfg.model.head, "init": cfg.model.init, "steps": prog["step"], "epochs": cfg.epochs,
+        "batch_size": cfg.batch_size,
         "history": prog["history"], "best": prog["best"], "catastrophic_overfitting": prog["co_events"],
         "test_clean_accuracy": test_clean, "n_test": len(data["test_x"]),
         "train_wall_s": round(prog["train_s"], 1),
