@@ -19,7 +19,7 @@ from eegsine.io import sha256_file
 from eegsine.runtime import Bundle, EEGDecoder
 from eegsine.runtime.contracts import DECISION_OPSET
 from eegsine.runtime.recordings import import_brainflow
-from eegsine.runtime.verify import DeviceVerifyConfig, golden_eeg, verify_on_device
+from eegsine.runtime.verify import DeviceVerifyConfig, golden_eeg, render, verify_on_device
 
 TOL = DeviceVerifyConfig().max_decision_prob_diff  # why 1e-4 is an fp32 bound: the field's comment
 
@@ -108,6 +108,47 @@ def test_the_gates_refuse_a_decision_file_that_decides_otherwise(tmp_path):
     fig = rec["models"]["decision"]
     assert fig["fp32"]["prob_max_abs_diff"] > TOL >= fig["int8"]["prob_max_abs_diff"]
     assert "decision.fp32.onnx" not in rec["passed_files"] and "eeg_encoder.int8.onnx" in rec["passed_files"]
+    assert f"decision.onnx int8 vs the numpy decoder on {fig['int8']['n']} golden trials" in render(rec)
+
+
+@pytest.mark.parametrize("arch", ["lstm", "eegnet", "spatial"])
+def test_every_encoder_kind_composes_into_an_opset16_decision(tmp_path, arch):
+    """The downgrade is not the transformer's alone: each encoder kind, exported at the default opset (18), becomes
+    an opset-16 decision graph whose probabilities are the numpy head's on that encoder's embeddings."""
+    import onnxruntime as ort
+    import torch
+
+    from eegsine.export.onnx_export import export_onnx
+    from eegsine.models.eeg_encoder import EEGEncoderConfig, build_encoder
+    from eegsine.runtime.contracts import decision_contract, eeg_encoder_contract
+
+    class Embed(torch.nn.Module):  # the contract's (tokens, embedding) from the encoder alone
+        def __init__(self, enc):
+            super().__init__()
+            self.enc = enc
+
+        def forward(self, eeg):
+            z = self.enc(eeg)
+            z = z[0] if isinstance(z, tuple) else z
+            return z[:, None, :], z
+
+    torch.manual_seed(0)
+    enc = build_encoder(EEGEncoderConfig(arch=arch, n_chans=4, n_times=32, sfreq=64.0, emb_dim=8, dropout=0.0)).eval()
+    export_onnx(Embed(enc), eeg_encoder_contract(4, 32, 8, 1, 8, max_batch=4), tmp_path / "enc.onnx")
+    rng = np.random.default_rng(0)
+    protos = rng.standard_normal((3, 8)).astype(np.float32)
+    protos /= np.linalg.norm(protos, axis=1, keepdims=True)
+    build_decision(tmp_path / "enc.onnx", tmp_path / "dec.onnx", decision_contract(4, 32, 3), protos, 20.0)
+    x = rng.standard_normal((5, 4, 32)).astype(np.float32)
+    z = ort.InferenceSession(str(tmp_path / "enc.onnx")).run(["embedding"], {"eeg": x})[0].astype(np.float64)
+    logits = -10.0 * ((z[:, None] - protos[None]) ** 2).sum(-1)
+    want = np.exp(logits - logits.max(1, keepdims=True))
+    want /= want.sum(1, keepdims=True)
+    sess = ort.InferenceSession(str(tmp_path / "dec.onnx"))
+    got = np.concatenate([sess.run(None, {"eeg": e[None]})[0] for e in x])
+    assert {o.domain: o.version for o in onnx.load(str(tmp_path / "dec.onnx")).opset_import}[""] == DECISION_OPSET
+    assert np.ptp(want, axis=1).max() > 100 * TOL
+    np.testing.assert_allclose(got, want, rtol=0, atol=TOL)
 
 
 def test_downgrade_refuses_an_operator_with_no_opset16_form():
