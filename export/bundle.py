@@ -35,14 +35,16 @@ from tqdm import tqdm
 from eegsine.export.configs import BundleConfig  # torch-free, so `eegsine export --help` needs no torch
 from eegsine.runtime.contracts import ExportContract
 from eegsine.errors import UserError
+from eegsine.export.decision import build_decision
 from eegsine.export.onnx_export import export_onnx, ort_session, parity
 from eegsine.export.golden import write_classifier_eval, write_eeg_eval, write_model_golden
 from eegsine.export.quantize import quantize, sqnr
 from eegsine.io import read_json, sha256_file, staging_dir, writable_dir, write_json
-from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST
+from eegsine.runtime import BUNDLE_FORMAT, BUNDLE_VERSION, MANIFEST, Bundle
+from eegsine.runtime.contracts import decision_contract
 from eegsine.data import load_eeg
 from eegsine.models.classifier import Classifier
-from eegsine.runtime.verify import render, verify_on_device
+from eegsine.runtime.verify import DeviceVerifyConfig, decision_task, render, verify_on_device
 
 MODEL_NAMES = ("eeg_encoder", "unet", "vae_decoder", "classifier")
 
@@ -413,13 +415,62 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
                 np.savez(tmp / rel, **arrays)
             for rel in list(entry["files"].values()) + [g["file"] for g in golden] + list(item.arrays):
                 manifest["files"][rel] = {"sha256": sha256_file(tmp / rel), "bytes": (tmp / rel).stat().st_size}
+        enc = manifest["models"].get("eeg_encoder", {})
+        if "prototypes" in enc:
+            manifest["models"]["decision"] = decision_entry(tmp, enc, manifest["files"], log)
         write_json(tmp / MANIFEST, manifest)
+        if "decision" in manifest["models"]:
+            manifest["models"]["decision"]["proof"] = prove_decision(tmp, log)
+            write_json(tmp / MANIFEST, manifest)
         if cfg.int8:  # prove the INT8 files on the build host before the bundle is published
 
             record = verify_on_device(tmp, append=True, log=lambda s: None)
             log(render(record))
         _replace_dir(tmp, out, cfg.overwrite)
     return manifest
+
+
+def decision_entry(tmp: Path, enc: dict[str, Any], files: dict[str, Any], log: Any = print) -> dict[str, Any]:
+    """Write ``decision.<precision>.onnx`` from each encoder file in ``tmp`` (:mod:`eegsine.export.decision`),
+    list them in ``files`` and return the manifest's ``models.decision`` entry."""
+    pro = enc["prototypes"]
+    with np.load(tmp / pro["file"], allow_pickle=False) as z:
+        protos = z["prototypes"]
+    meta = enc["contract"]["meta"]
+    contract = decision_contract(int(meta["n_chans"]), int(meta["n_times"]), len(protos))
+    entry: dict[str, Any] = {"contract": contract.to_dict(), "opset": contract.opset, "files": {}, "built_from": {},
+                             "graph": {},
+                             "classes": pro["classes"], "class_index": pro["class_index"], "scale": pro["scale"],
+                             "head": "softmax(-scale / 2 * ||embedding - prototype||^2), prototypes and scale "
+                                     f"folded in from {pro['file']}",
+                             "runs_on": "ONNX Runtime >= 1.11 (C, C++, C#, Java, Python) and BrainFlow's MLModel "
+                                        "(ONNX_CLASSIFIER): input the flattened preprocessed epoch, row-major "
+                                        "(n_chans, n_times); output the class probabilities in `classes` order"}
+    for p, rel in enc["files"].items():
+        out = f"decision.{p}.onnx"
+        entry["graph"][p] = build_decision(tmp / rel, tmp / out, contract, protos, float(pro["scale"]))
+        entry["files"][p], entry["built_from"][p] = out, rel
+        files[out] = {"sha256": sha256_file(tmp / out), "bytes": (tmp / out).stat().st_size}
+        log(f"decision {p}: {rel} + prototype head -> {out} "
+            f"(opset {contract.opset}, {entry['graph'][p]['nodes']} nodes)")
+    if "int8" in entry["files"]:
+        entry["quantization"] = {"target": enc["quantization"].get("target", "x86-vnni"),
+                                 "from": f"{enc['files']['int8']}'s Q/DQ nodes, not quantized again"}
+    return entry
+
+
+def prove_decision(tmp: Path, log: Any = print) -> dict[str, Any]:
+    """The export's gate: every decision file equals the numpy decoder on the same encoder file over the golden EEG
+    trials (:func:`eegsine.runtime.verify.decision_task`); returns the figures, raises :class:`UserError` if not."""
+    fig, gates = decision_task(Bundle(tmp, check_proven=False), DeviceVerifyConfig())
+    for g in gates:
+        if not g["passed"]:
+            raise UserError(f"export: {g['gate']}: {g['value']} {g['unit']} ({g['rule']} {g['limit']} required); "
+                            "decision.onnx does not decide as the numpy decoder does")
+    log("decision.onnx equals the numpy decoder: " + ", ".join(
+        f"{p} n={f['n']} labels {f['label_agreement']}% max |dp| {f['prob_max_abs_diff']:.1e}"
+        for p, f in fig.items() if isinstance(f, dict)))
+    return fig
 
 
 def _replace_dir(new: Path, out: Path, overwrite: bool) -> None:

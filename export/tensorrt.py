@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from eegsine.config import Config
+from eegsine.runtime.manifest import DERIVED_MODELS
 from eegsine.runtime.contracts import ExportContract
 from eegsine.errors import UserError
 from eegsine.io import atomic_path, atomic_write_bytes, read_json, scratch_dir, sha256_file, writable_dir
@@ -277,6 +278,8 @@ def build_bundle_engines(bundle_dir: str | Path, cfg: TRTConfig, precisions: tup
         extra_files.append("classifier.plugin.onnx")
         precisions = tuple(precisions) + ("plugin",)
     for name, entry in m["models"].items():
+        if name in DERIVED_MODELS:  # decision.onnx is for devices without Python or a GPU; the encoder gets an engine
+            continue
         contract = ExportContract.from_dict(entry["contract"])
         for prec in precisions:
             rel = entry["files"].get(prec)

@@ -53,6 +53,8 @@ MANIFEST_CASES = [
      r"uncond_tokens must be null or a list of finite numbers"),
     ("unknown_target", _set("models/unet/quantization/target", "avx2"), r"not a known INT8 target"),
     ("golden_unlisted", _set("golden/unet/file", "golden/x.npz"), r"golden\.unet\.file must name a file"),
+    ("decision_from_another_file", _set("models/decision/built_from/fp32", "unet.fp32.onnx"),
+     r"models\.decision: built_from\.fp32 names 'unet\.fp32\.onnx', the encoder's fp32 file is"),
 ]
 
 

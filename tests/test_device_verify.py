@@ -114,6 +114,9 @@ def test_export_proves_int8_on_the_build_host():
         assert rec["passed"] and rec["host"]["isa_class"] == this_host()["isa_class"]
         for model, entry in m["models"].items():
             assert rec["files"][entry["files"]["int8"]] == m["files"][entry["files"]["int8"]]["sha256"]
+            if model == "decision":  # judged against the numpy decoder on the same encoder file, not torch
+                assert rec["models"][model]["int8"]["prob_max_abs_diff"] <= rec["config"]["max_decision_prob_diff"]
+                continue
             # the golden check (vs torch) and the export's own check (vs ORT FP32) measure the same error
             main = entry["contract"]["outputs"][0]["name"]
             assert rec["models"][model]["int8"][f"{main}_sqnr_db"] == pytest.approx(
@@ -310,6 +313,8 @@ def test_portable_int8_is_isa_independent_on_an_emulated_avx2_cpu(tmp_path, whic
     if not {"avx_vnni", "amx_int8"} & _host_cpuinfo_flags():  # features CPUID tables miss come from cpuinfo
         assert emulated["host"]["isa_class"] == "x86-avx2" and emulated["host"]["u8s8_saturates"]
     for model in native["models"]:
+        if model == "decision":  # vs the numpy decoder on the same host, each record: its gates passed
+            continue
         # 7-bit weights: the same integer results with and without VNNI, so the same SQNR to rounding
         assert _int8_sqnr(emulated, model) == pytest.approx(_int8_sqnr(native, model), abs=0.05), model
     if which == "classifier":

@@ -20,6 +20,9 @@ Contracts (TensorRT's diffusion demo style, one per model):
 * ``vae_decoder``: ``latents`` (batch, C, h, w) (already multiplied by the VAE scaling
   factor, as the sampler produces them) -> ``image`` (batch, 3|1, H, W) in [0, 1].
 * ``classifier``: ``images`` (batch, C, H, W) in [0, 1] -> ``logits`` (batch, n_classes).
+* ``decision``: ``eeg`` (1, n_chans, n_times) -> ``probabilities`` (1, n_classes): the EEG encoder with the
+  prototype head folded in (built from the encoder's graph at export, not exported from torch), for devices
+  without Python. Batch fixed at 1 and opset :data:`DECISION_OPSET`: what BrainFlow's ``MLModel`` takes.
 """
 from __future__ import annotations
 
@@ -32,6 +35,9 @@ from eegsine.errors import UserError
 
 DEFAULT_OPSET = 18  # QuantizeLinear/DequantizeLinear with per-axis scales + TensorRT 10 parser
 Dim = int | str
+# decision.onnx's opset: BrainFlow 5.23's MLModel (ONNX_CLASSIFIER) runs models on the ONNX Runtime 1.11 it ships,
+# whose "official support for domain ai.onnx is till opset 16" (its error on an opset-17 model, measured)
+DECISION_OPSET = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,5 +236,15 @@ def classifier_contract(in_channels: int, image_size: int, n_classes: int, max_b
         meta={"in_channels": in_channels, "image_size": image_size, "n_classes": n_classes})
 
 
+def decision_contract(n_chans: int, n_times: int, n_classes: int) -> ExportContract:
+    """decision.onnx: one preprocessed epoch -> class probabilities. Every axis fixed: BrainFlow's ONNX classifier
+    builds its input tensor with the graph's declared dims (a dynamic batch, -1 there, is refused at predict)."""
+    return ExportContract(
+        name="decision",
+        inputs=[TensorSpec("eeg", "float32", (1, n_chans, n_times))],
+        outputs=[TensorSpec("probabilities", "float32", (1, n_classes))],
+        dims={}, opset=DECISION_OPSET, meta={"n_chans": n_chans, "n_times": n_times, "n_classes": n_classes})
+
+
 CONTRACTS = {"eeg_encoder": eeg_encoder_contract, "unet": unet_contract, "vae_decoder": vae_decoder_contract,
-             "classifier": classifier_contract}
+             "classifier": classifier_contract, "decision": decision_contract}

@@ -17,6 +17,8 @@ from eegsine.runtime.contracts import ExportContract
 from eegsine.runtime.preprocessing import PreprocessingSpec
 
 MODEL_NAMES = ("eeg_encoder", "unet", "vae_decoder", "classifier")
+# built at export from another model's graph, not exported or quantized on their own (not in BundleConfig.int8_models)
+DERIVED_MODELS = ("decision",)
 PRECISIONS = ("fp32", "int8")
 _SHA = re.compile(r"^[0-9a-f]{64}$")
 
@@ -44,7 +46,8 @@ def check_manifest(m: Any, where: str) -> None:
     models = m.get("models")
     _need(isinstance(models, dict) and bool(models), where, "'models' must be a non-empty object")
     for name, entry in models.items():
-        _need(name in MODEL_NAMES, where, f"unknown model {name!r} (known: {', '.join(MODEL_NAMES)})")
+        known = MODEL_NAMES + DERIVED_MODELS
+        _need(name in known, where, f"unknown model {name!r} (known: {', '.join(known)})")
         _need(isinstance(entry, dict), where, f"models.{name} must be an object")
         _need(isinstance(entry.get("contract"), dict), where, f"models.{name}.contract must be an object")
         c = ExportContract.from_dict(entry["contract"])
@@ -57,6 +60,8 @@ def check_manifest(m: Any, where: str) -> None:
                   f"models.{name}.files.{prec} names {rel!r}, which is not listed under 'files'")
         if name == "eeg_encoder":
             _check_eeg_extras(entry, c, files, f"{where}: models.eeg_encoder")
+        if name == "decision":
+            _check_decision(entry, models, f"{where}: models.decision")
         q = entry.get("quantization")
         if "int8" in mf:
             _need(isinstance(q, dict), where, f"models.{name}.quantization must be an object for an int8 file")
@@ -111,3 +116,16 @@ def _check_eeg_extras(entry: dict, contract: Any, files: dict, where: str) -> No
               "prototypes.classes must be a non-empty list of class names")
         _need(_finite(pro.get("scale")) and pro["scale"] > 0, where,
               f"prototypes.scale must be a finite number > 0, got {pro.get('scale')!r}")
+
+
+def _check_decision(entry: dict, models: dict, where: str) -> None:
+    """decision.onnx is the EEG encoder's graph + its prototype head: each of its files names the encoder file it
+    was built from, and that file must be the encoder's of the same precision."""
+    _need("eeg_encoder" in models, where, "a decision model needs the bundle's eeg_encoder")
+    src = entry.get("built_from")
+    enc = models["eeg_encoder"].get("files", {})
+    _need(isinstance(src, dict) and set(src) == set(entry["files"]), where,
+          "built_from must name the encoder file of each decision file's precision")
+    for prec, rel in src.items():
+        _need(enc.get(prec) == rel, where, f"built_from.{prec} names {rel!r}, the encoder's {prec} file is "
+                                           f"{enc.get(prec)!r}")

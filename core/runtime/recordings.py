@@ -110,7 +110,9 @@ def import_brainflow() -> SimpleNamespace:
             m.files = package  # type: ignore[attr-defined]
     bs.BoardShim.disable_board_logger()
     return SimpleNamespace(BoardShim=bs.BoardShim, BrainFlowInputParams=bs.BrainFlowInputParams, BoardIds=bs.BoardIds,
-                           BrainFlowError=bs.BrainFlowError, DataFilter=df.DataFilter)
+                           BrainFlowError=bs.BrainFlowError, DataFilter=df.DataFilter, MLModel=ml.MLModel,
+                           BrainFlowModelParams=ml.BrainFlowModelParams, BrainFlowMetrics=ml.BrainFlowMetrics,
+                           BrainFlowClassifiers=ml.BrainFlowClassifiers)
 
 
 def board_descr(board: str | int) -> tuple[int, str, dict]:

@@ -9,7 +9,11 @@ set plus PGD examples crafted white-box on the torch model. Figures:
 * SQNR (dB) of ORT FP32 and ORT INT8 against the torch outputs, per model and output; the
   UNet per timestep, gated only where the bundle runs it in INT8
   (``generation.int8_unet_max_timestep``);
-* classifier clean and transfer-PGD accuracy, FP32 and INT8, on the same images.
+* classifier clean and transfer-PGD accuracy, FP32 and INT8, on the same images;
+* ``decision.onnx`` (the encoder with the prototype head folded in, for devices without Python) against the
+  numpy decoder (:class:`~eegsine.runtime.EEGDecoder` on the encoder file of the same precision), per file: label
+  agreement and the largest probability difference over the golden EEG trials, with their n
+  (:func:`decision_figures`; the export runs the same gates before it publishes a bundle).
 
 Gates: an SQNR floor per model (an accuracy gate alone passed an 18.8 dB classifier), an
 FP32 floor (a broken ORT build shows there), clean and adversarial accuracy drops. The
@@ -66,6 +70,11 @@ class DeviceVerifyConfig(Config):
     max_decision_drop: float = dataclasses.field(default=2.0, metadata={
         "help": "gate: EEG decisions, % of labelled golden trials FP32 decodes right and INT8 wrong (fails where "
                 "the 95 % Wilson lower bound is above it)"})
+    # |dp| <= scale / 4 * |d(squared distance)| (each softmax row's Jacobian sums to <= 1/2 in absolute value);
+    # fp32 moves a squared distance between unit vectors by <= ~1e-6 (batch-1 vs batched kernels, float32 sums):
+    # at the largest fitted scale, 300, that is 7.5e-5 (measured: 2.4e-7 at scale 30 on the test encoders)
+    max_decision_prob_diff: float = dataclasses.field(default=1e-4, metadata={
+        "help": "gate: decision.onnx vs the numpy decoder on the same encoder file, max abs probability difference"})
 
     def floor(self, model: str, manifest: dict[str, Any]) -> float:
         if model == "unet":
@@ -302,6 +311,61 @@ def _eeg_task(bundle: Any, cfg: DeviceVerifyConfig) -> tuple[dict[str, Any], lis
     return res, gates
 
 
+def golden_eeg(bundle: Any) -> np.ndarray:
+    """Every EEG trial of the bundle's golden set (the encoder's held-out feeds, then the labelled trials), checked
+    against the encoder's contract: the inputs decision.onnx is proven on."""
+    c, golden = bundle.contract("eeg_encoder"), bundle.manifest.get("golden", {})
+    parts = []
+    if "eeg_encoder" in golden:
+        path = bundle.files[golden["eeg_encoder"]["file"]]
+        parts += [inputs["eeg"] for inputs, _ in golden_feeds(path, load_npz(path), c)]
+    if "eeg_encoder_eval" in golden:
+        path = bundle.files[golden["eeg_encoder_eval"]["file"]]
+        x = load_npz(path).get("eeg")
+        if x is None:
+            raise UserError(f"{path}: the EEG golden set has no 'eeg' array")
+        _check_array(f"{path}: eeg", x, c.inputs[0], {}, _bounds(c))
+        parts.append(x)
+    if not parts:
+        raise UserError(f"{bundle.root}: no golden EEG trials to prove decision.onnx on (re-export the bundle)")
+    return np.concatenate(parts)
+
+
+def decision_figures(bundle: Any, precision: str, eeg: np.ndarray, tol: float) -> dict[str, Any]:
+    """decision.onnx at ``precision`` vs the numpy decoder on the encoder file of that precision, trial by trial
+    (decision.onnx takes one epoch): n, label agreement (%), max abs probability difference, and the label
+    disagreements that are not near-ties (numpy's top two probabilities more than ``2 * tol`` apart: a difference
+    within ``tol`` cannot swap those)."""
+    dec = EEGDecoder(bundle, precision)
+    ref = dec.probabilities(dec.embed(eeg)).astype(np.float64)
+    got = np.concatenate([bundle.run("decision", {"eeg": eeg[i:i + 1]}, precision)[0] for i in range(len(eeg))])
+    top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.concatenate([np.zeros_like(ref), ref], 1)
+    differ = ref.argmax(1) != got.argmax(1)
+    return {"n": int(len(eeg)), "label_agreement": round(float((~differ).mean() * 100.0), 2),
+            "label_disagreements": int(differ.sum()),
+            "disagreements_beyond_ties": int((differ & (top2[:, 1] - top2[:, 0] > 2 * tol)).sum()),
+            "prob_max_abs_diff": float(np.abs(got - ref).max()), "reference": f"EEGDecoder({precision!r})"}
+
+
+def decision_task(bundle: Any, cfg: DeviceVerifyConfig,
+                  precisions: tuple[str, ...] = ("fp32", "int8")) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """decision.onnx's figures per precision it has (among ``precisions``) and their gates (model ``decision``)."""
+    entry = bundle.manifest.get("models", {}).get("decision")
+    if entry is None:
+        return {}, []
+    eeg = golden_eeg(bundle)
+    fig: dict[str, Any] = {"target": entry.get("quantization", {}).get("target")}
+    gates: list[dict[str, Any]] = []
+    for p in (p for p in precisions if p in entry["files"]):
+        f = fig[p] = decision_figures(bundle, p, eeg, cfg.max_decision_prob_diff)
+        n = f["n"]
+        gates += [{**_gate(f"decision {p} max |probability - numpy decoder's| (n={n})", f["prob_max_abs_diff"],
+                           cfg.max_decision_prob_diff, "abs", False), "value": f["prob_max_abs_diff"]},
+                  {**_gate(f"decision {p} labels unlike the numpy decoder's beyond near-ties (n={n})",
+                           f["disagreements_beyond_ties"], 0, "trials", False), "measured": f["label_agreement"]}]
+    return fig, [{**g, "model": "decision"} for g in gates]
+
+
 def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = None, threads: int | None = None,
                      append: bool = True, log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Run the golden set on this host; append the record to the bundle (``append``) and return it."""
@@ -316,7 +380,7 @@ def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = No
                               "files": {}, "gates": []}
     for m in int8_models:
         log(f"verify {m} on {host['isa_class']} ...")
-        fig, gates = _model_figures(bundle, m, cfg)
+        fig, gates = decision_task(bundle, cfg) if m == "decision" else _model_figures(bundle, m, cfg)
         for g in gates:
             g["model"] = m
         record["models"][m] = fig
@@ -358,6 +422,8 @@ def render(record: dict[str, Any]) -> str:
              f"provider {record['provider']}", "",
              f"{'model':12s} {'target':9s} {'fp32 dB':>9s} {'int8 dB':>9s}  feeds"]
     for m, f in record["models"].items():
+        if m == "decision":  # judged against the numpy decoder, not torch: its own lines below
+            continue
         worst = {p: min(v for k, v in f[p].items() if k.endswith("_sqnr_db")) for p in ("fp32", "int8") if p in f}
         lines.append(f"{m:12s} {str(f.get('target')):9s} {worst.get('fp32', float('nan')):9.2f} "
                      f"{worst.get('int8', float('nan')):9.2f}  {f['feeds']}")
@@ -375,6 +441,12 @@ def render(record: dict[str, Any]) -> str:
         lines += ["", f"EEG decisions on {e['n']} labelled golden {e['split']} trials (nearest prototype): accuracy "
                   f"fp32 {_pct(e['fp32']['accuracy'])}, int8 {_pct(e['int8']['accuracy'])}; int8 labels equal to "
                   f"fp32's on {_pct(e['label_agreement'])}"]
+    d = record["models"].get("decision")
+    if d:
+        lines.append("")
+        lines += [f"decision.onnx {p} vs the numpy decoder on {d[p]['n']} golden trials: labels equal on "
+                  f"{_pct(d[p]['label_agreement'])}, max |probability difference| {d[p]['prob_max_abs_diff']:.2e}"
+                  for p in ("fp32", "int8") if p in d]
     lines += ["", "gates:"]
     lines += [f"  {'ok  ' if g['passed'] else 'FAIL'} {g['gate']}: {g['value']} {g['unit']} ({g['rule']} {g['limit']})"
               for g in record["gates"]]
