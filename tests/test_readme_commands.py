@@ -26,10 +26,12 @@ SETUP = {"python3.11", "python3", ".", "source", "git", "cd"}
 RUN_OFFLINE = [["env"], ["data", "list"], ["data", "info", "synthetic-vep"]]  # read only the installed package
 
 
-def fenced_commands(path: Path) -> list[str]:
-    """Every command of the file's bash/sh code blocks: continuations joined, comments dropped, split at && and ;."""
+def fenced_commands(path: Path | str) -> list[str]:
+    """Every command of the file's (or markdown text's) bash/sh code blocks: continuations joined, comments dropped,
+    split at && and ;."""
     out, block = [], None
-    for line in path.read_text().splitlines():
+    text = path.read_text() if isinstance(path, Path) else path
+    for line in text.splitlines():
         if line.startswith("```"):
             if block is None:
                 block = [] if line[3:].strip() in ("bash", "sh", "shell", "console") else None

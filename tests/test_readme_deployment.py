@@ -1,0 +1,83 @@
+"""The README's deployment commands run as written on an exported EEG bundle (the demo's kind, test-sized).
+
+Each `eegsine-verify`, `eegsine data export-recording --like` and `eegsine stream` line of the README's
+Deployment section that needs no hardware is taken from the README itself, its placeholders (BUNDLE,
+runs/tiny/bundle, rec.fif, ...) pointed at a bundle exported here, and run; streams stop after a few markers.
+Lines for a board or an LSL outlet are only parsed (tests/test_readme_commands.py).
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+
+import pytest
+
+import export_helpers as h
+from test_readme_commands import ROOT, concrete, fenced_commands
+
+from eegsine.commands.main import main
+from eegsine.commands.verify import main as verify_main
+
+NEEDS_HARDWARE = ("brainflow:synthetic", "lsl:", "brainflow:BOARD")
+
+
+def deployment_commands() -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    start = text.index("\n## Deployment")
+    section = fenced_commands(text[start:text.index("\n## ", start + 5)])
+    keep = ("eegsine-verify BUNDLE", "eegsine data export-recording --like", "eegsine stream ")
+    return [c for c in section if c.startswith(keep) and not any(k in c for k in NEEDS_HARDWARE)]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    """An INT8 EEG bundle exported from a run whose provenance names its data set, as `eegsine export` writes it."""
+    from eegsine.export.bundle import eeg_run_items, export_bundle
+    from eegsine.models.protocol import Provenance
+
+    tmp = tmp_path_factory.mktemp("deploy")
+    opts = {"image_set": "digits", "n_chans": h.N_CHANS, "n_times": h.N_TIMES, "sfreq": h.STREAM_SFREQ,
+            "tmin": h.STREAM_TMIN, "n_images_per_class": 10, "n_subjects": 2, "snr": 0.5, "progress": False}
+    run = shutil.copytree(h.diffusion_run(h.STREAM_SFREQ), tmp / "run")
+    Provenance(trained_by="diffusion-train", data="synthetic-vep", data_options=opts).save(run, "provenance.json")
+    cfg = h.small_cfg(int8=True)
+    items, generation, _ = eeg_run_items(run, cfg, eeg_set=h.vep_set())
+    export_bundle(items, tmp / "bundle", cfg, generation=generation, log=lambda *a: None)
+    return tmp / "bundle"
+
+
+def _concrete(command: str, bundle, tmp) -> list[str]:
+    text = command.replace("runs/tiny/bundle", str(bundle)).replace("BUNDLE", str(bundle))
+    for name in ("rec.fif", "rec.csv", "events.jsonl", "out/summary.json"):
+        text = re.sub(rf"(?<![\w/]){re.escape(name)}", str(tmp / name), text)
+    return concrete(shlex.split(text))
+
+
+def test_the_section_has_the_commands_a_deployment_needs():
+    cmds = deployment_commands()
+    assert any(c.startswith("eegsine-verify") for c in cmds)
+    assert sum(c.startswith("eegsine data export-recording --like") for c in cmds) >= 2
+    assert sum(c.startswith("eegsine stream") for c in cmds) >= 3
+
+
+def test_readme_deployment_commands_run_as_written(bundle, tmp_path, capsys):
+    order = {"eegsine-": 0, "eegsine data": 1, "eegsine stream": 2}  # recordings exist before they are streamed
+    cmds = sorted(deployment_commands(), key=lambda c: next(v for k, v in order.items() if c.startswith(k)))
+    (tmp_path / "out").mkdir()
+    ran = []
+    for command in cmds:
+        argv = _concrete(command, bundle, tmp_path)
+        if argv[0] == "eegsine-verify":
+            code = verify_main(argv[1:] + ["--threads", "1"])
+        else:
+            if argv[1] == "stream":
+                argv += ["--max-markers", "6"] + (["--fast"] if "synthetic" in " ".join(argv) else [])
+            code = main(argv[1:])
+        out = capsys.readouterr()
+        assert code == 0, f"{command}\n-> {' '.join(argv)}\nexit {code}: {out.err[-2000:]}"
+        ran.append(" ".join(argv))
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["decisions"] == 6  # the file: line streamed and decided its markers
+    assert len(ran) == len(cmds) >= 6, ran
