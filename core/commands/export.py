@@ -50,6 +50,8 @@ def run(ns: argparse.Namespace) -> int:
     from eegsine.export.verify import VerifyConfig, verify_bundle
 
     cfg = config_from_args(BundleConfig, ns)
+    if ns.trt and cfg.quant.act_type == "auto":  # TensorRT's parser reads s8 Q/DQ only; ORT runs s8 files too
+        cfg = cfg.replace(quant=cfg.quant.replace(act_type="s8"))
     trt_cfg = config_from_args(TRTConfig, ns, prefix="trt__")
     vcfg = config_from_args(VerifyConfig, ns, prefix="verify__")
     if not ns.classifier and not ns.eeg_run:
