@@ -431,8 +431,8 @@ def config_to_argv(cfg: Config, base: Config | None = None, prefix: str = "", sk
             continue
         flag = _flag(dest.replace("__", "-"))
         if value is None:
-            raise UserError(f"{type(cfg).__name__}.{f.name}: None (its default) cannot be set by a flag over "
-                            f"{ref!r}; start from a config where it is None")
+            raise UserError(f"{type(cfg).__name__}.{f.name}: None cannot be set by a flag over {ref!r}; start from "
+                            "a config where it is None")
         if isinstance(value, bool):
             out.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, (list, tuple)):
@@ -502,6 +502,9 @@ class Presets(collections.abc.Mapping, typing.Generic[T]):
 
     def __call__(self, name: str) -> T:
         return self[name]
+
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's contract: a missing name gives the default
+        return self[name] if name in self._factories else default
 
     def __contains__(self, name: object) -> bool:
         return name in self._factories
