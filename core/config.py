@@ -29,7 +29,7 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
 
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, read_json
@@ -341,10 +341,11 @@ def _flag(name: str) -> str:
 
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: str = "",
-                    skip: tuple[str, ...] = ()) -> None:
+                    skip: tuple[str, ...] = (), enforce_required: bool = True) -> None:
     """Add one flag per field of ``cls`` (nested configs get ``--<field>-<sub>`` flags).
 
-    ``skip`` names fields (a nested one by its dest, ``quant__target``) whose flag the command adds itself.
+    ``skip`` names fields (a nested one by its dest, ``quant__target``) whose flag the command adds itself;
+    ``enforce_required=False`` for flags applied over a config that already has its values (``--stage-args``).
     """
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(f"{cls.__name__} ({cls.KIND})")
@@ -354,12 +355,12 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type[Config], prefix: 
         if f.name in skip or dest in skip:
             continue
         if isinstance(tp, type) and issubclass(tp, Config):
-            add_config_args(parser, tp, prefix=dest + "__", skip=skip)
+            add_config_args(parser, tp, prefix=dest + "__", skip=skip, enforce_required=enforce_required)
             continue
         default = f.default if f.default is not dataclasses.MISSING else (
             f.default_factory() if f.default_factory is not dataclasses.MISSING else None)  # type: ignore[misc]
         help_ = _field_help(f.metadata, default)
-        required = bool(f.metadata.get("required", False))  # argparse lists it as required; no default shown
+        required = enforce_required and bool(f.metadata.get("required", False))  # argparse lists it as required
         flag = _flag(dest.replace("__", "-"))
         if typing.get_origin(tp) in (typing.Union, types.UnionType):  # Optional[X] -> X
             tp = [a for a in typing.get_args(tp) if a is not type(None)][0]
@@ -401,8 +402,9 @@ def _parse_bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
-def config_from_args(cls: type[C], ns: argparse.Namespace, base: C | None = None, prefix: str = "") -> C:
-    """Build ``cls`` from parsed flags; flags left unset keep ``base``'s (or the default) value."""
+def config_from_args(cls: type[C], ns: Any, base: C | None = None, prefix: str = "") -> C:
+    """Build ``cls`` from parsed flags (argparse's result: one attribute per flag); flags left unset keep
+    ``base``'s (or the default) value."""
     hints = typing.get_type_hints(cls)
     values = base.to_dict() if base is not None else {}
     values.pop("kind", None)
@@ -418,3 +420,113 @@ def config_from_args(cls: type[C], ns: argparse.Namespace, base: C | None = None
         if v is not None:
             values[f.name] = list(v) if isinstance(v, tuple) else v
     return cls.from_dict(values)
+
+
+def config_to_argv(cfg: Config, base: Config | None = None, prefix: str = "", skip: tuple[str, ...] = (),
+                   keep: tuple[str, ...] = ()) -> list[str]:
+    """The flags that :func:`config_from_args` (on a parser built by :func:`add_config_args` with the same
+    ``prefix``) reads back into ``cfg`` when it starts from ``base`` (None: the class defaults).
+
+    Only the fields that differ from ``base`` are written (plus those named in ``keep``), so a preset's
+    command line is ``--preset NAME`` and what was changed. A value no flag can express (None over a set
+    value) is a :class:`UserError`: the command line would not reproduce the config.
+    """
+    out: list[str] = []
+    for f in dataclasses.fields(cfg):
+        if f.name in skip:
+            continue
+        value, dest = getattr(cfg, f.name), prefix + f.name
+        ref = getattr(base, f.name) if base is not None else _field_default(f)
+        if isinstance(value, Config):
+            out += config_to_argv(value, ref if isinstance(ref, Config) else None, prefix=dest + "__")
+            continue
+        if value == ref and f.name not in keep:
+            continue
+        flag = _flag(dest.replace("__", "-"))
+        if value is None:
+            raise UserError(f"{type(cfg).__name__}.{f.name}: None cannot be set by a flag over {ref!r}; start from "
+                            "a config where it is None")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, (list, tuple)):
+            out += [flag, *(_argv_item(v) for v in value)]
+        else:
+            text = _argv_item(value)
+            out += [f"{flag}={text}"] if text.startswith("-") else [flag, text]  # "-1": a value, not a flag
+    return out
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _argv_item(value: Any) -> str:
+    """One value as its flag reads it back: floats exactly (``4`` for 4.0, else repr), true/false for bools."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() and abs(value) < 2 ** 53 else repr(value)
+    return str(value)
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """A parser whose errors are one-line :class:`UserError` s instead of exiting the process."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        raise UserError(f"{self.prog}: {message}")
+
+
+def parse_config_args(args: Sequence[str], configs: dict[str, Config], where: str) -> dict[str, Config]:
+    """``args`` (flags of :func:`add_config_args`) applied over ``configs`` (prefix -> config): the same flags, help
+    and types as the command whose configs they are, without that command's other flags. A flag none of the
+    configs has is a one-line :class:`UserError` naming ``where``."""
+    parser = _RaisingParser(prog=where, add_help=False)
+    for prefix, cfg in configs.items():
+        add_config_args(parser, type(cfg), prefix=prefix, enforce_required=False)  # the configs hold them already
+    ns, unknown = parser.parse_known_args(list(args))
+    if unknown:
+        names = ", ".join(type(c).__name__ for c in configs.values())
+        raise UserError(f"{where}: {' '.join(unknown)}: not a flag of {names}")
+    return {prefix: config_from_args(type(cfg), ns, base=cfg, prefix=prefix) for prefix, cfg in configs.items()}
+
+
+T = TypeVar("T")
+
+
+class Presets(collections.abc.Mapping, typing.Generic[T]):
+    """One stage's named presets: name -> a function returning a fresh typed config (or a dict of configs).
+
+    A mapping of name -> config (built anew on each lookup: configs are mutable); iterating gives the names,
+    so a table is an argparse ``choices=``. An unknown name is a one-line :class:`UserError` naming the stage.
+    """
+
+    def __init__(self, stage: str, factories: dict[str, Callable[[], T]]) -> None:
+        self.stage = stage
+        self._factories = dict(factories)
+
+    def __getitem__(self, name: str) -> T:
+        if name not in self._factories:
+            raise UserError(f"unknown {self.stage} preset {name!r} (known: {', '.join(self._factories)})")
+        return self._factories[name]()
+
+    def __call__(self, name: str) -> T:
+        return self[name]
+
+    def get(self, name: str, default: Any = None) -> Any:  # Mapping's contract: a missing name gives the default
+        return self[name] if name in self._factories else default
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._factories
+
+    def __iter__(self) -> typing.Iterator[str]:
+        return iter(self._factories)
+
+    def __len__(self) -> int:
+        return len(self._factories)
+
+    def __repr__(self) -> str:
+        return f"Presets({self.stage!r}: {', '.join(self._factories)})"

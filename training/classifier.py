@@ -196,6 +196,25 @@ class _Run:
         return self.steps_per_epoch * self.cfg.epochs
 
 
+def train_classifiers(heads: dict[str, tuple[Path, ClassifierTrainConfig]], init_probe: bool = True) -> dict:
+    """Train each named head into its folder (a preset's standard and sine heads, or one model): what
+    ``eegsine train classifier`` runs. With ``init_probe``, a sine head also gets the gradient norms at
+    initialisation of the three head inits (``init_probe.png``). Returns the per-head summary it prints."""
+    summary = {}
+    for name, (run, cfg) in heads.items():
+        m = train_classifier(cfg, run)
+        summary[name] = {"run": str(run), "best_val": m["best"], "test_clean_accuracy": m["test_clean_accuracy"],
+                         "train_wall_s": m["train_wall_s"],
+                         "catastrophic_overfitting": bool(m["catastrophic_overfitting"])}
+        if init_probe and cfg.model.head == "sine":
+            data = load_split(cfg)
+            mcfg = resolve_model_config(cfg, data).model
+            probe = init_gradient_probe(mcfg, data["train_x"][:320], data["train_y"][:320], run)
+            update_metrics(run, "init_probe", probe)
+            summary[name]["init_probe"] = str(Path(run) / "init_probe.png")
+    return summary
+
+
 def classifier_provenance(cfg: ClassifierTrainConfig) -> Provenance:
     """What the trained classifier records: its data set (and folder), eps, training mode and seed."""
     return Provenance(trained_by=cfg.KIND, data=cfg.dataset,

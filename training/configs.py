@@ -7,9 +7,10 @@ them, so ``from eegsine.training.classifier import ClassifierTrainConfig`` still
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
-from eegsine.config import Config
+from eegsine.config import Config, Presets
 from eegsine.errors import UserError
 from eegsine.models.configs import ClassifierConfig, DiffusionConfig, EEGEncoderConfig, ImageEncoderConfig
 
@@ -96,7 +97,50 @@ class ClassifierTrainConfig(Config):
                 raise UserError(f"ClassifierTrainConfig.{name}: must be >= 0, got {getattr(self, name)}")
 
 
-CLASSIFIER_PRESETS = ("tiny", "paper-mnist", "paper-mnist-fgsmrs", "paper-cifar10")
+def _heads(base: ClassifierTrainConfig, std_model: ClassifierConfig | None = None,
+           sine_model: ClassifierConfig | None = None) -> dict[str, ClassifierTrainConfig]:
+    """A classifier preset: the standard and the sine head with every training setting shared."""
+    std_model = std_model or ClassifierConfig(head="linear", init="default")
+    sine_model = sine_model or ClassifierConfig(head="sine", init="siren", omega=1.0, amplitude=1.0)
+    return {"standard": base.replace(model=std_model), "sine": base.replace(model=sine_model)}
+
+
+def _classifier_tiny() -> dict[str, ClassifierTrainConfig]:
+    return _heads(ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=3, n_train=6000,
+                                        eps_ramp_epochs=1.0, n_val_eval=500, val_pgd_steps=10, batch_size=100,
+                                        eval_every_steps=0, ckpt_every_steps=50, grad_log_steps=30))
+
+
+def _classifier_paper_mnist() -> dict[str, ClassifierTrainConfig]:
+    return _heads(ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=1, n_train=0,
+                                        eps_ramp_epochs=0.25, n_val_eval=1000, val_pgd_steps=10, batch_size=128,
+                                        eval_every_steps=106, ckpt_every_steps=53, grad_log_steps=50))
+
+
+def _classifier_paper_mnist_fgsmrs() -> dict[str, ClassifierTrainConfig]:
+    base = ClassifierTrainConfig(dataset="mnist", mode="fgsm_rs_wong", eps=0.3, alpha=0.375, epochs=10,
+                                 batch_size=100,
+                                 optimizer="adam", lr=5e-3, lr_schedule="cyclic", weight_decay=0.0,
+                                 val_fraction=1000 / 60000, n_train=0, eps_ramp_epochs=0.0, n_val_eval=1000,
+                                 val_pgd_steps=10, eval_every_steps=0, ckpt_every_steps=200, grad_log_steps=50)
+    return _heads(base, ClassifierConfig(head="linear", init="default", arch="wong_mnist"),
+                  ClassifierConfig(head="sine", init="siren", omega=1.0, amplitude=1.0, arch="wong_mnist"))
+
+
+def _classifier_paper_cifar10() -> dict[str, ClassifierTrainConfig]:
+    body = dict(arch="preact_resnet18", base_width=64, in_channels=3, image_size=32, mean=CIFAR_MEAN, std=CIFAR_STD)
+    base = ClassifierTrainConfig(dataset="cifar10", mode="pgd", eps=CIFAR_EPS, alpha=2 / 255, steps=10, epochs=200,
+                                 optimizer="sgd", lr=0.1, lr_schedule="cosine", weight_decay=5e-4, batch_size=128,
+                                 val_fraction=0.02, n_val_eval=1000, val_pgd_steps=10, eval_every_steps=0,
+                                 ckpt_every_steps=200, grad_log_steps=50)
+    return _heads(base, ClassifierConfig(head="linear", init="default", **body),
+                  ClassifierConfig(head="sine", init="siren", omega=1.0, amplitude=1.0, **body))
+
+
+# name -> {"standard": cfg, "sine": cfg}; the presets are described in classifier_preset's docstring
+CLASSIFIER_PRESETS: Presets[dict[str, ClassifierTrainConfig]] = Presets("classifier", {
+    "tiny": _classifier_tiny, "paper-mnist": _classifier_paper_mnist,
+    "paper-mnist-fgsmrs": _classifier_paper_mnist_fgsmrs, "paper-cifar10": _classifier_paper_cifar10})
 
 
 def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
@@ -128,33 +172,7 @@ def classifier_preset(name: str) -> dict[str, ClassifierTrainConfig]:
       stopping against robust overfitting. Not cut down: it needs a GPU-class budget (each
       step is eleven forward-backward passes of a ResNet-18), and no result is committed.
     """
-    std_model = ClassifierConfig(head="linear", init="default")
-    sine_model = ClassifierConfig(head="sine", init="siren", omega=1.0, amplitude=1.0)
-    if name == "tiny":
-        base = ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=3, n_train=6000,
-                                     eps_ramp_epochs=1.0, n_val_eval=500, val_pgd_steps=10, batch_size=100,
-                                     eval_every_steps=0, ckpt_every_steps=50, grad_log_steps=30)
-    elif name == "paper-mnist":
-        base = ClassifierTrainConfig(dataset="mnist", mode="pgd", eps=0.3, steps=5, epochs=1, n_train=0,
-                                     eps_ramp_epochs=0.25, n_val_eval=1000, val_pgd_steps=10, batch_size=128,
-                                     eval_every_steps=106, ckpt_every_steps=53, grad_log_steps=50)
-    elif name == "paper-mnist-fgsmrs":
-        std_model, sine_model = std_model.replace(arch="wong_mnist"), sine_model.replace(arch="wong_mnist")
-        base = ClassifierTrainConfig(dataset="mnist", mode="fgsm_rs_wong", eps=0.3, alpha=0.375, epochs=10,
-                                     batch_size=100,
-                                     optimizer="adam", lr=5e-3, lr_schedule="cyclic", weight_decay=0.0,
-                                     val_fraction=1000 / 60000, n_train=0, eps_ramp_epochs=0.0, n_val_eval=1000,
-                                     val_pgd_steps=10, eval_every_steps=0, ckpt_every_steps=200, grad_log_steps=50)
-    elif name == "paper-cifar10":
-        body = dict(arch="preact_resnet18", base_width=64, in_channels=3, image_size=32, mean=CIFAR_MEAN, std=CIFAR_STD)
-        std_model, sine_model = std_model.replace(**body), sine_model.replace(**body)
-        base = ClassifierTrainConfig(dataset="cifar10", mode="pgd", eps=CIFAR_EPS, alpha=2 / 255, steps=10, epochs=200,
-                                     optimizer="sgd", lr=0.1, lr_schedule="cosine", weight_decay=5e-4, batch_size=128,
-                                     val_fraction=0.02, n_val_eval=1000, val_pgd_steps=10, eval_every_steps=0,
-                                     ckpt_every_steps=200, grad_log_steps=50)
-    else:
-        raise UserError(f"unknown classifier preset {name!r} (known: {', '.join(CLASSIFIER_PRESETS)})")
-    return {"standard": base.replace(model=std_model), "sine": base.replace(model=sine_model)}
+    return CLASSIFIER_PRESETS[name]
 
 
 # -- EEG encoder --------------------------------------------------------------------------------------
@@ -246,6 +264,75 @@ class EncoderTrainConfig(Config):
 
 
 # -- encoder presets ------------------------------------------------------------------------------
+def _encoder_tiny() -> EncoderTrainConfig:
+    return EncoderTrainConfig(
+        data="synthetic-vep", image_set="mnist",
+        data_options=["n_chans=32", "n_times=110", "sfreq=250", "n_images_per_class=40", "n_subjects=3", "snr=0.4"],
+        encoder=EEGEncoderConfig(arch="spatial", d_model=16, patch=10, kernel=5, emb_dim=64, dropout=0.2,
+                                 center="detrend"),
+        image_encoder=ImageEncoderConfig(width=16, emb_dim=64), image_epochs=4,
+        n_way=10, k_shot=4, n_query=4, epochs=30, lr=2e-3, weight_decay=0.05, eval_episodes=100)
+
+
+def _encoder_paper() -> EncoderTrainConfig:
+    return EncoderTrainConfig(
+        data="eegcvpr40", encoder=EEGEncoderConfig(emb_dim=128, patch=20, kernel=41),
+        image_encoder=ImageEncoderConfig(width=32, emb_dim=128), w_cls=0.5,
+        n_way=40, k_shot=5, n_query=5, epochs=60, lr=1e-3)
+
+
+def _encoder_uea_fingermovements() -> EncoderTrainConfig:
+    return EncoderTrainConfig(
+        data="uea:FingerMovements", image_set="",
+        encoder=EEGEncoderConfig(arch="transformer", d_model=32, n_layers=1, n_heads=4, patch=4, kernel=9,
+                                 emb_dim=32, dropout=0.3, center="trial"),
+        w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
+        n_way=2, k_shot=16, n_query=16, epochs=334, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
+
+
+def _encoder_uea_selfregulationscp1() -> EncoderTrainConfig:
+    return EncoderTrainConfig(
+        data="uea:SelfRegulationSCP1", image_set="",
+        encoder=EEGEncoderConfig(arch="transformer", d_model=32, n_layers=1, n_heads=4, patch=16, kernel=25,
+                                 emb_dim=32, dropout=0.3, center="trial"),
+        w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
+        n_way=2, k_shot=16, n_query=16, epochs=334, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
+
+
+def _encoder_uea_handmovementdirection() -> EncoderTrainConfig:
+    return EncoderTrainConfig(
+        data="uea:HandMovementDirection", image_set="",
+        encoder=EEGEncoderConfig(arch="spatial", d_model=8, n_layers=1, n_heads=4, patch=50, kernel=21,
+                                 emb_dim=32, dropout=0.3, center="trial"),
+        w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
+        n_way=4, k_shot=8, n_query=8, epochs=500, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
+
+
+def _encoder_synthetic_default() -> EncoderTrainConfig:
+    return EncoderTrainConfig(data="synthetic-vep", image_set="mnist", n_way=10, k_shot=5, n_query=5, epochs=20,
+                              encoder=EEGEncoderConfig(arch="spatial", d_model=32, patch=40, kernel=21,
+                                                       center="detrend"), eval_episodes=100)
+
+
+def _encoder_scale() -> EncoderTrainConfig:
+    return EncoderTrainConfig(
+        data="synthetic-vep", image_set="mnist", data_options=["n_chans=128", "n_times=440", "n_trials=12000"],
+        n_way=10, k_shot=5, n_query=5,
+        epochs=1, controls=False, plot=False, eval_episodes=50)
+
+
+# name -> EncoderTrainConfig, in the order --help lists them; described in encoder_preset's docstring
+ENCODER_PRESETS: Presets[EncoderTrainConfig] = Presets("encoder", {
+    "tiny": _encoder_tiny,
+    "synthetic-default": _encoder_synthetic_default,
+    "paper": _encoder_paper,
+    "uea-fingermovements": _encoder_uea_fingermovements,
+    "uea-selfregulationscp1": _encoder_uea_selfregulationscp1,
+    "uea-handmovementdirection": _encoder_uea_handmovementdirection,
+    "scale": _encoder_scale,
+})
+
+
 def encoder_preset(name: str) -> EncoderTrainConfig:
     """Named configurations; ``eegsine train encoder --preset NAME`` starts from one of them.
 
@@ -272,55 +359,8 @@ def encoder_preset(name: str) -> EncoderTrainConfig:
     * ``scale``: synthetic-vep at EEGCVPR40 scale (12,000 trials of 128 x 440), one
       epoch, no controls: the speed measurement.
     """
-    if name == "tiny":
-        return EncoderTrainConfig(
-            data="synthetic-vep", image_set="mnist",
-            data_options=["n_chans=32", "n_times=110", "sfreq=250", "n_images_per_class=40", "n_subjects=3", "snr=0.4"],
-            encoder=EEGEncoderConfig(arch="spatial", d_model=16, patch=10, kernel=5, emb_dim=64, dropout=0.2,
-                                     center="detrend"),
-            image_encoder=ImageEncoderConfig(width=16, emb_dim=64), image_epochs=4,
-            n_way=10, k_shot=4, n_query=4, epochs=30, lr=2e-3, weight_decay=0.05, eval_episodes=100)
-    if name == "paper":
-        return EncoderTrainConfig(
-            data="eegcvpr40", encoder=EEGEncoderConfig(emb_dim=128, patch=20, kernel=41),
-            image_encoder=ImageEncoderConfig(width=32, emb_dim=128), w_cls=0.5,
-            n_way=40, k_shot=5, n_query=5, epochs=60, lr=1e-3)
-    if name == "uea-fingermovements":
-        return EncoderTrainConfig(
-            data="uea:FingerMovements", image_set="",
-            encoder=EEGEncoderConfig(arch="transformer", d_model=32, n_layers=1, n_heads=4, patch=4, kernel=9,
-                                     emb_dim=32, dropout=0.3, center="trial"),
-            w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
-            n_way=2, k_shot=16, n_query=16, epochs=334, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
-    if name == "uea-selfregulationscp1":
-        return EncoderTrainConfig(
-            data="uea:SelfRegulationSCP1", image_set="",
-            encoder=EEGEncoderConfig(arch="transformer", d_model=32, n_layers=1, n_heads=4, patch=16, kernel=25,
-                                     emb_dim=32, dropout=0.3, center="trial"),
-            w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
-            n_way=2, k_shot=16, n_query=16, epochs=334, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
-    if name == "uea-handmovementdirection":
-        return EncoderTrainConfig(
-            data="uea:HandMovementDirection", image_set="",
-            encoder=EEGEncoderConfig(arch="spatial", d_model=8, n_layers=1, n_heads=4, patch=50, kernel=21,
-                                     emb_dim=32, dropout=0.3, center="trial"),
-            w_proto=1.0, w_clip=0.0, w_cls=1.0, image_anchor=False,
-            n_way=4, k_shot=8, n_query=8, epochs=500, lr=1e-3, weight_decay=5e-2, controls=True, eval_k_shot=5)
-    if name == "synthetic-default":
-        return EncoderTrainConfig(data="synthetic-vep", image_set="mnist", n_way=10, k_shot=5, n_query=5, epochs=20,
-                                  encoder=EEGEncoderConfig(arch="spatial", d_model=32, patch=40, kernel=21,
-                                                           center="detrend"), eval_episodes=100)
-    if name == "scale":
-        return EncoderTrainConfig(
-            data="synthetic-vep", image_set="mnist", data_options=["n_chans=128", "n_times=440", "n_trials=12000"],
-            n_way=10, k_shot=5, n_query=5,
-            epochs=1, controls=False, plot=False, eval_episodes=50)
-    raise UserError(f"unknown encoder preset {name!r} (known: {', '.join(ENCODER_PRESETS)})")
+    return ENCODER_PRESETS[name]
 
-
-
-ENCODER_PRESETS = ("tiny", "synthetic-default", "paper", "uea-fingermovements", "uea-selfregulationscp1",
-                   "uea-handmovementdirection", "scale")
 
 
 # -- EEG-conditioned diffusion ------------------------------------------------------------------------
@@ -415,10 +455,95 @@ class DiffusionTrainConfig(Config):
                 raise UserError(f"DiffusionTrainConfig.data_options: {kv!r} is not key=value")
 
 
+# -- generation ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class GenerateConfig(Config):
+    """Everything ``eegsine generate`` does (its flags, one field each): images from EEG, optionally scored."""
+
+    KIND = "generate"
+    VERSION = 1
+
+    run: str = dataclasses.field(default="", metadata={
+        "help": "a run folder of `eegsine train diffusion` (reads RUN/model)", "metavar": "RUN"})
+    eeg: str | None = dataclasses.field(default=None, metadata={
+        "help": ".npy file, float array (n_chans, n_times) or (batch, n_chans, n_times)", "metavar": "FILE"})
+    split: Literal["train", "val", "test"] | None = dataclasses.field(default=None, metadata={
+        "help": "trials of the run's data set"})
+    out: str | None = dataclasses.field(default=None, metadata={
+        "help": "output folder (default: RUN/generated)", "metavar": "DIR"})
+    samples: int = dataclasses.field(default=4, metadata={"help": "samples per EEG trial (columns of the grid)"})
+    max_trials: int = dataclasses.field(default=16, metadata={
+        "help": "at most this many trials (rows), classes interleaved", "metavar": "N"})
+    steps: int | None = dataclasses.field(default=None, metadata={"help": "sampler steps (default: the model's)"})
+    # nonfinite: validate() refuses nan/inf itself, with the range the sampler needs (DiffusionConfig.sampling's words)
+    guidance: float | None = dataclasses.field(default=None, metadata={
+        "help": "classifier-free guidance scale (default: the model's)", "nonfinite": True})
+    sampler: Literal["ddim", "dpm++"] | None = dataclasses.field(default=None, metadata={
+        "help": "default: the model's"})
+    seed: int = dataclasses.field(default=0, metadata={"help": "seed of the initial noise and of the trials picked"})
+    evaluate: bool = dataclasses.field(default=False, metadata={"help": "--split only: also score image quality"})
+    eval_trials: int = dataclasses.field(default=500, metadata={"help": "--evaluate: trials scored", "metavar": "N"})
+    n_boot: int = dataclasses.field(default=200, metadata={
+        "help": "--evaluate: bootstrap resamples for the CIs", "metavar": "N"})
+    feature_net: str | None = dataclasses.field(default=None, metadata={
+        "help": "--evaluate: an Inception-v3-style network as ONNX", "metavar": "FILE.onnx"})
+    lpips_net: str | None = dataclasses.field(default=None, metadata={
+        "help": "--evaluate: an LPIPS network as ONNX", "metavar": "FILE.onnx"})
+    classifier_net: str | None = dataclasses.field(default=None, metadata={
+        "help": "--evaluate: an image classifier as ONNX", "metavar": "FILE.onnx"})
+    classifier_classes: str | None = dataclasses.field(default=None, metadata={
+        "help": "--classifier-net: JSON object {class name: logit index}", "metavar": "FILE.json"})
+
+    def validate(self) -> None:
+        nets = [k for k in ("feature_net", "lpips_net", "classifier_net", "classifier_classes")
+                if getattr(self, k) is not None]
+        if nets and not self.evaluate:
+            raise UserError(f"generate: --{nets[0].replace('_', '-')} scores images; it needs --evaluate")
+        if self.eeg is not None and self.split is not None:
+            raise UserError("generate: give --eeg FILE or --split NAME, not both")
+        if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
+            raise UserError(f"guidance={self.guidance!r}: must be a finite number >= 0 (1: off)")
+
+
 # -- diffusion presets ----------------------------------------------------------------------------
 def _encoder_data_options(preset: str) -> list[str]:
     """The EEG geometry/SNR of the encoder preset, so stage two sees the data stage one was trained on."""
     return list(encoder_preset(preset).data_options)
+
+
+def _diffusion_tiny() -> DiffusionTrainConfig:
+    return DiffusionTrainConfig(
+        data="synthetic-vep", image_set="mnist", data_options=_encoder_data_options("tiny"),
+        encoder_preset="tiny",
+        model=DiffusionConfig(image_size=32, native_size=28, resize="pad", vae_channels=[16, 32, 32],
+                              latent_channels=4, unet_channels=[32, 64], unet_cross_attention=[True, True],
+                              cross_attention_dim=64, n_tokens=4, attention_head_dim=8, guidance=2.0,
+                              cond_dropout=0.1, sample_steps=25),
+        # 60 VAE epochs: with 6 the test reconstruction MSE was 0.11 and every sample decoded to black;
+        # with 60 it is 0.0045 (400 stimulus images, ~0.6 s per epoch on 2 cores).
+        # 1,500 UNet steps: at 600 the samples were strokes, not digits, and no condition (EEG,
+        # class-only, shuffled) moved the domain classifier off chance; digits appear at ~1,000.
+        # image_cond_frac 0.5: half the examples are conditioned on the stimulus's stage-one image
+        # embedding. Chosen on the validation split (120 trials, GPU runs of the same config):
+        # EEG-conditioned n-way acc 0.150 without it, 0.217 with it (shuffled EEG 0.083 / 0.100).
+        vae_epochs=60, vae_lr=2e-3, vae_batch_size=32, epochs=15, batch_size=64, steps_per_epoch=100, lr=1e-3,
+        warmup_steps=50, image_cond_frac=0.5,
+        grid_trials=10, grid_samples=4)
+
+
+def _diffusion_paper() -> DiffusionTrainConfig:
+    return DiffusionTrainConfig(
+        data="eegcvpr40", image_set="", encoder_preset="paper",
+        model=DiffusionConfig(image_size=512, image_channels=3, native_size=512, resize="resize",
+                              n_tokens=77, cross_attention_dim=768, sampler="dpm++", sample_steps=25, guidance=5.0,
+                              beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
+                              pretrained_vae="stable-diffusion", pretrained_unet="stable-diffusion"),
+        vae_epochs=0, epochs=30, batch_size=16, lr=1e-5, ema=True, ema_decay=0.999, warmup_steps=500)
+
+
+# name -> DiffusionTrainConfig; described in diffusion_preset's docstring
+DIFFUSION_PRESETS: Presets[DiffusionTrainConfig] = Presets("diffusion", {"tiny": _diffusion_tiny,
+                                                                         "paper": _diffusion_paper})
 
 
 def diffusion_preset(name: str) -> DiffusionTrainConfig:
@@ -435,33 +560,4 @@ def diffusion_preset(name: str) -> DiffusionTrainConfig:
       cross_attention_dim, full fine-tune at lr 1e-5 with EMA, DPM-Solver++ 25 steps, guidance
       5. Needs a GPU; runs when those files exist.
     """
-    if name == "tiny":
-        return DiffusionTrainConfig(
-            data="synthetic-vep", image_set="mnist", data_options=_encoder_data_options("tiny"),
-            encoder_preset="tiny",
-            model=DiffusionConfig(image_size=32, native_size=28, resize="pad", vae_channels=[16, 32, 32],
-                                  latent_channels=4, unet_channels=[32, 64], unet_cross_attention=[True, True],
-                                  cross_attention_dim=64, n_tokens=4, attention_head_dim=8, guidance=2.0,
-                                  cond_dropout=0.1, sample_steps=25),
-            # 60 VAE epochs: with 6 the test reconstruction MSE was 0.11 and every sample decoded to black;
-            # with 60 it is 0.0045 (400 stimulus images, ~0.6 s per epoch on 2 cores).
-            # 1,500 UNet steps: at 600 the samples were strokes, not digits, and no condition (EEG,
-            # class-only, shuffled) moved the domain classifier off chance; digits appear at ~1,000.
-            # image_cond_frac 0.5: half the examples are conditioned on the stimulus's stage-one image
-            # embedding. Chosen on the validation split (120 trials, GPU runs of the same config):
-            # EEG-conditioned n-way acc 0.150 without it, 0.217 with it (shuffled EEG 0.083 / 0.100).
-            vae_epochs=60, vae_lr=2e-3, vae_batch_size=32, epochs=15, batch_size=64, steps_per_epoch=100, lr=1e-3,
-            warmup_steps=50, image_cond_frac=0.5,
-            grid_trials=10, grid_samples=4)
-    if name == "paper":
-        return DiffusionTrainConfig(
-            data="eegcvpr40", image_set="", encoder_preset="paper",
-            model=DiffusionConfig(image_size=512, image_channels=3, native_size=512, resize="resize",
-                                  n_tokens=77, cross_attention_dim=768, sampler="dpm++", sample_steps=25, guidance=5.0,
-                                  beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                                  pretrained_vae="stable-diffusion", pretrained_unet="stable-diffusion"),
-            vae_epochs=0, epochs=30, batch_size=16, lr=1e-5, ema=True, ema_decay=0.999, warmup_steps=500)
-    raise UserError(f"unknown diffusion preset {name!r} (known: tiny, paper)")
-
-
-DIFFUSION_PRESETS = ("tiny", "paper")
+    return DIFFUSION_PRESETS[name]

@@ -22,7 +22,9 @@ from eegsine.models.diffusion import EEGDiffusion
 from eegsine.models.eeg_encoder import check_input
 from eegsine.runs.plots import save_grid, save_png
 from eegsine.data import load_images
+from eegsine.metrics.image_nets import StandardNets
 from eegsine.metrics.images import DomainCNNConfig, domain_network, evaluate_generation
+from eegsine.training.configs import GenerateConfig
 
 
 def read_eeg_file(path: str | Path, cfg) -> np.ndarray:
@@ -168,3 +170,24 @@ def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, st
 
     update_metrics(run, "generation", r)
     return r
+
+
+def generate_and_evaluate(cfg: GenerateConfig) -> dict[str, Any]:
+    """What ``eegsine generate`` does: :func:`generate`, then with ``cfg.evaluate`` :func:`evaluate_run` (with the
+    standard networks given as ONNX files). Returns ``{"generated": ..., "evaluation": ... or None}``."""
+    if not cfg.run:
+        raise UserError("generate: give --run RUN (a diffusion run folder)")
+    if (cfg.eeg is None) == (cfg.split is None):
+        raise UserError("generate: give --eeg FILE or --split NAME")
+    files = {k: getattr(cfg, k) for k in ("feature_net", "lpips_net", "classifier_net", "classifier_classes")
+             if getattr(cfg, k) is not None}
+    standard = StandardNets.load(**files) if files else None  # bad files fail before any image is written
+    out = generate(cfg.run, eeg_file=cfg.eeg, split=cfg.split, out_dir=cfg.out, samples=cfg.samples,
+                   max_trials=cfg.max_trials, steps=cfg.steps, guidance=cfg.guidance, sampler=cfg.sampler,
+                   seed=cfg.seed)
+    evaluation = None
+    if cfg.evaluate:
+        evaluation = evaluate_run(cfg.run, split=cfg.split or "test", max_trials=cfg.eval_trials, steps=cfg.steps,
+                                  guidance=cfg.guidance, sampler=cfg.sampler, n_boot=cfg.n_boot, seed=cfg.seed,
+                                  standard=standard)
+    return {"generated": out, "evaluation": evaluation}

@@ -1,1 +1,1 @@
-"""``eegsine pipeline``: the stages of the main job, resumable, each one command."""
+"""``eegsine pipeline``: the stages of the main job, resumable; each builds typed configs and calls the library."""

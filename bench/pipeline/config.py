@@ -45,8 +45,8 @@ class PipelineConfig(Config):
         "help": "paper: a local CLIP vision folder (transformers layout) as the encoder's alignment target "
                 "('' = the in-project image CNN)", "metavar": "DIR"})
     stage_args: list[str] = dataclasses.field(default_factory=list, metadata={
-        "help": "extra flags for one stage's command, STAGE='--flag value ...' (e.g. encoder='--epochs 2'); "
-                "they follow the preset's, so they win", "metavar": "STAGE=ARGS"})
+        "help": "config flags of one stage's command, STAGE='--flag value ...' (e.g. encoder='--epochs 2'): set "
+                "over the preset's values", "metavar": "STAGE=ARGS"})
 
     def validate(self) -> None:
         for name in list(self.stages) + list(self.force):

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 
 from eegsine.attacks.registry import ATTACKS, AttackParams
-from eegsine.config import Config
+from eegsine.config import Config, Presets
 from eegsine.errors import UserError
 
 DEFAULT_ATTACKS = list(ATTACKS)
@@ -91,31 +91,40 @@ class RobustnessConfig(Config):
                             self.square_queries, self.n_targets, self.seed)
 
 
-ROBUSTNESS_PRESETS = ("tiny", "paper-mnist", "paper-cifar10")
 CIFAR10_GRID = [2 / 255, 4 / 255, 8 / 255, 16 / 255]  # L-inf, [0, 1] pixel units; tables print them as k/255
+
+
+def _robustness_tiny() -> RobustnessConfig:
+    """A labelled reduced set (~1-2 min on 2 cores, no AutoAttack)."""
+    return RobustnessConfig(n_eval=120, n_eval_expensive=40, eps=[0.1, 0.2, 0.3, 0.4], expensive_eps=[0.3],
+                            attacks=["fgsm", "pgd-ce", "pgd-margin", "apgd-dlr", "square", "bpda-pgd",
+                                     "presine-pgd", "transfer"],
+                            pgd_steps=20, pgd_restarts=1, apgd_steps=25, square_queries=1000)
+
+
+def _robustness_paper_mnist() -> RobustnessConfig:
+    # every attack at full strength; subsets cut for a shared 2-core CPU (docs/results/paper-mnist/README.md)
+    return RobustnessConfig(n_eval=300, n_eval_expensive=100, expensive_eps=[0.3], pgd_steps=40, pgd_restarts=2,
+                            attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd",
+                                     "transfer", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
+
+
+def _robustness_paper_cifar10() -> RobustnessConfig:
+    # the paper-mnist attack set at published strength, on CIFAR-10 radii: every attack at 2-16/255, the
+    # expensive ones (AutoAttack, APGD-T, FAB-T, Square) at 8/255; PGD-40 with 5 restarts (AttackParams'
+    # defaults); a GPU-class job, see docs/results/paper-cifar10/README.md. --n-eval / --n-eval-expensive
+    # set the subset sizes (10000 = the whole test split, RobustBench's setting).
+    return RobustnessConfig(dataset="cifar10", n_eval=1000, n_eval_expensive=1000, eps=list(CIFAR10_GRID),
+                            expensive_eps=[8 / 255], pgd_steps=40, pgd_restarts=5,
+                            attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd",
+                                     "transfer", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
+
+
+ROBUSTNESS_PRESETS: Presets[RobustnessConfig] = Presets("robustness", {
+    "tiny": _robustness_tiny, "paper-mnist": _robustness_paper_mnist, "paper-cifar10": _robustness_paper_cifar10})
 
 
 def robustness_preset(name: str) -> RobustnessConfig:
     """``tiny``: a labelled reduced set (~1-2 min on 2 cores, no AutoAttack); ``paper-mnist``, ``paper-cifar10``:
     every attack at published strength, see docs/results/<preset>/README.md."""
-    if name == "tiny":
-        return RobustnessConfig(n_eval=120, n_eval_expensive=40, eps=[0.1, 0.2, 0.3, 0.4], expensive_eps=[0.3],
-                                attacks=["fgsm", "pgd-ce", "pgd-margin", "apgd-dlr", "square", "bpda-pgd",
-                                         "presine-pgd", "transfer"],
-                                pgd_steps=20, pgd_restarts=1, apgd_steps=25, square_queries=1000)
-    if name == "paper-mnist":
-        # every attack at full strength; subsets cut for a shared 2-core CPU (docs/results/paper-mnist/README.md)
-        return RobustnessConfig(n_eval=300, n_eval_expensive=100, expensive_eps=[0.3], pgd_steps=40, pgd_restarts=2,
-                                attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd",
-                                         "transfer", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
-    if name == "paper-cifar10":
-        # the paper-mnist attack set at published strength, on CIFAR-10 radii: every attack at 2-16/255, the
-        # expensive ones (AutoAttack, APGD-T, FAB-T, Square) at 8/255; PGD-40 with 5 restarts (AttackParams'
-        # defaults); a GPU-class job, see docs/results/paper-cifar10/README.md. --n-eval / --n-eval-expensive
-        # set the subset sizes (10000 = the whole test split, RobustBench's setting).
-        return RobustnessConfig(dataset="cifar10", n_eval=1000, n_eval_expensive=1000, eps=list(CIFAR10_GRID),
-                                expensive_eps=[8 / 255], pgd_steps=40, pgd_restarts=5,
-                                attacks=["fgsm", "pgd-ce", "pgd-margin", "autoattack", "bpda-pgd", "presine-pgd",
-                                         "transfer", "apgd-ce", "apgd-dlr", "apgd-t", "fab-t", "square"])
-    raise UserError(f"unknown robustness preset {name!r} (known: {', '.join(ROBUSTNESS_PRESETS)})")
-
+    return ROBUSTNESS_PRESETS[name]

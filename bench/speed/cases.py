@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eegsine.bench.speed.bench import BenchConfig, Case
+from eegsine.bench.speed.bench import BenchConfig, Case, run_bench
 from eegsine.errors import UserError
 from eegsine.bench.speed.stream import bundle_128x1k, decision_rows
 from eegsine.bench.speed.timing import time_callable
@@ -204,3 +204,26 @@ def build_cases(cfg: BenchConfig, work: Path, bundle_dir: Path | None, classifie
         extra += decision_rows(bundle_128x1k(work, log=lambda *a: None), "decision_128x440", work, cfg.threads, log=log)
     log(f"bench: {len(cases)} cases prepared in {time.perf_counter() - t0:.1f} s")
     return cases, extra
+
+
+def bench_folders(cfg: BenchConfig, out: str | Path | None = None, pipeline: str | Path | None = None,
+                  bundle: str | Path | None = None, classifier: str | Path | None = None,
+                  eeg_run: str | Path | None = None, build: Callable[..., Any] | None = None) -> dict[str, Any]:
+    """What ``eegsine bench`` does: benchmark a pipeline folder (``pipeline``: its bundle and the classifier and
+    EEG runs it has) and/or explicit runs and a bundle into ``out``; returns :func:`run_bench`'s result.
+    ``build``: what makes the cases (default :func:`build_cases`)."""
+    bundle, clf, eeg = (Path(p) if p else None for p in (bundle, classifier, eeg_run))
+    if pipeline:
+        root = Path(pipeline)
+        if not root.is_dir():
+            raise UserError(f"{root}: pipeline folder does not exist")
+        # what the pipeline made: an EEG-only run (--preset paper --stages encoder ...) has no classifier
+        bundle = bundle or root / "bundle"
+        clf = clf or (root / "classifier" / "sine" if (root / "classifier" / "sine").exists() else None)
+        eeg = eeg or (root / "diffusion" if (root / "diffusion").exists() else None)
+    for what, p in (("bundle", bundle), ("classifier run", clf), ("EEG run", eeg)):
+        if p is not None and not p.exists():
+            raise UserError(f"{p}: {what} does not exist")
+    out = Path(out or (Path(pipeline) / "bench" if pipeline else "bench-results"))
+    cases, extra = (build or build_cases)(cfg, out / "models", bundle, clf, eeg)
+    return run_bench(cases, cfg, out, extra_rows=extra)

@@ -21,15 +21,35 @@ says so. Hand-written: this is the kernel's own comparison, no benchmark library
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
+from typing import Literal
 
 import torch
 
+from eegsine.config import Config
 from eegsine.kernels import sine_head as sh, sine_head_int8 as sq
 from eegsine.io import write_json
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 OMEGA, AMP = 1.0, 1.0
+
+
+@dataclasses.dataclass
+class KernelBenchConfig(Config):
+    """What :func:`run` times (the flags of ``python -m eegsine.bench.speed.kernels``, one field each)."""
+
+    KIND = "kernel-bench"
+    VERSION = 1
+
+    n: list[int] = dataclasses.field(default_factory=lambda: [10, 1000])
+    batch: list[int] = dataclasses.field(default_factory=lambda: [1, 8, 64, 512, 4096, 8192])
+    k: int = 1024
+    dtype: Literal["float32", "float16", "bfloat16"] = "float16"
+    mode: Literal["forward", "predict", "backward", "int8"] = "forward"
+    warmup: int = 25
+    rep: int = 100
+    cudagraph: bool = False
 
 
 def _eager(x, w, b):
@@ -89,25 +109,26 @@ def _callables(mode: str, x, w, b):
             "eager": step(_eager), "compile": step(compiled)}
 
 
-def run(ns: argparse.Namespace) -> list[dict]:
+def run(cfg: KernelBenchConfig) -> list[dict]:
+    """Time every (N, batch) of ``cfg`` on this CUDA GPU; print the table, return its rows."""
     import triton.testing
 
     dev = torch.device("cuda")
-    dtype = DTYPES[ns.dtype]
+    dtype = DTYPES[cfg.dtype]
     es = torch.finfo(dtype).bits // 8
     rows = []
-    timer = "do_bench_cudagraph" if ns.cudagraph else "do_bench"
-    print(f"# {torch.cuda.get_device_name(dev)} | torch {torch.__version__} | {ns.dtype} | "
-          f"K={ns.k} | mode={ns.mode} | {timer} median of warmup={ns.warmup} rep={ns.rep} ms")
+    timer = "do_bench_cudagraph" if cfg.cudagraph else "do_bench"
+    print(f"# {torch.cuda.get_device_name(dev)} | torch {torch.__version__} | {cfg.dtype} | "
+          f"K={cfg.k} | mode={cfg.mode} | {timer} median of warmup={cfg.warmup} rep={cfg.rep} ms")
     print(f"{'N':>5} {'batch':>6} {'impl':>8} {'ms':>9} {'GB/s':>8} {'TFLOP/s':>8} {'x eager':>8}")
-    for n in ns.n:
-        for m in ns.batch:
+    for n in cfg.n:
+        for m in cfg.batch:
             g = torch.Generator(device=dev).manual_seed(0)
-            x = torch.randn(m, ns.k, device=dev, dtype=dtype, generator=g)
-            w = torch.randn(n, ns.k, device=dev, dtype=dtype, generator=g) / ns.k ** 0.5
+            x = torch.randn(m, cfg.k, device=dev, dtype=dtype, generator=g)
+            w = torch.randn(n, cfg.k, device=dev, dtype=dtype, generator=g) / cfg.k ** 0.5
             b = torch.randn(n, device=dev, dtype=dtype, generator=g)
-            if ns.mode != "backward":  # same answer before timing anything
-                if ns.mode == "int8":
+            if cfg.mode != "backward":  # same answer before timing anything
+                if cfg.mode == "int8":
                     fns = _int8_callables(x, w, b, compiled=False)
                     ref, got = fns["eager"]().float(), fns["triton"]().float()
                 else:
@@ -117,15 +138,15 @@ def run(ns: argparse.Namespace) -> list[dict]:
                 if err > (1e-4 if dtype == torch.float32 else 2e-2):
                     raise SystemExit(f"kernel disagrees with torch at N={n} batch={m}: max err {err:.3g}")
             times = {}
-            for impl, fn in _callables(ns.mode, x, w, b).items():
-                if ns.cudagraph:  # its own warm-up call (compiles) runs before the capture
-                    ms = triton.testing.do_bench_cudagraph(fn, rep=ns.rep, return_mode="median")
+            for impl, fn in _callables(cfg.mode, x, w, b).items():
+                if cfg.cudagraph:  # its own warm-up call (compiles) runs before the capture
+                    ms = triton.testing.do_bench_cudagraph(fn, rep=cfg.rep, return_mode="median")
                 else:
-                    ms = triton.testing.do_bench(fn, warmup=ns.warmup, rep=ns.rep, return_mode="median")
+                    ms = triton.testing.do_bench(fn, warmup=cfg.warmup, rep=cfg.rep, return_mode="median")
                 times[impl] = ms
-                gbs = _bytes(ns.mode, m, n, ns.k, es) / (ms * 1e-3) / 1e9
-                tfl = _flops(ns.mode, m, n, ns.k) / (ms * 1e-3) / 1e12
-                row = dict(n=n, batch=m, k=ns.k, dtype=ns.dtype, mode=ns.mode, impl=impl, timer=timer,
+                gbs = _bytes(cfg.mode, m, n, cfg.k, es) / (ms * 1e-3) / 1e9
+                tfl = _flops(cfg.mode, m, n, cfg.k) / (ms * 1e-3) / 1e12
+                row = dict(n=n, batch=m, k=cfg.k, dtype=cfg.dtype, mode=cfg.mode, impl=impl, timer=timer,
                            ms=ms, gb_s=gbs, tflop_s=tfl, speedup_vs_eager=None)
                 rows.append(row)
             for row in rows[-len(times):]:
@@ -170,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     if any(v < 1 for v in [*ns.n, *ns.batch, ns.k]):
         print("kernel_bench: --n, --batch and --k must be >= 1", file=sys.stderr)
         return 2
-    rows = run(ns)
+    rows = run(KernelBenchConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(KernelBenchConfig)}))
     if ns.json:
         write_json(ns.json, {"device": torch.cuda.get_device_name(0), "rows": rows})
         print(f"wrote {ns.json}")

@@ -6,31 +6,22 @@ Flags map 1:1 onto :class:`~eegsine.bench.speed.bench.BenchConfig`.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from eegsine.config import add_config_args, config_from_args, help_text
-from eegsine.errors import UserError
-from eegsine.bench.speed.bench import BenchConfig, render_markdown, run_bench
-from eegsine.bench.speed.cases import build_cases
+from eegsine.bench.speed.bench import BenchConfig, render_markdown
+from eegsine.bench.speed.cases import bench_folders, build_cases
+
+
+def kwargs_from_args(ns: argparse.Namespace) -> dict:
+    """The command line as :func:`~eegsine.bench.speed.cases.bench_folders`' keyword arguments."""
+    # --threads included (eegsine --threads N fills it when not given)
+    return {"cfg": config_from_args(BenchConfig, ns), "out": ns.out, "pipeline": ns.pipeline, "bundle": ns.bundle,
+            "classifier": ns.classifier, "eeg_run": ns.eeg_run}
 
 
 def _run(ns: argparse.Namespace) -> int:
-    cfg = config_from_args(BenchConfig, ns)  # --threads included (eegsine --threads N fills it when not given)
-    bundle, clf, eeg = (Path(p) if p else None for p in (ns.bundle, ns.classifier, ns.eeg_run))
-    if ns.pipeline:
-        root = Path(ns.pipeline)
-        if not root.is_dir():
-            raise UserError(f"{root}: pipeline folder does not exist")
-        # what the pipeline made: an EEG-only run (--preset paper --stages encoder ...) has no classifier
-        bundle = bundle or root / "bundle"
-        clf = clf or (root / "classifier" / "sine" if (root / "classifier" / "sine").exists() else None)
-        eeg = eeg or (root / "diffusion" if (root / "diffusion").exists() else None)
-    for what, p in (("bundle", bundle), ("classifier run", clf), ("EEG run", eeg)):
-        if p is not None and not p.exists():
-            raise UserError(f"{p}: {what} does not exist")
-    out = Path(ns.out or (Path(ns.pipeline) / "bench" if ns.pipeline else "bench-results"))
-    cases, extra = build_cases(cfg, out / "models", bundle, clf, eeg)
-    result = run_bench(cases, cfg, out, extra_rows=extra)
+    # build_cases looked up here at call time: tests stand in for it through this module
+    result = bench_folders(**kwargs_from_args(ns), build=build_cases)
     print()
     print(render_markdown(result["rows"], result["meta"]))
     for t in result["targets"]:

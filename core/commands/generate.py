@@ -2,27 +2,24 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
-from eegsine.errors import UserError
+
+from eegsine.training.configs import GenerateConfig
 
 
-STANDARD_FLAGS = ("feature_net", "lpips_net", "classifier_net", "classifier_classes")
+def config_from_ns(ns: argparse.Namespace) -> GenerateConfig:
+    """The command line as a :class:`GenerateConfig` (one field per flag)."""
+    return GenerateConfig(**{f.name: getattr(ns, f.name) for f in dataclasses.fields(GenerateConfig)})
 
 
 def _run(ns: argparse.Namespace) -> int:
-    from eegsine.metrics.image_nets import StandardNets
-    from eegsine.training.generate import evaluate_run, generate
+    from eegsine.training.generate import generate_and_evaluate
 
-    files = {k: getattr(ns, k) for k in STANDARD_FLAGS if getattr(ns, k) is not None}
-    if files and not ns.evaluate:
-        raise UserError(f"generate: --{next(iter(files)).replace('_', '-')} scores images; it needs --evaluate")
-    standard = StandardNets.load(**files) if files else None  # bad files fail before any image is written
-    out = generate(ns.run, eeg_file=ns.eeg, split=ns.split, out_dir=ns.out, samples=ns.samples,
-                   max_trials=ns.max_trials, steps=ns.steps, guidance=ns.guidance, sampler=ns.sampler, seed=ns.seed)
+    result = generate_and_evaluate(config_from_ns(ns))
+    out, r = result["generated"], result["evaluation"]
     print(f"wrote {out['n_images']} images and {out['grid']}")
-    if ns.evaluate:
-        r = evaluate_run(ns.run, split=ns.split or "test", max_trials=ns.eval_trials, steps=ns.steps,
-                         guidance=ns.guidance, sampler=ns.sampler, n_boot=ns.n_boot, seed=ns.seed, standard=standard)
+    if r is not None:
         keys = ("n", "acc", "fid_domain", "fid_domain_class_mean", "is_domain", "lpips_domain", "ssim")
         keys += tuple(k for k in r["metric_keys"] if k not in keys)  # the standard networks' figures
         print(json.dumps({k: {m: v[m] for m in keys} for k, v in r["conditions"].items()}, indent=2))

@@ -55,11 +55,17 @@ def add_arguments(p: Any) -> None:
             action.help = head + extra + sep + tail
 
 
-def run(ns: Any) -> int:
+def config_from_ns(ns: Any) -> StreamConfig:
+    """The command line as a :class:`StreamConfig`; its thread count is ``eegsine --threads``."""
     cfg = config_from_args(StreamConfig, ns)
     threads = getattr(ns, "threads", None)
     if threads:
         cfg = cfg.replace(threads=int(threads))
+    return cfg
+
+
+def run(ns: Any) -> int:
+    cfg = config_from_ns(ns)
     with warnings.catch_warnings(), tempfile.TemporaryDirectory(prefix="eegsine-stream-") as tmp:
         warnings.simplefilter("always")
         warnings.showwarning = lambda m, *a, **k: print(f"eegsine stream: warning: {m}", file=sys.stderr)  # type: ignore[assignment]

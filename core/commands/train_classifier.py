@@ -5,39 +5,32 @@ import argparse
 import json
 from pathlib import Path
 
+from eegsine.bench.pipeline.presets import PRESETS
 from eegsine.config import add_config_args, config_from_args
 from eegsine.errors import UserError
-from eegsine.io import update_metrics
-from eegsine.training.configs import CLASSIFIER_PRESETS, ClassifierTrainConfig
+from eegsine.training.configs import ClassifierTrainConfig
+
+
+def heads_from_args(ns: argparse.Namespace) -> dict[str, tuple[Path, ClassifierTrainConfig]]:
+    """The heads the command line trains: name -> (run folder, config). ``--preset``: the preset's heads (flags
+    override both) into RUN/<head>; else one model into RUN."""
+    run = Path(ns.run)
+    if not ns.preset:
+        return {"model": (run, config_from_args(ClassifierTrainConfig, ns))}
+    heads = {name: (run / name, config_from_args(ClassifierTrainConfig, ns, base=cfg))
+             for name, cfg in PRESETS["classifier"][ns.preset].items() if not ns.heads or name in ns.heads}
+    if not heads:
+        raise UserError(f"--heads {ns.heads}: preset {ns.preset!r} has heads standard, sine")
+    return heads
 
 
 def _run(ns: argparse.Namespace) -> int:
-    from eegsine.training.classifier import ClassifierTrainConfig, classifier_preset, init_gradient_probe, load_split, \
-        train_classifier
+    from eegsine.training.classifier import train_classifiers
 
-    run = Path(ns.run)
-    if ns.preset:
-        jobs = {name: config_from_args(ClassifierTrainConfig, ns, base=cfg)
-                for name, cfg in classifier_preset(ns.preset).items() if not ns.heads or name in ns.heads}
-        if not jobs:
-            raise UserError(f"--heads {ns.heads}: preset {ns.preset!r} has heads standard, sine")
-        targets = {name: run / name for name in jobs}
-    else:
-        jobs = {"model": config_from_args(ClassifierTrainConfig, ns)}
-        targets = {"model": run}
-    summary = {}
-    for name, cfg in jobs.items():
-        m = train_classifier(cfg, targets[name])
-        summary[name] = {"run": str(targets[name]), "best_val": m["best"],
-                         "test_clean_accuracy": m["test_clean_accuracy"], "train_wall_s": m["train_wall_s"],
-                         "catastrophic_overfitting": bool(m["catastrophic_overfitting"])}
-        if ns.init_probe and cfg.model.head == "sine":
-            data = load_split(cfg)
-            from eegsine.training.classifier import resolve_model_config
-            mcfg = resolve_model_config(cfg, data).model
-            probe = init_gradient_probe(mcfg, data["train_x"][:320], data["train_y"][:320], targets[name])
-            update_metrics(targets[name], "init_probe", probe)
-            print(f"init probe: {targets[name] / 'init_probe.png'}")
+    summary = train_classifiers(heads_from_args(ns), init_probe=ns.init_probe)
+    for head in summary.values():
+        if "init_probe" in head:
+            print(f"init probe: {head.pop('init_probe')}")
     print(json.dumps(summary, indent=2))
     return 0
 
@@ -48,7 +41,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                               description="Adversarially train a classifier. With --preset, trains both heads into "
                               "RUN/standard and RUN/sine; other flags override the preset's values.")
     p.add_argument("--run", required=True, help="output run folder (resumes if it holds a checkpoint)")
-    p.add_argument("--preset", choices=CLASSIFIER_PRESETS, default=None,
+    p.add_argument("--preset", choices=PRESETS["classifier"], default=None,
                    help="named settings for both heads (paper-cifar10: PreAct-ResNet-18, PGD-10 at eps 8/255)")
     p.add_argument("--heads", nargs="*", choices=["standard", "sine"], default=None,
                    help="with --preset: train only these heads (e.g. to run them as two processes)")

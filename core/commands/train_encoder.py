@@ -4,8 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from eegsine.bench.pipeline.presets import PRESETS
 from eegsine.config import add_config_args, config_from_args
-from eegsine.training.configs import ENCODER_PRESETS, EncoderTrainConfig
+from eegsine.training.configs import EncoderTrainConfig
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -16,24 +17,31 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                     "and class-only controls. Rerunning on the same --run folder resumes. Runs under Accelerate: "
                     "`accelerate launch -m eegsine train encoder ...` scales it to several GPUs unchanged.")
     p.add_argument("--run", required=True, help="run folder (config.json, encoder/, metrics.json, plots, checkpoint)")
-    p.add_argument("--preset", choices=ENCODER_PRESETS, default=None,
+    p.add_argument("--preset", choices=PRESETS["encoder"], default=None,
                    help="start from a named config (flags override it); without one, an existing run's config.json")
     add_config_args(p, EncoderTrainConfig)
     p.set_defaults(func=_run)
 
 
-def _run(ns: argparse.Namespace) -> int:
-    from eegsine.training.encoder import EncoderTrainConfig, encoder_preset, train_encoder
-
+def kwargs_from_args(ns: argparse.Namespace) -> dict:
+    """The command line as :func:`~eegsine.training.encoder.train_encoder`'s keyword arguments: the config
+    starts from ``--preset``, else from the run's own config.json, else the defaults; flags override it."""
     run = Path(ns.run)
     if ns.preset:
-        base = encoder_preset(ns.preset)
+        base = PRESETS["encoder"][ns.preset]
     elif (run / "config.json").exists():
         base = EncoderTrainConfig.load(run)
     else:
         base = None
-    cfg = config_from_args(EncoderTrainConfig, ns, base)
-    m = train_encoder(cfg, run)
+    return {"cfg": config_from_args(EncoderTrainConfig, ns, base), "run_dir": run}
+
+
+def _run(ns: argparse.Namespace) -> int:
+    from eegsine.training.encoder import train_encoder
+
+    kwargs = kwargs_from_args(ns)
+    run = kwargs["run_dir"]
+    m = train_encoder(**kwargs)
     seen = m["seen"]
     print(f"{m['data']['name']}: test {seen['n_trials']} trials (seen classes), chance {seen['chance_top1']:.3f}")
     for name in ("aligned", "shuffled_labels", "class_only"):

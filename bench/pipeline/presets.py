@@ -1,0 +1,58 @@
+"""Every named preset, one registry: per stage, name -> a typed config (``eegsine.config.Presets``).
+
+Each stage's table lives beside its config class (torch-free): ``eegsine.training.configs`` (classifier,
+encoder, diffusion), ``eegsine.bench.robustness.configs`` (robustness). The pipeline's own presets are
+here: a :class:`PipelinePreset` names one preset per stage. Every ``--preset`` flag takes its choices
+from :data:`PRESETS` and the pipeline builds its stages' configs from it, so a name means the same
+config wherever it is given.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from eegsine.bench.robustness.configs import ROBUSTNESS_PRESETS
+from eegsine.config import Config, Presets
+from eegsine.errors import UserError
+from eegsine.training.configs import CLASSIFIER_PRESETS, DIFFUSION_PRESETS, ENCODER_PRESETS
+
+
+@dataclasses.dataclass
+class PipelinePreset(Config):
+    """What ``eegsine pipeline --preset NAME`` runs: one preset per training/evaluation stage, and the bench's
+    budget."""
+
+    KIND = "pipeline-preset"
+    VERSION = 1
+
+    classifier: str = dataclasses.field(default="tiny", metadata={"help": "classifier preset (both heads)"})
+    robustness: str = dataclasses.field(default="tiny", metadata={"help": "robustness (attack) preset"})
+    encoder: str = dataclasses.field(default="tiny", metadata={"help": "encoder preset"})
+    diffusion: str = dataclasses.field(default="tiny", metadata={"help": "diffusion preset"})
+    bench_iters: int | None = dataclasses.field(default=None, metadata={
+        "help": "bench: timed batch-1 calls (None: BenchConfig's default)"})
+    bench_max_seconds: float | None = dataclasses.field(default=None, metadata={
+        "help": "bench: time cap per cell, s (None: BenchConfig's default)"})
+
+    def validate(self) -> None:
+        for stage in ("classifier", "robustness", "encoder", "diffusion"):
+            if getattr(self, stage) not in PRESETS[stage]:
+                raise UserError(f"PipelinePreset.{stage}: unknown {stage} preset {getattr(self, stage)!r} "
+                                f"(known: {', '.join(PRESETS[stage])})")
+
+
+PIPELINE_PRESETS: Presets[PipelinePreset] = Presets("pipeline", {
+    "tiny": lambda: PipelinePreset(classifier="tiny", robustness="tiny", encoder="tiny", diffusion="tiny",
+                                   # 30 batch-1 calls (3 s cap per cell) keep the tiny bench near 3 minutes
+                                   bench_iters=30, bench_max_seconds=3.0),
+    "paper": lambda: PipelinePreset(classifier="paper-mnist", robustness="paper-mnist", encoder="paper",
+                                    diffusion="paper"),
+})
+
+# stage -> its presets: the one list every --preset flag and the pipeline read
+PRESETS: dict[str, Presets] = {
+    "classifier": CLASSIFIER_PRESETS,
+    "robustness": ROBUSTNESS_PRESETS,
+    "encoder": ENCODER_PRESETS,
+    "diffusion": DIFFUSION_PRESETS,
+    "pipeline": PIPELINE_PRESETS,
+}
