@@ -381,7 +381,7 @@ def export_bundle(items: list[Item], out_dir: str | Path, cfg: BundleConfig, gen
             if cfg.int8 and name in cfg.int8_models:
                 int8 = tmp / f"{name}.int8.onnx"
                 log(f"quantize {name}: target {cfg.quant.target}, {len(item.calibration)} calibration feeds, "
-                    f"activations {cfg.quant.activations}")
+                    f"activations {cfg.quant.act_type}")
                 rep = quantize(fp32, int8, cfg.quant, item.calibration)
                 rep.update(_sqnr_report(fp32, int8, c, item.holdout))
                 rep["holdout_feeds"] = len(item.holdout)

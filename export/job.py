@@ -36,8 +36,6 @@ def export_runs(out: str | Path, cfg: BundleConfig, trt_cfg: TRTConfig | None = 
         return report_verification(result, out)
     if trt:
         require_trt()  # before any work: exit 2 with the reason
-        if cfg.quant.act_type == "auto":  # TensorRT's parser reads s8 Q/DQ only; ORT runs s8 files too
-            cfg = cfg.replace(quant=cfg.quant.replace(act_type="s8"))
     if verify and not cfg.int8:
         raise UserError("export: --verify compares FP32 with INT8; add --int8")
     check_out_dir(out, cfg.overwrite)

@@ -1,9 +1,9 @@
 """INT8 post-training quantization with ``onnxruntime.quantization`` (static QDQ).
 
 ``quantize(onnx_path, out_path, Int8Config(...), calibration=feeds)``: weights int8,
-per-channel, symmetric; activations uint8 asymmetric by default (ORT's integer kernels on
-x86 CPUs) or int8 symmetric (zero point 0, what TensorRT's explicit-quantization parser
-requires: ``act_type="s8"``, the default of target ``tensorrt``). Calibration feeds are real model inputs: EEG trials of
+per-channel, symmetric; activations int8 symmetric (zero point 0, what TensorRT's
+explicit-quantization parser requires) or uint8 (``act_type="u8"``, ORT's fast path on
+x86 CPUs, not TensorRT-compatible). Calibration feeds are real model inputs: EEG trials of
 the training split for the encoder, UNet inputs recorded along real DDIM trajectories at
 every timestep (activation ranges move with t), real images for the classifier.
 
@@ -78,18 +78,13 @@ TARGETS: dict[str, dict[str, Any]] = {
 @dataclasses.dataclass
 class Int8Config(Config):
     KIND = "int8"
-    VERSION = 3  # 2: ``target`` (version 1 files were full-range weights: read as target x86-vnni); 3: act_type auto
+    VERSION = 2  # 2: ``target`` (version 1 files were full-range weights: read as target x86-vnni)
 
     target: Literal["portable", "x86-vnni", "tensorrt"] = dataclasses.field(
         default="portable", metadata={"help": "portable: 7-bit weights, same accuracy on every CPU; x86-vnni: full "
                                               "range, for VNNI/AMX hosts only; tensorrt: symmetric Q/DQ for TensorRT"})
-    # auto = u8 except for TensorRT. With s8 activations ORT's x86 kernels keep depthwise/strided convolutions and
-    # Gemms in float and dequantize their weights on every call (issue #28: the tiny UNet ran 60 float ops and 61
-    # weight dequantizations per call, INT8 1.5-1.6x slower than FP32); u8 with the same 7-bit weights takes
-    # 0.79-0.86x of FP32 time for VAE, classifier and 128 x 440 encoder there, with equal or better SQNR.
-    act_type: Literal["auto", "s8", "u8"] = dataclasses.field(
-        default="auto", metadata={"help": "activations: s8 symmetric (TensorRT's Q/DQ), u8 asymmetric (ONNX "
-                                          "Runtime's x86 integer kernels), auto: s8 for target tensorrt, else u8"})
+    act_type: Literal["s8", "u8"] = dataclasses.field(
+        default="s8", metadata={"help": "activations: s8 symmetric (TensorRT) or u8 asymmetric (ORT x86)"})
     per_channel: bool = dataclasses.field(default=True, metadata={"help": "one weight scale per output channel"})
     calibrate_method: Literal["minmax", "percentile", "entropy"] = dataclasses.field(default="minmax", metadata={
         "help": "how activation ranges are read off the calibration feeds (ONNX Runtime's calibrators)"})
@@ -112,30 +107,20 @@ class Int8Config(Config):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "Int8Config":
-        version = data.get("version") if isinstance(data, dict) and type(data.get("version")) is int else None
-        if version == 1 and "target" not in data:
-            data = {**data, "version": 2, "target": "x86-vnni"}  # v1 quantized with full-range weights
-            version = 2
-        if version in (1, 2):  # their default activations were s8: a file that left it out meant s8
-            data = {**data, "version": cls.VERSION, "act_type": data.get("act_type", "s8")}
+        v1 = isinstance(data, dict) and type(data.get("version")) is int and data["version"] == 1  # not 1.0 / True
+        if v1 and "target" not in data:
+            data = {**data, "version": cls.VERSION, "target": "x86-vnni"}  # v1 quantized with full-range weights
         return super().from_dict(data)
-
-    @property
-    def activations(self) -> str:
-        """The activation type quantized: ``act_type``, with auto resolved (s8 for TensorRT, else u8)."""
-        if self.act_type != "auto":
-            return self.act_type
-        return "s8" if self.target == "tensorrt" else "u8"
 
     def scheme(self) -> dict[str, Any]:
         """What the target means for this config (recorded in the manifest next to the target)."""
         t = TARGETS[self.target]
         return {"target": self.target, "weights": t["weights"], "reduce_range": t["reduce_range"],
-                "activations": "int8 symmetric (zero point 0)" if self.activations == "s8" else "uint8 asymmetric",
+                "activations": "int8 symmetric (zero point 0)" if self.act_type == "s8" else "uint8 asymmetric",
                 "bias": "int32 Q/DQ" if self.quantize_bias else "float", "exact_on_isa_classes": t["exact_on"]}
 
     def validate(self) -> None:
-        if self.target == "tensorrt" and (self.activations != "s8" or self.quantize_bias):
+        if self.target == "tensorrt" and (self.act_type != "s8" or self.quantize_bias):
             raise UserError("Int8Config.target=tensorrt: TensorRT's parser needs s8 activations and float bias "
                             f"(got act_type={self.act_type!r}, quantize_bias={self.quantize_bias})")
         if not 90.0 <= self.percentile <= 100.0:
@@ -294,14 +279,14 @@ def quantize(onnx_path: str | Path, out_path: str | Path, cfg: Int8Config,
         report["kept_float"] = keep
         method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
                   "entropy": CalibrationMethod.Entropy}[cfg.calibrate_method]
-        extra = {"ActivationSymmetric": cfg.activations == "s8", "WeightSymmetric": True,
+        extra = {"ActivationSymmetric": cfg.act_type == "s8", "WeightSymmetric": True,
                  "MatMulConstBOnly": cfg.matmul_const_b_only, "QuantizeBias": cfg.quantize_bias}
         if cfg.calibrate_method == "percentile":
             extra["CalibPercentile"] = cfg.percentile
         quantize_static(str(tmp / "named.onnx"), str(tmp / "int8.onnx"), FeedReader(feeds),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(cfg.op_types),
                         per_channel=cfg.per_channel,
-                        activation_type=QuantType.QInt8 if cfg.activations == "s8" else QuantType.QUInt8,
+                        activation_type=QuantType.QInt8 if cfg.act_type == "s8" else QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=keep, calibrate_method=method,
                         reduce_range=TARGETS[cfg.target]["reduce_range"], extra_options=extra)
         q = onnx.load(str(tmp / "int8.onnx"))

@@ -163,14 +163,12 @@ def small_cfg(**kw):
 
 
 @functools.lru_cache(maxsize=None)
-def eeg_bundle(target: str = "portable") -> Path:
-    """The EEG bundle as ``eegsine-export`` writes it by default (``target="tensorrt"``: s8 Q/DQ for TensorRT)."""
+def eeg_bundle() -> Path:
     from eegsine.export.bundle import eeg_run_items, export_bundle
-    from eegsine.export.quantize import Int8Config
 
-    cfg = small_cfg(quant=Int8Config(target=target))
+    cfg = small_cfg()
     items, generation, _ = eeg_run_items(diffusion_run(), cfg, eeg_set=eeg_set())
-    out = _ROOT / ("eeg_bundle" if target == "portable" else f"eeg_bundle_{target}")
+    out = _ROOT / "eeg_bundle"
     export_bundle(items, out, cfg, generation=generation, log=lambda *a: None)
     return out
 

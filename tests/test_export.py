@@ -183,14 +183,12 @@ def test_keep_float_patterns_match_node_or_input_names(tmp_path):
 # -- TensorRT checker (runs everywhere) -----------------------------------------------------------------
 def test_trt_checker_accepts_symmetric_int8_bundle():
     for kind in ("unet", "vae_decoder", "eeg_encoder"):
-        assert check_trt_compatible(h.eeg_bundle("tensorrt") / f"{kind}.int8.onnx") == []
-    assert check_trt_compatible(h.clf_bundle_target("tensorrt") / "classifier.int8.onnx") == []
-    # the default (portable: u8 activations, ORT's x86 integer kernels) is not TensorRT's form, and says so
-    assert any("uint8" in p for p in check_trt_compatible(h.eeg_bundle() / "unet.int8.onnx"))
+        assert check_trt_compatible(h.eeg_bundle() / f"{kind}.int8.onnx") == []
+    assert check_trt_compatible(h.clf_bundle() / "classifier.int8.onnx") == []
 
 
 def test_trt_checker_catches_nonzero_zero_point_and_uint8(tmp_path):
-    src = h.clf_bundle_target("tensorrt") / "classifier.int8.onnx"
+    src = h.clf_bundle() / "classifier.int8.onnx"
     m = onnx.load(str(src))
     dq = next(n for n in m.graph.node if n.op_type == "DequantizeLinear" and len(n.input) == 3)
     zp = next(i for i in m.graph.initializer if i.name == dq.input[2])
@@ -363,7 +361,7 @@ def test_fp16_rewrite_for_strongly_typed_build_keeps_qdq_fp32(tmp_path):
     """TensorRT's strongly typed FP16 path: float layers become FP16 in the graph, Q/DQ stay FP32."""
     from eegsine.export.tensorrt import _fp16_graph
 
-    src = h.eeg_bundle("tensorrt") / "unet.int8.onnx"
+    src = h.eeg_bundle() / "unet.int8.onnx"
     out = _fp16_graph(src, tmp_path / "fp16.onnx")
     m = onnx.load(str(out))
     conv_in = next(n for n in m.graph.node if n.op_type == "Conv" and "conv_in" in n.name)

@@ -42,10 +42,8 @@ from eegsine.runtime.isa import describe, this_host
 MODELS = ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "generation", "classifier", "sine_head",
           "decision", "decision_128x440")
 # bench backend -> (Int8Config.target, act_type)
-# portable / x86-vnni: as eegsine-export writes them (u8 activations); -s8: the same weights, s8 activations
-# (the TensorRT form, and the portable default before issue #28), measured beside them
-INT8_BACKENDS = {"onnxruntime-int8-portable": ("portable", "auto"), "onnxruntime-int8-x86-vnni": ("x86-vnni", "auto"),
-                 "onnxruntime-int8-portable-s8": ("portable", "s8")}
+INT8_BACKENDS = {"onnxruntime-int8-portable": ("portable", "s8"), "onnxruntime-int8-x86-vnni": ("x86-vnni", "s8"),
+                 "onnxruntime-int8-u8": ("x86-vnni", "u8")}
 BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", *INT8_BACKENDS, "tensorrt-fp16", "tensorrt-int8",
             "triton")
 
