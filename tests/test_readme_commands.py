@@ -1,4 +1,4 @@
-"""The README's fenced shell commands hold: every one is checked, those that can run offline are run.
+"""The README's and docs/*.md's fenced shell commands hold: every one is checked, those that run offline are run.
 
 * ``make T``: T is a Makefile target.
 * ``pip install ...``: the files it names exist, its extras are pyproject's, its pins are the lock's, its index is
@@ -76,7 +76,9 @@ def _parse(prog: str, argv: list[str]) -> argparse.Namespace:
     return command_parser(prog, prepend).parse_args(prepend + argv)
 
 
-COMMANDS = fenced_commands(ROOT / "README.md")
+# README.md and the hand-written pages under docs/ (the results folders hold records of past runs)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+COMMANDS = list(dict.fromkeys(c for page in PAGES for c in fenced_commands(page)))
 
 
 def test_the_readme_has_the_commands_this_test_knows():

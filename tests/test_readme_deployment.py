@@ -1,7 +1,7 @@
-"""The README's deployment commands run as written on an exported EEG bundle (the demo's kind, test-sized).
+"""The deployment page's commands run as written on an exported EEG bundle (the demo's kind, test-sized).
 
-Each `eegsine-verify`, `eegsine data export-recording --like` and `eegsine stream` line of the README's
-Deployment section that needs no hardware is taken from the README itself, its placeholders (BUNDLE,
+Each `eegsine-verify`, `eegsine data export-recording --like` and `eegsine stream` line of docs/deployment.md
+that needs no hardware is taken from the page itself, its placeholders (BUNDLE,
 runs/tiny/bundle, rec.fif, ...) pointed at a bundle exported here, and run; streams stop after a few markers.
 Lines for a board or an LSL outlet are only parsed (tests/test_readme_commands.py).
 """
@@ -24,9 +24,7 @@ NEEDS_HARDWARE = ("brainflow:synthetic", "lsl:", "brainflow:BOARD")
 
 
 def deployment_commands() -> list[str]:
-    text = (ROOT / "README.md").read_text()
-    start = text.index("\n## Deployment")
-    section = fenced_commands(text[start:text.index("\n## ", start + 5)])
+    section = fenced_commands(ROOT / "docs" / "deployment.md")
     keep = ("eegsine-verify BUNDLE", "eegsine data export-recording --like", "eegsine stream ")
     return [c for c in section if c.startswith(keep) and not any(k in c for k in NEEDS_HARDWARE)]
 

@@ -32,6 +32,7 @@ SNAPSHOT_GLOBS = ("pipeline.json", "pipeline_config.json", ".stages/*.json", "cl
                   "bundle/verify.json", "bundle/verifications.json", "bundle/manifest.json", "stream/summary.json",
                   "bench/bench.json")
 BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> snapshot folder (repo-relative)
+PAGES = ["README.md", "docs/results.md"]  # the pages with figure / table blocks (repo-relative)
 _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 # README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
 TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
@@ -117,8 +118,10 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("snapshot", help="copy a run's report inputs into a committed folder")
     s.add_argument("run", help="pipeline run folder (e.g. runs/tiny)")
     s.add_argument("out", help="snapshot folder (replaced whole)")
-    r = sub.add_parser("readme", help="re-render README.md's figure blocks from their snapshots")
-    r.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
+    r = sub.add_parser("readme", help="re-render the figure blocks of README.md and docs/results.md")
+    r.add_argument("--readme", nargs="+", default=None, metavar="PAGE",
+                   help=f"the pages to update, snapshot paths relative to the first one's folder (default: "
+                        f"{', '.join(PAGES)}, relative to the working directory: the repository root)")
     r.add_argument("--check", action="store_true", help="only compare: exit 1 when the README is out of date")
     ns = p.parse_args(argv)
     try:
@@ -126,21 +129,23 @@ def main(argv: list[str] | None = None) -> int:
             files = snapshot(ns.run, ns.out)
             print(f"snapshot: {len(files)} files -> {ns.out}")
             return 0
-        readme = Path(ns.readme)
-        text = readme.read_text()
-        new = render_readme(text, readme.resolve().parent)
-        if ns.check:
+        pages = [Path(p) for p in (ns.readme or PAGES)]
+        root = Path(".") if ns.readme is None else pages[0].resolve().parent
+        stale = 0
+        for readme in pages:
+            text = readme.read_text()
+            new = render_readme(text, root)
+            if ns.check:
+                if new != text:
+                    print(f"{readme}: figure blocks differ from their snapshots; run "
+                          "`python -m eegsine.bench.report.results readme`", file=sys.stderr)
+                    stale += 1
+                continue
             if new != text:
-                print(f"{readme}: figure blocks differ from their snapshots; run "
-                      "`python -m eegsine.bench.report.results "
-                      "readme`", file=sys.stderr)
-                return 1
-            return 0
-        if new != text:
-            atomic_write_text(readme, new)
-        print(f"{readme}: {len(_BLOCK.findall(text))} figure block(s), {len(_TABLE.findall(text))} table block(s) "
-              "rendered")
-        return 0
+                atomic_write_text(readme, new)
+            print(f"{readme}: {len(_BLOCK.findall(text))} figure block(s), {len(_TABLE.findall(text))} table block(s) "
+                  "rendered")
+        return 1 if stale else 0
     except UserError as e:
         print(f"eegsine results: {e}", file=sys.stderr)
         return 2
