@@ -99,7 +99,7 @@ class OrtSession:
 
     @property
     def output_names(self) -> list[str]:
-        return list(self._names)
+        return self._names  # not a copy: Bundle.run compares it on every call
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self._names, feeds)
@@ -130,6 +130,8 @@ class OpenVINOSession:
 
         self.inputs = [spec(p, r) for p, r in zip(compiled.inputs, model.inputs)]
         self.outputs = [spec(p, r) for p, r in zip(compiled.outputs, model.outputs)]
+        self._names = [o.name for o in self.outputs]
+        self._ports = list(compiled.outputs)
 
     @property
     def input_names(self) -> list[str]:
@@ -137,12 +139,12 @@ class OpenVINOSession:
 
     @property
     def output_names(self) -> list[str]:
-        return [o.name for o in self.outputs]
+        return self._names  # not a copy: Bundle.run compares it on every call
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         # share_outputs=False (the default): the arrays are copies, not views the next call overwrites
         res = self.request.infer(feeds)
-        return [np.asarray(res[p]) for p in self.compiled.outputs]
+        return [np.asarray(res[p]) for p in self._ports]
 
     def config(self, key: str) -> Any:
         """A property of the compiled model as the plugin applied it (``"INFERENCE_PRECISION_HINT"``, ...)."""

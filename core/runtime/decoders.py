@@ -4,7 +4,9 @@ A bundle is a folder written by ``eegsine export``: ``manifest.json`` plus ``.on
 (FP32 and INT8). :class:`Bundle` reads the manifest, refuses file paths that leave the
 folder, checks every file's sha256 before anything runs, and opens ONNX Runtime sessions
 with the best available provider (TensorRT > CUDA > CPU) and a fixed intra-op thread
-count when asked.
+count when asked, or OpenVINO sessions on the same files (:mod:`eegsine.runtime.backends`,
+``backend=``). Left to ``auto``, each model runs this host's recorded (backend, precision,
+threads) of ``eegsine-verify --tune`` (:mod:`eegsine.runtime.tuning`), else ORT in FP32.
 
 INT8 accuracy depends on the CPU (:mod:`eegsine.runtime.isa`). Opening an INT8 model on a host
 whose ISA class has no passing record for that file in ``verifications.json``
@@ -163,7 +165,7 @@ def select_providers(preferred: list[str] | None = None) -> list[str]:
 
 
 class Bundle:
-    """An export bundle folder: manifest, verified files, ONNX Runtime sessions."""
+    """An export bundle folder: manifest, verified files, backend sessions (ONNX Runtime or OpenVINO)."""
 
     def __init__(self, path: str | Path, verify: bool = True, threads: int | None = None,
                  providers: list[str] | None = None, strict: bool = False, check_proven: bool = True,
