@@ -226,3 +226,18 @@ def test_every_high_level_class_takes_backend():
     ref = EEGDecoder(b, "fp32", threads=1, backend="ort")
     x = np.random.default_rng(1).standard_normal((3, h.N_CHANS, h.N_TIMES)).astype(np.float32)
     assert sqnr(ref.embed(x), dec.embed(x)) >= DeviceVerifyConfig().min_sqnr_fp32_db
+
+
+def test_verify_command_takes_backend_and_tune(tmp_path, capsys):
+    from eegsine.commands.verify import main
+
+    b = _copy(h.clf_bundle(), tmp_path / "b")
+    assert main([str(b), "--backend", "openvino", "--threads", "1", "--no-record"]) == 0
+    out = capsys.readouterr().out
+    assert "backend openvino on CPU" in out and "overall: PASSED" in out and not (b / RECORDS).exists()
+    assert main([str(b), "--tune", "--threads", "1", "--tune-calls", "5", "--backend", "ort"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("<- chosen") == 1 and "openvino" not in out.split("tuned on")[1]  # --backend limits the tune
+    kinds = [r.get("kind", r.get("backend")) for r in load_records(b)]
+    assert kinds == ["ort", TUNE_KIND]
+    assert main([str(b), "--tune-tie-pct", "100"]) == 2  # a tie of 100 % would make every timing a tie
