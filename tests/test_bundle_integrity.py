@@ -84,6 +84,6 @@ def test_contract_that_does_not_fit_the_graph_is_refused(tmp_path):
     def rank(m):
         m["models"]["classifier"]["contract"]["outputs"][0]["shape"].append(1)
     b2 = _copy(h.clf_bundle(), tmp_path / "b2", rank)
-    with pytest.raises(UserError, match=r"output 'logits' is tensor\(float\) of rank 2 in the graph, "
+    with pytest.raises(UserError, match=r"output 'logits' is float32 of rank 2 in the graph, "
                                         r"the contract says float32 of rank 3"):
         Bundle(b2).session("classifier", "fp32")

@@ -1,6 +1,13 @@
 """The ISA helper on fake /proc/cpuinfo contents: every class the INT8 code paths distinguish."""
 from __future__ import annotations
 
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+
 import pytest
 
 from eegsine.runtime.isa import SATURATING_CLASSES, host_facts, int8_features, isa_class, parse_cpuinfo
@@ -78,3 +85,34 @@ def test_env_report_names_this_hosts_int8_class():
     assert rep["int8_isa_class"].split()[0] == this_host()["isa_class"]
     assert rep["int8_features"] == (", ".join(this_host()["int8_features"]) or "none")
     assert rep["onnxruntime"] == this_host()["onnxruntime"]
+
+
+def test_emulated_cpu_is_classed_by_what_the_process_runs_on():
+    # qemu-x86_64 -cpu Haswell on a Sapphire Rapids host: /proc/cpuinfo is the host's (AMX, AVX-VNNI, AVX-512),
+    # the process's CPUID is Haswell's. A flag CPUID denies shows cpuinfo is another CPU's, so AMX and AVX-VNNI
+    # (which CPUID tables here do not track) are not read from it either
+    spr = _x86(_AVX2 + " avx512f avx512bw avx512_vnni avx_vnni amx_bf16 amx_tile amx_int8")
+    haswell = {"AVX2": True, "AVX512BW": False, "AVX512VNNI": False}
+    facts = int8_features(cpuinfo=spr, cpuid=haswell, machine="x86_64")
+    assert isa_class(facts) == "x86-avx2" and facts["cpuinfo_is_this_cpu"] is False
+    assert facts["source"]["amx_int8"] == "not-this-cpu" and not facts["features"]["avx_vnni"]
+    h = host_facts(cpuinfo=spr, cpuid=haswell, machine="x86_64")
+    assert h["emulated"] and h["u8s8_saturates"] and h["isa_class"] == "x86-avx2"
+    # the same host natively: CPUID agrees with cpuinfo, which is then trusted for AMX
+    native = int8_features(cpuinfo=spr, cpuid={"AVX2": True, "AVX512BW": True, "AVX512VNNI": True}, machine="x86_64")
+    assert isa_class(native) == "x86-amx" and native["cpuinfo_is_this_cpu"]
+
+
+@pytest.mark.skipif(shutil.which("qemu-x86_64") is None or platform.machine() != "x86_64",
+                    reason="needs qemu-user on x86_64 (`make qemu` installs Debian's qemu-user)")
+def test_isa_class_under_qemu_haswell_is_avx2():
+    """The real thing: under ``qemu-x86_64 -cpu Haswell-v4`` the process runs AVX2 code whatever the host is."""
+    code = "import json; from eegsine.runtime.isa import this_host; print(json.dumps(this_host()))"
+    r = subprocess.run([shutil.which("qemu-x86_64"), "-cpu", "Haswell-v4", sys.executable, "-P", "-c", code],
+                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-2000:]
+    h = json.loads(r.stdout.strip().splitlines()[-1])
+    assert h["isa_class"] == "x86-avx2" and h["u8s8_saturates"], h
+    assert not {"amx_int8", "avx_vnni", "avx512_vnni", "avx512bw"} & set(h["int8_features"]), h
+    host_flags = parse_cpuinfo(open("/proc/cpuinfo").read())["flags"]
+    assert h["emulated"] == bool({"avx512bw", "avx512_vnni"} & host_flags)  # detectable where the host has more

@@ -101,9 +101,9 @@ SEED_ATOL = 1e-5
 def test_same_seed_same_images_in_torch_and_runtime():
     """One seed, one image: the torch pipeline and the runtime draw the same initial latents
     (eegsine.runtime.noise), per image, so the images agree within fp32 tolerance."""
-    from eegsine.models.diffusion import load_diffusion
+    from eegsine.models.diffusion import EEGDiffusion
 
-    model, _ = load_diffusion(h.diffusion_run())
+    model = EEGDiffusion.from_pretrained(h.diffusion_run())
     pipe = model.pipeline("ddim")
     pipe.set_progress_bar_config(disable=True)
     eeg = h.eeg_set().x[:3]

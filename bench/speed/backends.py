@@ -1,4 +1,4 @@
-"""Backend runners for the benchmark table: torch eager, torch.compile, ONNX Runtime, TensorRT.
+"""Backend runners for the benchmark table: torch eager, torch.compile, ONNX Runtime, OpenVINO, TensorRT.
 
 Each ``make_*`` returns a :class:`Runner` (a zero-argument callable per batch size plus
 metadata) or raises :class:`BackendUnavailable` with the reason, which the table records
@@ -12,7 +12,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from eegsine.errors import importable
 from eegsine.export.tensorrt import TRTRunner
+from eegsine.runtime.backends import open_session
 
 
 class BackendUnavailable(Exception):
@@ -86,6 +88,19 @@ def make_onnxruntime(path: str | Path, threads: int, backend: str, precision: st
 
     total = path.stat().st_size + sum(p.stat().st_size for p in path.parent.glob(path.name + ".data"))
     return Runner(backend, precision, call, total, ",".join(sess.get_providers()))
+
+
+def make_openvino(path: str | Path, threads: int, backend: str, precision: str) -> Runner:
+    """OpenVINO on the CPU with the runtime's own settings (:func:`eegsine.runtime.backends.open_session`: f32
+    precision hint, no pinning, LATENCY, ``threads``), so its row times what the runtime would run."""
+    if not importable("openvino"):
+        raise BackendUnavailable("openvino not installed (pip install openvino)")
+    path = Path(path)
+    if not path.exists():
+        raise BackendUnavailable(f"{path.name} not in the bundle")
+    sess = open_session("openvino", path.read_bytes(), threads, where=str(path))
+    return Runner(backend, precision, lambda feeds: sess.run(feeds), path.stat().st_size,
+                  "OpenVINO CPU, f32 hint, unpinned, LATENCY")
 
 
 def make_tensorrt(engine_path: str | Path | None, contract: Any, backend: str, precision: str) -> Runner:

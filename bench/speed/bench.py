@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eegsine.bench.speed.backends import (BackendUnavailable, Runner, make_onnxruntime, make_tensorrt,
+from eegsine.bench.speed.backends import (BackendUnavailable, Runner, make_onnxruntime, make_openvino, make_tensorrt,
                                           make_torch_compile, make_torch_eager)
 from eegsine.bench.report.doc import md_table
 from eegsine.bench.speed.timing import measure_memory, peak_rss_mb, set_threads, time_callable
@@ -36,6 +36,9 @@ from eegsine.export.quantize import Int8Config, quantize, sqnr
 from eegsine.io import atomic_write_text, write_json
 from eegsine.bench.speed.targets import check_targets
 from eegsine.runtime.isa import describe, this_host
+from eegsine.runtime.records import load_records, record_backend
+from eegsine.runtime.tuning import TUNE_KIND, choose
+from eegsine.runtime.verify import combination_passed
 
 # "decision", "decision_128x440": eegsine stream's marker-to-label latency (eegsine.bench.speed.stream), at the
 # bundle's geometry and at 128 ch x 440 @ 1 kHz
@@ -44,8 +47,12 @@ MODELS = ("eeg_encoder", "eeg_encoder_128x440", "unet", "vae_decoder", "generati
 # bench backend -> (Int8Config.target, act_type)
 INT8_BACKENDS = {"onnxruntime-int8-portable": ("portable", "s8"), "onnxruntime-int8-x86-vnni": ("x86-vnni", "s8"),
                  "onnxruntime-int8-u8": ("x86-vnni", "u8")}
-BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", *INT8_BACKENDS, "tensorrt-fp16", "tensorrt-int8",
-            "triton")
+# the runtime's own (backend, precision) of a bundle file -> its bench row: the bundle's FP32 and INT8 files as the
+# runtime runs them, on each peer backend (the INT8_BACKENDS rows are re-quantized here, other files)
+RUNTIME_ROWS = {"onnxruntime-fp32": ("ort", "fp32"), "onnxruntime-int8": ("ort", "int8"),
+                "openvino-fp32": ("openvino", "fp32"), "openvino-int8": ("openvino", "int8")}
+BACKENDS = ("torch-eager", "torch-compile", "onnxruntime-fp32", "onnxruntime-int8", *INT8_BACKENDS, "openvino-fp32",
+            "openvino-int8", "tensorrt-fp16", "tensorrt-int8", "triton")
 
 
 @dataclasses.dataclass
@@ -96,6 +103,11 @@ class Case:
     engines: dict[str, Path] = dataclasses.field(default_factory=dict)  # precision -> engine (GPU machines)
     contract: Any = None                         # ExportContract, for TensorRT buffers
     task_metric: Callable[[Callable[[dict[str, np.ndarray]], list[np.ndarray]]], dict[str, float]] | None = None
+    onnx_int8: Path | None = None                # the bundle's INT8 file, as the runtime ships it
+    # this host's verdicts on the bundle's files ((backend, precision) -> gates passed) and the runtime's recorded
+    # choice (backend, precision, threads), from verifications.json (:func:`runtime_verdicts`)
+    passing: dict[tuple[str, str], bool] = dataclasses.field(default_factory=dict)
+    recorded: tuple[str, str, int] | None = None
 
 
 def _int8_runner(case: Case, backend: str, work: Path, threads: int) -> Runner:
@@ -115,10 +127,14 @@ def make_runner(case: Case, backend: str, cfg: BenchConfig, work: Path) -> Runne
         return make_torch_eager(case.module, case.input_names)
     if backend == "torch-compile":
         return make_torch_compile(case.module, case.input_names, case.feeds_b1, case.feeds_bn)
-    if backend == "onnxruntime-fp32":
-        if case.onnx_fp32 is None:
-            raise BackendUnavailable("no FP32 ONNX model")
-        return make_onnxruntime(case.onnx_fp32, cfg.threads, backend, "fp32")
+    if backend in RUNTIME_ROWS:
+        precision = RUNTIME_ROWS[backend][1]
+        path = case.onnx_fp32 if precision == "fp32" else case.onnx_int8
+        if path is None:
+            raise BackendUnavailable(f"no {precision.upper()} ONNX file in the bundle")
+        if backend.startswith("openvino"):
+            return make_openvino(path, cfg.threads, backend, precision)
+        return make_onnxruntime(path, cfg.threads, backend, precision)
     if backend in INT8_BACKENDS:
         return _int8_runner(case, backend, work, cfg.threads)
     if backend.startswith("tensorrt"):
@@ -171,14 +187,53 @@ def bench_case(case: Case, cfg: BenchConfig, work: Path, log: Callable[[str], An
             r["throughput_vs_eager"] = round(r["throughput_per_s"] / eager["throughput_per_s"], 2)
         if fp32 and r.get("status") == "ok" and r.get("file_mb") and fp32.get("file_mb"):
             r["size_vs_ort_fp32"] = round(fp32["file_mb"] / r["file_mb"], 2)
-        if fp32 and r.get("status") == "ok" and r["backend"] in INT8_BACKENDS:
+        if fp32 and r.get("status") == "ok" and r["backend"] in (*INT8_BACKENDS, *RUNTIME_ROWS):
             r["speedup_p50_vs_ort_fp32"] = round(fp32["p50_ms"] / r["p50_ms"], 2)
+    mark_choices(rows, case)
     return rows
 
 
+def mark_choices(rows: list[dict[str, Any]], case: Case) -> None:
+    """``choice`` on the runtime's rows: ``recorded`` (the runtime's default on this host, ``eegsine-verify --tune``)
+    and ``fastest passing`` (the fastest row of this run among the bundle's files whose gates passed here)."""
+    ok = [r for r in rows if r.get("status") == "ok" and r["backend"] in RUNTIME_ROWS]
+    for r in ok:
+        r["gates"] = {True: "passed", False: "failed"}.get(case.passing.get(RUNTIME_ROWS[r["backend"]]), "unverified")
+    passing = [r for r in ok if r["gates"] == "passed"]
+    fastest = min(passing, key=lambda r: r["p50_ms"]) if passing else None
+    for r in ok:
+        marks = []
+        if case.recorded is not None and RUNTIME_ROWS[r["backend"]] == case.recorded[:2]:
+            marks.append(f"recorded ({case.recorded[2]} thread{'s' if case.recorded[2] > 1 else ''})")
+        if r is fastest:
+            marks.append("fastest passing")
+        if marks:
+            r["choice"] = ", ".join(marks)
+
+
+def runtime_verdicts(bundle: Any, model: str) -> tuple[dict[tuple[str, str], bool], tuple[str, str, int] | None]:
+    """This host's verdicts on ``model``'s bundle files and the runtime's recorded choice: from the tune record
+    where there is one (its candidates carry the gates of each backend and precision), else from the newest
+    verification record of each backend on this ISA class that judged these files."""
+    cands = bundle.tuned(model)
+    if cands:
+        chosen = choose(cands)
+        verdicts = {(c.backend, c.precision): c.passed for c in cands}
+        return verdicts, None if chosen is None else (chosen.backend, chosen.precision, chosen.threads)
+    files = {rel: bundle.manifest["files"][rel]["sha256"] for rel in bundle.manifest["models"][model]["files"].values()}
+    passing: dict[tuple[str, str], bool] = {}
+    for r in reversed(load_records(bundle.root)):
+        if (r.get("kind") == TUNE_KIND or r["host"]["isa_class"] != this_host()["isa_class"]
+                or any(r["files"].get(rel) != sha for rel, sha in files.items())):
+            continue
+        for p in bundle.manifest["models"][model]["files"]:
+            passing.setdefault((record_backend(r), p), combination_passed(r, model, p))
+    return passing, None
+
+
 # -- output ---------------------------------------------------------------------------------------
-COLUMNS = ("model", "backend", "status", "precision", "threads", "p50_ms", "p90_ms", "p99_ms", "speedup_p50_vs_eager",
-           "speedup_p50_vs_ort_fp32",
+COLUMNS = ("model", "backend", "status", "precision", "threads", "choice", "gates", "p50_ms", "p90_ms", "p99_ms",
+           "speedup_p50_vs_eager", "speedup_p50_vs_ort_fp32",
            "batch_large", "throughput_per_s", "throughput_vs_eager", "mem_growth_mb", "file_mb", "size_vs_ort_fp32",
            "sqnr_db_vs_torch", "accuracy", "reason")
 
@@ -199,7 +254,12 @@ def render_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
              "",
              f"INT8 host: {meta.get('int8_host', '?')}. INT8 rows: portable = 7-bit weights + s8 activations (the "
              "default target, same accuracy on every CPU); x86-vnni = full-range weights + s8; u8 = full-range "
-             "weights + u8 activations. Full-range rows lose accuracy on x86 CPUs without VNNI (int16 saturation).", ""]
+             "weights + u8 activations. Full-range rows lose accuracy on x86 CPUs without VNNI (int16 saturation).", "",
+             "onnxruntime-fp32/-int8 and openvino-fp32/-int8: the bundle's own files as the runtime runs them on each "
+             "peer backend (OpenVINO with the f32 hint, unpinned). gates: their golden-set gates on this host "
+             "(eegsine-verify [--backend openvino | --tune]). choice: recorded = the runtime's default here "
+             "(eegsine-verify --tune, at its recorded thread count); fastest passing = the fastest of those rows in "
+             "this run whose gates passed.", ""]
     return "\n".join(lines + md_table(cols, [[_fmt(r.get(c)) for c in cols] for r in rows])) + "\n"
 
 

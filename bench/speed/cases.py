@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from eegsine.bench.speed.bench import BenchConfig, Case, run_bench
+from eegsine.bench.speed.bench import BenchConfig, Case, run_bench, runtime_verdicts
 from eegsine.errors import UserError
 from eegsine.bench.speed.stream import bundle_128x1k, decision_rows
 from eegsine.bench.speed.timing import time_callable
@@ -46,6 +46,13 @@ def _engines(bundle: Any, model: str) -> dict[str, Path]:
     return {names[p]: bundle.root / e["file"] for p, e in found.items() if p in names}
 
 
+def _runtime(bundle: Any, model: str) -> dict[str, Any]:
+    """The Case fields of the runtime's own rows: the bundle's INT8 file, this host's verdicts, the recorded choice."""
+    passing, recorded = runtime_verdicts(bundle, model)
+    return {"onnx_int8": bundle.model_path(model, "int8") if bundle.has(model, "int8") else None,
+            "passing": passing, "recorded": recorded}
+
+
 def _accuracy_metric(images: np.ndarray, labels: np.ndarray, max_batch: int) -> Callable:
     def metric(call: Callable[[dict[str, np.ndarray]], list[np.ndarray]]) -> dict[str, float]:
         preds = []
@@ -66,7 +73,7 @@ def classifier_cases(run: Path, bundle: Any, cfg: BenchConfig, work: Path) -> li
     bn = {"images": np.ascontiguousarray(test_x[: min(cfg.batch, max_b)])}
     cases = [Case("classifier", item.module, item.contract.input_names, b1, bn,
                   bundle.model_path("classifier", "fp32"), item.calibration, _engines(bundle, "classifier"),
-                  item.contract, task_metric=_accuracy_metric(test_x, test_y, max_b))]
+                  item.contract, task_metric=_accuracy_metric(test_x, test_y, max_b), **_runtime(bundle, "classifier"))]
     head = item.module.head
     if item.module.cfg.head == "sine":
         cases.append(sine_head_case(head, item, cfg, work))
@@ -104,7 +111,7 @@ def eeg_cases(eeg_run: Path, bundle: Any, cfg: BenchConfig) -> tuple[list[Case],
         b1 = {k: np.ascontiguousarray(v[:1]) for k, v in item.holdout[0].items()}
         bn = _batch(item.holdout + item.calibration, min(cfg.batch, max_b))
         cases.append(Case(name, item.module, item.contract.input_names, b1, bn, bundle.model_path(name, "fp32"),
-                          item.calibration, _engines(bundle, name), item.contract))
+                          item.calibration, _engines(bundle, name), item.contract, **_runtime(bundle, name)))
     test = eeg_set.splits["test"]
     return cases, {"eeg_set": eeg_set, "test_eeg": eeg_set.x[test][:16]}
 

@@ -15,7 +15,8 @@ from eegsine.config import add_config_args, check_threads, config_from_args, hel
 from eegsine.errors import UserError, install_hint
 from eegsine.runtime import verify
 from eegsine.runtime.records import RECORDS
-from eegsine.runtime.verify import DeviceVerifyConfig, render, verify_on_device
+from eegsine.runtime.backends import BACKENDS
+from eegsine.runtime.verify import DeviceVerifyConfig, render, render_tune, tune_on_device, verify_on_device
 
 
 
@@ -26,6 +27,13 @@ def add_arguments(p: argparse.ArgumentParser, threads_flag: bool = True) -> None
         p.add_argument("--threads", type=int, default=None,
                        help="ONNX Runtime intra-op threads (default: ORT's choice)")
     p.add_argument("--no-record", action="store_true", help="print the figures without appending to verifications.json")
+    p.add_argument("--backend", choices=list(BACKENDS), default=None,
+                   help="run the golden-set gates with this backend; the record proves files for it only "
+                        "(default: ort; with --tune: every backend installed here)")
+    p.add_argument("--tune", action="store_true",
+                   help="verify with every backend here, then time each model file's (backend, precision, threads "
+                        "1..usable CPUs; --threads: that count only) at batch 1 and record the fastest combination "
+                        "that passed its gates: the runtime's default on this host (ISA class + CPU model)")
     add_config_args(p, DeviceVerifyConfig)
 
 
@@ -34,7 +42,16 @@ def run(ns: argparse.Namespace) -> int:
     if threads is not None:
         threads = check_threads(threads, "--threads")
     cfg = config_from_args(DeviceVerifyConfig, ns)
-    record = verify_on_device(ns.bundle, cfg, threads=threads, append=not ns.no_record, log=lambda s: None)
+    if ns.tune:
+        verified, tuned = tune_on_device(ns.bundle, cfg, backends=[ns.backend] if ns.backend else None,
+                                         threads=[threads] if threads else None, append=not ns.no_record,
+                                         log=lambda s: None)
+        print("\n\n".join(render(r) for r in verified.values()) + "\n\n" + render_tune(tuned))
+        if not ns.no_record:
+            print(f"records appended ({len(verified)} verification(s) and the tuning): {Path(ns.bundle) / RECORDS}")
+        return 0 if tuned["passed"] else 1
+    record = verify_on_device(ns.bundle, cfg, threads=threads, append=not ns.no_record, log=lambda s: None,
+                              backend=ns.backend or "ort")
     print(render(record))
     if not ns.no_record:
         print(f"record appended: {Path(ns.bundle) / RECORDS}")

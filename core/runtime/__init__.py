@@ -7,7 +7,9 @@ Public API (``from eegsine.runtime import ...``), from :mod:`eegsine.runtime.dec
 
 The modules of this folder:
 
-* ``decoders`` -- the bundle (manifest, sha256, ONNX Runtime sessions) and the three decoders.
+* ``decoders`` -- the bundle (manifest, sha256, backend sessions) and the three decoders.
+* ``backends`` -- ONNX Runtime and OpenVINO behind one session protocol (OpenVINO imported only when chosen).
+* ``tuning`` -- the per-host choice of (backend, precision, threads) per model that ``eegsine-verify --tune`` records.
 * ``noise`` -- a diffusion trajectory's initial latents for a seed, per image (numpy; the torch pipeline's too).
 * ``contracts``, ``manifest``, ``preprocessing``, ``isa`` -- what a bundle declares: each model's I/O
   contract, the manifest schema, the EEG preprocessing to apply, the CPU's INT8 ISA class.

@@ -4,7 +4,9 @@ A bundle is a folder written by ``eegsine export``: ``manifest.json`` plus ``.on
 (FP32 and INT8). :class:`Bundle` reads the manifest, refuses file paths that leave the
 folder, checks every file's sha256 before anything runs, and opens ONNX Runtime sessions
 with the best available provider (TensorRT > CUDA > CPU) and a fixed intra-op thread
-count when asked.
+count when asked, or OpenVINO sessions on the same files (:mod:`eegsine.runtime.backends`,
+``backend=``). Left to ``auto``, each model runs this host's recorded (backend, precision,
+threads) of ``eegsine-verify --tune`` (:mod:`eegsine.runtime.tuning`), else ORT in FP32.
 
 INT8 accuracy depends on the CPU (:mod:`eegsine.runtime.isa`). Opening an INT8 model on a host
 whose ISA class has no passing record for that file in ``verifications.json``
@@ -44,7 +46,8 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
-from eegsine.config import check_threads
+from eegsine.config import check_threads, usable_cpus
+from eegsine.runtime.backends import BackendSession, available_backends, check_backend, open_session
 from eegsine.runtime.contracts import ExportContract
 from eegsine.runtime.isa import SATURATING_CLASSES, this_host
 from eegsine.runtime.preprocessing import PreprocessingSpec
@@ -53,6 +56,7 @@ from eegsine.errors import UserError, require
 from eegsine.io import read_json, sha256_file
 from eegsine.runtime.manifest import PRECISIONS, check_manifest
 from eegsine.runtime.noise import check_seed, initial_latents
+from eegsine.runtime.tuning import Candidate, choose, tuned_candidates
 
 MANIFEST = "manifest.json"
 BUNDLE_FORMAT = "eegsine-bundle"
@@ -161,14 +165,16 @@ def select_providers(preferred: list[str] | None = None) -> list[str]:
 
 
 class Bundle:
-    """An export bundle folder: manifest, verified files, ONNX Runtime sessions."""
+    """An export bundle folder: manifest, verified files, backend sessions (ONNX Runtime or OpenVINO)."""
 
     def __init__(self, path: str | Path, verify: bool = True, threads: int | None = None,
-                 providers: list[str] | None = None, strict: bool = False, check_proven: bool = True):
+                 providers: list[str] | None = None, strict: bool = False, check_proven: bool = True,
+                 backend: str = "auto"):
         if not isinstance(path, (str, os.PathLike)):
             raise UserError(f"bundle: expected a folder path, got {_describe(path)}")
         self.root = Path(path)
         self.threads = None if threads is None else check_threads(threads, "threads")
+        self.backend = check_backend(backend)
         self.strict = strict
         self.check_proven = check_proven
         self._proven_checked: set[str] = set()
@@ -201,7 +207,8 @@ class Bundle:
                 if got != want:
                     raise UserError(f"{self.root / rel}: sha256 {got[:12]}... does not match the manifest's "
                                     f"{want[:12]}... (file changed or corrupted)")
-        self._sessions: dict[tuple[str, str], Any] = {}
+        self._sessions: dict[tuple[str, str], BackendSession] = {}
+        self._tuned: dict[str, list[Candidate]] = {}  # read once: this host's tune record, per model
         self._contracts: dict[str, ExportContract] = {}  # parsed once: run() is on a device's per-decision path
 
     # -- models ------------------------------------------------------------------------------
@@ -236,12 +243,15 @@ class Bundle:
         Warns once per model (``strict=True``: raises :class:`UserError`)."""
         rel = self.manifest["models"][model]["files"]["int8"]
         host = this_host()["isa_class"]
-        proven = proven_classes(load_records(self.root), self.manifest["files"][rel]["sha256"])
+        backend = self.plan(model, "int8")[0]
+        proven = proven_classes(load_records(self.root), self.manifest["files"][rel]["sha256"], backend)
         if host in proven:
             return None
         target = self.manifest["models"][model].get("quantization", {}).get("target", "x86-vnni")
-        why = (f"{self.root / rel}: INT8 (target {target}) has no passing verification on this host's ISA class "
-               f"{host} (proven on: {', '.join(sorted(proven)) or 'none'}); run `eegsine-verify {self.root}`")
+        on = "" if backend == "ort" else f" with {backend}"
+        flag = "" if backend == "ort" else f" --backend {backend}"
+        why = (f"{self.root / rel}: INT8 (target {target}) has no passing verification{on} on this host's ISA class "
+               f"{host} (proven on: {', '.join(sorted(proven)) or 'none'}); run `eegsine-verify{flag} {self.root}`")
         if target != "portable" and host in SATURATING_CLASSES:
             why += (f"; its full-range weights saturate int16 products on {host} (no VNNI): "
                     "expect degraded accuracy, re-export with --target portable")
@@ -258,54 +268,74 @@ class Bundle:
         if precision == "int8" and self.check_proven:
             self.check_int8_proven(model)
 
-    def session(self, model: str, precision: str = "fp32") -> Any:
+    def plan(self, model: str, precision: str | None = None) -> tuple[str, str, int | None]:
+        """(backend, precision, threads) ``model`` runs with: the fastest passing combination of this host's tune
+        record (:mod:`eegsine.runtime.tuning`) within the explicit ``backend``/``threads`` of the Bundle and the
+        ``precision`` given; without a record for them, today's default (ORT, FP32, ORT's thread count)."""
+        backend = None if self.backend == "auto" else self.backend
+        if backend is None and self.providers is not None:
+            backend = "ort"  # providers are ONNX Runtime's: naming them picks it
+        c = choose(self.tuned(model), backend=backend, precision=precision, threads=self.threads,
+                   backends=available_backends(), max_threads=usable_cpus())
+        if c is None:
+            return backend or "ort", precision or "fp32", self.threads
+        return c.backend, c.precision, c.threads
+
+    def tuned(self, model: str) -> list[Candidate]:
+        """The candidates this host's newest tune record holds for ``model``'s files ([] without one)."""
+        if model not in self._tuned:
+            entry = self.manifest.get("models", {}).get(model, {})
+            files = {rel: self.manifest["files"][rel]["sha256"] for rel in entry.get("files", {}).values()}
+            recs = load_records(self.root) if files else []
+            self._tuned[model] = tuned_candidates(recs, this_host(), model, files)
+        return self._tuned[model]
+
+    def model_bytes(self, model: str, precision: str) -> bytes:
+        """The ONNX file's bytes, checked against the manifest's sha256 (``verify=True``) as they are read: the
+        bytes a backend is given, not the file as it was at Bundle(), so a file swapped in between construction
+        and first use does not run (check-then-use)."""
+        path = self.model_path(model, precision)
+        data = path.read_bytes()
+        if self.verify:
+            rel = self.manifest["models"][model]["files"][precision]
+            got, want = hashlib.sha256(data).hexdigest(), self.manifest["files"][rel]["sha256"]
+            if got != want:
+                raise UserError(f"{path}: sha256 {got[:12]}... does not match the manifest's {want[:12]}... "
+                                "(file changed since the bundle was opened)")
+        return data
+
+    def session(self, model: str, precision: str = "fp32") -> BackendSession:
+        """The backend session of ``model``'s ``precision`` file (:meth:`plan` picks backend and threads), opened
+        once. An ORT session also answers the InferenceSession's own methods (``get_providers()``, ...)."""
         key = (model, precision)
         if key not in self._sessions:
-            ort = require("onnxruntime", "the runtime")
-
+            backend, _, threads = self.plan(model, precision)
             path = self.model_path(model, precision)
             if precision == "int8" and self.check_proven:
                 self.check_int8_proven(model)
-            so = ort.SessionOptions()
-            so.log_severity_level = 3
-            if self.threads:
-                so.intra_op_num_threads = int(self.threads)
-                so.inter_op_num_threads = 1
-            providers = select_providers(self.providers)
-            opts = [self._provider_options(p, model) for p in providers]
-            # verify the bytes ORT is given, not the file as it was at Bundle(): a file swapped in between
-            # construction and first use must not run (check-then-use)
-            data = path.read_bytes()
-            if self.verify:
-                rel = self.manifest["models"][model]["files"][precision]
-                got, want = hashlib.sha256(data).hexdigest(), self.manifest["files"][rel]["sha256"]
-                if got != want:
-                    raise UserError(f"{path}: sha256 {got[:12]}... does not match the manifest's {want[:12]}... "
-                                    "(file changed since the bundle was opened)")
-            try:
-                sess = ort.InferenceSession(data, so, providers=providers, provider_options=opts)
-            except Exception as e:  # noqa: BLE001 - ORT raises its own exception types (Fail, InvalidProtobuf, ...)
-                raise UserError(f"{path}: not a loadable ONNX model "
-                                f"({type(e).__name__}: {str(e).splitlines()[0][:200]})") from None
+            providers = opts = None
+            if backend == "ort":
+                providers = select_providers(self.providers)
+                opts = [self._provider_options(p, model) for p in providers]
+            sess = open_session(backend, self.model_bytes(model, precision), threads, providers, opts, str(path))
             self._check_graph(model, precision, sess)
             self._sessions[key] = sess
         return self._sessions[key]
 
-    def _check_graph(self, model: str, precision: str, sess: Any) -> None:
-        """The ONNX graph's inputs/outputs must match the contract (names, rank, dtype, fixed axes; no input the
-        contract does not feed), or ORT fails deep in a call with its own traceback."""
+    def _check_graph(self, model: str, precision: str, sess: BackendSession) -> None:
+        """The ONNX graph's inputs/outputs, as the backend reads them, must match the contract (names, rank,
+        dtype, fixed axes; no input the contract does not feed), or the backend fails deep in a call with its own
+        traceback."""
         c = self.contract(model)
-        dtypes = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
-                  "tensor(int32)": "int32", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
-        for kind, specs, have in (("input", c.inputs, sess.get_inputs()), ("output", c.outputs, sess.get_outputs())):
+        for kind, specs, have in (("input", c.inputs, sess.inputs), ("output", c.outputs, sess.outputs)):
             got = {a.name: a for a in have}
             for s in specs:
                 a = got.get(s.name)
                 if a is None:
                     raise UserError(f"{self.root}: {model} ({precision}) graph has no {kind} {s.name!r} "
                                     f"(graph {kind}s: {sorted(got)}); the manifest's contract does not fit the file")
-                if len(a.shape) != len(s.shape) or dtypes.get(a.type, a.type) != s.dtype:
-                    raise UserError(f"{self.root}: {model} ({precision}) {kind} {s.name!r} is {a.type} of rank "
+                if len(a.shape) != len(s.shape) or a.dtype != s.dtype:
+                    raise UserError(f"{self.root}: {model} ({precision}) {kind} {s.name!r} is {a.dtype} of rank "
                                     f"{len(a.shape)} in the graph, the contract says {s.dtype} of rank {len(s.shape)}")
                 for axis, (want, fixed) in enumerate(zip(s.shape, a.shape)):
                     if not isinstance(fixed, int) or fixed < 1:
@@ -339,13 +369,21 @@ class Bundle:
             if not isinstance(a, np.ndarray):
                 raise UserError(f"{model} ({precision}): {name} must be a numpy array, got {_describe(a)}")
         c.check_inputs(feeds, what=f"{model} ({precision})")
-        return self.session(model, precision).run(c.output_names, feeds)
+        sess = self.session(model, precision)
+        out = sess.run(feeds)
+        if sess.output_names == c.output_names:
+            return out
+        by = dict(zip(sess.output_names, out))  # the contract's order, whatever order the backend keeps
+        return [by[n] for n in c.output_names]
 
 
 def _open(bundle: Bundle | str | Path, threads: int | None = None, providers: list[str] | None = None,
-          **kw: Any) -> Bundle:
+          backend: str | None = None, **kw: Any) -> Bundle:
     if not isinstance(bundle, Bundle):
-        return Bundle(bundle, threads=threads, providers=providers, **kw)
+        return Bundle(bundle, threads=threads, providers=providers, backend=backend or "auto", **kw)
+    if backend is not None and check_backend(backend) != bundle.backend:
+        raise UserError(f"backend={backend!r} with an open Bundle (backend={bundle.backend!r}): pass backend to "
+                        "Bundle(...) instead, its sessions use the Bundle's")
     if threads is not None and check_threads(threads, "threads") != bundle.threads:
         raise UserError(f"threads={threads} with an open Bundle (threads={bundle.threads}): pass threads to "
                         "Bundle(...) instead, its sessions use the Bundle's")
@@ -393,15 +431,17 @@ class ImageClassifier:
     """Image classifier from a bundle, either head (sine-bounded or standard): images in [0, 1] -> labels.
 
     ``SineClassifier`` is its older name. ``providers``: ONNX Runtime execution providers in order of preference
-    (default TensorRT > CUDA > CPU, those this onnxruntime has; :func:`select_providers`)."""
+    (default TensorRT > CUDA > CPU, those this onnxruntime has; :func:`select_providers`). ``backend``: ``ort``,
+    ``openvino`` or ``auto`` (default: this host's recorded choice, ``eegsine-verify --tune``, else ORT);
+    ``precision`` and ``threads`` left out take the recorded choice too (else FP32 and the backend's default)."""
 
-    def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
-                 strict: bool = False, providers: list[str] | None = None):
-        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict)
-        self.precision = precision
+    def __init__(self, bundle: Bundle | str | Path, precision: str | None = None, threads: int | None = None,
+                 strict: bool = False, providers: list[str] | None = None, backend: str | None = None):
+        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict, backend=backend)
+        self.precision = precision if precision is not None else self.bundle.plan("classifier")[1]
         self.contract = self.bundle.contract("classifier")
-        self.bundle.model_path("classifier", precision)
-        self.bundle.check_at_start("classifier", precision)
+        self.bundle.model_path("classifier", self.precision)
+        self.bundle.check_at_start("classifier", self.precision)
         self.classes: list[str] = self.bundle.manifest["models"]["classifier"].get("classes", [])
 
     def scores(self, images: np.ndarray) -> np.ndarray:
@@ -469,17 +509,17 @@ class EEGDecoder:
     its probability under softmax(-scale / 2 * ||z - p_c||^2) over the classes, z and p_c unit vectors
     (= softmax(scale * cos(z, p_c)), the prototypical loss's logits), ``scale`` fitted at export on the
     validation split (manifest ``models.eeg_encoder.prototypes``). Epochs must already be preprocessed
-    as ``self.preprocessing`` says (:mod:`eegsine.runtime.stream` does that to a live signal). ``providers`` as
-    for :class:`ImageClassifier`.
+    as ``self.preprocessing`` says (:mod:`eegsine.runtime.stream` does that to a live signal). ``providers``,
+    ``backend``, ``precision`` and ``threads`` as for :class:`ImageClassifier`.
     """
 
-    def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
-                 strict: bool = False, providers: list[str] | None = None):
-        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict)
-        self.precision = precision
+    def __init__(self, bundle: Bundle | str | Path, precision: str | None = None, threads: int | None = None,
+                 strict: bool = False, providers: list[str] | None = None, backend: str | None = None):
+        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict, backend=backend)
+        self.precision = precision if precision is not None else self.bundle.plan("eeg_encoder")[1]
         self.contract = self.bundle.contract("eeg_encoder")
-        self.bundle.model_path("eeg_encoder", precision)
-        self.bundle.check_at_start("eeg_encoder", precision)
+        self.bundle.model_path("eeg_encoder", self.precision)
+        self.bundle.check_at_start("eeg_encoder", self.precision)
         entry = self.bundle.manifest["models"]["eeg_encoder"]
         pre = entry.get("preprocessing")
         self.preprocessing = PreprocessingSpec.from_dict(pre) if pre is not None else None
@@ -565,16 +605,20 @@ def _steps_shown(ts: np.ndarray, progress: bool) -> Iterator[tuple[int, int]]:
 class EEGToImage:
     """EEG trials -> images: encoder/token mapper -> DDIM over the UNet (CFG) -> VAE decoder.
 
-    ``precision`` picks the files of every model (``precisions`` overrides it per model); ``providers`` as for
-    :class:`ImageClassifier`. Call it (or :meth:`generate`, the same) with the torch pipeline's arguments.
+    ``precision`` picks the files of every model (``precisions`` overrides it per model; left out, each model's
+    recorded choice for this host, else FP32); ``providers`` and ``backend`` as for :class:`ImageClassifier`.
+    Call it (or :meth:`generate`, the same) with the torch pipeline's arguments.
     """
 
-    def __init__(self, bundle: Bundle | str | Path, precision: str = "fp32", threads: int | None = None,
-                 precisions: dict[str, str] | None = None, strict: bool = False, providers: list[str] | None = None):
-        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict)
+    def __init__(self, bundle: Bundle | str | Path, precision: str | None = None, threads: int | None = None,
+                 precisions: dict[str, str] | None = None, strict: bool = False, providers: list[str] | None = None,
+                 backend: str | None = None):
+        self.bundle = _open(bundle, threads=threads, providers=providers, strict=strict, backend=backend)
         if precisions is not None and not isinstance(precisions, dict):
             raise UserError(f"precisions must be a dict of model -> precision, got {_describe(precisions)}")
-        self.precisions = {m: (precisions or {}).get(m, precision) for m in ("eeg_encoder", "unet", "vae_decoder")}
+        self.precisions = {m: (precisions or {}).get(m, precision if precision is not None
+                                                      else self.bundle.plan(m)[1])
+                           for m in ("eeg_encoder", "unet", "vae_decoder")}
         for m in ("eeg_encoder", "unet", "vae_decoder"):
             self.bundle.model_path(m, self.precisions[m])  # fails early, naming the missing file
             self.bundle.check_at_start(m, self.precisions[m])

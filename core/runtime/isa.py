@@ -13,7 +13,11 @@ Two sources, one rule: the kernel the process runs is chosen by CPUID, so where 
 runtime dispatcher (which executes CPUID) knows a feature, its answer wins over
 ``/proc/cpuinfo`` (emulators such as ``qemu-x86_64 -cpu Haswell`` and some hypervisors
 report the host's flags there); features NumPy does not track (AVX-VNNI, AMX, i8mm) come
-from ``/proc/cpuinfo``. Torch-free: the runtime and ``eegsine-verify`` use it.
+from ``/proc/cpuinfo``, but only where it describes the CPU the process runs on: where it claims a
+feature the process's CPUID denies, it is another CPU's (an emulator's host), and its other flags
+prove nothing here. Without that, a verify under ``qemu-x86_64 -cpu Haswell`` on an AMX host was
+recorded as ``x86-amx`` (AMX and AVX-VNNI read from the host's cpuinfo) instead of ``x86-avx2``.
+Torch-free: the runtime and ``eegsine-verify`` use it.
 """
 from __future__ import annotations
 
@@ -76,8 +80,9 @@ def int8_features(cpuinfo: str | None = None, cpuid: dict[str, bool] | None = No
                   machine: str | None = None) -> dict[str, Any]:
     """The int8-relevant features of this CPU (or of the given ``cpuinfo`` text / ``cpuid`` table).
 
-    Returns {"machine", "model", "features": {name: bool}, "source": {name: "cpuid"|"cpuinfo"|"absent"}}.
-    Pass ``cpuid={}`` to ignore the process's CPUID (tests with fake cpuinfo do).
+    Returns {"machine", "model", "features": {name: bool}, "source": {name: "cpuid"|"cpuinfo"|"absent"|
+    "not-this-cpu"}, "cpuinfo_is_this_cpu": bool}. Pass ``cpuid={}`` to ignore the process's CPUID (tests with fake
+    cpuinfo do).
     """
     if cpuinfo is None:
         try:
@@ -88,17 +93,23 @@ def int8_features(cpuinfo: str | None = None, cpuid: dict[str, bool] | None = No
         cpuid = numpy_cpu_features() or {}
     machine = (machine or platform.machine() or "").lower()
     info = parse_cpuinfo(cpuinfo)
+    claimed = {name: any(a in info["flags"] for a in aliases) for name, aliases in CPUINFO_NAMES.items()}
+    # a feature cpuinfo claims and the process's CPUID denies: cpuinfo describes another CPU (emulation)
+    this_cpu = not any(claimed[n] and np_name in cpuid and not cpuid[np_name] for n, np_name in NUMPY_NAMES.items())
     feats: dict[str, bool] = {}
     source: dict[str, str] = {}
-    for name, aliases in CPUINFO_NAMES.items():
+    for name in CPUINFO_NAMES:
         np_name = NUMPY_NAMES.get(name)
         if np_name is not None and np_name in cpuid:
             feats[name], source[name] = bool(cpuid[np_name]), "cpuid"
-        elif info["flags"]:
-            feats[name], source[name] = any(a in info["flags"] for a in aliases), "cpuinfo"
+        elif info["flags"] and this_cpu:
+            feats[name], source[name] = claimed[name], "cpuinfo"
+        elif info["flags"]:  # unknown for the CPU the process runs on: not claimed (a slower class is the safe one)
+            feats[name], source[name] = False, "not-this-cpu"
         else:
             feats[name], source[name] = False, "absent"
-    return {"machine": machine, "model": info["model"], "features": feats, "source": source}
+    return {"machine": machine, "model": info["model"], "features": feats, "source": source,
+            "cpuinfo_is_this_cpu": this_cpu}
 
 
 def isa_class(facts: dict[str, Any]) -> str:
@@ -136,7 +147,8 @@ def host_facts(cpuinfo: str | None = None, cpuid: dict[str, bool] | None = None,
     return {"isa_class": cls, "int8_features": sorted(k for k, v in facts["features"].items() if v),
             "u8s8_saturates": cls in SATURATING_CLASSES,
             "cpu": facts["model"] or platform.processor() or facts["machine"],
-            "machine": facts["machine"], "feature_source": facts["source"], **ort_facts()}
+            "machine": facts["machine"], "feature_source": facts["source"],
+            "emulated": not facts["cpuinfo_is_this_cpu"], **ort_facts()}
 
 
 @functools.lru_cache(maxsize=1)

@@ -112,7 +112,10 @@ class StreamConfig(Config):
         "help": "markers are class index + 1 (as `eegsine data export-recording` writes): report accuracy. A "
                 "recording (file:, brainflow:playback:) with any other code (99, -1, 2.5) is refused; on a live "
                 "source such a marker is not decided nor scored: a dropped_marker event, counted as unknown_markers"})
-    threads: int = dataclasses.field(default=0, metadata={"help": "ONNX Runtime intra-op threads (0: ORT's choice)"})
+    threads: int = dataclasses.field(default=0, metadata={
+        "help": "intra-op threads (0: this host's recorded choice, eegsine-verify --tune, else the backend's)"})
+    backend: Literal["auto", "ort", "openvino"] = dataclasses.field(default="auto", metadata={
+        "help": "ort, openvino, or auto: this host's recorded choice (eegsine-verify --tune), else ort"})
 
     def validate(self) -> None:
         if self.precision not in ("fp32", "int8"):
@@ -234,7 +237,7 @@ class StreamRunner:
             raise UserError("stream: --bundle is required")
         self.cfg = cfg
         self.warnings: list[str] = []
-        self.bundle = Bundle(cfg.bundle, threads=cfg.threads or None)
+        self.bundle = Bundle(cfg.bundle, threads=cfg.threads or None, backend=cfg.backend)
         entry = self.bundle.manifest["models"].get("eeg_encoder")
         if entry is None:
             raise UserError(f"{cfg.bundle}: the bundle has no EEG encoder")

@@ -4,7 +4,10 @@ INT8 accuracy depends on the CPU (:mod:`eegsine.runtime.isa`): a bundle proven o
 can silently degrade on another. This re-runs, with ONNX Runtime on *this* host, the
 bundle's golden set (written at export, see ``eegsine.export.golden``): each model's
 held-out real inputs and their torch FP32 outputs, and for the classifier a labelled test
-set plus PGD examples crafted white-box on the torch model. Figures:
+set plus PGD examples crafted white-box on the torch model. ``--backend openvino`` runs the same set and
+gates with OpenVINO: a record names its backend and proves files for that backend only. ``--tune``
+verifies with every backend installed, then times each model file's (backend, precision, threads) at
+batch 1 and records the fastest passing combination (:mod:`eegsine.runtime.tuning`). Figures:
 
 * SQNR (dB) of ORT FP32 and ORT INT8 against the torch outputs, per model and output; the
   UNet per timestep, gated only where the bundle runs it in INT8
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import functools
 import re
 import zipfile
 from pathlib import Path
@@ -36,13 +40,16 @@ from typing import Any, Callable
 import numpy as np
 
 import eegsine
-from eegsine.config import Config
+from eegsine.config import Config, usable_cpus
 from eegsine.errors import UserError
+from eegsine.runtime.backends import available_backends, check_backend, open_session
 from eegsine.runtime.contracts import ExportContract, TensorSpec
 from eegsine.runtime.decoders import Bundle, EEGDecoder, _batches
 from eegsine.runtime.isa import this_host
 from eegsine.stats import wilson_ci
+from eegsine.runtime.manifest import PRECISIONS
 from eegsine.runtime.records import append_record
+from eegsine.runtime.tuning import TUNE_KIND, Candidate, choose, time_interleaved
 
 
 @dataclasses.dataclass
@@ -75,6 +82,21 @@ class DeviceVerifyConfig(Config):
     # at the largest fitted scale, 300, that is 7.5e-5 (measured: 2.4e-7 at scale 30 on the test encoders)
     max_decision_prob_diff: float = dataclasses.field(default=1e-4, metadata={
         "help": "gate: decision.onnx vs the numpy decoder on the same encoder file, max abs probability difference"})
+    tune_calls: int = dataclasses.field(default=200, metadata={
+        "help": "--tune: timed batch-1 calls of each combination (interleaved rounds; fewer where "
+                "--tune-max-seconds runs out)"})
+    tune_max_seconds: float = dataclasses.field(default=20.0, metadata={
+        "help": "--tune: time cap per model for its interleaved rounds (at least 5 rounds run)"})
+    tune_tie_pct: float = dataclasses.field(default=3.0, metadata={
+        "help": "--tune: medians within this many % of the fastest are a tie, won by the simpler combination"})
+
+    def validate(self) -> None:
+        if self.tune_calls < 1:
+            raise UserError(f"DeviceVerifyConfig.tune_calls: must be >= 1, got {self.tune_calls}")
+        if not self.tune_max_seconds > 0:
+            raise UserError(f"DeviceVerifyConfig.tune_max_seconds: must be > 0, got {self.tune_max_seconds}")
+        if not 0 <= self.tune_tie_pct < 100:
+            raise UserError(f"DeviceVerifyConfig.tune_tie_pct: must be in [0, 100), got {self.tune_tie_pct}")
 
     def floor(self, model: str, manifest: dict[str, Any]) -> float:
         if model == "unet":
@@ -229,7 +251,8 @@ def _model_figures(bundle: Any, model: str, cfg: DeviceVerifyConfig) -> tuple[di
                                               for t, v in sorted(per_t.items(), reverse=True)}
         if p == "fp32":
             worst = min(fig[p][f"{n}_sqnr_db"] for n in c.output_names)
-            gates.append(_gate(f"{model} fp32 SQNR vs torch", worst, cfg.min_sqnr_fp32_db, "dB", True))
+            gates.append({**_gate(f"{model} fp32 SQNR vs torch", worst, cfg.min_sqnr_fp32_db, "dB", True),
+                          "precision": "fp32"})
             continue
         if per_t:
             limit = int(bundle.manifest.get("generation", {}).get("int8_unet_max_timestep", max(per_t)))
@@ -367,19 +390,24 @@ def decision_task(bundle: Any, cfg: DeviceVerifyConfig,
 
 
 def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = None, threads: int | None = None,
-                     append: bool = True, log: Callable[[str], Any] = print) -> dict[str, Any]:
-    """Run the golden set on this host; append the record to the bundle (``append``) and return it."""
+                     append: bool = True, log: Callable[[str], Any] = print, backend: str = "ort") -> dict[str, Any]:
+    """Run the golden set on this host with ``backend`` (``ort`` or ``openvino``: the same gates for each);
+    append the record to the bundle (``append``) and return it. The record names its backend, and proves the
+    files whose model's gates passed for that backend only."""
     cfg = cfg or DeviceVerifyConfig()
-    bundle = Bundle(bundle_dir, threads=threads, check_proven=False)
+    bundle = Bundle(bundle_dir, threads=threads, check_proven=False, backend=check_backend(backend))
+    if backend == "auto":
+        raise UserError("verify: backend must be one backend (ort or openvino), not auto: a record proves files on "
+                        "the backend it ran")
     int8_models = [m for m in bundle.manifest.get("models", {}) if bundle.has(m, "int8")]
     if not int8_models:
         raise UserError(f"{bundle.root}: has no INT8 model to verify (export with --int8)")
     host = this_host()
     record: dict[str, Any] = {"when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                              "host": host, "eegsine": eegsine.__version__, "config": cfg.to_dict(), "models": {},
-                              "files": {}, "gates": []}
+                              "host": host, "eegsine": eegsine.__version__, "backend": backend,
+                              "config": cfg.to_dict(), "models": {}, "files": {}, "gates": []}
     for m in int8_models:
-        log(f"verify {m} on {host['isa_class']} ...")
+        log(f"verify {m} on {host['isa_class']} with {backend} ...")
         fig, gates = decision_task(bundle, cfg) if m == "decision" else _model_figures(bundle, m, cfg)
         for g in gates:
             g["model"] = m
@@ -392,12 +420,12 @@ def verify_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = No
     task, gates = _classifier_task(bundle, cfg)
     if task:
         record["classifier_task"] = task
-        record["gates"] += [{**g, "model": "classifier"} for g in gates]
+        record["gates"] += [{**g, "model": "classifier", "precision": "int8"} for g in gates]
     task, gates = _eeg_task(bundle, cfg)
     if task:
         record["eeg_task"] = task
-        record["gates"] += [{**g, "model": "eeg_encoder"} for g in gates]
-    record["provider"] = bundle.session(int8_models[0], "int8").get_providers()[0]
+        record["gates"] += [{**g, "model": "eeg_encoder", "precision": "int8"} for g in gates]
+    record["provider"] = bundle.session(int8_models[0], "int8").device
     record["passed"] = all(g["passed"] for g in record["gates"])
     # a model is proven where *its* gates passed: a failing VAE leaves the encoder it never touches proven
     record["passed_files"] = {rel: sha for m in int8_models
@@ -418,8 +446,8 @@ def render(record: dict[str, Any]) -> str:
     """The record as a text table (what the command prints)."""
     h = record["host"]
     lines = [f"host: {h['cpu']} ({h['machine']}), ISA class {h['isa_class']}, int8 features: "
-             f"{', '.join(h['int8_features']) or 'none'}; onnxruntime {h['onnxruntime']}, "
-             f"provider {record['provider']}", "",
+             f"{', '.join(h['int8_features']) or 'none'}; onnxruntime {h['onnxruntime']}; backend "
+             f"{record.get('backend', 'ort')} on {record['provider']}", "",
              f"{'model':12s} {'target':9s} {'fp32 dB':>9s} {'int8 dB':>9s}  feeds"]
     for m, f in record["models"].items():
         if m == "decision":  # judged against the numpy decoder, not torch: its own lines below
@@ -456,3 +484,86 @@ def render(record: dict[str, Any]) -> str:
     lines.append(f"overall: {'PASSED' if record['passed'] else 'FAILED'}")
     return "\n".join(lines)
 
+
+
+# -- tuning: the fastest passing (backend, precision, threads) per model, measured on this host -------------------
+def combination_passed(record: dict[str, Any], model: str, precision: str) -> bool:
+    """Whether ``model``'s ``precision`` file passed its gates in a verification ``record`` (of one backend): FP32
+    needs the model's FP32 gates, INT8 all of the model's gates (as its proof does)."""
+    gates = [g for g in record.get("gates", []) if g.get("model") == model
+             and (precision == "int8" or g.get("precision") == "fp32")]
+    return bool(gates) and all(g["passed"] for g in gates)
+
+
+def _batch1(bundle: Bundle, model: str) -> dict[str, np.ndarray]:
+    """The first golden feed cut to batch 1: real inputs, the shape a device's calls have."""
+    if model == "decision":  # proven on the EEG encoder's golden trials (it has no golden file of its own)
+        return {bundle.contract(model).inputs[0].name: np.ascontiguousarray(golden_eeg(bundle)[:1])}
+    path = bundle.files[bundle.manifest["golden"][model]["file"]]
+    inputs, _ = golden_feeds(path, load_npz(path), bundle.contract(model))[0]
+    return {k: np.ascontiguousarray(v[:1]) for k, v in inputs.items()}
+
+
+def _time_model(bundle: Bundle, model: str, combos: list[tuple[str, str, int]],
+                cfg: DeviceVerifyConfig) -> dict[tuple[str, str, int], tuple[float, int]]:
+    """Median batch-1 ms and calls of each (backend, precision, threads), timed interleaved on the CPU."""
+    data = {p: bundle.model_bytes(model, p) for p in {c[1] for c in combos}}
+    feeds = _batch1(bundle, model)
+    calls = {}
+    for b, p, t in combos:
+        sess = open_session(b, data[p], t, where=str(bundle.model_path(model, p)))
+        calls[(b, p, t)] = functools.partial(sess.run, feeds)
+    return time_interleaved(calls, cfg.tune_calls, max_seconds=cfg.tune_max_seconds)
+
+
+def tune_on_device(bundle_dir: str | Path, cfg: DeviceVerifyConfig | None = None, backends: list[str] | None = None,
+                   threads: list[int] | None = None, append: bool = True,
+                   log: Callable[[str], Any] = print) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """``eegsine-verify --tune``: verify the bundle with every backend here (``backends``: these only), then time
+    each model file's (backend, precision, threads in ``threads``, default 1..usable CPUs) at batch 1, and record
+    the fastest combination that passed that model's gates (:func:`eegsine.runtime.tuning.choose`) in a tune
+    record. Returns ({backend: verification record}, tune record); both kinds appended (``append``)."""
+    cfg = cfg or DeviceVerifyConfig()
+    backends = backends or available_backends()
+    verified = {b: verify_on_device(bundle_dir, cfg, append=append, log=log, backend=b) for b in backends}
+    bundle = Bundle(bundle_dir, check_proven=False)
+    counts = threads or list(range(1, usable_cpus() + 1))
+    record: dict[str, Any] = {"kind": TUNE_KIND,
+                              "when": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                              "host": this_host(), "eegsine": eegsine.__version__, "config": cfg.to_dict(),
+                              "batch": 1, "files": {}, "gates": [], "passed_files": {}, "tuning": {}}
+    for m in next(iter(verified.values()))["models"]:
+        precisions = [p for p in PRECISIONS if bundle.has(m, p)]
+        log(f"tune {m}: {len(backends)} backend(s) x {len(precisions)} precision(s) x threads {counts} ...")
+        timed = _time_model(bundle, m, [(b, p, t) for b in backends for p in precisions for t in counts], cfg)
+        cands = sorted((Candidate(b, p, t, round(ms, 4), combination_passed(verified[b], m, p), n)
+                        for (b, p, t), (ms, n) in timed.items()), key=Candidate.simplicity)
+        chosen = choose(cands, tie=cfg.tune_tie_pct / 100.0)
+        record["tuning"][m] = {"candidates": [c.to_dict() for c in cands],
+                               "chosen": None if chosen is None else chosen.to_dict()}
+        for p in precisions:
+            rel = bundle.manifest["models"][m]["files"][p]
+            record["files"][rel] = bundle.manifest["files"][rel]["sha256"]
+    # a tune record proves nothing (passed_files is empty): "passed" says every model has a passing choice
+    record["passed"] = all(t["chosen"] is not None for t in record["tuning"].values())
+    if append:
+        append_record(bundle.root, record)
+    return verified, record
+
+
+def render_tune(record: dict[str, Any]) -> str:
+    """A tune record as a text table: every combination, its median, calls, gates, and the choice."""
+    lines = [f"tuned on {record['host']['cpu']}, ISA class {record['host']['isa_class']}: batch-1 medians, "
+             f"combinations timed interleaved; a choice within {record['config'].get('tune_tie_pct', 3.0)} % of the "
+             "fastest goes to the simpler one (ORT, FP32, fewer threads)", "",
+             f"{'model':12s} {'backend':9s} {'prec':5s} {'threads':>7s} {'p50 ms':>9s} {'calls':>6s}  gates"]
+    for m, t in record["tuning"].items():
+        chosen = t["chosen"]
+        for c in t["candidates"]:
+            mark = "  <- chosen" if chosen and all(c[k] == chosen[k] for k in ("backend", "precision", "threads")) \
+                else ""
+            lines.append(f"{m:12s} {c['backend']:9s} {c['precision']:5s} {c['threads']:7d} {c['p50_ms']:9.4f} "
+                         f"{c['calls']:6d}  {'ok  ' if c['passed'] else 'FAIL'}{mark}")
+        if chosen is None:
+            lines.append(f"{m:12s} no combination passed its gates here: the runtime keeps its default")
+    return "\n".join(lines)
