@@ -71,7 +71,8 @@ def data_options(cfg: EncoderTrainConfig | Any) -> dict[str, Any]:
         opts["image_set"] = cfg.image_set
     if cfg.data == "eegcvpr40" and getattr(cfg, "loso_subject", 0):  # the diffusion stage has no LOSO field
         opts["loso_subject"] = cfg.loso_subject
-    opts.update(parse_pairs(cfg.data, get_spec(cfg.data).options, cfg.data_options))  # typed by the set's options
+    if cfg.data_options:  # typed by the set's options (a set handed in by a caller has no registry entry, no -o)
+        opts.update(parse_pairs(cfg.data, get_spec(cfg.data).options, cfg.data_options))
     return opts
 
 
