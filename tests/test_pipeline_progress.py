@@ -12,10 +12,12 @@ from eegsine.io import read_json, write_json
 def test_eta_rescales_by_the_stages_already_measured():
     eta = progress.Eta({"a": 10.0, "b": 20.0, "c": 30.0}, ["a", "b", "c", "d"])
     assert eta.stage("b") == 20.0 and eta.left(["b", "c", "d"]) == (50.0, 1)
-    eta.finished("a", 40.0)  # this machine ran a 4x slower than the estimate: so will the rest
+    eta.finished("a", 40.0)  # a is expected to take 10 s: too short to judge this machine by
+    assert eta.scale() == 1.0
+    eta.finished("b", 80.0)  # this machine ran b 4x slower than the estimate: so will the rest
     assert eta.scale() == 4.0 and eta.stage("c") == 120.0
-    assert "expected ~80 s; pipeline ~3 min left + 1 stage(s) without an estimate" == \
-        progress.eta_text(eta, "b", ["b", "c", "d"])
+    assert "expected ~2 min; pipeline ~2 min left + 1 stage(s) without an estimate" == \
+        progress.eta_text(eta, "c", ["c", "d"])
 
 
 def test_this_folders_previous_run_beats_the_preset_estimate(tmp_path):
