@@ -3,6 +3,7 @@
     python -m eegsine.bench.report.results snapshot runs/tiny docs/results/tiny-pipeline/run
     python -m eegsine.bench.report.results readme            # rewrite README.md's figure blocks from the snapshots
     python -m eegsine.bench.report.results readme --check    # exit 1 if README.md differs from what the files give
+    python -m eegsine.bench.report.results readme --readme docs/results/uea/README.md --root .   # a results README
 
 A snapshot keeps exactly the files the report reads (:func:`eegsine.bench.report.data.load_run`), in the
 run's own layout, so ``eegsine report`` renders a snapshot like the run itself. A README block is the text
@@ -36,6 +37,8 @@ _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /f
 # README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
 TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
           "uea": "docs/results/uea/table.md#Summary",
+          "uea-verdict": "docs/results/uea/table.md#Encoder linear probe vs the strongest baseline",
+          "encoder-verdict": "docs/results/encoder/table.md#Encoder linear probe vs the strongest baseline",
           "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
                                 "#Worst case per example over every attack at that eps"}
 _TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
@@ -120,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("readme", help="re-render README.md's figure blocks from their snapshots")
     r.add_argument("--readme", default="README.md", help="the README to update (default: README.md)")
     r.add_argument("--check", action="store_true", help="only compare: exit 1 when the README is out of date")
+    r.add_argument("--root", default=None, help="the folder the blocks' snapshot and table paths are relative to "
+                                                "(default: the README's folder; the repository root for "
+                                                "docs/results/*/README.md)")
     ns = p.parse_args(argv)
     try:
         if ns.cmd == "snapshot":
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         readme = Path(ns.readme)
         text = readme.read_text()
-        new = render_readme(text, readme.resolve().parent)
+        new = render_readme(text, Path(ns.root).resolve() if ns.root else readme.resolve().parent)
         if ns.check:
             if new != text:
                 print(f"{readme}: figure blocks differ from their snapshots; run "
