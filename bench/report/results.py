@@ -3,6 +3,7 @@
     python -m eegsine.bench.report.results snapshot runs/tiny docs/results/tiny-pipeline/run
     python -m eegsine.bench.report.results readme            # rewrite README.md's figure blocks from the snapshots
     python -m eegsine.bench.report.results readme --check    # exit 1 if README.md differs from what the files give
+    python -m eegsine.bench.report.results readme --readme docs/results/uea/README.md --root .   # one page
 
 A snapshot keeps exactly the files the report reads (:func:`eegsine.bench.report.data.load_run`), in the
 run's own layout, so ``eegsine report`` renders a snapshot like the run itself. A README block is the text
@@ -32,11 +33,14 @@ SNAPSHOT_GLOBS = ("pipeline.json", "pipeline_config.json", ".stages/*.json", "cl
                   "bundle/verify.json", "bundle/verifications.json", "bundle/manifest.json", "stream/summary.json",
                   "bench/bench.json")
 BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> snapshot folder (repo-relative)
-PAGES = ["README.md", "docs/results.md"]  # the pages with figure / table blocks (repo-relative)
+# the pages with figure / table blocks (repo-relative)
+PAGES = ["README.md", "docs/results.md", "docs/results/uea/README.md", "docs/results/encoder/README.md"]
 _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 # README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
 TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
           "uea": "docs/results/uea/table.md#Summary",
+          "uea-verdict": "docs/results/uea/table.md#Encoder linear probe vs the strongest baseline",
+          "encoder-verdict": "docs/results/encoder/table.md#Encoder linear probe vs the strongest baseline",
           "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
                                 "#Worst case per example over every attack at that eps",
           "paper-mnist-fgsmrs-seeds": "docs/results/paper-mnist-fgsmrs/seeds/seeds.md"}
@@ -124,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"the pages to update, snapshot paths relative to the first one's folder (default: "
                         f"{', '.join(PAGES)}, relative to the working directory: the repository root)")
     r.add_argument("--check", action="store_true", help="only compare: exit 1 when the README is out of date")
+    r.add_argument("--root", default=None, help="the folder the blocks' snapshot and table paths are relative to "
+                                                "(default: the README's folder; the repository root for "
+                                                "docs/results/*/README.md)")
     ns = p.parse_args(argv)
     try:
         if ns.cmd == "snapshot":
@@ -131,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"snapshot: {len(files)} files -> {ns.out}")
             return 0
         pages = [Path(p) for p in (ns.readme or PAGES)]
-        root = Path(".") if ns.readme is None else pages[0].resolve().parent
+        root = Path(ns.root) if ns.root else Path(".") if ns.readme is None else pages[0].resolve().parent
         stale = 0
         for readme in pages:
             text = readme.read_text()

@@ -23,11 +23,25 @@ cross-validation *inside* the training trials, never on test. Each returns ``{"t
 * :func:`nn1_euclidean` -- 1-nearest neighbour, Euclidean distance on the raw series (the
   ``ED`` baseline of the UEA archive paper).
 
+The strong decoders of the field (issue #26), on pyriemann and aeon (``pip install ".[baselines]"`` and the aeon
+line of README.md's install section; imported only inside their fits). Their free parameters are chosen on
+validation trials carved from the training trials (:func:`validation_splits`: 5-fold stratified CV, one stratified
+80 / 20 hold-out above :data:`VAL_KFOLD_MAX` trials), the grids named in each function:
+
+* :func:`xdawn_lda` -- xDAWN spatial filters (2 per class) + window means + shrinkage LDA: the textbook ERP
+  pipeline.
+* :func:`erp_cov_ts` -- ERP covariances (class prototypes stacked over the trial) -> tangent space -> logistic
+  regression (pyriemann ``ERPCovariances``, ``TangentSpace``).
+* :func:`xdawn_cov_ts` -- the same on xDAWN-filtered trials and prototypes (pyriemann ``XdawnCovariances``).
+* :func:`minirocket` / :func:`multirocket` -- aeon's classifiers with their default kernels (10,000), scaling
+  and ``RidgeClassifierCV`` (its alpha by leave-one-out on the training trials), seeded.
+
 Outside the registry, the encoder's references: :func:`lda_baseline` (shrinkage LDA on fixed-length window
 means, the encoder table's "LDA reference") and :func:`bandpower_baseline`. Both tables read their window
 means from the one :func:`window_means`; what differs (a window count or a window length) is its parameter.
 
-Hand-written on numpy / scipy / scikit-learn (a few lines each); no code from other projects.
+The simple ones are hand-written on numpy / scipy / scikit-learn (a few lines each); the strong ones call
+pyriemann's and aeon's estimators; no code from other projects.
 """
 from __future__ import annotations
 
@@ -277,6 +291,233 @@ def nn1_euclidean(x_tr, y_tr, x_te, y_te) -> dict:
     return _result(y_tr[np.argmin(d, axis=1)], y_te, "raw series, Euclidean distance", {})
 
 
+# -- the strong decoders (#26): pyriemann and aeon, imported inside their fits ----------------------------------
+VAL_KFOLD_MAX = 2000  # above this many training trials one 80 / 20 hold-out, not 5 folds: a pyriemann transform of
+#                       10^4 trials x 128 channels takes minutes per fit on one thread
+XDAWN_FILTERS = 2  # per class: the textbook ERP pipeline the issue measured
+XDAWN_WIN_MS = (20.0, 40.0, 80.0)  # xdawn_lda's window lengths; 20 ms (the textbook read-out) first, so ties keep it
+TS_C_GRID = np.logspace(-3, 3, 7)  # logistic regression's C on tangent vectors
+ERP_SVD_GRID = (None, 4)  # ERPCovariances' prototype reduction (None: every channel of each class prototype)
+ERP_MAX_ROWS = 96  # svd=None only while (1 + classes) x channels stays this small (11 x 128 rows: 10^6 features)
+XDAWN_COV_FILTERS = (2, 4)  # XdawnCovariances' filters per class
+COV_ESTIMATOR = "oas"  # shrunk covariances: a super-trial can have more rows than a short trial has samples
+PYRIEMANN_INSTALL = 'pip install -c requirements.lock ".[baselines]"'
+AEON_INSTALL = ("the aeon line of README.md's install section "
+                "(pip install --no-deps -c requirements.lock aeon==1.6.0 numba==0.68.1 ...)")
+
+
+def _missing(package: str, install: str, err: ImportError) -> UserError:
+    return UserError(f"baselines: {package} is not installed ({err}); install it with {install}")
+
+
+def validation_splits(y: np.ndarray, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(fit, validation) index pairs inside the training trials: 5-fold stratified CV, or one stratified 80 / 20
+    hold-out above :data:`VAL_KFOLD_MAX` trials. The strong baselines choose their parameters on these."""
+    from sklearn.model_selection import StratifiedShuffleSplit
+
+    idx = np.zeros(len(y))
+    if len(y) > VAL_KFOLD_MAX:
+        return list(StratifiedShuffleSplit(1, test_size=0.2, random_state=seed).split(idx, y))
+    return list(_folds(y, seed).split(idx, y))
+
+
+def _pick_on_validation(x, y, seed: int, transforms: dict, classifiers: dict) -> tuple[tuple, float]:
+    """The (transform key, classifier key) with the best mean validation accuracy (ties: the first in the grids).
+    Each transform is fitted once per split on that split's fit part only (it may use labels: xDAWN does)."""
+    scores: dict[tuple, list[float]] = {}
+    for a, b in validation_splits(y, seed):
+        for tk, make_t in transforms.items():
+            t = make_t().fit(x[a], y[a])
+            f_a, f_b = t.transform(x[a]), t.transform(x[b])
+            for ck, make_c in classifiers.items():
+                acc = float((make_c().fit(f_a, y[a]).predict(f_b) == y[b]).mean())
+                scores.setdefault((tk, ck), []).append(acc)
+    best = max(scores, key=lambda k: float(np.mean(scores[k])))  # max keeps the first of equal scores
+    return best, float(np.mean(scores[best]))
+
+
+def _fit_chosen(x_tr, y_tr, x_te, seed: int, transforms: dict, classifiers: dict) -> tuple[np.ndarray, tuple, float]:
+    """Choose on validation inside the training trials, refit the chosen pair on all of them, predict the test
+    trials: (predictions, chosen keys, validation accuracy). Test labels are never an argument."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):  # many small solves: extra BLAS threads only spin-wait
+        (tk, ck), val = _pick_on_validation(x_tr, y_tr, seed, transforms, classifiers)
+        t = transforms[tk]().fit(x_tr, y_tr)
+        pred = classifiers[ck]().fit(t.transform(x_tr), y_tr).predict(t.transform(x_te))
+    return pred, (tk, ck), val
+
+
+CHUNK = 256  # trials per float64 block: the default set's 9,600 x 128 x 440 trials are 4.3 GB in float64
+
+
+def channel_covariance(x: np.ndarray) -> np.ndarray:
+    """Covariance of the channels over every sample of every trial (N, C, T) -> (C, C), accumulated in float64
+    over blocks of :data:`CHUNK` trials: xDAWN's signal covariance without pyriemann's float64 copy of all trials
+    (the default set's made its process run out of 23 GB)."""
+    n, c, t = x.shape
+    total, scatter = np.zeros(c), np.zeros((c, c))
+    for i in range(0, n, CHUNK):
+        b = np.ascontiguousarray(x[i:i + CHUNK].transpose(1, 0, 2), dtype=np.float64).reshape(c, -1)
+        total += b.sum(1)
+        scatter += b @ b.T
+    mean = total / (n * t)
+    return scatter / (n * t) - np.outer(mean, mean)
+
+
+def _blocks(fn, x: np.ndarray) -> np.ndarray:
+    """``fn`` over float64 blocks of :data:`CHUNK` trials, concatenated (per-trial transforms only)."""
+    return np.concatenate([fn(x[i:i + CHUNK].astype(np.float64)) for i in range(0, len(x), CHUNK)])
+
+
+class XdawnWindows:
+    """xDAWN spatial filters (``nfilter`` per class, pyriemann's :class:`Xdawn` against
+    :func:`channel_covariance`) fitted on labelled trials, then means over ``win_ms`` windows of each filtered
+    signal: (N, C, T) -> (N, K nfilter W)."""
+
+    def __init__(self, nfilter: int, win_ms: float, sfreq: float):
+        self.nfilter, self.win_ms, self.sfreq = nfilter, win_ms, sfreq
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "XdawnWindows":
+        try:
+            from pyriemann.spatialfilters import Xdawn
+        except ImportError as e:
+            raise _missing("pyriemann", PYRIEMANN_INSTALL, e) from None
+        self.xdawn_ = Xdawn(nfilter=self.nfilter, baseline_cov=channel_covariance(x)).fit(x, y)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return window_means(_blocks(self.xdawn_.transform, x), win_ms=self.win_ms, sfreq=self.sfreq)
+
+
+class BlockCovariances:
+    """A pyriemann covariance estimator (``ERPCovariances`` / ``XdawnCovariances``, made by ``make``) whose
+    per-trial transform runs on float64 blocks of trials; xDAWN's signal covariance from
+    :func:`channel_covariance`."""
+
+    def __init__(self, make, xdawn: bool = False):
+        self.make, self.xdawn = make, xdawn
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> "BlockCovariances":
+        self.est_ = (self.make(baseline_cov=channel_covariance(x)) if self.xdawn else self.make()).fit(x, y)
+        return self
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        return _blocks(self.est_.transform, x)
+
+
+def xdawn_lda_predict(x_tr, y_tr, x_te, sfreq: float, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """xDAWN (:data:`XDAWN_FILTERS` per class) + window means (length from :data:`XDAWN_WIN_MS` on validation) +
+    shrinkage LDA, fitted on the training trials: (test predictions, chosen)."""
+    transforms = {w: (lambda w=w: XdawnWindows(XDAWN_FILTERS, w, sfreq)) for w in XDAWN_WIN_MS}
+    pred, (w, _), val = _fit_chosen(x_tr, y_tr, x_te, seed, transforms, {"lda": _shrinkage_lda})
+    return pred, {"filters_per_class": XDAWN_FILTERS, "win_ms": w, "val_top1": val}
+
+
+def xdawn_lda(x_tr, y_tr, x_te, y_te, sfreq: float, seed: int = 0) -> dict:
+    """:func:`xdawn_lda_predict` scored on the test trials."""
+    _check(x_tr, y_tr, x_te, y_te)
+    pred, chosen = xdawn_lda_predict(x_tr, y_tr, x_te, sfreq, seed)
+    return _result(pred, y_te, f"xDAWN ({XDAWN_FILTERS} filters per class) -> window means (ms in "
+                   f"{[int(w) for w in XDAWN_WIN_MS]}), shrinkage LDA", chosen)
+
+
+def _tangent(cov_factory):
+    """A factory of (covariance estimator -> tangent space at the training trials' Riemannian mean) pipelines."""
+    try:
+        from pyriemann.tangentspace import TangentSpace
+    except ImportError as e:
+        raise _missing("pyriemann", PYRIEMANN_INSTALL, e) from None
+    from sklearn.pipeline import make_pipeline
+
+    return lambda: make_pipeline(cov_factory(), TangentSpace(metric="riemann"))
+
+
+def _ts_classifiers() -> dict:
+    return {float(c): (lambda c=float(c): _logreg(c)) for c in TS_C_GRID}
+
+
+def erp_cov_ts_predict(x_tr, y_tr, x_te, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """pyriemann ``ERPCovariances`` (OAS; svd from :data:`ERP_SVD_GRID`) -> ``TangentSpace`` -> standardised
+    logistic regression (C from :data:`TS_C_GRID`), both chosen on validation: (test predictions, chosen)."""
+    try:
+        from pyriemann.estimation import ERPCovariances
+    except ImportError as e:
+        raise _missing("pyriemann", PYRIEMANN_INSTALL, e) from None
+    n_cls, n_ch = len(np.unique(y_tr)), x_tr.shape[1]
+    svds = [s for s in ERP_SVD_GRID if s is not None or (1 + n_cls) * n_ch <= ERP_MAX_ROWS]
+    transforms = {s: _tangent(lambda s=s: BlockCovariances(lambda: ERPCovariances(estimator=COV_ESTIMATOR, svd=s)))
+                  for s in svds}
+    pred, (s, c), val = _fit_chosen(x_tr, y_tr, x_te, seed, transforms, _ts_classifiers())
+    return pred, {"svd": "none" if s is None else s, "C": c, "val_top1": val}
+
+
+def erp_cov_ts(x_tr, y_tr, x_te, y_te, seed: int = 0) -> dict:
+    """:func:`erp_cov_ts_predict` scored on the test trials."""
+    _check(x_tr, y_tr, x_te, y_te)
+    pred, chosen = erp_cov_ts_predict(x_tr, y_tr, x_te, seed)
+    return _result(pred, y_te, "ERP covariances (class prototypes + trial, OAS) -> tangent space (Riemannian mean) "
+                   "-> logistic regression", chosen)
+
+
+def xdawn_cov_ts_predict(x_tr, y_tr, x_te, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """pyriemann ``XdawnCovariances`` (filters per class from :data:`XDAWN_COV_FILTERS`, OAS) -> ``TangentSpace``
+    -> standardised logistic regression (C from :data:`TS_C_GRID`), chosen on validation."""
+    try:
+        from pyriemann.estimation import XdawnCovariances
+    except ImportError as e:
+        raise _missing("pyriemann", PYRIEMANN_INSTALL, e) from None
+    transforms = {k: _tangent(lambda k=k: BlockCovariances(
+        lambda **kw: XdawnCovariances(nfilter=k, estimator=COV_ESTIMATOR, **kw), xdawn=True))
+        for k in XDAWN_COV_FILTERS}
+    pred, (k, c), val = _fit_chosen(x_tr, y_tr, x_te, seed, transforms, _ts_classifiers())
+    return pred, {"filters_per_class": k, "C": c, "val_top1": val}
+
+
+def xdawn_cov_ts(x_tr, y_tr, x_te, y_te, seed: int = 0) -> dict:
+    """:func:`xdawn_cov_ts_predict` scored on the test trials."""
+    _check(x_tr, y_tr, x_te, y_te)
+    pred, chosen = xdawn_cov_ts_predict(x_tr, y_tr, x_te, seed)
+    return _result(pred, y_te, "xDAWN covariances (filtered prototypes + trial, OAS) -> tangent space (Riemannian "
+                   "mean) -> logistic regression", chosen)
+
+
+ROCKETS = {"minirocket": "MiniRocketClassifier", "multirocket": "MultiRocketClassifier"}
+
+
+def rocket_predict(kind: str, x_tr, y_tr, x_te, seed: int = 0) -> tuple[np.ndarray, dict]:
+    """aeon's ``MiniRocketClassifier`` / ``MultiRocketClassifier`` (``kind``: a key of :data:`ROCKETS`) with its
+    defaults: 10,000 kernels, features scaled, ``RidgeClassifierCV`` choosing alpha in 10^-3..10^3 by
+    leave-one-out on the training trials; ``random_state=seed``, one job. (test predictions, chosen)."""
+    if kind not in ROCKETS:
+        raise UserError(f"baselines: unknown rocket {kind!r} (known: {', '.join(ROCKETS)})")
+    try:
+        from aeon.classification import convolution_based
+    except ImportError as e:
+        raise _missing("aeon", AEON_INSTALL, e) from None
+    clf = getattr(convolution_based, ROCKETS[kind])(random_state=seed, n_jobs=1)
+    clf.fit(np.ascontiguousarray(x_tr, dtype=np.float32), y_tr)  # aeon casts to float32 itself: no float64 copy
+    pred = clf.predict(np.ascontiguousarray(x_te, dtype=np.float32))
+    alpha = float(clf.pipeline_.steps[-1][1].alpha_)
+    return np.asarray(pred).astype(y_tr.dtype), {"kernels": int(clf.n_kernels), "ridge_alpha": alpha, "seed": seed}
+
+
+def _rocket(kind: str, x_tr, y_tr, x_te, y_te, seed: int) -> dict:
+    _check(x_tr, y_tr, x_te, y_te)
+    pred, chosen = rocket_predict(kind, x_tr, y_tr, x_te, seed)
+    return _result(pred, y_te, f"aeon {ROCKETS[kind]} (default kernels, scaled, RidgeClassifierCV)", chosen)
+
+
+def minirocket(x_tr, y_tr, x_te, y_te, seed: int = 0) -> dict:
+    """aeon's MiniRocket classifier (:func:`rocket_predict`) scored on the test trials."""
+    return _rocket("minirocket", x_tr, y_tr, x_te, y_te, seed)
+
+
+def multirocket(x_tr, y_tr, x_te, y_te, seed: int = 0) -> dict:
+    """aeon's MultiRocket classifier (:func:`rocket_predict`) scored on the test trials."""
+    return _rocket("multirocket", x_tr, y_tr, x_te, y_te, seed)
+
+
 # -- the registry ------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Baseline:
@@ -299,10 +540,24 @@ REGISTRY: dict[str, Baseline] = {b.name: b for b in (
              lambda x_tr, y_tr, x_te, y_te, sfreq, seed: tangent_space_logreg(x_tr, y_tr, x_te, y_te, seed)),
     Baseline("nn1_euclidean", "1-NN, Euclidean",
              lambda x_tr, y_tr, x_te, y_te, sfreq, seed: nn1_euclidean(x_tr, y_tr, x_te, y_te)),
+    Baseline("xdawn_lda", "xDAWN (2/class) + window means + shrinkage LDA", xdawn_lda),
+    Baseline("erp_cov_ts", "ERP covariances -> tangent space + logistic regression (pyriemann)",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: erp_cov_ts(x_tr, y_tr, x_te, y_te, seed)),
+    Baseline("xdawn_cov_ts", "xDAWN covariances -> tangent space + logistic regression (pyriemann)",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: xdawn_cov_ts(x_tr, y_tr, x_te, y_te, seed)),
+    Baseline("minirocket", "MiniRocket + ridge (aeon)",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: minirocket(x_tr, y_tr, x_te, y_te, seed)),
+    Baseline("multirocket", "MultiRocket + ridge (aeon)",
+             lambda x_tr, y_tr, x_te, y_te, sfreq, seed: multirocket(x_tr, y_tr, x_te, y_te, seed)),
 )}
+STRONG = ("xdawn_lda", "erp_cov_ts", "xdawn_cov_ts", "minirocket", "multirocket")  # issue #26's strong decoders
 BASELINES = tuple(REGISTRY)
 
 
-def run_all(x_tr, y_tr, x_te, y_te, sfreq: float, seed: int = 0) -> dict[str, dict]:
-    """Every baseline of :data:`REGISTRY` on one split -> {name: result}, in registry order."""
-    return {name: b.fit(x_tr, y_tr, x_te, y_te, sfreq, seed) for name, b in REGISTRY.items()}
+def run_all(x_tr, y_tr, x_te, y_te, sfreq: float, seed: int = 0, names=None) -> dict[str, dict]:
+    """The baselines of :data:`REGISTRY` (all, or ``names``) on one split -> {name: result}, in registry order."""
+    unknown = sorted(set(names or ()) - set(REGISTRY))
+    if unknown:
+        raise UserError(f"baselines: unknown {', '.join(unknown)} (known: {', '.join(REGISTRY)})")
+    return {name: b.fit(x_tr, y_tr, x_te, y_te, sfreq, seed) for name, b in REGISTRY.items()
+            if names is None or name in names}
