@@ -129,6 +129,14 @@ def downgrade(model: Any, opset: int = DECISION_OPSET) -> None:
             nodes.append(n)
         elif n.op_type == "LayerNormalization":
             nodes += _layer_norm(n, ranks.get(n.input[0]))
+        elif n.op_type.startswith("Reduce") and len(n.input) == 1:
+            # no axes input: reduce over every axis, as an opset-13 Reduce* without its axes attribute does
+            # (the spatial encoder's detrend, ReduceMean of a constant ramp); noop_with_empty_axes=1 is identity
+            attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+            if attrs.pop("noop_with_empty_axes", 0):
+                nodes.append(helper.make_node("Identity", [n.input[0]], list(n.output), n.name))
+            else:
+                nodes.append(helper.make_node(n.op_type, [n.input[0]], list(n.output), n.name, **attrs))
         elif n.op_type.startswith("Reduce") and len(n.input) == 2 and n.input[1] in consts:
             # opset 18 moved Reduce*'s axes from an attribute to an input; constant axes go back
             attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}

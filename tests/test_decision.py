@@ -111,8 +111,9 @@ def test_the_gates_refuse_a_decision_file_that_decides_otherwise(tmp_path):
     assert f"decision.onnx int8 vs the numpy decoder on {fig['int8']['n']} golden trials" in render(rec)
 
 
-@pytest.mark.parametrize("arch", ["lstm", "eegnet", "spatial"])
-def test_every_encoder_kind_composes_into_an_opset16_decision(tmp_path, arch):
+@pytest.mark.parametrize("arch,center", [("lstm", None), ("eegnet", None), ("spatial", None),
+                                         ("spatial", "detrend")])  # the tiny preset's: a ReduceMean without axes
+def test_every_encoder_kind_composes_into_an_opset16_decision(tmp_path, arch, center):
     """The downgrade is not the transformer's alone: each encoder kind, exported at the default opset (18), becomes
     an opset-16 decision graph whose probabilities are the numpy head's on that encoder's embeddings."""
     import onnxruntime as ort
@@ -133,7 +134,9 @@ def test_every_encoder_kind_composes_into_an_opset16_decision(tmp_path, arch):
             return z[:, None, :], z
 
     torch.manual_seed(0)
-    enc = build_encoder(EEGEncoderConfig(arch=arch, n_chans=4, n_times=32, sfreq=64.0, emb_dim=8, dropout=0.0)).eval()
+    extra = {"center": center} if center else {}
+    enc = build_encoder(EEGEncoderConfig(arch=arch, n_chans=4, n_times=32, sfreq=64.0, emb_dim=8, dropout=0.0,
+                                         **extra)).eval()
     export_onnx(Embed(enc), eeg_encoder_contract(4, 32, 8, 1, 8, max_batch=4), tmp_path / "enc.onnx")
     rng = np.random.default_rng(0)
     protos = rng.standard_normal((3, 8)).astype(np.float32)
@@ -158,3 +161,21 @@ def test_downgrade_refuses_an_operator_with_no_opset16_form():
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     with pytest.raises(UserError, match=r"BitwiseNot node 'bn' \(opset 18\) has no opset-16 form"):
         downgrade(model)
+
+
+@pytest.mark.parametrize("noop", [0, 1])
+def test_downgrade_keeps_a_reduce_without_axes(noop):
+    """Opset 18's Reduce* with no axes input reduces every axis (or, noop_with_empty_axes=1, passes x through):
+    the opset-16 graph computes the same."""
+    import onnxruntime as ort
+
+    x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 3])
+    y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    node = helper.make_node("ReduceMean", ["x"], ["y"], name="rm", keepdims=1, noop_with_empty_axes=noop)
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y]), opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 8
+    feed = {"x": np.arange(6, dtype=np.float32).reshape(2, 3)}
+    want = ort.InferenceSession(model.SerializeToString()).run(None, feed)[0]
+    downgrade(model)
+    assert {o.domain: o.version for o in model.opset_import}[""] == DECISION_OPSET
+    np.testing.assert_array_equal(ort.InferenceSession(model.SerializeToString()).run(None, feed)[0], want)
