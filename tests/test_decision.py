@@ -19,7 +19,7 @@ from eegsine.io import sha256_file
 from eegsine.runtime import Bundle, EEGDecoder
 from eegsine.runtime.contracts import DECISION_OPSET
 from eegsine.runtime.recordings import import_brainflow
-from eegsine.runtime.verify import DeviceVerifyConfig, golden_eeg, render, verify_on_device
+from eegsine.runtime.verify import DeviceVerifyConfig, combination_passed, golden_eeg, render, verify_on_device
 
 TOL = DeviceVerifyConfig().max_decision_prob_diff  # why 1e-4 is an fp32 bound: the field's comment
 
@@ -109,6 +109,11 @@ def test_the_gates_refuse_a_decision_file_that_decides_otherwise(tmp_path):
     assert fig["fp32"]["prob_max_abs_diff"] > TOL >= fig["int8"]["prob_max_abs_diff"]
     assert "decision.fp32.onnx" not in rec["passed_files"] and "eeg_encoder.int8.onnx" in rec["passed_files"]
     assert f"decision.onnx int8 vs the numpy decoder on {fig['int8']['n']} golden trials" in render(rec)
+    # --tune judges each file by its own precision's gates (INT8 by all of the model's, as its proof does)
+    assert all(g["precision"] in ("fp32", "int8") for g in rec["gates"] if g["model"] == "decision")
+    assert not combination_passed(rec, "decision", "fp32") and not combination_passed(rec, "decision", "int8")
+    good = verify_on_device(h.eeg_bundle(), append=False, log=lambda s: None)
+    assert combination_passed(good, "decision", "fp32") and combination_passed(good, "decision", "int8")
 
 
 @pytest.mark.parametrize("arch,center", [("lstm", None), ("eegnet", None), ("spatial", None),

@@ -382,10 +382,12 @@ def decision_task(bundle: Any, cfg: DeviceVerifyConfig,
     for p in (p for p in precisions if p in entry["files"]):
         f = fig[p] = decision_figures(bundle, p, eeg, cfg.max_decision_prob_diff)
         n = f["n"]
+        # each gate names its file's precision: --tune judges decision.fp32.onnx by its own gates only
         gates += [{**_gate(f"decision {p} max |probability - numpy decoder's| (n={n})", f["prob_max_abs_diff"],
-                           cfg.max_decision_prob_diff, "abs", False), "value": f["prob_max_abs_diff"]},
+                           cfg.max_decision_prob_diff, "abs", False), "value": f["prob_max_abs_diff"], "precision": p},
                   {**_gate(f"decision {p} labels unlike the numpy decoder's beyond near-ties (n={n})",
-                           f["disagreements_beyond_ties"], 0, "trials", False), "measured": f["label_agreement"]}]
+                           f["disagreements_beyond_ties"], 0, "trials", False), "measured": f["label_agreement"],
+                   "precision": p}]
     return fig, [{**g, "model": "decision"} for g in gates]
 
 
