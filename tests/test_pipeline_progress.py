@@ -1,6 +1,7 @@
 """What a person watching `eegsine pipeline` sees: ETAs from measured costs, a heartbeat, a report after each stage."""
 from __future__ import annotations
 
+import re
 import time
 
 from eegsine.bench.pipeline import progress
@@ -33,11 +34,13 @@ def test_this_folders_previous_run_beats_the_preset_estimate(tmp_path):
 def test_heartbeat_names_the_stage_while_it_is_silent():
     said: list[str] = []
     with progress.Heartbeat(said.append, "diffusion", 267.0, every=0.02):
-        time.sleep(0.15)
+        deadline = time.monotonic() + 30.0  # a loaded host may wake the thread late: wait for the beats, not a time
+        while len(said) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
     n = len(said)
     time.sleep(0.06)
     assert n >= 2 and len(said) == n  # it beats while the stage runs and stops with it
-    assert said[0].startswith("diffusion: still running, 0 s of ~4 min expected")
+    assert re.fullmatch(r"diffusion: still running, \d+ s of ~4 min expected", said[0]), said[0]
 
 
 def test_pipeline_lists_every_stage_from_the_start_and_renders_a_report_after_each(tmp_path):
