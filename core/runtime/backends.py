@@ -78,7 +78,22 @@ def _dim(d: Any) -> int | None:
     return d if isinstance(d, int) and d >= 1 else None
 
 
-class OrtSession:
+class _NamedIO:
+    """The protocol's name lists, from ``inputs`` (IOSpec) and the output names cached at open."""
+
+    inputs: list[IOSpec]
+    _names: list[str]
+
+    @property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return self._names  # not a copy: Bundle.run compares it on every call
+
+
+class OrtSession(_NamedIO):
     """An ``onnxruntime.InferenceSession`` behind the protocol. Anything else (``get_providers()``,
     ``get_session_options()``) is the InferenceSession's, so callers of the older API keep working."""
 
@@ -93,14 +108,6 @@ class OrtSession:
                         for a in sess.get_outputs()]
         self._names = [o.name for o in self.outputs]
 
-    @property
-    def input_names(self) -> list[str]:
-        return [i.name for i in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._names  # not a copy: Bundle.run compares it on every call
-
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self._names, feeds)
 
@@ -108,7 +115,7 @@ class OrtSession:
         return getattr(self.session, name)
 
 
-class OpenVINOSession:
+class OpenVINOSession(_NamedIO):
     """An OpenVINO ``CompiledModel`` on the CPU plugin with one infer request, behind the protocol."""
 
     backend = "openvino"
@@ -132,14 +139,6 @@ class OpenVINOSession:
         self.outputs = [spec(p, r) for p, r in zip(compiled.outputs, model.outputs)]
         self._names = [o.name for o in self.outputs]
         self._ports = list(compiled.outputs)
-
-    @property
-    def input_names(self) -> list[str]:
-        return [i.name for i in self.inputs]
-
-    @property
-    def output_names(self) -> list[str]:
-        return self._names  # not a copy: Bundle.run compares it on every call
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         # share_outputs=False (the default): the arrays are copies, not views the next call overwrites
