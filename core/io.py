@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from eegsine.errors import UserError
+from eegsine.progress import mode
 
 METRICS_FILE = "metrics.json"
 LOG_FILE = "log.txt"
@@ -265,6 +266,22 @@ class _RunLogHandler(logging.FileHandler):
                   file=sys.stderr)
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """stderr, through tqdm's ``write`` when bars are redrawn in place: a status line never glues onto a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # a device with the runtime only: no bars to keep apart
+            tqdm = None
+        if tqdm is None or mode(self.stream) != "bars":
+            return super().emit(record)
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging's own contract: a failed emit goes to handleError
+            self.handleError(record)
+
+
 def run_logger(run_dir: str | Path, name: str = "eegsine") -> logging.Logger:
     """A logger writing to ``run_dir/log.txt`` (appending, so a resumed run keeps history)."""
     run_dir = Path(run_dir)
@@ -277,7 +294,7 @@ def run_logger(run_dir: str | Path, name: str = "eegsine") -> logging.Logger:
             fh = _RunLogHandler(run_dir / LOG_FILE)
         fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logger.addHandler(fh)
-        sh = logging.StreamHandler()
+        sh = _ConsoleHandler()
         sh.setFormatter(logging.Formatter("[%(name)s] %(message)s".replace("%(name)s", name)))
         logger.addHandler(sh)
     return logger

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm import tqdm
+from eegsine.progress import tqdm
 
 from eegsine.export.configs import BundleConfig  # torch-free, so `eegsine export --help` needs no torch
 from eegsine.runtime.contracts import ExportContract

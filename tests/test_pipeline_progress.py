@@ -63,3 +63,79 @@ def test_pipeline_lists_every_stage_from_the_start_and_renders_a_report_after_ea
     text = (root / "log.txt").read_text()
     assert "[2/3] classifier: running (expected ~" in text and "pipeline ~" in text
     assert f"report so far: {root / 'report.html'}" in text
+
+
+DEMO_SECONDS = {"data": 5, "classifier": 100, "robustness": 50, "encoder": 50, "diffusion": 300, "generation": 100,
+                "export": 20, "verify": 20, "stream": 30, "bench": 100, "report": 2}
+
+
+def test_two_lanes_overlap_the_independent_stages_and_time_the_timed_ones_alone():
+    from eegsine.bench.pipeline.config import STAGE_NAMES
+    from eegsine.bench.pipeline.lanes import by_priority, makespan
+
+    names = list(STAGE_NAMES)
+    assert makespan(DEMO_SECONDS, names, names, 1) == sum(DEMO_SECONDS.values())
+    # data 5; classifier + robustness beside encoder + diffusion (5..355); generation (355..455) beside export
+    # and verify; the stream waits for generation (timed: alone), then bench, then report
+    assert makespan(DEMO_SECONDS, names, names, 2) == 5 + 50 + 300 + 100 + 30 + 100 + 2
+    # resumed mid-run: diffusion has run 200 of its 300 s, the classifier side is done
+    todo = names[names.index("diffusion"):]
+    assert makespan(DEMO_SECONDS, todo, names, 2, {"diffusion": 200.0}) == 100 + 100 + 30 + 100 + 2
+    # the feature network (150 s) fits beside the diffusion: the critical path is unchanged
+    with_features = {**DEMO_SECONDS, "features": 150}
+    assert makespan(with_features, names, names, 2) == 5 + 50 + 300 + 100 + 30 + 100 + 2
+    # the longest remaining path starts first: encoder (-> diffusion) before the classifier
+    assert by_priority(["classifier", "features", "encoder"], names, with_features)[0] == "encoder"
+    # stages not selected never block
+    assert makespan(DEMO_SECONDS, ["export", "bench"], ["export", "bench"], 2) == 120
+
+
+def test_pipeline_runs_independent_stages_side_by_side(tmp_path):
+    import threading
+
+    root = tmp_path / "run"
+    spans: dict[str, tuple[float, float]] = {}
+    started = {n: threading.Event() for n in ("classifier", "encoder")}
+
+    def stage(name):
+        def run(ctx):
+            t0 = time.monotonic()
+            if name in started:  # each of the two waits for the other to have started: only lanes get past this
+                started[name].set()
+                assert started["encoder" if name == "classifier" else "classifier"].wait(30)
+            time.sleep(0.05)
+            spans[name] = (t0, time.monotonic())
+            return {}
+        return Stage(name, run, lambda ctx: f"eegsine {name}")
+
+    names = ["data", "classifier", "robustness", "encoder", "diffusion", "export", "bench"]
+    cfg = PipelineConfig(out=str(root), stages=names, threads=1, jobs=2)
+    summary = run_pipeline(cfg, {n: stage(n) for n in names})
+    assert [s["status"] for s in summary["stages"]] == ["done"] * len(names)
+    for first, then in [("data", "classifier"), ("data", "encoder"), ("classifier", "robustness"),
+                        ("encoder", "diffusion"), ("diffusion", "export"), ("classifier", "export")]:
+        assert spans[first][1] <= spans[then][0], (first, then)
+    bench = spans["bench"]  # timed: nothing else runs while it does
+    assert all(e <= bench[0] for n, (_, e) in spans.items() if n != "bench")
+
+
+def test_a_failed_lane_stops_new_stages_and_the_rest_are_marked_not_run(tmp_path):
+    import pytest
+
+    from eegsine.errors import UserError
+
+    def stage(name):
+        def run(ctx):
+            if name == "encoder":
+                raise UserError("encoder: no data")
+            return {}
+        return Stage(name, run, lambda ctx: f"eegsine {name}")
+
+    names = ["data", "classifier", "encoder", "diffusion"]
+    cfg = PipelineConfig(out=str(tmp_path / "run"), stages=names, threads=1, jobs=2)
+    with pytest.raises(UserError, match="stage\\(s\\) failed: encoder"):
+        run_pipeline(cfg, {n: stage(n) for n in names})
+    status = {s["name"]: s["status"] for s in read_json(tmp_path / "run" / "pipeline.json")["stages"]}
+    assert status["encoder"] == "failed: encoder: no data"
+    assert status["diffusion"] == "not run (an earlier stage failed)"
+    assert status["data"] == "done"

@@ -22,7 +22,7 @@ from eegsine.bench.pipeline.config import STAGE_NAMES, Context, PipelineConfig
 from eegsine.bench.pipeline.presets import PIPELINE_PRESETS, PRESETS, PipelinePreset
 from eegsine.bench.robustness.configs import RobustnessConfig, robustness_preset
 from eegsine.commands import attack, bench, export, generate, main as main_mod, stream, train_classifier, \
-    train_diffusion, train_encoder
+    train_diffusion, train_domain, train_encoder
 from eegsine.config import Config, Presets, add_config_args, config_from_args, config_to_argv, parse_config_args
 from eegsine.errors import UserError
 from eegsine.export.configs import BundleConfig
@@ -187,6 +187,7 @@ def check_reads_back(stage: str, argv: list[str], call: S.Call) -> None:
         ("train", "classifier"): lambda: {"heads": train_classifier.heads_from_args(ns), "init_probe": ns.init_probe},
         ("train", "encoder"): lambda: train_encoder.kwargs_from_args(ns),
         ("train", "diffusion"): lambda: train_diffusion.kwargs_from_args(ns),
+        ("train", "domain-net"): lambda: train_domain.kwargs_from_args(ns),
         ("attack", None): lambda: attack.kwargs_from_args(ns),
         ("generate", None): lambda: {"cfg": generate.config_from_ns(ns)},
         ("export", None): lambda: export.kwargs_from_args(ns),

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
+from eegsine.progress import tqdm
 
 from eegsine.attacks.algorithms import AttackParams, build_attack  # torchattacks there, with how to install it
 from eegsine.bench.report.doc import md_table

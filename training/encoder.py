@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from eegsine.progress import tqdm
 
 from eegsine.runs.checkpoint import load_state_into, save_weights
 from eegsine.data import EEGSet, get_spec, load_eeg

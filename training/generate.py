@@ -10,6 +10,8 @@ finite) before anything runs; a bad file is one line naming the file and the pro
 """
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +19,17 @@ import numpy as np
 import torch
 
 from eegsine.errors import UserError
-from eegsine.io import run_logger, update_metrics, writable_dir, write_json
+from eegsine.io import run_logger, scratch_dir, update_metrics, writable_dir, write_json
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.models.eeg_encoder import check_input
 from eegsine.runs.plots import save_grid, save_png
 from eegsine.data import load_images
 from eegsine.metrics.image_nets import StandardNets
-from eegsine.metrics.images import DomainCNNConfig, domain_network, evaluate_generation
-from eegsine.training.configs import GenerateConfig
+from eegsine.metrics.images import DomainCNNConfig, domain_network, evaluate_generation, train_domain_cnn
+from eegsine.models.protocol import Provenance
+from eegsine.training.configs import DiffusionTrainConfig, GenerateConfig
+from eegsine.training.encoder import load_data
+from eegsine.training.unet import pick_grid_trials
 
 
 def read_eeg_file(path: str | Path, cfg) -> np.ndarray:
@@ -55,9 +60,6 @@ def read_eeg_file(path: str | Path, cfg) -> np.ndarray:
 
 def load_run_data(run: str | Path):
     """The EEG set a diffusion run was trained on (from its config.json)."""
-    from eegsine.training.diffusion import DiffusionTrainConfig
-    from eegsine.training.encoder import load_data
-
     return load_data(DiffusionTrainConfig.load(run)).check()  # type: ignore[arg-type]
 
 
@@ -66,8 +68,6 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
              guidance: float | None = None, sampler: str | None = None, seed: int = 0,
              model: EEGDiffusion | None = None, data=None) -> dict[str, Any]:
     """Write PNGs and grid.png for the trials of ``eeg_file`` or of the run's ``split``; returns an index."""
-    from eegsine.training.unet import pick_grid_trials
-
     run = Path(run)
     if (eeg_file is None) == (split is None):
         raise UserError("generate: give exactly one of --eeg FILE or --split NAME")
@@ -118,15 +118,14 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
     return index
 
 
-def domain_for_run(run: Path, ds, logger=None):
-    """The run's domain CNN (trained once into RUN/domain-cnn-<dataset>): on the paired image set's
-    official train split when there is one (synthetic-vep), else on the train-split stimuli."""
-    from eegsine.training.diffusion import DiffusionTrainConfig
+def _domain_name(cfg, ds) -> str:
+    """The image set the domain CNN is trained on: the paired image set of synthetic-vep, else the EEG set's."""
+    return (cfg.image_set if cfg is not None and cfg.data == "synthetic-vep" and cfg.image_set else "") or ds.name
 
-    cfg = DiffusionTrainConfig.load(run) if (run / "config.json").exists() else None
-    name = (cfg.image_set if cfg is not None and cfg.data == "synthetic-vep" and cfg.image_set else "") or ds.name
-    folder = run / f"domain-cnn-{name}"
 
+def _domain_job(name: str, ds):
+    """(config, data function) of the domain CNN for image set ``name``: its official train split when it has one
+    (synthetic-vep's paired image set), else the EEG set's train-split stimuli."""
     def data():
         if name != ds.name:
             im = load_images(name)
@@ -136,9 +135,47 @@ def domain_for_run(run: Path, ds, logger=None):
         return ds.images[tr], ds.image_labels[tr], ds.images[te], ds.image_labels[te]
 
     c, s = int(ds.images.shape[1]), int(ds.images.shape[-1])
-    dcfg = DomainCNNConfig(dataset=name, in_chans=c, image_size=s, n_classes=ds.n_outputs, max_train=12000, epochs=2)
-    net, stats = domain_network(folder, dcfg, data, logger)
-    return net, folder.name, stats
+    return DomainCNNConfig(dataset=name, in_chans=c, image_size=s, n_classes=ds.n_outputs, max_train=12000,
+                           epochs=2), data
+
+
+def domain_for_run(run: Path, ds, logger=None):
+    """The run's domain CNN (trained once into RUN/domain-cnn-<dataset>, unless `eegsine train domain-net` put
+    it there first): on the paired image set's official train split when there is one (synthetic-vep), else on
+    the train-split stimuli."""
+    cfg = DiffusionTrainConfig.load(run) if (run / "config.json").exists() else None
+    name = _domain_name(cfg, ds)
+    dcfg, data = _domain_job(name, ds)
+    net, stats = domain_network(run / f"domain-cnn-{name}", dcfg, data, logger)
+    return net, f"domain-cnn-{name}", stats
+
+
+def train_domain_net(cfg, run: str | Path, logger=None) -> dict[str, Any]:
+    """``eegsine train domain-net``: the feature network a diffusion run's images are scored on, trained into
+    ``RUN/domain-cnn-<images>`` from the run's config (``cfg``: a DiffusionTrainConfig) before or while the run
+    trains; ``generate --evaluate`` and the export's gates then load it instead of training it. The same network
+    as :func:`domain_for_run` trains (same config, data and seed). Written atomically: a killed job leaves none."""
+    run = Path(run)
+    ds = load_data(cfg).check()
+    if ds.images is None:
+        raise UserError(f"{ds.name}: has no stimulus images; a domain network needs image-paired EEG")
+    name = _domain_name(cfg, ds)
+    folder = run / f"domain-cnn-{name}"
+    if (folder / "config.json").exists():
+        stats = domain_network(folder)[1]
+        return {"folder": str(folder), "trained": False, **stats}
+    dcfg, data = _domain_job(name, ds)
+    net, stats = train_domain_cnn(dcfg, *data(), logger=logger)
+    with scratch_dir(folder) as tmp:  # beside the target, created only now: the write is all that can be cut
+        part = Path(tmp) / folder.name
+        write_json(part / "metrics.json", stats)
+        net.save_pretrained(part, Provenance(trained_by=DomainCNNConfig.KIND, data=dcfg.dataset, seed=dcfg.seed))
+        if (folder / "config.json").exists():  # another writer finished first: the same network, keep theirs
+            shutil.rmtree(part)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)  # a partial folder of a killed first use
+            os.replace(part, folder)
+    return {"folder": str(folder), "trained": True, **stats}
 
 
 def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, steps: int | None = None,

@@ -12,7 +12,7 @@ import logging
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from eegsine.progress import tqdm
 
 from eegsine.errors import UserError
 from eegsine.models.image_encoder import CNNImageEncoder, ImageEncoderConfig

@@ -27,7 +27,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from eegsine.progress import tqdm
 
 from eegsine.data import EEGSet
 from eegsine.models import module_device

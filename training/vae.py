@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from eegsine.progress import tqdm
 
 from eegsine.io import write_json
 from eegsine.models.diffusion import EEGDiffusion

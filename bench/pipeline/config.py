@@ -8,8 +8,14 @@ from typing import Callable, Literal
 from eegsine.config import Config, usable_cpus
 from eegsine.errors import UserError
 
-STAGE_NAMES = ("data", "classifier", "robustness", "encoder", "diffusion", "generation", "export", "verify",
-               "stream", "bench", "report")
+STAGE_NAMES = ("data", "classifier", "robustness", "features", "encoder", "diffusion", "generation", "export",
+               "verify", "stream", "bench", "report")
+
+
+def default_threads(jobs: int, cpus: int | None = None) -> int:
+    """Threads per stage: the usable cores less one (left to the rest of the machine), shared by ``jobs`` lanes."""
+    cpus = usable_cpus() if cpus is None else cpus
+    return max(1, (cpus - 1) // max(1, jobs))
 
 
 @dataclasses.dataclass
@@ -19,8 +25,12 @@ class PipelineConfig(Config):
         "help": "tiny: the demo, sized for 2 CPU cores; paper: the full-size settings (paper-mnist classifier, "
                 "EEGCVPR40 and a local Stable Diffusion folder for the EEG system; GPU)"})
     out: str = dataclasses.field(default="", metadata={"help": "output folder ('' = runs/<preset>)", "metavar": "DIR"})
-    threads: int = dataclasses.field(default_factory=lambda: min(2, usable_cpus()),
-                                     metadata={"help": "--threads of every stage's command"})
+    jobs: int = dataclasses.field(default_factory=lambda: min(2, usable_cpus()), metadata={
+        "help": "stages run side by side when neither reads the other's outputs, each in its own process "
+                "(1: one after another)"})
+    threads: int = dataclasses.field(default_factory=lambda: default_threads(min(2, usable_cpus())), metadata={
+        "help": "--threads of every stage's command (default: the cores less one, shared by the jobs; 1 on 2 "
+                "cores, where two spinning OpenMP threads beside any other busy process run 27x slower)"})
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGE_NAMES), metadata={
         "help": "stages to run (always in pipeline order): " + ", ".join(STAGE_NAMES), "metavar": "STAGE"})
     force: list[str] = dataclasses.field(default_factory=list, metadata={
@@ -54,6 +64,8 @@ class PipelineConfig(Config):
                 raise UserError(f"PipelineConfig.stages: unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})")
         if self.threads < 1:
             raise UserError(f"PipelineConfig.threads must be >= 1, got {self.threads}")
+        if self.jobs < 1:
+            raise UserError(f"PipelineConfig.jobs must be >= 1, got {self.jobs}")
         for item in self.stage_args:
             name, sep, _ = item.partition("=")
             if not sep or name not in STAGE_NAMES:
@@ -66,7 +78,7 @@ class PipelineConfig(Config):
             raise UserError(f"PipelineConfig: --{given[0].replace('_', '-')} belongs to --preset paper")
         if self.splits and not self.eeg:
             raise UserError("PipelineConfig.splits: give --eeg too (the splits index its trials)")
-        eeg_stages = [s for s in ("encoder", "diffusion", "generation", "export", "verify", "stream")
+        eeg_stages = [s for s in ("features", "encoder", "diffusion", "generation", "export", "verify", "stream")
                       if s in self.stages]
         if self.preset == "paper" and eeg_stages and not (self.eeg and self.pretrained):
             raise UserError(f"PipelineConfig: --preset paper's EEG stages ({', '.join(eeg_stages)}) need your files: "

@@ -32,6 +32,8 @@ class PipelinePreset(Config):
         "help": "bench: timed batch-1 calls (None: BenchConfig's default)"})
     bench_max_seconds: float | None = dataclasses.field(default=None, metadata={
         "help": "bench: time cap per cell, s (None: BenchConfig's default)"})
+    bench_skip: list[str] = dataclasses.field(default_factory=list, metadata={
+        "help": "bench: backends left out (the rest of BenchConfig's list is timed)"})
 
     def validate(self) -> None:
         for stage in ("classifier", "robustness", "encoder", "diffusion"):
@@ -42,8 +44,10 @@ class PipelinePreset(Config):
 
 PIPELINE_PRESETS: Presets[PipelinePreset] = Presets("pipeline", {
     "tiny": lambda: PipelinePreset(classifier="tiny", robustness="tiny", encoder="tiny", diffusion="tiny",
-                                   # 30 batch-1 calls (3 s cap per cell) keep the tiny bench near 3 minutes
-                                   bench_iters=30, bench_max_seconds=3.0),
+                                   # 30 batch-1 calls (3 s cap per cell); torch.compile left out: compiling
+                                   # the four models took 162 of the bench's 253 s (1 thread, 2026-12-07) and it
+                                   # was never the fastest row (`eegsine bench` times it)
+                                   bench_iters=30, bench_max_seconds=3.0, bench_skip=["torch-compile"]),
     "paper": lambda: PipelinePreset(classifier="paper-mnist", robustness="paper-mnist", encoder="paper",
                                     diffusion="paper"),
 })

@@ -15,11 +15,13 @@ from typing import Any, Callable
 
 from eegsine.io import read_json
 
-# Stage wall seconds of an idle `make demo` from a fresh clone (2-core Intel Xeon, avx2 avx512_vnni amx_int8,
-# load < 1), as issue #29 measured them on 2026-12-06: an ETA hint only, never reported as a result.
+# Stage wall seconds of the tiny preset at 1 thread per stage (2-core Intel Xeon, avx2 avx512_vnni amx_int8) from
+# one `eegsine pipeline --threads 1` run beside one other busy process on 2026-12-07 (features: the domain CNN
+# part of that run's generation stage): an ETA hint only, never reported as a result; a run folder's own
+# previous record replaces it.
 EXPECTED: dict[str, dict[str, float]] = {
-    "tiny": {"data": 5, "classifier": 67, "robustness": 30, "encoder": 35, "diffusion": 267, "generation": 79,
-             "export": 12, "verify": 18, "stream": 25, "bench": 94, "report": 2},
+    "tiny": {"data": 5, "classifier": 160, "robustness": 66, "features": 200, "encoder": 16, "diffusion": 581,
+             "generation": 55, "export": 42, "verify": 83, "stream": 29, "bench": 90, "report": 2},
 }
 HEARTBEAT_S = 30.0
 MIN_SCALING_S = 20.0  # only stages expected to take at least this long rescale the estimates of the rest
@@ -80,10 +82,12 @@ def duration(s: float) -> str:
     return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min" if s < 5400 else f"{s / 3600:.1f} h"
 
 
-def eta_text(eta: Eta, name: str, todo: list[str]) -> str:
-    """``expected ~35 s; pipeline ~9 min left`` (or what is unknown)."""
+def eta_text(eta: Eta, name: str, todo: list[str], left: float | None = None) -> str:
+    """``expected ~35 s; pipeline ~9 min left`` (or what is unknown). ``left``: the pipeline's remaining seconds
+    when stages run side by side (:func:`eegsine.bench.pipeline.lanes.makespan`), else the sum of ``todo``'s."""
     st = eta.stage(name)
-    left, unknown = eta.left(todo)
+    total, unknown = eta.left(todo)
+    left = total if left is None else left
     parts = [f"expected ~{duration(st)}" if st is not None else "no estimate for this stage"]
     if left > 0:
         parts.append(f"pipeline ~{duration(left)} left" + (f" + {unknown} stage(s) without an estimate"

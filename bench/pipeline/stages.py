@@ -128,6 +128,12 @@ def _train_diffusion(**kwargs: Any) -> dict:
     return train_diffusion(**kwargs)
 
 
+def _train_domain_net(**kwargs: Any) -> dict:
+    from eegsine.training.generate import train_domain_net
+
+    return train_domain_net(**kwargs)
+
+
 def _generate(**kwargs: Any) -> dict:
     from eegsine.training.generate import generate_and_evaluate
 
@@ -220,16 +226,31 @@ def _encoder(ctx: Context) -> list[Call]:
     return [Call(argv, _train_encoder, {"cfg": cfg, "run_dir": run})]
 
 
-def _diffusion(ctx: Context) -> list[Call]:
-    name, run, c = _preset(ctx).diffusion, ctx.path("diffusion"), ctx.cfg
+def _diffusion_config(ctx: Context):
+    """The diffusion stage's config and its preset's (the features stage reads the same data)."""
+    name, c = _preset(ctx).diffusion, ctx.cfg
     base = PRESETS["diffusion"][name]
     cfg = _with_user_data(ctx, base.replace(encoder_run=str(ctx.path("encoder"))))
     if c.pretrained:  # a local Stable Diffusion folder in diffusers layout
         cfg = cfg.replace(model=cfg.model.replace(pretrained_vae=c.pretrained,
                                                   pretrained_unet=str(Path(c.pretrained) / "unet")))
-    cfg = _overrides(ctx, "diffusion", {"": cfg})[""]
+    return _overrides(ctx, "diffusion", {"": cfg})[""], base
+
+
+def _diffusion(ctx: Context) -> list[Call]:
+    name, run = _preset(ctx).diffusion, ctx.path("diffusion")
+    cfg, base = _diffusion_config(ctx)
     argv = [*_threads(ctx), "train", "diffusion", "--preset", name, "--run", str(run), *config_to_argv(cfg, base)]
     return [Call(argv, _train_diffusion, {"cfg": cfg, "run_dir": run, "speed_probe": diffusion_speed})]
+
+
+def _features(ctx: Context) -> list[Call]:
+    """The generated images' feature network (domain CNN) into OUT/diffusion/domain-cnn-<images>, beside the
+    diffusion training (it reads the images, not the model): generation and the export's gates load it."""
+    name, run = _preset(ctx).diffusion, ctx.path("diffusion")
+    cfg, base = _diffusion_config(ctx)
+    argv = [*_threads(ctx), "train", "domain-net", "--preset", name, "--run", str(run), *config_to_argv(cfg, base)]
+    return [Call(argv, _train_domain_net, {"cfg": cfg, "run": run})]
 
 
 def _generation(ctx: Context) -> list[Call]:
@@ -282,6 +303,8 @@ def _bench(ctx: Context) -> list[Call]:
     cfg = BenchConfig(threads=ctx.cfg.threads)
     cfg = cfg.replace(**{k: v for k, v in (("iters", p.bench_iters), ("max_seconds", p.bench_max_seconds))
                          if v is not None})
+    if p.bench_skip:
+        cfg = cfg.replace(backends=[b for b in cfg.backends if b not in p.bench_skip])
     cfg = _overrides(ctx, "bench", {"": cfg})[""]
     root, out = str(ctx.root), str(ctx.path("bench"))
     argv = ["bench", "--pipeline", root, "--out", out, *config_to_argv(cfg, keep=("threads",))]
@@ -297,7 +320,7 @@ def _report_calls(ctx: Context) -> list[Call]:
 
 PLANS: dict[str, Callable[[Context], list[Call]]] = {
     "data": _data, "classifier": _classifier, "robustness": _robustness, "encoder": _encoder,
-    "diffusion": _diffusion, "generation": _generation,
+    "features": _features, "diffusion": _diffusion, "generation": _generation,
     "export": lambda ctx: [_export_call(ctx, "export", BundleConfig(int8=True, overwrite=True), False)],
     "verify": lambda ctx: [_export_call(ctx, "verify", BundleConfig(), True)],
     "stream": _stream, "bench": _bench, "report": _report_calls,
@@ -349,7 +372,8 @@ def _command_text(ctx: Context, name: str) -> str:
 
 STAGES: dict[str, Stage] = {
     name: Stage(name, _runner(name), (lambda n: lambda ctx: _command_text(ctx, n))(name))
-    for name in ("data", "classifier", "robustness", "encoder", "diffusion", "generation", "export", "stream", "bench")
+    for name in ("data", "classifier", "robustness", "features", "encoder", "diffusion", "generation", "export",
+                 "stream", "bench")
 }
 STAGES["verify"] = Stage("verify", _verify, lambda ctx: _command_text(ctx, "verify"))
 STAGES["report"] = Stage("report", _report_stage, lambda ctx: _command_text(ctx, "report"))

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm import tqdm
+from eegsine.progress import tqdm
 
 from eegsine.attacks.algorithms import ATTACKS, AttackParams, AutoAttackStandard, build_attack, describe
 from eegsine.bench.report.doc import md_table

@@ -28,7 +28,7 @@ from eegsine.commands.verify import add_arguments, run as verify_run
 # group -> modules contributing ``add_parser`` (a command-line entry point may reach across layers)
 SUBCOMMANDS: dict[str, list[str]] = {
     "train": ["eegsine.commands.train_classifier", "eegsine.commands.train_encoder",
-              "eegsine.commands.train_diffusion"],
+              "eegsine.commands.train_diffusion", "eegsine.commands.train_domain"],
     "top": ["eegsine.commands.attack", "eegsine.commands.generate", "eegsine.commands.export",
             "eegsine.commands.bench", "eegsine.commands.pipeline", "eegsine.commands.report"],
 }

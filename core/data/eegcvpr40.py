@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
+from eegsine.progress import tqdm
 from eegsine.data.base import EEGSet, data_root
 from eegsine.data.options import DataOptions
 from eegsine.errors import DataMissingError, UserError
@@ -270,8 +271,6 @@ def stimulus_transform(path: Path, size: int) -> np.ndarray:
 
 def load_stimuli(images_root: str | os.PathLike, names: list[str], used: np.ndarray, size: int) -> np.ndarray:
     """(len(names), 3, size, size): every stimulus in ``used`` read from ``images_root``; a missing one is an error."""
-    from tqdm import tqdm
-
     root = Path(images_root)
     if not root.is_dir():
         raise DataMissingError(f"eegcvpr40: images_root {root} is not a folder (the ImageNet stimulus photos, "
@@ -334,8 +333,6 @@ def _select(eeg_path: Path, splits_path: Path, trials: list, sp: dict, split_ind
 
 def _windows(eeg_path: Path, trials: list, keep: np.ndarray, bandpass, sfreq: float, phase: str) -> np.ndarray:
     """(kept, 128, 440): each trial filtered whole (grouped by length), then its 20:460 window."""
-    from tqdm import tqdm
-
     x = np.empty((len(keep), N_CHANS, T_HIGH - T_LOW), dtype=np.float32)
     by_len: dict[int, list[int]] = {}
     for j, i in enumerate(keep):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from eegsine.progress import tqdm
 from eegsine.data.base import DataSpec, ImageSet, data_root, register
 from eegsine.data.options import DataOptions
 from eegsine.errors import DataMissingError, UserError
@@ -151,7 +152,7 @@ def _download(url: str, dest: Path, sha256: str, what: str) -> None:
 def _progress(total: int, desc: str):
     """A tqdm bar where tqdm is installed (the toolkit), a silent stand-in in the runtime-only install."""
     try:
-        from tqdm import tqdm
+        import tqdm as _installed  # noqa: F401 - a runtime-only install has no tqdm
     except ImportError:
         class _Silent:
             def update(self, n: int) -> None:

@@ -76,6 +76,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from eegsine.progress import tqdm
 from eegsine.config import Config
 from eegsine.data.base import REGISTRY, EEGInfo, EEGSet, load_images
 from eegsine.data.options import DataOptions
@@ -562,8 +563,6 @@ def _trials(cfg: SyntheticVEPConfig, src: _Sources, var: _Variation, pos: np.nda
             t_class: np.ndarray, t_image: np.ndarray, n_classes: int, progress: bool) -> np.ndarray:
     """Every trial, in blocks of up to CHUNK trials of one (subject, class): (N, C, T) float32."""
     from threadpoolctl import threadpool_limits
-    from tqdm import tqdm
-
     x = np.empty((len(t_subject), pos.shape[0], cfg.n_times), dtype=np.float32)
     h_pink = _pink_filter(cfg.n_times, cfg.sfreq).astype(np.float32)
     rng = np.random.default_rng([cfg.seed, 9])

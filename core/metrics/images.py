@@ -36,6 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eegsine.progress import tqdm
 from eegsine.bench.report.doc import md_table as doc_md_table
 from eegsine.errors import UserError
 from eegsine.io import atomic_write_text, read_json, update_metrics, write_json
@@ -51,8 +52,6 @@ if TYPE_CHECKING:
 
 def train_domain_cnn(cfg: DomainCNNConfig, train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray,
                      test_y: np.ndarray, logger=None) -> tuple[DomainCNN, dict]:
-    from tqdm.auto import tqdm
-
     if train_x.shape[1:] != (cfg.in_chans, cfg.image_size, cfg.image_size):
         raise UserError(f"domain CNN: images {train_x.shape[1:]} do not match the config "
                         f"({cfg.in_chans}, {cfg.image_size}, {cfg.image_size})")
@@ -337,8 +336,6 @@ def condition_embeddings(model, ds, idx: np.ndarray, seed: int = 0, batch_size: 
 def generate_for(model, emb: torch.Tensor, seed: int, offset: int = 0, batch_size: int = 32, progress: str = "",
                  **sample_kw) -> np.ndarray:
     """Images (N, C, H, W) for embeddings (N, emb_dim); sample i uses noise (seed, offset + i)."""
-    from tqdm.auto import tqdm
-
     out = []
     for i in tqdm(range(0, len(emb), batch_size), desc=progress or "generate", leave=False, disable=not progress):
         lat = model.initial_latents(min(batch_size, len(emb) - i), seed, offset + i)

@@ -46,6 +46,7 @@ from typing import Any, Callable, Iterator, NamedTuple
 
 import numpy as np
 
+from eegsine.progress import tqdm
 from eegsine.config import check_threads, usable_cpus
 from eegsine.runtime.backends import BackendSession, available_backends, check_backend, open_session
 from eegsine.runtime.contracts import ExportContract
@@ -593,7 +594,7 @@ def _steps_shown(ts: np.ndarray, progress: bool) -> Iterator[tuple[int, int]]:
         yield from enumerate(ts)
         return
     try:
-        from tqdm import tqdm
+        import tqdm as _installed  # noqa: F401 - a runtime-only install has no tqdm
     except ImportError:
         for i, t in enumerate(ts):
             print(f"\rDDIM step {i + 1}/{len(ts)}", end="" if i + 1 < len(ts) else "\n", file=sys.stderr, flush=True)
