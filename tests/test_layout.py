@@ -21,7 +21,8 @@ import pytest
 
 import import_graph as G
 
-BASE = {"eegsine", "eegsine.config", "eegsine.io", "eegsine.errors", "eegsine.locks", "eegsine.progress", "eegsine.stats"}
+BASE = {"eegsine", "eegsine.config", "eegsine.io", "eegsine.errors", "eegsine.locks", "eegsine.progress",
+        "eegsine.stats"}
 # folder -> layer; a folder imports only folders of a lower layer (and the base, layer 0)
 LAYERS = {
     "base": 0,

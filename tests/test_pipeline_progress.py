@@ -139,3 +139,36 @@ def test_a_failed_lane_stops_new_stages_and_the_rest_are_marked_not_run(tmp_path
     assert status["encoder"] == "failed: encoder: no data"
     assert status["diffusion"] == "not run (an earlier stage failed)"
     assert status["data"] == "done"
+
+
+def test_the_threads_table_compares_each_cell_with_its_idle_twin():
+    from eegsine.bench.speed.threads import render
+
+    rows = [{"load": load, "threads": n, "wait_policy": "default", "ms_per_step": ms, "steps": 10}
+            for load, n, ms in [("idle", 1, 10.0), ("idle", 2, 5.0), ("busy", 1, 12.0), ("busy", 2, 60.0)]]
+    text = render({"host": {"cpu": "cpu", "isa": "x86-avx2", "cpus": 2, "load_before": 0.1, "torch": "2"},
+                   "seconds": 6.0, "rows": rows})
+    assert "| busy | 2 | default | 60.00 | 10 | 12.00x |" in text
+    assert "| busy | 1 | default | 12.00 | 10 | 1.20x |" in text
+
+
+def test_the_demo_record_is_one_clean_run_per_label(tmp_path):
+    import pytest
+
+    from eegsine.bench.pipeline import times
+    from eegsine.errors import UserError
+
+    def run(name, seconds, total, status="done"):
+        root = tmp_path / name
+        write_json(root / "pipeline.json", {"preset": "tiny", "jobs": 2, "threads": 1, "total_seconds": total,
+                                            "failed": [], "stages": [{"name": n, "status": status, "seconds": s}
+                                                                     for n, s in seconds.items()]})
+        return root
+
+    idle = times.read_run(run("idle", {"encoder": 20.0, "diffusion": 500.0}, 600.0))
+    busy = times.read_run(run("busy", {"encoder": 30.0, "diffusion": 800.0}, 900.0))
+    text = times.render({"host": {"cpu": "cpu", "cpus": 2, "isa_class": "x86-avx2", "int8_features": ["avx2"]},
+                         "runs": {"idle": idle, "beside one busy process": busy}})
+    assert "| diffusion | 500.0 | 800.0 |" in text and "| beside one busy process | 900 s (15.0 min) | 1.50x |" in text
+    with pytest.raises(UserError, match="kept from an earlier invocation"):
+        times.read_run(run("resumed", {"encoder": 0.0}, 10.0, status="skipped (done)"))

@@ -30,7 +30,7 @@ class PipelineConfig(Config):
                 "(1: one after another)"})
     threads: int = dataclasses.field(default_factory=lambda: default_threads(min(2, usable_cpus())), metadata={
         "help": "--threads of every stage's command (default: the cores less one, shared by the jobs; 1 on 2 "
-                "cores, where two spinning OpenMP threads beside any other busy process run 27x slower)"})
+                "cores, where two spinning OpenMP threads beside one other busy process ran 5.7x slower than one)"})
     stages: list[str] = dataclasses.field(default_factory=lambda: list(STAGE_NAMES), metadata={
         "help": "stages to run (always in pipeline order): " + ", ".join(STAGE_NAMES), "metavar": "STAGE"})
     force: list[str] = dataclasses.field(default_factory=list, metadata={

@@ -15,13 +15,13 @@ from typing import Any, Callable
 
 from eegsine.io import read_json
 
-# Stage wall seconds of the tiny preset at 1 thread per stage (2-core Intel Xeon, avx2 avx512_vnni amx_int8) from
-# one `eegsine pipeline --threads 1` run beside one other busy process on 2026-12-07 (features: the domain CNN
-# part of that run's generation stage): an ETA hint only, never reported as a result; a run folder's own
+# Stage wall seconds of the tiny preset, two stages at a time with 1 thread each, from one uninterrupted idle
+# `eegsine pipeline --preset tiny` on 2026-12-07 (2-core Intel Xeon, avx2 avx512_vnni amx_int8; data already
+# fetched, docs/results/demo-times/): an ETA hint only, never reported as a result; a run folder's own
 # previous record replaces it.
 EXPECTED: dict[str, dict[str, float]] = {
-    "tiny": {"data": 5, "classifier": 160, "robustness": 66, "features": 200, "encoder": 16, "diffusion": 581,
-             "generation": 55, "export": 42, "verify": 83, "stream": 29, "bench": 90, "report": 2},
+    "tiny": {"data": 5, "classifier": 181, "robustness": 75, "features": 174, "encoder": 23, "diffusion": 541,
+             "generation": 38, "export": 29, "verify": 28, "stream": 29, "bench": 52, "report": 2},
 }
 HEARTBEAT_S = 30.0
 MIN_SCALING_S = 20.0  # only stages expected to take at least this long rescale the estimates of the rest

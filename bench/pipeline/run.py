@@ -27,7 +27,7 @@ from eegsine.bench.pipeline.config import STAGE_NAMES, Context, PipelineConfig, 
 from eegsine.bench.pipeline.lanes import by_priority, makespan, ready
 from eegsine.bench.pipeline.progress import Eta, Heartbeat, eta_text, expected_seconds
 from eegsine.bench.report.build import build_report
-from eegsine.bench.pipeline.stages import STAGES
+from eegsine.bench.pipeline.stages import STAGES, main_commands
 
 POLL_S = 0.5
 
@@ -178,6 +178,8 @@ def run_pipeline(cfg: PipelineConfig, stages: dict[str, Stage] | None = None) ->
     summary["total_seconds"] = time.perf_counter() - run.t_all
     summary["failed"] = run.failed
     write_json(cfg.root / "pipeline.json", summary)
+    if run.entry.get("report", {}).get("status") == "done":  # rendered while it ran: now it counts itself done
+        build_report(cfg.root, main_commands(cfg))
     if run.failed:
         raise UserError(f"pipeline: stage(s) failed: {', '.join(run.failed)} (see {cfg.root / 'log.txt'}); "
                         "rerun to resume")

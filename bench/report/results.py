@@ -43,7 +43,8 @@ TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results
           "encoder-verdict": "docs/results/encoder/table.md#Encoder linear probe vs the strongest baseline",
           "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
                                 "#Worst case per example over every attack at that eps",
-          "paper-mnist-fgsmrs-seeds": "docs/results/paper-mnist-fgsmrs/seeds/seeds.md"}
+          "paper-mnist-fgsmrs-seeds": "docs/results/paper-mnist-fgsmrs/seeds/seeds.md",
+          "demo-times": "docs/results/demo-times/times.md#Wall time"}
 _TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
 
