@@ -248,3 +248,23 @@ def stream_bundle() -> Path:
     out = _ROOT / "stream_bundle"
     export_bundle(items, out, cfg, generation=generation, log=lambda *a: None)
     return out
+
+
+# the stream recordings' synthetic-vep options (what a demo-kind bundle's provenance names)
+STREAM_VEP_OPTIONS = {"image_set": "digits", "n_chans": N_CHANS, "n_times": N_TIMES, "sfreq": STREAM_SFREQ,
+                      "tmin": STREAM_TMIN, "n_images_per_class": 10, "n_subjects": 2, "snr": 0.5, "progress": False}
+
+
+def vep_bundle(out: Path, int8: bool) -> Path:
+    """An EEG bundle exported from a run whose provenance names its data set (synthetic-vep with
+    :data:`STREAM_VEP_OPTIONS`), as `eegsine export` writes it, into ``out/bundle`` (the run copied to ``out/run``)."""
+    from eegsine.export.bundle import eeg_run_items, export_bundle
+    from eegsine.models.protocol import Provenance
+
+    run = shutil.copytree(diffusion_run(STREAM_SFREQ), out / "run")
+    Provenance(trained_by="diffusion-train", data="synthetic-vep", data_options=STREAM_VEP_OPTIONS).save(
+        run, "provenance.json")
+    cfg = small_cfg(int8=int8)
+    items, generation, _ = eeg_run_items(run, cfg, eeg_set=vep_set())
+    export_bundle(items, out / "bundle", cfg, generation=generation, log=lambda *a: None)
+    return out / "bundle"

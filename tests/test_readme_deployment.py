@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 
 import pytest
 
@@ -32,18 +31,7 @@ def deployment_commands() -> list[str]:
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory):
     """An INT8 EEG bundle exported from a run whose provenance names its data set, as `eegsine export` writes it."""
-    from eegsine.export.bundle import eeg_run_items, export_bundle
-    from eegsine.models.protocol import Provenance
-
-    tmp = tmp_path_factory.mktemp("deploy")
-    opts = {"image_set": "digits", "n_chans": h.N_CHANS, "n_times": h.N_TIMES, "sfreq": h.STREAM_SFREQ,
-            "tmin": h.STREAM_TMIN, "n_images_per_class": 10, "n_subjects": 2, "snr": 0.5, "progress": False}
-    run = shutil.copytree(h.diffusion_run(h.STREAM_SFREQ), tmp / "run")
-    Provenance(trained_by="diffusion-train", data="synthetic-vep", data_options=opts).save(run, "provenance.json")
-    cfg = h.small_cfg(int8=True)
-    items, generation, _ = eeg_run_items(run, cfg, eeg_set=h.vep_set())
-    export_bundle(items, tmp / "bundle", cfg, generation=generation, log=lambda *a: None)
-    return tmp / "bundle"
+    return h.vep_bundle(tmp_path_factory.mktemp("deploy"), int8=True)
 
 
 def _concrete(command: str, bundle, tmp) -> list[str]:

@@ -137,22 +137,13 @@ def test_export_records_the_encoders_data_set():
 
 def test_an_exported_bundle_is_recorded_like_itself(tmp_path):
     """export writes the data entry from the run's provenance; --like makes a playback file the bundle streams."""
-    import shutil
 
     import export_helpers as h
-    from eegsine.export.bundle import eeg_run_items, export_bundle
-    from eegsine.models.protocol import Provenance
     from eegsine.runtime import Bundle
 
-    opts = {"image_set": "digits", "n_chans": h.N_CHANS, "n_times": h.N_TIMES, "sfreq": h.STREAM_SFREQ,
-            "tmin": h.STREAM_TMIN, "n_images_per_class": 10, "n_subjects": 2, "snr": 0.5, "progress": False}
-    run = shutil.copytree(h.diffusion_run(h.STREAM_SFREQ), tmp_path / "run")
-    Provenance(trained_by="diffusion-train", data="synthetic-vep", data_options=opts).save(run, "provenance.json")
-    cfg = h.small_cfg(int8=False)
-    items, generation, _ = eeg_run_items(run, cfg, eeg_set=h.vep_set())
-    export_bundle(items, tmp_path / "bundle", cfg, generation=generation, log=lambda *a: None)
+    h.vep_bundle(tmp_path, int8=False)
     entry = Bundle(tmp_path / "bundle").manifest["models"]["eeg_encoder"]   # the manifest's schema and hashes hold
-    assert entry["data"] == {"name": "synthetic-vep", "options": opts}
+    assert entry["data"] == {"name": "synthetic-vep", "options": h.STREAM_VEP_OPTIONS}
     rec = tmp_path / "rec.csv"
     assert main(["data", "export-recording", "--like", str(tmp_path / "bundle"), "--trials", "20", "--board", "auto",
                  "--out", str(rec)]) == 0
