@@ -321,3 +321,33 @@ def test_train_real_subset(tmp_path, name):
                                     val_pgd_steps=1, batch_size=50, model=ClassifierConfig(head=head, init="siren"))
         m = train_classifier(cfg, tmp_path / head)
         assert m["test_clean_accuracy"] > 0.5, (name, head, m["test_clean_accuracy"])
+
+
+# -- device (issue #25): CUDA when present, never a silent CPU run when a GPU is asked for ----------------------
+def test_device_resolution(monkeypatch):
+    from eegsine.training.loop import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    with pytest.raises(UserError, match="--device cuda: no CUDA device here"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_device("auto") == torch.device("cuda")
+    with pytest.raises(UserError, match="has 1 CUDA device"):
+        resolve_device("cuda:3")
+    with pytest.raises(UserError, match="not auto, cpu, cuda or cuda:N"):
+        ClassifierTrainConfig(device="gpu")
+
+
+def test_the_cpu_device_is_the_same_computation(tmp_path, monkeypatch):
+    """--device cpu and auto on a machine without CUDA train the same weights as each other, step for step."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = ClassifierTrainConfig(**DIGITS, mode="pgd", steps=2, eps=0.1, epochs=1)
+    ref = train_classifier(cfg, tmp_path / "auto")
+    res = train_classifier(cfg.replace(device="cpu"), tmp_path / "cpu")
+    a, b = Classifier.from_pretrained(tmp_path / "auto"), Classifier.from_pretrained(tmp_path / "cpu")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert res["history"] == ref["history"]
+    assert "on cpu" in (tmp_path / "cpu" / "log.txt").read_text()

@@ -41,7 +41,7 @@ from eegsine.runs.plots import plot_accuracy_curves, plot_grad_norms, plot_layer
 from eegsine.runs.folder import RunFolder
 from eegsine.training.configs import (CLASSIFIER_PRESETS, DATASETS, ClassifierTrainConfig,  # noqa: F401 - re-exported
                                      classifier_preset)
-from eegsine.training.loop import Checkpoint, cosine_warmup, open_run, start_log
+from eegsine.training.loop import Checkpoint, cosine_warmup, open_run, resolve_device, start_log, use_device
 from eegsine.data import load_images
 
 BEST_FILE = "best.safetensors"
@@ -80,18 +80,29 @@ def resolve_model_config(cfg: ClassifierTrainConfig, data: dict) -> ClassifierTr
 
 # -- evaluation during training ---------------------------------------------------------------
 @torch.no_grad()
+def _on(model: nn.Module, *ts: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``ts`` on the model's device (the data stay on the CPU; a batch moves when it is used)."""
+    dev = next(model.parameters()).device
+    return tuple(t.to(dev) for t in ts)
+
+
+@torch.no_grad()
 def _accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int = 500) -> float:
     model.eval()
-    correct = sum(int((model(x[i:i + bs]).argmax(1) == y[i:i + bs]).sum()) for i in range(0, len(x), bs))
+    correct = 0
+    for i in range(0, len(x), bs):
+        xb, yb = _on(model, x[i:i + bs], y[i:i + bs])
+        correct += int((model(xb).argmax(1) == yb).sum())
     return correct / max(1, len(x))
 
 
 def _attack_accuracy(atk, model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int = 250) -> float:
     correct = 0
     for i in range(0, len(x), bs):
-        adv = atk(x[i:i + bs], y[i:i + bs])
+        xb, yb = _on(model, x[i:i + bs], y[i:i + bs])
+        adv = atk(xb, yb)
         with torch.no_grad():
-            correct += int((model(adv).argmax(1) == y[i:i + bs]).sum())
+            correct += int((model(adv).argmax(1) == yb).sum())
     return correct / max(1, len(x))
 
 
@@ -239,7 +250,8 @@ def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dic
     data = data or load_split(cfg)
     cfg = resolve_model_config(cfg, data)
     torch.manual_seed(cfg.seed)
-    model = build_classifier(cfg.model)
+    dev = resolve_device(cfg.device)
+    model = use_device(build_classifier(cfg.model), dev)  # initialised on the CPU, then moved: the same weights
     opt = (torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
            else torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
                                 nesterov=True))
@@ -253,7 +265,7 @@ def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dic
     if not r.prog["step"]:
         log.info(f"training {cfg.model.arch} ({cfg.model.head} head, init={cfg.model.init}) on {cfg.dataset} "
                  f"({n} train / {len(data['val_x'])} val images, {data['source']}), mode={cfg.mode}, eps={cfg.eps} "
-                 f"(pixel units), {cfg.epochs} epochs x {r.steps_per_epoch} steps")
+                 f"(pixel units), {cfg.epochs} epochs x {r.steps_per_epoch} steps, on {dev}")
     while r.prog["step"] < r.total_steps:
         _epoch(r)
     return _finish(r)
@@ -286,6 +298,7 @@ def _epoch(r: _Run) -> None:
 def _step(r: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     """One optimizer step on the batch's adversarial examples; -> (loss, batch accuracy, eps used)."""
     cfg, model, prog = r.cfg, r.model, r.prog
+    x, y = _on(model, x, y)
     step = prog["step"]
     ramp = min(1.0, (step + 1) / (cfg.eps_ramp_epochs * r.steps_per_epoch)) if cfg.eps_ramp_epochs > 0 else 1.0
     atk = _train_attack(cfg, model, cfg.eps * ramp)

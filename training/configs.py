@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Literal
 
 from eegsine.config import Config, Presets
@@ -71,8 +72,13 @@ class ClassifierTrainConfig(Config):
     seed: int = dataclasses.field(default=0, metadata={
         "help": "seed of the initialisation, the validation split and the batch order"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch intra-op threads (0: leave torch's setting)"})
+    device: str = dataclasses.field(default="auto", metadata={
+        "help": "auto: CUDA when present (what Accelerate picks for the other trainers), else the CPU; cpu; cuda; "
+                "cuda:N. The CPU path is the same computation whichever is asked"})
 
     def validate(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise UserError(f"ClassifierTrainConfig.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
         if not 0.0 <= self.eps <= 1.0:
             raise UserError(f"ClassifierTrainConfig.eps: must be in [0, 1] (pixel units), got {self.eps}")
         if self.dataset == "cifar10" and self.eps > CIFAR_MAX_EPS + 1e-9:

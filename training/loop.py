@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from eegsine.runs.checkpoint import load_checkpoint, save_checkpoint
+from eegsine.errors import UserError
 from eegsine.io import run_logger
 from eegsine.runs.folder import RunFolder
 
@@ -60,6 +61,31 @@ def accelerator():
     from accelerate import Accelerator
 
     return Accelerator(cpu=not torch.cuda.is_available())
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` (CUDA when present, else the CPU: Accelerate's choice), ``cpu``, ``cuda`` or ``cuda:N``; a GPU asked
+    for on a machine without one is a one-line error, never a silent CPU run."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA device here (torch {torch.__version__}); use --device cpu "
+                            "or auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
+def use_device(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
+    """``model`` on ``dev``; on CUDA with TF32 matmuls/convolutions and channels-last memory (the settings that
+    matter for CNNs there). Nothing changes on the CPU."""
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        return model.to(dev, memory_format=torch.channels_last)
+    return model.to(dev)
 
 
 # -- checkpoints ------------------------------------------------------------------------------------
