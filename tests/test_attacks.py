@@ -330,3 +330,12 @@ def test_evaluation_resumes_from_its_cache(digits_runs, tmp_path, monkeypatch):
     monkeypatch.setattr(rb, "run_attack", boom)
     again = evaluate_robustness([digits_runs["standard"]], cfg, tmp_path)
     assert again["models"]["Standard CNN"]["results"]["fgsm"] == res
+
+
+def test_attack_device_is_checked_before_anything_runs():
+    from eegsine.bench.robustness.configs import RobustnessConfig
+    from eegsine.errors import UserError
+
+    with pytest.raises(UserError, match="RobustnessConfig.device: 'gpu' is not auto, cpu, cuda or cuda:N"):
+        RobustnessConfig(device="gpu")
+    assert RobustnessConfig(device="cuda:1").device == "cuda:1"

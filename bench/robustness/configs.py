@@ -7,6 +7,7 @@ torch; :mod:`eegsine.bench.robustness.evaluate` re-exports it. ``BenchConfig`` (
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from eegsine.attacks.registry import ATTACKS, AttackParams
 from eegsine.config import Config, Presets
@@ -50,6 +51,8 @@ class RobustnessConfig(Config):
     batch_size: int = dataclasses.field(default=250, metadata={"help": "images per attack batch"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the test subset and of every attack"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch intra-op threads (0: leave torch's setting)"})
+    device: str = dataclasses.field(default="auto", metadata={
+        "help": "auto: CUDA when present, else the CPU; cpu; cuda; cuda:N (attacks keep fp32 gradients)"})
     zero_grad_max_share: float = dataclasses.field(default=0.05, metadata={
         "help": "sanity check: largest share of images with an all-zero input gradient"})
     bb_max_share: float = dataclasses.field(default=0.01, metadata={
@@ -66,6 +69,8 @@ class RobustnessConfig(Config):
                 "iterative attack is weaker than FGSM at the same eps"})
 
     def validate(self) -> None:
+        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
+            raise UserError(f"RobustnessConfig.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
         for a in self.attacks:
             if a not in ATTACKS:
                 raise UserError(f"RobustnessConfig.attacks: unknown attack {a!r} (known: {', '.join(ATTACKS)})")

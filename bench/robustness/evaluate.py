@@ -49,7 +49,9 @@ from eegsine.bench.robustness.eps_nesting import (CAPTION, and_prefix, broken_at
 from eegsine.errors import DataMissingError, UserError
 from eegsine.io import atomic_write_text, read_json, run_logger, sha256_file, update_metrics, write_json
 from eegsine.models.classifier import Classifier, check_images
+from eegsine.runs.checkpoint import load_weights, save_weights
 from eegsine.runs.folder import RunFolder
+from eegsine.training.loop import resolve_device, use_device
 from eegsine.data import load_images
 from eegsine.models.configs import ClassifierConfig
 from eegsine.models.protocol import WEIGHTS_FILE, model_folder, read_provenance
@@ -79,17 +81,23 @@ def _fmt_eps(e: float) -> str:
 
 
 # -- per-model evaluation -------------------------------------------------------------------------
+def _dev(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def _predict(model: nn.Module, x: torch.Tensor, bs: int) -> torch.Tensor:
-    return torch.cat([model(x[i:i + bs]) for i in range(0, len(x), bs)]) if len(x) else torch.zeros(0)
+    """Logits on the CPU (every record is kept there); each batch runs on the model's device."""
+    dev = _dev(model)
+    return torch.cat([model(x[i:i + bs].to(dev)).cpu() for i in range(0, len(x), bs)]) if len(x) else torch.zeros(0)
 
 
 def zero_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: int = 250) -> float:
     """Share of images whose input gradient of the CE loss is exactly zero."""
     zero = 0
     for i in range(0, len(x), bs):
-        xb = x[i:i + bs].clone().requires_grad_(True)
-        g = torch.autograd.grad(F.cross_entropy(model(xb), y[i:i + bs], reduction="sum"), xb)[0]
+        xb = x[i:i + bs].to(_dev(model)).clone().requires_grad_(True)
+        g = torch.autograd.grad(F.cross_entropy(model(xb), y[i:i + bs].to(xb.device), reduction="sum"), xb)[0]
         zero += int((g.flatten(1).abs().amax(1) == 0).sum())
     return zero / max(1, len(x))
 
@@ -102,14 +110,16 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, co
     success_by = torch.full((len(x),), -2, dtype=torch.long)
     adv_all = x.clone()
     t0 = time.perf_counter()
+    dev = _dev(model)
     for i in range(0, len(idx), bs):
         j = idx[i:i + bs]
         atk = build_attack(name, model, eps, n_classes, params, source_model=source)
-        adv = atk(x[j], y[j])
-        adv = (x[j] + (adv - x[j]).clamp(-eps, eps)).clamp(0, 1)  # judged inside the eps ball, whatever the attack did
-        adv_all[j] = adv
+        xj, yj = x[j].to(dev), y[j].to(dev)  # records stay on the CPU; the attack runs where the model is
+        adv = atk(xj, yj)
+        adv = (xj + (adv - xj).clamp(-eps, eps)).clamp(0, 1)  # judged inside the eps ball, whatever the attack did
+        adv_all[j] = adv.cpu()
         with torch.no_grad():
-            robust[j] = model(adv).argmax(1) == y[j]
+            robust[j] = (model(adv).argmax(1) == yj).cpu()
         if isinstance(atk, AutoAttackStandard):
             success_by[j] = atk.success_by.cpu()
     secs = time.perf_counter() - t0
@@ -278,7 +288,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     run.log_notes(log)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    models = _load_models(runs)
+    dev = resolve_device(cfg.device)
+    models = [(p, use_device(m, dev), c) for p, m, c in _load_models(runs)]
     try:
         ds = load_images(dataset, **({"root": data_root} if data_root else {}))
     except DataMissingError as e:
@@ -292,11 +303,11 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     # so another config evaluates afresh beside the old results
     cfg.save(out_dir)
     names = _model_names(models)
-    source = (Classifier.from_pretrained(cfg.transfer_from) if cfg.transfer_from
+    source = (use_device(Classifier.from_pretrained(cfg.transfer_from), dev) if cfg.transfer_from
               else next((m for _, m, c in models if c.head == "linear"), None))
     params = cfg.params
     log.info(f"robustness on {dataset} test split ({ds.source}): n_eval={n} (expensive attacks: first {n_exp}), "
-             f"eps in [0, 1] pixel units, models: {', '.join(names)}")
+             f"eps in [0, 1] pixel units, models: {', '.join(names)}, on {dev}")
 
     summary: dict = {"dataset": dataset, "data_source": ds.source, "split": "test", "n_eval": n,
                      "n_eval_expensive": n_exp,
@@ -451,8 +462,6 @@ class _Cache:
         return self.dir / f"{a}__eps{e:.6g}{ext}"  # (not Path.with_suffix: "0.3" would lose its ".3")
 
     def get(self, a: str, e: float) -> dict | None:
-        from eegsine.runs.checkpoint import load_weights
-
         if not self.enabled or not self._path(a, e, ".json").exists():
             return None
         meta = read_json(self._path(a, e, ".json"))
@@ -464,8 +473,6 @@ class _Cache:
         return r
 
     def put(self, a: str, e: float, r: dict) -> None:
-        from eegsine.runs.checkpoint import save_weights
-
         if not self.enabled:
             return
         t = {"robust": r["robust"].to(torch.uint8), "success_by": r["success_by"]}
