@@ -32,7 +32,7 @@ def read_run(root: Path) -> dict:
         raise UserError(f"{root}: stages {', '.join(resumed)} were kept from an earlier invocation: not one run")
     if "total_seconds" not in s or s.get("failed"):
         raise UserError(f"{root}: the pipeline did not finish cleanly (failed: {s.get('failed')})")
-    return {"folder": str(root), "preset": s.get("preset"), "jobs": s.get("jobs", 1), "threads": s.get("threads"),
+    return {"folder": root.name, "preset": s.get("preset"), "jobs": s.get("jobs", 1), "threads": s.get("threads"),
             "total_seconds": float(s["total_seconds"]),
             "stages": {n: float(e.get("seconds", 0.0)) for n, e in stages.items()}, "figures": figures(root)}
 
