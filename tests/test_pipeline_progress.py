@@ -172,3 +172,25 @@ def test_the_demo_record_is_one_clean_run_per_label(tmp_path):
     assert "| diffusion | 500.0 | 800.0 |" in text and "| beside one busy process | 900 s (15.0 min) | 1.50x |" in text
     with pytest.raises(UserError, match="kept from an earlier invocation"):
         times.read_run(run("resumed", {"encoder": 0.0}, 10.0, status="skipped (done)"))
+
+
+def _returns(x):
+    return ("done", {"x": x})
+
+
+def _dies():
+    import os
+
+    os._exit(3)
+
+
+def test_a_lane_process_that_dies_is_a_failed_stage_and_none_outlives_the_pipeline():
+    from eegsine.bench.pipeline.run import _Spawn
+
+    pool = _Spawn()
+    ok, dead = pool.submit(_returns, 7), pool.submit(_dies)
+    assert ok.result(timeout=120) == ("done", {"x": 7})
+    status, message = dead.result(timeout=120)
+    assert status == "failed" and "exit code 3" in message
+    pool.shutdown()
+    assert not any(p.is_alive() for p in pool.procs)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from typing import Callable
@@ -49,6 +50,12 @@ def _stage_in_process(cfg_data: dict, name: str) -> tuple:
     return _outcome(STAGES[name].run, Context(cfg, run_logger(cfg.root, "pipeline")))
 
 
+def _child(send, fn: Callable[..., tuple], args: tuple) -> None:
+    """The body of a stage's process: its outcome back through the pipe."""
+    send.send(fn(*args))
+    send.close()
+
+
 class _Inline(cf.Executor):
     """One stage at a time, in this process (``--jobs 1``)."""
 
@@ -58,13 +65,51 @@ class _Inline(cf.Executor):
         return fut
 
 
+class _Spawn(cf.Executor):
+    """A fresh process per stage (spawn: its own interpreter, seeds, threads and memory), joined when it ends;
+    the ones still running when the pipeline stops (a failure, Ctrl-C) are terminated, none outlives it."""
+
+    def __init__(self) -> None:
+        self.ctx = multiprocessing.get_context("spawn")
+        self.procs: list = []
+
+    def submit(self, fn, /, *args, **kwargs):  # noqa: ANN001 - concurrent.futures' signature
+        fut: cf.Future = cf.Future()
+        recv, send = self.ctx.Pipe(duplex=False)
+        proc = self.ctx.Process(target=_child, args=(send, fn, args), name="eegsine-stage")
+        proc.start()
+        send.close()  # the child holds the only send end: its exit without a result is an EOF here
+
+        def watch() -> None:
+            try:
+                outcome = recv.recv()
+            except (EOFError, OSError):
+                proc.join()  # the pipe closes before the exit code is known
+                outcome = ("failed", f"the stage's process ended without a result (exit code {proc.exitcode}; "
+                                     "killed, or out of memory?)")
+            proc.join()
+            recv.close()
+            fut.set_result(outcome)
+
+        threading.Thread(target=watch, name=f"watch-{proc.pid}", daemon=True).start()
+        self.procs.append(proc)
+        return fut
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        for proc in self.procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self.procs:
+            proc.join(10)
+
+
 def _executor(cfg: PipelineConfig, custom: bool) -> cf.Executor:
     if cfg.jobs == 1:
         return _Inline()
     if custom:  # stages given by the caller (tests): closures cannot cross a process boundary
         return cf.ThreadPoolExecutor(cfg.jobs)
     os.environ["OMP_NUM_THREADS"] = str(cfg.threads)  # read by OpenMP when a lane imports torch
-    return cf.ProcessPoolExecutor(cfg.jobs, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1)
+    return _Spawn()
 
 
 class _Run:
@@ -115,7 +160,7 @@ class _Run:
                       f"total elapsed {time.perf_counter() - self.t_all:.0f} s)")
         beat = Heartbeat(self.log.info, name, self.eta.stage(name)).__enter__()
         t0 = time.perf_counter()
-        if isinstance(pool, cf.ProcessPoolExecutor):
+        if isinstance(pool, _Spawn):
             fut = pool.submit(_stage_in_process, self.cfg.to_dict(), name)
         else:
             fut = pool.submit(_outcome, self.stages[name].run, self.ctx)
@@ -173,7 +218,7 @@ def run_pipeline(cfg: PipelineConfig, stages: dict[str, Stage] | None = None) ->
     finally:
         for _, _, beat in run.running.values():
             beat.__exit__()
-        pool.shutdown(wait=False, cancel_futures=True)
+        pool.shutdown(wait=True, cancel_futures=True)
     summary = run.summary
     summary["total_seconds"] = time.perf_counter() - run.t_all
     summary["failed"] = run.failed
