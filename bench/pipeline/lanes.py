@@ -23,8 +23,8 @@ NEEDS: dict[str, tuple[str, ...]] = {
     "encoder": ("data",),
     "diffusion": ("encoder",),
     "generation": ("diffusion", "features"),
-    "export": ("classifier", "encoder", "diffusion", "features"),  # its INT8 generation gate scores on features
-    "verify": ("export",),
+    "export": ("classifier", "encoder", "diffusion"),
+    "verify": ("export", "features"),  # its INT8 generation gate scores images on the domain CNN
     "stream": ("export",),
     "bench": ("classifier", "encoder", "diffusion", "export"),
     "report": ("data", "classifier", "robustness", "features", "encoder", "diffusion", "generation", "export",
@@ -33,9 +33,17 @@ NEEDS: dict[str, tuple[str, ...]] = {
 TIMED = frozenset({"stream", "bench", "report"})
 
 
+def needs(name: str, selected: list[str]) -> tuple[str, ...]:
+    """:data:`NEEDS`, and one that depends on what is selected: the verification's INT8 generation gate scores
+    images on the domain CNN, which the features stage trains, or else the generation stage on its first use."""
+    if name == "verify" and "features" not in selected:
+        return NEEDS[name] + ("generation",)
+    return NEEDS[name]
+
+
 def ready(name: str, selected: list[str], finished: set[str], running: set[str]) -> bool:
     """Whether ``name`` may start now: its selected needs have finished and no timed stage blocks it."""
-    if any(d in selected and d not in finished for d in NEEDS[name]):
+    if any(d in selected and d not in finished for d in needs(name, selected)):
         return False
     if name in TIMED:  # alone, and after every earlier stage of the pipeline order
         return not running and all(s in finished for s in selected[:selected.index(name)])
@@ -48,7 +56,7 @@ def by_priority(todo: list[str], selected: list[str], seconds: dict[str, float])
     longest: dict[str, float] = {}
     for i in range(len(selected) - 1, -1, -1):
         n = selected[i]
-        after = [m for m in selected[i + 1:] if n in NEEDS[m] or m in TIMED]
+        after = [m for m in selected[i + 1:] if n in needs(m, selected) or m in TIMED]
         longest[n] = seconds.get(n, 0.0) + max((longest[m] for m in after), default=0.0)
     return sorted(todo, key=lambda n: (-longest.get(n, 0.0), selected.index(n) if n in selected else 0))
 

@@ -327,7 +327,9 @@ def export(run: Run, fig_dir: Path) -> Box:
                                       f"{cd.get('n_eval_square')}; eps {cd.get('eps')}"))
         eeg = v.get("eeg") or {}
         m = eeg.get("metrics") or {}
-        if m:
+        if isinstance(m, str):  # no domain network to score with: verify says why in one line
+            left.append(Table(["EEG → image metrics"], [[m]]))
+        elif m:
             t = _gen_table(m, "precision")
             t.caption = (f"EEG → image, n = {(eeg.get('data') or {}).get('n_trials')} trials, features "
                          f"{next(iter(m.values())).get('feature_network', '?')}; image SQNR INT8 vs FP32 "
