@@ -8,6 +8,7 @@ glued to the status lines. ``EEGSINE_PROGRESS=bars`` forces redraws, ``off`` hid
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 import sys
@@ -46,6 +47,7 @@ def mode(stream: TextIO | None = None) -> str:
     return "bars" if isatty is not None and isatty() else "lines"
 
 
+@functools.lru_cache(maxsize=None)
 def _line_bar_class() -> type:
     """tqdm whose redraws wait for its delay and come at most every ``mininterval`` (``set_postfix`` redraws too)."""
     from tqdm.auto import tqdm as _tqdm
