@@ -25,6 +25,7 @@ from eegsine.commands import attack, bench, export, generate, main as main_mod, 
     train_diffusion, train_domain, train_encoder
 from eegsine.config import Config, Presets, add_config_args, config_from_args, config_to_argv, parse_config_args
 from eegsine.errors import UserError
+from eegsine.runtime.stream import StreamConfig
 from eegsine.export.configs import BundleConfig
 from eegsine.models.configs import ClassifierConfig
 from eegsine.training.configs import ClassifierTrainConfig, DiffusionTrainConfig, EncoderTrainConfig, \
@@ -244,9 +245,13 @@ def test_stage_args_land_in_the_configs_and_the_command_line(tmp_path):
     assert exp.kwargs["cfg"].quant.target == "x86-vnni" and exp.kwargs["cfg"].calib_trials == 4
     (ben,) = S.PLANS["bench"](ctx)
     assert (ben.kwargs["cfg"].iters, ben.kwargs["cfg"].max_seconds, ben.kwargs["cfg"].threads) == (2, 1.5, 1)
-    # the tiny preset's own bench budget without them
-    (ben,) = S.PLANS["bench"](Context(_pipelines(tmp_path)["tiny"], None))
-    assert (ben.kwargs["cfg"].iters, ben.kwargs["cfg"].max_seconds) == (30, 3.0)
+    # the tiny preset's own bench budget and replay speed without them
+    tiny, preset = Context(_pipelines(tmp_path)["tiny"], None), PIPELINE_PRESETS["tiny"]
+    (ben,) = S.PLANS["bench"](tiny)
+    assert (ben.kwargs["cfg"].iters, ben.kwargs["cfg"].max_seconds) == (preset.bench_iters, preset.bench_max_seconds)
+    assert "torch-compile" not in ben.kwargs["cfg"].backends
+    _, strm = S.PLANS["stream"](tiny)
+    assert strm.kwargs["cfg"].speed == preset.stream_speed != StreamConfig().speed
 
 
 def test_a_stage_arg_no_config_has_is_refused_by_name(tmp_path):

@@ -34,6 +34,8 @@ class PipelinePreset(Config):
         "help": "bench: time cap per cell, s (None: BenchConfig's default)"})
     bench_skip: list[str] = dataclasses.field(default_factory=list, metadata={
         "help": "bench: backends left out (the rest of BenchConfig's list is timed)"})
+    stream_speed: float = dataclasses.field(default=4.0, metadata={
+        "help": "stream: replay speed of the recording (x real time)"})
 
     def validate(self) -> None:
         for stage in ("classifier", "robustness", "encoder", "diffusion"):
@@ -44,10 +46,13 @@ class PipelinePreset(Config):
 
 PIPELINE_PRESETS: Presets[PipelinePreset] = Presets("pipeline", {
     "tiny": lambda: PipelinePreset(classifier="tiny", robustness="tiny", encoder="tiny", diffusion="tiny",
-                                   # 30 batch-1 calls (3 s cap per cell); torch.compile left out: compiling
+                                   # 20 batch-1 calls (2 s cap per cell); torch.compile left out: compiling
                                    # the four models took 162 of the bench's 253 s (1 thread, 2026-12-07) and it
-                                   # was never the fastest row (`eegsine bench` times it)
-                                   bench_iters=30, bench_max_seconds=3.0, bench_skip=["torch-compile"]),
+                                   # was never the fastest row (`eegsine bench` times it). The recording replays
+                                   # at 8x real time (~105 s of signal in ~13 s): a trial every ~130 ms, where
+                                   # one decision takes a few ms (p99) against the stream's 100 ms deadline
+                                   bench_iters=20, bench_max_seconds=2.0, bench_skip=["torch-compile"],
+                                   stream_speed=8.0),
     "paper": lambda: PipelinePreset(classifier="paper-mnist", robustness="paper-mnist", encoder="paper",
                                     diffusion="paper"),
 })

@@ -275,8 +275,8 @@ def _export_call(ctx: Context, stage: str, bundle: BundleConfig, verify_only: bo
 
 def _stream(ctx: Context) -> list[Call]:
     """The encoder's first 100 test trials as a continuous recording, replayed through the torch-free stream
-    runtime at 4x real time (~105 s of signal in ~30 s). synthetic-vep: BrainFlow's PLAYBACK_FILE_BOARD with
-    `--board auto` (the board with the recording's rate and channels; tiny, 32 ch @ 250 Hz:
+    runtime at the preset's speed (tiny: 8x real time, ~105 s of signal in ~13 s). synthetic-vep: BrainFlow's
+    PLAYBACK_FILE_BOARD with `--board auto` (the board with the recording's rate and channels; tiny, 32 ch @ 250 Hz:
     EXPLORE_PLUS_32_CHAN); eegcvpr40 (128 ch @ 1 kHz: no BrainFlow board has that) replays its FIF from
     file:. The summary comes with stream.md and latency_hist.png for the report."""
     folder = ctx.path("stream")
@@ -291,8 +291,9 @@ def _stream(ctx: Context) -> list[Call]:
         rec = RecordingExport(name=e.data, options=opts, trials=100, board="auto" if csv else "synthetic",
                               out=str(folder / ("recording.csv" if csv else "recording.fif")))
         source = f"brainflow:playback:{rec.out}" if csv else f"file:{rec.out}"
-    cfg = StreamConfig(source=source, bundle=str(ctx.path("bundle")), speed=4.0, marker_labels=True,
-                       log=str(folder / "log.jsonl"), summary=str(folder / "summary.json"), threads=ctx.cfg.threads)
+    cfg = StreamConfig(source=source, bundle=str(ctx.path("bundle")), speed=_preset(ctx).stream_speed,
+                       marker_labels=True, log=str(folder / "log.jsonl"), summary=str(folder / "summary.json"),
+                       threads=ctx.cfg.threads)
     cfg = _overrides(ctx, "stream", {"": cfg})[""]
     argv = [*_threads(ctx), "stream", *config_to_argv(cfg, skip=("threads",))]  # eegsine --threads sets its threads
     return [Call(rec.to_argv(), _record, {"job": rec}), Call(argv, run_stream, {"cfg": cfg})]
