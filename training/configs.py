@@ -539,7 +539,7 @@ def _diffusion_tiny() -> DiffusionTrainConfig:
         # 0.600, fid_domain 15.1 (outside), so not fewer.
         vae_epochs=60, vae_lr=2e-3, vae_batch_size=32, epochs=5, batch_size=48, steps_per_epoch=300, lr=1e-3,
         warmup_steps=50, image_cond_frac=0.5,
-        grid_trials=10, grid_samples=4)
+        grid_trials=10, grid_samples=2)
 
 
 def _diffusion_paper() -> DiffusionTrainConfig:

@@ -114,6 +114,13 @@ class Checkpoint:
         save_checkpoint(self.directory, self.modules, self.optimizers, progress)
 
 
+def fused_adamw(params, **kwargs) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel (CPU and CUDA): one pass over every parameter instead of a loop of small
+    ops per tensor. The same update up to float rounding; on the tiny diffusion UNet's 286 tensors an optimizer
+    step took 2.7 ms fused against 14.7 ms (1 thread, Intel Xeon, 2026-12-07)."""
+    return torch.optim.AdamW(params, fused=True, **kwargs)
+
+
 # -- learning rate and seeds ------------------------------------------------------------------------
 def diffusers_warmup_cosine(warmup: int, total: int) -> Callable[[int], float]:
     """step -> factor of the peak lr: diffusers' ``get_cosine_schedule_with_warmup(warmup, total)``.

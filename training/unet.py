@@ -34,7 +34,7 @@ from eegsine.models import module_device
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.runs.plots import save_grid, save_strip
 from eegsine.training.configs import DiffusionTrainConfig
-from eegsine.training.loop import Checkpoint, diffusers_warmup_cosine, seeded_generator
+from eegsine.training.loop import Checkpoint, diffusers_warmup_cosine, fused_adamw, seeded_generator
 from eegsine.training.losses import denoising_loss
 from eegsine.training.vae import latent_posterior
 
@@ -181,7 +181,7 @@ def _optimizer(cfg: DiffusionTrainConfig, model: EEGDiffusion, cond) -> tuple[li
                "lr": cfg.lr}] + cond.param_groups(model, cfg)
     for g in groups:
         g["base_lr"] = g["lr"]
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = fused_adamw(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = None
     if cfg.ema:
         from diffusers.training_utils import EMAModel

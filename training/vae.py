@@ -23,7 +23,7 @@ from eegsine.progress import tqdm
 from eegsine.io import write_json
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.training.configs import DiffusionTrainConfig
-from eegsine.training.loop import Checkpoint, batched, diffusers_warmup_cosine, seeded_generator
+from eegsine.training.loop import Checkpoint, batched, diffusers_warmup_cosine, fused_adamw, seeded_generator
 from eegsine.training.losses import vae_loss
 
 VAE_DIR = "vae"
@@ -72,7 +72,7 @@ def train_vae(cfg: DiffusionTrainConfig, model: EEGDiffusion, images: np.ndarray
         return json.loads((vae_dir / "stats.json").read_text()) if (vae_dir / "stats.json").exists() else {}
     device = _device()
     vae = model.vae.to(device).train()
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr, weight_decay=1e-4)
+    opt = fused_adamw(vae.parameters(), lr=cfg.vae_lr, weight_decay=1e-4)
     ckpt = Checkpoint(run_dir / "vae_ckpt", {"vae": vae}, {"opt": opt})
     progress = ckpt.resume({"epoch": 0, "seconds": []}, logger, "stage A", "epoch", cfg.vae_epochs)
     x_all = torch.from_numpy(images)
