@@ -20,8 +20,8 @@ from eegsine.io import read_json
 # fetched, docs/results/demo-times/): an ETA hint only, never reported as a result; a run folder's own
 # previous record replaces it.
 EXPECTED: dict[str, dict[str, float]] = {
-    "tiny": {"data": 5, "classifier": 181, "robustness": 75, "features": 174, "encoder": 23, "diffusion": 541,
-             "generation": 38, "export": 29, "verify": 28, "stream": 29, "bench": 52, "report": 2},
+    "tiny": {"data": 5, "classifier": 202, "robustness": 76, "features": 183, "encoder": 28, "diffusion": 441,
+             "generation": 37, "export": 27, "verify": 29, "stream": 16, "bench": 32, "report": 2},
 }
 HEARTBEAT_S = 30.0
 MIN_SCALING_S = 20.0  # only stages expected to take at least this long rescale the estimates of the rest
