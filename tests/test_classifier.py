@@ -181,6 +181,31 @@ def test_resume_gives_the_same_weights(tmp_path, monkeypatch):
     assert res["history"] == ref["history"]
 
 
+def test_keep_last_trains_on_every_image_and_saves_the_final_weights(tmp_path):
+    """Wong et al.'s recipe: no held-out images (val_fraction 0) and the last step's weights; with validation
+    images kept (keep=last, val_fraction 0.1) the same training as keep=best, but the final weights saved."""
+    from safetensors.torch import load_file
+
+    with pytest.raises(UserError, match="--keep last"):
+        ClassifierTrainConfig(**DIGITS, val_fraction=0.0)
+    m = train_classifier(ClassifierTrainConfig(**DIGITS, mode="natural", epochs=1, val_fraction=0.0, keep="last"),
+                         tmp_path / "all")
+    assert (m["n_train"], m["n_val"], m["history"], m["best"]) == (1437, 0, [], None)  # every training image
+    assert "the weights after the last step" in (tmp_path / "all" / "train.md").read_text()
+    cfg = ClassifierTrainConfig(**DIGITS, mode="natural", epochs=2, eval_every_steps=10)
+    best, last = train_classifier(cfg, tmp_path / "best"), train_classifier(cfg.replace(keep="last"), tmp_path / "last")
+    assert best["history"] == last["history"]  # the same training
+    assert not (tmp_path / "last" / "best.safetensors").exists()
+    final = load_file(max((tmp_path / "last").glob("ckpt-*.safetensors"), key=lambda p: int(p.stem[5:])))
+    chosen = load_file(tmp_path / "best" / "best.safetensors")
+    kept = {"best": Classifier.from_pretrained(tmp_path / "best").state_dict(),
+            "last": Classifier.from_pretrained(tmp_path / "last").state_dict()}
+    assert all(torch.equal(v, final[f"model.model.{k}"]) for k, v in kept["last"].items())
+    assert all(torch.equal(v, chosen[k]) for k, v in kept["best"].items())
+    if best["best"]["step"] < best["steps"]:  # the chosen checkpoint is an earlier one: the two models differ
+        assert not all(torch.equal(v, kept["last"][k]) for k, v in kept["best"].items())
+
+
 def test_changed_config_refuses_to_resume(tmp_path):
     cfg = ClassifierTrainConfig(**DIGITS, mode="natural", epochs=1)
     train_classifier(cfg, tmp_path)

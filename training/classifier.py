@@ -57,7 +57,7 @@ def load_split(cfg: ClassifierTrainConfig) -> dict[str, torch.Tensor]:
         raise e.for_flag("--data-root") from None
     rng = np.random.default_rng(cfg.seed)
     perm = rng.permutation(len(ds.train_x))
-    n_val = max(1, int(round(cfg.val_fraction * len(perm))))
+    n_val = max(1, int(round(cfg.val_fraction * len(perm)))) if cfg.val_fraction > 0 else 0
     val_idx, train_idx = perm[:n_val], perm[n_val:]
     if cfg.n_train:
         if cfg.n_train > len(train_idx):
@@ -287,7 +287,7 @@ def _epoch(r: _Run) -> None:
         prog["seen"] += len(idx)
         prog["train_s"] += time.perf_counter() - t0
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}", eps=f"{eps:.2f}")
-        if prog["step"] % eval_every == 0 or prog["step"] == r.total_steps:
+        if len(vx) and (prog["step"] % eval_every == 0 or prog["step"] == r.total_steps):
             _evaluate(cfg, r.model, vx, vy, prog, r.run_dir, r.log)
         if cfg.ckpt_every_steps and prog["step"] % cfg.ckpt_every_steps == 0:
             r.ckpt.save(prog)
@@ -325,9 +325,10 @@ def _step(r: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, floa
 
 
 def _finish(r: _Run) -> dict:
-    """The final model is the best on validation: save it, score it on the clean test split, write the report."""
+    """The final model (the best on validation, or with keep=last the last step's): save it, score it on the
+    clean test split, write the report."""
     cfg, model, prog, data, run_dir = r.cfg, r.model, r.prog, r.data, r.run_dir
-    if (run_dir / BEST_FILE).exists():
+    if cfg.keep == "best" and (run_dir / BEST_FILE).exists():
         model.load_state_dict(load_weights(run_dir / BEST_FILE))
     model.eval()
     model.save_pretrained(run_dir / MODEL_DIR, classifier_provenance(cfg))
@@ -352,11 +353,11 @@ def _finish(r: _Run) -> dict:
     update_metrics(run_dir, "train", metrics)
     write_train_report(run_dir, cfg, metrics)
     best = prog["best"] or {}
-    r.log.info(f"done: best val (step {best.get('step')}): clean {best.get('clean', float('nan')):.3f}, "
-               f"FGSM {best.get('fgsm', float('nan')):.3f}, "
-               f"PGD-{cfg.val_pgd_steps} {best.get('pgd', float('nan')):.3f} "
-               f"at eps={cfg.eps} on {n_val_eval} val images; "
-               f"test clean {test_clean:.4f} ({len(data['test_x'])} images); "
+    kept = ("the last step's weights; " if cfg.keep == "last" else
+            f"best val (step {best.get('step')}): clean {best.get('clean', float('nan')):.3f}, "
+            f"FGSM {best.get('fgsm', float('nan')):.3f}, PGD-{cfg.val_pgd_steps} {best.get('pgd', float('nan')):.3f} "
+            f"at eps={cfg.eps} on {n_val_eval} val images; ")
+    r.log.info(f"done: {kept}test clean {test_clean:.4f} ({len(data['test_x'])} images); "
                f"{metrics['train_wall_s']} s training")
     return metrics
 
@@ -379,7 +380,8 @@ def _evaluate(cfg: ClassifierTrainConfig, model: nn.Module, vx: torch.Tensor, vy
     model.train()
     if prog["best"] is None or _score(cfg, res) > _score(cfg, prog["best"]):
         prog["best"] = dict(res)
-        save_weights(run_dir / BEST_FILE, model.state_dict())
+        if cfg.keep == "best":
+            save_weights(run_dir / BEST_FILE, model.state_dict())
     co = detect_catastrophic_overfitting(prog["history"])
     if co:
         prog["co_events"].append(co)
@@ -392,15 +394,18 @@ def write_train_report(run_dir: Path, cfg: ClassifierTrainConfig, m: dict) -> No
     """``train.md`` (one table) and ``curves.png`` (validation accuracy over steps)."""
     b = m["best"] or {}
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    kept = (f"the weights after the last step (no checkpoint selection; {m['n_val_eval']} validation images "
+            "watched)" if cfg.keep == "last" else
+            f"checkpoint chosen on {m['n_val_eval']} held-out validation images by PGD-{cfg.val_pgd_steps} accuracy")
+    val = [[f"validation (best, step {b.get('step')})", pct(b.get("clean")), pct(b.get("fgsm")), pct(b.get("pgd"))]]
     lines = [f"### {cfg.model.head} head ({cfg.model.arch}, init={cfg.model.init}) -- "
              f"{cfg.mode} training on {cfg.dataset}",
              "", f"eps = {cfg.eps} ([0, 1] pixel units); {m['n_train']} training images, {cfg.epochs} epochs; "
-             f"checkpoint chosen on {m['n_val_eval']} held-out validation images by PGD-{cfg.val_pgd_steps} accuracy.",
+             f"{kept}.",
              "",
              *md_table(["split", "clean %", "FGSM %", f"PGD-{cfg.val_pgd_steps} %"],
-                       [[f"validation (best, step {b.get('step')})", pct(b.get("clean")), pct(b.get("fgsm")),
-                         pct(b.get("pgd"))],
-                        [f"test ({m['n_test']} images)", pct(m["test_clean_accuracy"]), "", ""]]), "",
+                       (val if b else []) + [[f"test ({m['n_test']} images)", pct(m["test_clean_accuracy"]), "", ""]]),
+             "",
              f"Training wall time {m['train_wall_s']} s ({m['train_images_per_s']} images/s incl. attack generation).",
              "Catastrophic overfitting: " + ("; ".join(m["catastrophic_overfitting"]) or "not detected") + "."]
     atomic_write_text(run_dir / "train.md", "\n".join(lines) + "\n")

@@ -57,7 +57,10 @@ class ClassifierTrainConfig(Config):
         "help": "constant, cosine decay from lr to 0 over the run, or cyclic (Wong et al. 2020: linear from 0 up "
                 "to lr at 2/5 of the run, then linear down to 0)"})
     val_fraction: float = dataclasses.field(default=0.1, metadata={
-        "help": "share of the training images held out for checkpoint selection"})
+        "help": "share of the training images held out for checkpoint selection (0: none held out, with --keep last)"})
+    keep: Literal["best", "last"] = dataclasses.field(default="best", metadata={
+        "help": "the model saved: best (the validation checkpoint with the best PGD accuracy) or last (the weights "
+                "after the final step, as Wong et al. 2020 report theirs)"})
     n_train: int = dataclasses.field(default=0, metadata={"help": "training images used (0: all not held out)"})
     n_val_eval: int = dataclasses.field(default=1000, metadata={
         "help": "validation images attacked at each evaluation"})
@@ -88,8 +91,11 @@ class ClassifierTrainConfig(Config):
                             "is accepted): pass --eps 0.0314, or --preset paper-cifar10")
         if self.alpha is not None and self.alpha <= 0:
             raise UserError(f"ClassifierTrainConfig.alpha: must be > 0, got {self.alpha}")
-        if not 0.0 < self.val_fraction < 1.0:
-            raise UserError(f"ClassifierTrainConfig.val_fraction: must be in (0, 1), got {self.val_fraction}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise UserError(f"ClassifierTrainConfig.val_fraction: must be in [0, 1), got {self.val_fraction}")
+        if self.val_fraction == 0 and self.keep == "best":
+            raise UserError("ClassifierTrainConfig.val_fraction 0 holds out no images to choose a checkpoint on: "
+                            "pass --keep last")
         for name in ("steps", "epochs", "batch_size", "n_val_eval", "val_pgd_steps"):
             if getattr(self, name) < 1:
                 raise UserError(f"ClassifierTrainConfig.{name}: must be >= 1, got {getattr(self, name)}")
