@@ -191,7 +191,8 @@ def test_keep_last_trains_on_every_image_and_saves_the_final_weights(tmp_path):
     m = train_classifier(ClassifierTrainConfig(**DIGITS, mode="natural", epochs=1, val_fraction=0.0, keep="last"),
                          tmp_path / "all")
     assert (m["n_train"], m["n_val"], m["history"], m["best"]) == (1437, 0, [], None)  # every training image
-    assert "the weights after the last step" in (tmp_path / "all" / "train.md").read_text()
+    report = (tmp_path / "all" / "train.md").read_text()
+    assert "the weights after the last step" in report and "Catastrophic overfitting: not watched" in report
     cfg = ClassifierTrainConfig(**DIGITS, mode="natural", epochs=2, eval_every_steps=10)
     best, last = train_classifier(cfg, tmp_path / "best"), train_classifier(cfg.replace(keep="last"), tmp_path / "last")
     assert best["history"] == last["history"]  # the same training

@@ -216,7 +216,8 @@ def train_classifiers(heads: dict[str, tuple[Path, ClassifierTrainConfig]], init
         m = train_classifier(cfg, run)
         summary[name] = {"run": str(run), "best_val": m["best"], "test_clean_accuracy": m["test_clean_accuracy"],
                          "train_wall_s": m["train_wall_s"],
-                         "catastrophic_overfitting": bool(m["catastrophic_overfitting"])}
+                         # None: no validation images watched it (val_fraction 0), so it was not checked
+                         "catastrophic_overfitting": bool(m["catastrophic_overfitting"]) if m["history"] else None}
         if init_probe and cfg.model.head == "sine":
             data = load_split(cfg)
             mcfg = resolve_model_config(cfg, data).model
@@ -407,7 +408,8 @@ def write_train_report(run_dir: Path, cfg: ClassifierTrainConfig, m: dict) -> No
                        (val if b else []) + [[f"test ({m['n_test']} images)", pct(m["test_clean_accuracy"]), "", ""]]),
              "",
              f"Training wall time {m['train_wall_s']} s ({m['train_images_per_s']} images/s incl. attack generation).",
-             "Catastrophic overfitting: " + ("; ".join(m["catastrophic_overfitting"]) or "not detected") + "."]
+             "Catastrophic overfitting: " + ("; ".join(m["catastrophic_overfitting"]) or (
+                 "not detected" if m["history"] else "not watched (no validation images)")) + "."]
     atomic_write_text(run_dir / "train.md", "\n".join(lines) + "\n")
     if m["history"]:
         plot_accuracy_curves(m["history"], ("clean", "fgsm", "pgd"), run_dir / "curves.png",

@@ -69,7 +69,8 @@ def classifier(run: Run) -> Box:
         row("test clean accuracy", lambda t: with_ci(t.get("test_clean_accuracy"),
                                                      wilson(t.get("test_clean_accuracy"), t.get("n_test")), as_pct=True)
             + f" (n = {t.get('n_test'):,})" if isinstance(t.get("n_test"), int) else pct(t.get("test_clean_accuracy"))),
-        row("catastrophic overfitting", lambda t: "; ".join(t.get("catastrophic_overfitting") or []) or "not detected"),
+        row("catastrophic overfitting", lambda t: "; ".join(t.get("catastrophic_overfitting") or []) or (
+            "not detected" if t.get("best") else "not watched (no validation images)")),
         row("training wall time", lambda t: f"{num(t.get('train_wall_s'), 1)} s ({num(t.get('train_images_per_s'), 0)} "
                                             "images/s incl. attacks)"),
     ]
