@@ -53,6 +53,11 @@ class RobustnessConfig(Config):
     threads: int = dataclasses.field(default=0, metadata={"help": "torch intra-op threads (0: leave torch's setting)"})
     device: str = dataclasses.field(default="auto", metadata={
         "help": "auto: CUDA when present, else the CPU; cpu; cuda; cuda:N (attacks keep fp32 gradients)"})
+    chunk: int = dataclasses.field(default=0, metadata={
+        "help": "0: each (attack, eps) seeded once over the whole subset, one process (the default; its results are "
+                "unchanged). N: attacked in chunks of N images, each seeded on its own, so that the processes of "
+                "`accelerate launch -m eegsine attack` share the chunks (and resume per chunk) with the same "
+                "per-example results and table as one process with the same N"})
     zero_grad_max_share: float = dataclasses.field(default=0.05, metadata={
         "help": "sanity check: largest share of images with an all-zero input gradient"})
     bb_max_share: float = dataclasses.field(default=0.01, metadata={
@@ -86,6 +91,8 @@ class RobustnessConfig(Config):
             raise UserError(f"RobustnessConfig.threads: must be >= 0 (0: leave torch's setting), got {self.threads}")
         if self.pgd_alpha is not None and self.pgd_alpha <= 0:
             raise UserError(f"RobustnessConfig.pgd_alpha: must be > 0, got {self.pgd_alpha}")
+        if self.chunk < 0:
+            raise UserError(f"RobustnessConfig.chunk: must be >= 0 (0: no chunks), got {self.chunk}")
         for name in ("zero_grad_max_share", "bb_max_share", "monotone_max_share", "iterative_alpha"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"RobustnessConfig.{name}: must be in [0, 1], got {getattr(self, name)}")
