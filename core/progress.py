@@ -56,6 +56,8 @@ def _line_bar_class() -> type:
         _last_line = float("-inf")
 
         def refresh(self, *args: Any, **kwargs: Any) -> Any:
+            if self.disable:  # a disabled tqdm has no clock (set_postfix still calls refresh)
+                return None
             now = self._time()
             if now - self.start_t < self.delay or now - self._last_line < self.mininterval:
                 return None

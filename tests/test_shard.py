@@ -156,3 +156,33 @@ def test_paired_eval_chunks_shared_by_two_processes_equal_one(runs, tmp_path):
             if "success_by" in a.files:
                 assert np.array_equal(a["success_by"], b["success_by"]), rel
     assert not list((tmp_path / "two").glob(".paired_eval.lock*"))  # each process gave its lock back
+
+
+# -- data-parallel classifier training -------------------------------------------------------------------------
+DP_CFG = dict(n_train=201, epochs=1, batch_size=32, lr=2e-3)  # 7 steps, the last one of 9 images (5 + 4)
+
+
+def _train_worker(rank: int, world: int, port: int, run: str) -> None:
+    _as_rank(rank, world, port)
+    m = train_classifier(_digits_cfg(**DP_CFG), Path(run))
+    assert m == {"process_index": 1, "processes": 2} if rank else m["processes"] == 2
+
+
+def test_classifier_two_gloo_processes_match_one(tmp_path):
+    from eegsine.models.classifier import Classifier
+
+    one = train_classifier(_digits_cfg(**DP_CFG), tmp_path / "one")
+    _spawn(_train_worker, 2, str(tmp_path / "two"))
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())["train"]
+    assert "processes" not in one and two["processes"] == 2 and two["steps"] == one["steps"] == 7
+    a, b = (Classifier.from_pretrained(tmp_path / d) for d in ("one", "two"))
+    va = torch.cat([p.flatten() for p in a.state_dict().values()])
+    vb = torch.cat([p.flatten() for p in b.state_dict().values()])
+    # the all-reduced mean differs from one process's in the last bits, which Adam's per-weight scaling can
+    # raise to ~lr on weights whose gradient is ~0 (as in tests/test_diffusion.py's 2-process check); a
+    # process that trained on the wrong slice, or an unscaled loss, moves the weights by orders more
+    assert float((va - vb).norm() / va.norm()) < 1e-5
+    assert two["test_clean_accuracy"] == one["test_clean_accuracy"]
+    gn1, gn2 = one["grad_norms_first_steps"], two["grad_norms_first_steps"]
+    for layer in gn1:  # the gradients the main process logs are the whole batch's (all-reduced)
+        assert gn2[layer] == pytest.approx(gn1[layer], rel=1e-5), layer

@@ -48,7 +48,7 @@ from eegsine.bench.robustness.shard import Processes, chunk_seed, merge_chunks
 from eegsine.bench.robustness.eps_nesting import (CAPTION, and_prefix, broken_at_smaller_eps, cumulative_robust,
                                                   only_below)
 from eegsine.errors import DataMissingError, UserError
-from eegsine.io import atomic_write_text, read_json, run_logger, sha256_file, update_metrics, write_json
+from eegsine.io import atomic_write_text, quiet_logger, read_json, run_logger, sha256_file, update_metrics, write_json
 from eegsine.models.classifier import Classifier, check_images
 from eegsine.runs.checkpoint import load_weights, save_weights
 from eegsine.runs.folder import RunFolder
@@ -291,7 +291,7 @@ def evaluate_robustness(runs: list[str | Path | nn.Module], cfg: RobustnessConfi
 def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: RunFolder, dataset: str,
               data_root: str, procs: Processes) -> dict:
     out_dir = run.path
-    log = run_logger(out_dir, "eegsine.attack") if procs.is_main else _quiet_logger()
+    log = run_logger(out_dir, "eegsine.attack") if procs.is_main else quiet_logger("eegsine.attack")
     run.log_notes(log)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -353,16 +353,6 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
         _write_outputs(summary, logits_store, out_dir, dataset)
     procs.wait()
     return summary
-
-
-def _quiet_logger():
-    """The log of a process other than the main one under accelerate launch: nothing (the main one logs)."""
-    import logging
-
-    log = logging.getLogger("eegsine.attack.shard")
-    log.propagate = False
-    log.disabled = True
-    return log
 
 
 def _load_models(runs: list[str | Path | nn.Module]) -> list[tuple[Path, nn.Module, ClassifierConfig]]:
