@@ -123,3 +123,65 @@ def test_fp16_and_missing_gpu_are_one_line_errors(ds, tmp_path):
 class _NullLog:
     def info(self, *a, **k) -> None:
         pass
+
+
+# -- Stable Diffusion scale ------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_sd15_shaped_unet_takes_a_lora_step_with_checkpointing():
+    """SD-1.5's UNet (published config, random weights: 859,520,964 parameters) through eegsine's LoRA setup with
+    gradient checkpointing: one AdamW step on a 16 x 16 latent at batch 1 (~4 GB of RAM, a minute on one core)."""
+    from eegsine.bench.experiments.gpu_scale import SD15_UNET, sd15_model_config
+    from eegsine.models.diffusion import build_diffusion
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    mcfg = sd15_model_config(image_size=128, vae_channels=(8, 8, 8, 8), emb_dim=16, n_tokens=8)
+    model, _ = build_diffusion(mcfg)
+    for k, v in SD15_UNET.items():
+        if k != "sample_size":
+            assert list(model.unet.config[k]) == v if isinstance(v, list) else model.unet.config[k] == v, k
+    assert sum(p.numel() for p in model.unet.parameters()) == 859_520_964
+    cfg = tiny_cfg(mode="lora", gradient_checkpointing=True, lora_rank=4, lora_alpha=4)
+    unet_mod.set_trainable(cfg, model, False, _NullLog())
+    assert model.unet.is_gradient_checkpointing
+    lora = {n: p for n, p in model.unet.named_parameters() if "lora" in n}
+    base_before = {n: p.detach().clone() for n, p in model.unet.named_parameters()
+                   if "lora" not in n and n.endswith("to_q.base_layer.weight")}
+    b_before = {n: p.detach().clone() for n, p in lora.items() if "lora_B" in n}
+    assert lora and base_before and all(float(b.abs().max()) == 0 for b in b_before.values())  # peft: B starts at 0
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    opt = unet_mod.optimizer_class(cfg.optimizer)(trainable, lr=1e-3, weight_decay=0.0)
+    model.train()
+    g = torch.Generator().manual_seed(0)
+    latents, noise = torch.randn(1, 4, 16, 16, generator=g), torch.randn(1, 4, 16, 16, generator=g)
+    noisy = latents + 0.5 * noise
+    loss = torch.nn.functional.mse_loss(model(noisy, torch.tensor([500]), torch.randn(1, 16, generator=g)), noise)
+    loss.backward()
+    assert torch.isfinite(loss)
+    with_grad = [n for n, p in model.unet.named_parameters() if p.grad is not None]
+    assert with_grad and all("lora" in n for n in with_grad)  # the frozen UNet got no gradient, checkpointed or not
+    assert all(float(lora[n].grad.abs().max()) > 0 for n in lora if "lora_B" in n)  # every adapter's B learns
+    opt.step()
+    assert all(not torch.equal(lora[n], b) for n, b in b_before.items())  # the adapters changed
+    for n, w in base_before.items():
+        assert torch.equal(dict(model.unet.named_parameters())[n], w), n  # the base weights did not
+
+
+def test_memory_plan_is_rendered_from_its_json_and_recomputes():
+    """docs/results/gpu-scale: the table is what its JSON renders, and the JSON what the meta-device count gives."""
+    from eegsine.bench.experiments.gpu_scale import memory_plan, render
+    from eegsine.io import read_json
+
+    root = Path(__file__).resolve().parents[1] / "docs" / "results" / "gpu-scale"
+    committed = read_json(root / "memory-plan.json")
+    assert (root / "memory-plan.md").read_text() == render(committed)
+    fresh = memory_plan()
+    for key in ("unet_params", "vae_params", "lora_params", "modes"):
+        assert fresh[key] == committed[key], key
+    assert committed["unet_params"] == 859_520_964 and not committed["measured_on_gpu"]
+    full, lora = committed["modes"][0], committed["modes"][3]
+    assert full["trained_params"] == committed["unet_params"] and lora["trained_params"] == committed["lora_params"]
+    # checkpointing keeps less per sample than no checkpointing; 8-bit AdamW fits more than AdamW
+    by = {m["mode"]: m for m in committed["modes"]}
+    assert by["lora-bf16-ckpt"]["activation_bytes_per_sample"] < by["lora-bf16"]["activation_bytes_per_sample"]
+    assert by["full-bf16-ckpt-8bit"]["max_batch_per_gpu"]["24"] > by["full-bf16-ckpt"]["max_batch_per_gpu"]["24"]
