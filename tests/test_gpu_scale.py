@@ -185,3 +185,155 @@ def test_memory_plan_is_rendered_from_its_json_and_recomputes():
     by = {m["mode"]: m for m in committed["modes"]}
     assert by["lora-bf16-ckpt"]["activation_bytes_per_sample"] < by["lora-bf16"]["activation_bytes_per_sample"]
     assert by["full-bf16-ckpt-8bit"]["max_batch_per_gpu"]["24"] > by["full-bf16-ckpt"]["max_batch_per_gpu"]["24"]
+
+
+# -- every trainer, the attacks and generation: device and precision --------------------------------------------
+class ByMode(Seen):
+    """Seen, split by the module's training flag: training steps vs attacks / validation (eval mode)."""
+
+    def __init__(self):
+        super().__init__()
+        self.by_mode: dict[bool, set[torch.dtype]] = {True: set(), False: set()}
+
+    def _hook(self, mod, inputs, out) -> None:
+        self.by_mode[mod.training].add(out.dtype)
+        self.devices.add(out.device.type)
+
+
+def _digits_classifier(**kw):
+    from eegsine.models.classifier import ClassifierConfig
+    from eegsine.training.classifier import ClassifierTrainConfig
+
+    base = dict(dataset="digits", mode="fgsm_rs", eps=0.1, epochs=1, n_train=96, batch_size=32, n_val_eval=20,
+                val_pgd_steps=1, grad_log_steps=2, model=ClassifierConfig(head="sine", init="siren"))
+    base.update(kw)
+    return ClassifierTrainConfig(**base)
+
+
+def test_classifier_bf16_trains_in_bf16_and_attacks_in_fp32(tmp_path, monkeypatch):
+    import eegsine.training.classifier as tc
+
+    seen = ByMode()
+    real = tc.use_device
+    monkeypatch.setattr(tc, "use_device", lambda m, dev: (seen.watch(m), real(m, dev))[1])
+    m = tc.train_classifier(_digits_classifier(device="cpu", mixed_precision="bf16"), tmp_path / "r")
+    assert seen.by_mode[True] == {torch.bfloat16}  # the training forward passes
+    assert seen.by_mode[False] == {torch.float32}  # FGSM-RS crafting the examples, validation: fp32 gradients
+    assert seen.devices == {"cpu"} and np.isfinite(m["history"][-1]["clean"])
+
+
+def test_encoder_bf16_autocast_on_the_cpu(tmp_path, monkeypatch):
+    from test_encoder import _quick_cfg, small_vep
+
+    from eegsine.training.encoder import train_encoder
+    import eegsine.training.encoder as te
+
+    seen = Seen()
+    real = te.Aligner
+    monkeypatch.setattr(te, "Aligner", lambda *a, **k: (lambda m: (seen.watch(m), m)[1])(real(*a, **k)))
+    torch.set_num_threads(1)
+    train_encoder(_quick_cfg(epochs=1, device="cpu", mixed_precision="bf16"), tmp_path / "enc", data=small_vep())
+    assert seen.dtypes == {torch.bfloat16} and seen.devices == {"cpu"}
+
+
+def test_attack_opt_in_precision(tmp_path):
+    """eegsine attack: fp32 gradients unless --mixed-precision asks; then the attack's passes are bf16 and the
+    adversarial images are judged in fp32."""
+    from eegsine.attacks.algorithms import LowPrecision
+    from eegsine.attacks.registry import AttackParams
+    from eegsine.bench.robustness.evaluate import run_attack
+    from eegsine.data import load_images
+    from eegsine.models.classifier import ClassifierConfig, build_classifier
+
+    torch.manual_seed(0)
+    model = build_classifier(ClassifierConfig(in_channels=1, image_size=8, n_classes=10)).eval()
+    ds = load_images("digits")
+    x, y = torch.from_numpy(ds.test_x[:16]), torch.from_numpy(ds.test_y[:16])
+    for precision, want in (("no", {torch.float32}), ("bf16", {torch.bfloat16})):  # the attack's (grad) passes
+        seen = Seen()
+        seen.watch(model)
+        with torch.enable_grad():
+            r = run_attack("pgd-ce", model, x, y, torch.ones(16, dtype=torch.bool), 0.1, 10,
+                           AttackParams(pgd_steps=2, pgd_restarts=1), 16, precision=precision)
+        assert seen.dtypes == want and r["robust"].dtype == torch.bool, precision
+        for h in [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))]:
+            h._forward_hooks.clear()
+    assert LowPrecision(model, "bf16").head is model.head  # adaptive attacks read the model's own parts
+
+
+def test_generate_on_the_requested_device_and_precision(tmp_path, monkeypatch):
+    from test_diffusion import tiny_model_cfg
+
+    from eegsine.models.diffusion import build_diffusion
+    from eegsine.training.generate import generate
+
+    torch.manual_seed(0)
+    ds = digits_eeg()
+    model, _ = build_diffusion(tiny_model_cfg(sample_steps=2), standin_encoder(ds))
+    placed = []
+    real_to = type(model).to
+    monkeypatch.setattr(type(model), "to", lambda self, *a, **k: (placed.append(a), real_to(self, *a, **k))[1])
+    seen = ByMode()  # every pass (sampling runs without gradients)
+    seen.watch(model.unet)
+    idx = generate(tmp_path, split="val", out_dir=tmp_path / "g", samples=1, max_trials=2, model=model, data=ds,
+                   device="cpu", mixed_precision="bf16")
+    assert placed and placed[0] == (torch.device("cpu"),)
+    assert seen.by_mode[True] | seen.by_mode[False] == {torch.bfloat16} and seen.devices == {"cpu"}
+    assert (idx["device"], idx["mixed_precision"]) == ("cpu", "bf16")
+
+
+@pytest.fixture
+def fresh_accelerate():
+    """Accelerate's process-wide state as a fresh process has it, after a test that mocks CUDA into it."""
+    from accelerate.state import AcceleratorState
+
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.mark.parametrize("which", ["classifier", "attack", "diffusion", "encoder"])
+def test_cuda_request_reaches_the_device_placement(which, tmp_path, monkeypatch, fresh_accelerate):
+    """A device mock: CUDA 'present', and the placement step records the device it is handed (then stops at a
+    sentinel). --device cuda must arrive as CUDA, with the precision asked for."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    got = []
+
+    class Placed(Exception):
+        pass
+
+    def record(*a, **k):
+        got.append((a, k))
+        raise Placed
+
+    if which in ("classifier", "attack"):
+        import eegsine.bench.robustness.evaluate as ev
+        import eegsine.training.classifier as tc
+
+        monkeypatch.setattr(tc if which == "classifier" else ev, "use_device", record)
+        with pytest.raises(Placed):
+            if which == "classifier":
+                tc.train_classifier(_digits_classifier(device="cuda"), tmp_path / "c")
+            else:
+                from eegsine.bench.robustness.configs import RobustnessConfig
+                from eegsine.bench.robustness.evaluate import evaluate_robustness
+                from eegsine.models.classifier import ClassifierConfig, build_classifier
+
+                m = build_classifier(ClassifierConfig(in_channels=1, image_size=8, n_classes=10))
+                evaluate_robustness([m], RobustnessConfig(dataset="digits", device="cuda"), tmp_path / "a")
+        assert got[0][0][1] == torch.device("cuda")
+        return
+    import accelerate
+
+    monkeypatch.setattr(accelerate, "Accelerator", record)
+    with pytest.raises(Placed):
+        if which == "diffusion":
+            train_diffusion(tiny_cfg(device="cuda", mixed_precision="bf16"), tmp_path / "d", data=digits_eeg(),
+                            encoder=standin_encoder(digits_eeg()))
+        else:
+            from test_encoder import _quick_cfg, small_vep
+
+            from eegsine.training.encoder import train_encoder
+
+            train_encoder(_quick_cfg(device="cuda", mixed_precision="bf16"), tmp_path / "e", data=small_vep())
+    assert got[0][1] == {"cpu": False, "mixed_precision": "bf16"}

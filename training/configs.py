@@ -255,8 +255,12 @@ class EncoderTrainConfig(Config):
     eval_episodes: int = dataclasses.field(default=200, metadata={
         "help": "few-shot evaluation of the held-out classes: episodes averaged"})
     plot: bool = dataclasses.field(default=True, metadata={"help": "write t-SNE plots of the test embeddings"})
+    device: str = dataclasses.field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": PRECISION_HELP + ": the encoder's forward passes (training and validation; fp16: CUDA only)"})
 
     def validate(self) -> None:
+        check_device(type(self).__name__, self.device)
         for name in ("k_shot", "n_query", "epochs", "image_epochs", "eval_k_shot", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise UserError(f"EncoderTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -514,6 +518,10 @@ class GenerateConfig(Config):
     sampler: Literal["ddim", "dpm++"] | None = dataclasses.field(default=None, metadata={
         "help": "default: the model's"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the initial noise and of the trials picked"})
+    device: str = dataclasses.field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": "no (fp32, the default), bf16 or fp16: the sampler's UNet and VAE passes under autocast for the "
+                "written images (--evaluate samples its scored images in fp32, so its figures do not depend on it)"})
     evaluate: bool = dataclasses.field(default=False, metadata={"help": "--split only: also score image quality"})
     eval_trials: int = dataclasses.field(default=500, metadata={"help": "--evaluate: trials scored", "metavar": "N"})
     n_boot: int = dataclasses.field(default=200, metadata={
@@ -536,6 +544,7 @@ class GenerateConfig(Config):
             raise UserError("generate: give --eeg FILE or --split NAME, not both")
         if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
             raise UserError(f"guidance={self.guidance!r}: must be a finite number >= 0 (1: off)")
+        check_device(type(self).__name__, self.device)
 
 
 # -- diffusion presets ----------------------------------------------------------------------------

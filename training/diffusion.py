@@ -68,7 +68,8 @@ def resolve_encoder(cfg: DiffusionTrainConfig, run_dir: Path, ds: EEGSet, logger
     folder = encoder_folder(cfg, run_dir)
     if not cfg.encoder_run:
         ecfg = encoder_preset(cfg.encoder_preset).replace(data=cfg.data, data_root=cfg.data_root,
-                                                          image_set=cfg.image_set, data_options=list(cfg.data_options))
+                                                          image_set=cfg.image_set, data_options=list(cfg.data_options),
+                                                          device=cfg.device, mixed_precision=cfg.mixed_precision)
         stage1 = folder.parent
         if not (folder / "config.json").exists() or not (stage1 / "metrics.json").exists():
             logger.info(f"no --encoder-run: training stage one ({cfg.encoder_preset} preset) in {stage1}")

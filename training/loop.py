@@ -63,7 +63,7 @@ def accelerator(device: str = "auto", mixed_precision: str = "no"):
     :func:`resolve_device`), with its ``mixed_precision`` (``no``, ``bf16``, ``fp16``: autocast of the prepared
     model's forward; fp16 with a gradient scaler, on CUDA only)."""
     from accelerate import Accelerator
-    from accelerate.state import AcceleratorState
+    from accelerate.state import AcceleratorState, PartialState
 
     dev = resolve_device(device)
     if mixed_precision == "fp16" and dev.type != "cuda":
@@ -71,8 +71,11 @@ def accelerator(device: str = "auto", mixed_precision: str = "no"):
                         "CPU")
     if not several_processes():
         # one process: this run's device and precision, whatever an earlier run in this Python process asked for
-        # (Accelerate keeps its state process-wide and refuses a change)
-        AcceleratorState._reset_state(reset_partial_state=True)
+        # (Accelerate keeps its state process-wide and refuses a change); an unchanged state is kept
+        state, partial = AcceleratorState._shared_state, PartialState._shared_state
+        if ((state and state.get("_mixed_precision") != mixed_precision)
+                or (partial and (partial["device"].type == "cpu") != (dev.type == "cpu"))):
+            AcceleratorState._reset_state(reset_partial_state=True)
         if dev.type == "cuda" and dev.index is not None:
             torch.cuda.set_device(dev.index)
     return Accelerator(cpu=dev.type == "cpu", mixed_precision=mixed_precision)

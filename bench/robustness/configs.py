@@ -7,11 +7,12 @@ torch; :mod:`eegsine.bench.robustness.evaluate` re-exports it. ``BenchConfig`` (
 from __future__ import annotations
 
 import dataclasses
-import re
+from typing import Literal
 
 from eegsine.attacks.registry import ATTACKS, AttackParams
 from eegsine.config import Config, Presets
 from eegsine.errors import UserError
+from eegsine.training.configs import check_device
 
 DEFAULT_ATTACKS = list(ATTACKS)
 
@@ -52,7 +53,12 @@ class RobustnessConfig(Config):
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the test subset and of every attack"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch intra-op threads (0: leave torch's setting)"})
     device: str = dataclasses.field(default="auto", metadata={
-        "help": "auto: CUDA when present, else the CPU; cpu; cuda; cuda:N (attacks keep fp32 gradients)"})
+        "help": "auto: CUDA when present, else the CPU; cpu; cuda; cuda:N (attacks keep fp32 gradients); under "
+                "`accelerate launch` with --chunk, each process's own GPU"})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": "no (the default): attacks compute fp32 input gradients, since low-precision gradients change which "
+                "images an attack breaks and the table would not compare with an fp32 one; bf16 / fp16: opt in to "
+                "autocast of the attacks' passes (each adversarial image is still judged by the fp32 model)"})
     chunk: int = dataclasses.field(default=0, metadata={
         "help": "0: each (attack, eps) seeded once over the whole subset, one process (the default; its results are "
                 "unchanged). N: attacked in chunks of N images, each seeded on its own, so that the processes of "
@@ -74,8 +80,7 @@ class RobustnessConfig(Config):
                 "iterative attack is weaker than FGSM at the same eps"})
 
     def validate(self) -> None:
-        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
-            raise UserError(f"RobustnessConfig.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+        check_device(type(self).__name__, self.device)
         for a in self.attacks:
             if a not in ATTACKS:
                 raise UserError(f"RobustnessConfig.attacks: unknown attack {a!r} (known: {', '.join(ATTACKS)})")

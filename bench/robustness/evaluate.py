@@ -40,7 +40,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from eegsine.progress import tqdm
 
-from eegsine.attacks.algorithms import ATTACKS, AttackParams, AutoAttackStandard, build_attack, describe
+from eegsine.attacks.algorithms import ATTACKS, AttackParams, AutoAttackStandard, LowPrecision, build_attack, describe
 from eegsine.bench.report.doc import md_table
 from eegsine.bench.robustness.configs import (CIFAR10_GRID, DEFAULT_ATTACKS, RobustnessConfig,  # noqa: F401 - re-exported
                                    robustness_preset)
@@ -104,8 +104,11 @@ def zero_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: 
 
 
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
-               n_classes: int, params: AttackParams, bs: int, source: nn.Module | None = None) -> dict:
-    """Attack the clean-correct images; -> {robust (N,) bool, seconds, n_attacked, success_by (AA only)}."""
+               n_classes: int, params: AttackParams, bs: int, source: nn.Module | None = None,
+               precision: str = "no") -> dict:
+    """Attack the clean-correct images; -> {robust (N,) bool, seconds, n_attacked, success_by (AA only)}.
+
+    ``precision`` bf16 / fp16: the attack's passes under autocast (:class:`LowPrecision`); judged in fp32."""
     robust = correct.clone()
     idx = correct.nonzero().squeeze(1)
     success_by = torch.full((len(x),), -2, dtype=torch.long)
@@ -114,7 +117,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, co
     dev = _dev(model)
     for i in range(0, len(idx), bs):
         j = idx[i:i + bs]
-        atk = build_attack(name, model, eps, n_classes, params, source_model=source)
+        atk = build_attack(name, model if precision == "no" else LowPrecision(model, precision), eps, n_classes,
+                           params, source_model=source)
         xj, yj = x[j].to(dev), y[j].to(dev)  # records stay on the CPU; the attack runs where the model is
         adv = atk(xj, yj)
         adv = (xj + (adv - xj).clamp(-eps, eps)).clamp(0, 1)  # judged inside the eps ball, whatever the attack did
@@ -402,7 +406,7 @@ def _run_attacks(todo: list[tuple[str, float]], cache: "_Cache", model: nn.Modul
         if r is None:
             torch.manual_seed(cfg.seed)  # every (attack, eps) result reproducible on its own (and from the cache)
             r = run_attack(a, model, x[:m], y[:m], correct[:m], e, mcfg.n_classes, cfg.params, cfg.batch_size,
-                           source=source if ATTACKS[a].needs_source else None)
+                           source=source if ATTACKS[a].needs_source else None, precision=cfg.mixed_precision)
             if a == "pgd-ce":
                 r["adv_logits"] = _predict(model, r["adv"], cfg.batch_size)
             cache.put(a, e, r)
@@ -427,7 +431,8 @@ def _run_chunked(todo: list[tuple[str, float]], cache: "_Cache", model: nn.Modul
             hi = min(lo + cfg.chunk, n_exp if ATTACKS[a].expensive else n)
             torch.manual_seed(chunk_seed(cfg.seed, a, e, lo))  # the chunk's result, whichever process runs it
             r = run_attack(a, model, x[lo:hi], y[lo:hi], correct[lo:hi], e, mcfg.n_classes, cfg.params,
-                           cfg.batch_size, source=source if ATTACKS[a].needs_source else None)
+                           cfg.batch_size, source=source if ATTACKS[a].needs_source else None,
+                           precision=cfg.mixed_precision)
             if a == "pgd-ce":
                 r["adv_logits"] = _predict(model, r["adv"], cfg.batch_size)
             del r["adv"]  # not gathered: the logits are what the report reads
@@ -495,8 +500,9 @@ class _Cache:
         keep = ("n_eval", "n_eval_expensive", "pgd_steps", "pgd_restarts", "pgd_alpha", "apgd_steps", "fab_steps",
                 "square_queries", "n_targets", "seed", "data_root")  # what one (attack, eps) result depends on
         settings = {k: getattr(cfg, k) for k in keep}
-        if cfg.chunk:  # only then: the unchunked caches keep their keys
-            settings["chunk"] = cfg.chunk
+        for k, off in (("chunk", 0), ("mixed_precision", "no")):  # only when set: the default caches keep their keys
+            if getattr(cfg, k) != off:
+                settings[k] = getattr(cfg, k)
         h = hashlib.sha256(json.dumps([settings, str(run), label, dataset,
                                        sha256_file(w) if w.exists() else "in-memory"], sort_keys=True).encode())
         self.dir = out_dir / "cache" / h.hexdigest()[:16]

@@ -41,7 +41,7 @@ class Processes:
 
         self.state = PartialState(cpu=dev.type == "cpu")
         self.rank, self.count = self.state.process_index, self.state.num_processes
-        self.device = self.state.device if dev.type == "cuda" and dev.index is None else dev
+        self.device = self.state.device if self.count > 1 and dev.type == "cuda" and dev.index is None else dev
         self.is_main = self.state.is_main_process
 
     def check(self, chunk: int, what: str = "--chunk") -> None:

@@ -41,6 +41,7 @@ except ImportError as e:  # declared (the toolkit extra), but `make` installs it
 from eegsine.attacks.registry import (ATTACKS, REGISTRY, TRAINING_ATTACKS, WHITE_BOX, AttackParams,  # noqa: F401
                                      AttackSpec, Target, describe)  # re-exported
 from eegsine.errors import UserError
+from eegsine.models import autocast
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -243,3 +244,25 @@ def build_attack(name: str, model: nn.Module, eps: float, n_classes: int | None 
     if spec.needs_source and source_model is None:
         raise UserError(f"attack {name!r} needs a source model")
     return spec.make(sys.modules[__name__], Target(model, eps, n_classes, params or AttackParams(), source_model))
+
+
+class LowPrecision(nn.Module):
+    """``model`` under bf16 / fp16 autocast, its logits back in fp32: the opt-in of ``eegsine attack
+    --mixed-precision``. Attacks default to fp32 gradients because low-precision input gradients change which
+    images an attack breaks (the table would not compare with an fp32 one); the adversarial images an attack
+    crafts through this wrapper are still judged by the fp32 model. Attributes the adaptive attacks read
+    (``head``, ``features``, ``cfg``) are the model's own, so their inner passes run in fp32."""
+
+    def __init__(self, model: nn.Module, precision: str):
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with autocast(x.device, self.precision):
+            return self.model(x).float()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
