@@ -337,3 +337,66 @@ def test_cuda_request_reaches_the_device_placement(which, tmp_path, monkeypatch,
 
             train_encoder(_quick_cfg(device="cuda", mixed_precision="bf16"), tmp_path / "e", data=small_vep())
     assert got[0][1] == {"cpu": False, "mixed_precision": "bf16"}
+
+
+# -- on a CUDA GPU (skipped here; `python -m eegsine.bench.experiments.gpu_check` runs them) ------------------
+GPU = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@GPU
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_gpu_classifier_trains_on_cuda(tmp_path, monkeypatch, precision):
+    import eegsine.training.classifier as tc
+
+    seen = ByMode()
+    real = tc.use_device
+    monkeypatch.setattr(tc, "use_device", lambda m, dev: (seen.watch(m), real(m, dev))[1])
+    m = tc.train_classifier(_digits_classifier(device="cuda", mixed_precision=precision), tmp_path / "r")
+    assert seen.devices == {"cuda"} and np.isfinite(m["history"][-1]["clean"])
+    assert seen.by_mode[True] == {torch.bfloat16 if precision == "bf16" else torch.float32}
+    assert seen.by_mode[False] == {torch.float32}
+
+
+@pytest.mark.gpu
+@GPU
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_gpu_diffusion_mixed_precision_and_checkpointing(ds, tmp_path, monkeypatch, precision):
+    m, seen = _train_watched(ds, tmp_path / precision, monkeypatch, device="cuda", mixed_precision=precision,
+                             gradient_checkpointing=True)
+    assert seen.devices == {"cuda"} and seen.dtypes == {torch.bfloat16 if precision == "bf16" else torch.float16}
+    assert m["device"].startswith("cuda") and np.isfinite(m["history"][0]["loss"])
+
+
+@pytest.mark.gpu
+@GPU
+def test_gpu_attack_on_cuda_keeps_fp32_gradients():
+    from eegsine.bench.robustness.evaluate import run_attack
+    from eegsine.attacks.registry import AttackParams
+    from eegsine.data import load_images
+    from eegsine.models.classifier import ClassifierConfig, build_classifier
+
+    model = build_classifier(ClassifierConfig(in_channels=1, image_size=8, n_classes=10)).cuda().eval()
+    ds = load_images("digits")
+    x, y = torch.from_numpy(ds.test_x[:32]), torch.from_numpy(ds.test_y[:32])
+    seen = Seen()
+    seen.watch(model)
+    with torch.enable_grad():
+        r = run_attack("pgd-ce", model, x, y, torch.ones(32, dtype=torch.bool), 0.1, 10,
+                       AttackParams(pgd_steps=3, pgd_restarts=1), 32)
+    assert seen.devices == {"cuda"} and seen.dtypes == {torch.float32} and r["robust"].device.type == "cpu"
+
+
+def test_gpu_check_needs_cuda_and_reads_pytest_summaries(monkeypatch, capsys):
+    import subprocess
+
+    from eegsine.bench.experiments import gpu_check
+
+    if not torch.cuda.is_available():
+        assert gpu_check.main(["--out", "unused"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: gpu_check needs a CUDA GPU") and "\n" not in err
+    done = subprocess.CompletedProcess([], 1, stdout="....\n=== 9 passed, 2 failed, 3 skipped in 4.1s ===\n", stderr="")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: done)
+    r = gpu_check.run_gpu_tests(10)
+    assert (r["passed"], r["failed"], r["skipped"], r["returncode"]) == (9, 2, 3, 1)

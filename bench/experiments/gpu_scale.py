@@ -249,7 +249,7 @@ def render(plan: dict) -> str:
         f"rank {plan['lora_rank']} ({plan['lora_params'] / 1e6:.2f} M parameters). Largest batch per GPU "
         f"(the preset: {plan['preset_batch_size']}) with {plan['reserved_gib']:g} GiB left for the CUDA context; "
         "fixed bytes counted from the parameters, activations estimated on the meta device (flash / memory-"
-        "efficient SDPA attention), see the module docstring.", "",
+        "efficient SDPA attention), as the docstring of `eegsine.bench.experiments.gpu_scale` says.", "",
         *md_table(head, rows), ""])
 
 
