@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from cpu_identity import _drop_timing  # the timing keys that differ between any two runs
+
 from eegsine.bench.experiments.paired_eval import Job, Settings
 from eegsine.bench.robustness.configs import RobustnessConfig
 from eegsine.bench.robustness.evaluate import evaluate_robustness
@@ -27,7 +29,6 @@ SHARD_CFG = dict(n_eval=30, n_eval_expensive=10, chunk=7, batch_size=4, eps=[0.1
 PAIRED_SETTINGS = Settings(dataset="digits", n_eval=24, n_aa=16, chunk=8, pgd_steps=3, pgd_restarts=2, apgd_steps=4,
                            fab_steps=3, square_queries=20, n_targets=2)
 PAIRED_JOBS = [Job("fgsm", 0.1, 24), Job("pgd-ce", 0.3, 24), Job("autoattack", 0.3, 16)]
-TIMING = ("seconds", "threads", "eval_wall_s", "images_per_s")
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +72,6 @@ def _attack_worker(rank: int, world: int, port: int, root: str, out: str) -> Non
     cfg = RobustnessConfig(**SHARD_CFG, transfer_from=str(Path(root) / "standard"))
     s = evaluate_robustness([Path(root) / "standard", Path(root) / "sine"], cfg, Path(out))
     Path(out, f"summary.rank{rank}.json").write_text(json.dumps(s, default=str))
-
-
-def _drop_timing(obj):
-    if isinstance(obj, dict):
-        return {k: _drop_timing(v) for k, v in obj.items() if k not in TIMING}
-    if isinstance(obj, list):
-        return [_drop_timing(v) for v in obj]
-    return obj
 
 
 def test_two_processes_give_one_process_table_exactly(runs, tmp_path):

@@ -29,10 +29,10 @@ import sys
 import time
 from pathlib import Path
 
-from eegsine.bench.experiments.gpu_scale import OUT, SD15_UNET, sd15_unet
+from eegsine.bench.experiments.gpu_scale import OUT, SD15_UNET, sd15_unet, write_results
 from eegsine.bench.report.doc import md_table
 from eegsine.errors import UserError
-from eegsine.io import atomic_write_text, read_json, write_json
+from eegsine.training.configs import classifier_preset
 
 # the source: 11,964 EEGCVPR40 trials split 80/10/10 by image; --train-trials takes your splits file's count
 EEGCVPR40_TRAIN_TRIALS = 9571
@@ -124,7 +124,6 @@ def cifar_fgsm_rs_epoch() -> dict:
 
     torch = _cuda()
     from eegsine.training.classifier import train_classifier
-    from eegsine.training.configs import classifier_preset
 
     g = torch.Generator().manual_seed(0)
     n = 50_000
@@ -176,17 +175,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--test-seconds", type=float, default=240, help="time limit of the GPU tests")
     p.add_argument("--render", action="store_true", help="only re-render gpu-check.md from gpu-check.json")
     ns = p.parse_args(argv)
-    out = Path(ns.out)
-    try:
-        if not ns.render:
-            write_json(out / "gpu-check.json", measure(ns.train_trials, ns.steps, ns.test_seconds))
-        md = render(read_json(out / "gpu-check.json"))
-        atomic_write_text(out / "gpu-check.md", md)
-        print(md)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+    compute = None if ns.render else (lambda: measure(ns.train_trials, ns.steps, ns.test_seconds))
+    return write_results(Path(ns.out), "gpu-check", compute, render)
 
 
 def measure(train_trials: int, steps: int, test_seconds: float) -> dict:

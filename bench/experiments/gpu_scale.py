@@ -34,7 +34,7 @@ import argparse
 import contextlib
 import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from eegsine.bench.report.doc import md_table
 from eegsine.errors import UserError
@@ -261,17 +261,23 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(OUT), help="results folder (default: docs/results/gpu-scale)")
     p.add_argument("--check", action="store_true", help="render: fail when the committed table differs")
     ns = p.parse_args(argv)
-    out = Path(ns.out)
+    return write_results(Path(ns.out), "memory-plan", memory_plan if ns.action == "plan" else None, render, ns.check)
+
+
+def write_results(out: Path, stem: str, compute: Callable[[], dict] | None, render_md: Callable[[dict], str],
+                  check: bool = False) -> int:
+    """``compute()`` (when given) into ``out/STEM.json``, then ``STEM.md`` rendered from that JSON (``check``: only
+    compare with the committed one) -> the exit status (2 with a one-line error)."""
     try:
-        if ns.action == "plan":
-            write_json(out / "memory-plan.json", memory_plan())
-        md = render(read_json(out / "memory-plan.json"))
-        if ns.check:
-            if (out / "memory-plan.md").read_text() != md:
-                print(f"{out / 'memory-plan.md'} differs from what memory-plan.json renders", file=sys.stderr)
+        if compute is not None:
+            write_json(out / f"{stem}.json", compute())
+        md = render_md(read_json(out / f"{stem}.json"))
+        if check:
+            if (out / f"{stem}.md").read_text() != md:
+                print(f"{out / (stem + '.md')} differs from what {stem}.json renders", file=sys.stderr)
                 return 1
             return 0
-        atomic_write_text(out / "memory-plan.md", md)
+        atomic_write_text(out / f"{stem}.md", md)
         print(md)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

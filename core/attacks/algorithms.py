@@ -41,7 +41,6 @@ except ImportError as e:  # declared (the toolkit extra), but `make` installs it
 from eegsine.attacks.registry import (ATTACKS, REGISTRY, TRAINING_ATTACKS, WHITE_BOX, AttackParams,  # noqa: F401
                                      AttackSpec, Target, describe)  # re-exported
 from eegsine.errors import UserError
-from eegsine.models import autocast
 
 
 def margin_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -258,7 +257,8 @@ class LowPrecision(nn.Module):
         self.model, self.precision = model, precision
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        with autocast(x.device, self.precision):
+        # (torch.autocast itself: eegsine.models' helper sits in a layer this one may not import)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16):
             return self.model(x).float()
 
     def __getattr__(self, name: str):
