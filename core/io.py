@@ -282,6 +282,14 @@ class _ConsoleHandler(logging.StreamHandler):
             self.handleError(record)
 
 
+def quiet_logger(name: str = "eegsine") -> logging.Logger:
+    """The logger of a process other than the main one under ``accelerate launch``: silent (the main one logs)."""
+    logger = logging.getLogger(f"{name}.other-process")
+    logger.propagate = False
+    logger.disabled = True
+    return logger
+
+
 def run_logger(run_dir: str | Path, name: str = "eegsine") -> logging.Logger:
     """A logger writing to ``run_dir/log.txt`` (appending, so a resumed run keeps history)."""
     run_dir = Path(run_dir)

@@ -6,6 +6,9 @@
 * ``eegsine``, ``eegsine-export``, ``eegsine-bench``, ``eegsine-verify`` (bare or under ``.venv/bin/``): parsed by
   the command's own parser (placeholders in capitals stand for paths; ``[opt]`` is optional, ``a|b`` picks one),
   and those that read nothing but the installed package run, exit 0.
+* ``accelerate launch [its options] -m eegsine ARGS``: the options are ones this page may use, ARGS parse as above.
+* ``python -m eegsine.MODULE ...``: the module exists (also checked for every page by
+  :func:`test_every_python_m_module_in_the_docs_exists`).
 * venv/activate/clone/cd lines are setup; any other program fails the test until a rule for it is added here.
 """
 from __future__ import annotations
@@ -85,7 +88,8 @@ def test_the_readme_has_the_commands_this_test_knows():
     progs = {shlex.split(c)[0].removeprefix(".venv/bin/") for c in COMMANDS}
     assert {"make", "pip", "eegsine", "eegsine-export", "eegsine-bench", "eegsine-verify"} <= progs
     assert len(COMMANDS) > 30
-    assert not progs - {"make", "pip", *ALIASES, "eegsine-verify", *SETUP}, "add a rule for these programs"
+    assert not progs - {"make", "pip", *ALIASES, "eegsine-verify", "accelerate", "python", *SETUP}, \
+        "add a rule for these programs"
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -102,6 +106,13 @@ def test_readme_command(command, capsys):
     if prog == "pip":
         _check_pip(command, argv[1:])  # as written: ".[cpu]" is an extra, not README notation
         return
+    if prog == "python":
+        import importlib.util
+
+        assert args[0] == "-m" and importlib.util.find_spec(args[1]) is not None, command
+        return
+    if prog == "accelerate":
+        prog, args = _accelerate_launch(command, args)
     try:
         ns = _parse(prog, args)
     except SystemExit as e:  # argparse's error, already printed
@@ -113,6 +124,20 @@ def test_readme_command(command, capsys):
         if args[-1] == "synthetic-vep" and not REGISTRY["mnist"].available():  # `make test` fetches it first
             pytest.skip("synthetic-vep pairs with MNIST, not fetched (run `eegsine data fetch mnist`)")
         assert main(args) == 0, command
+
+
+ACCELERATE_OPTIONS = {"--num_processes": 1, "--cpu": 0, "--multi_gpu": 0, "--mixed_precision": 1}
+
+
+def _accelerate_launch(command: str, args: list[str]) -> tuple[str, list[str]]:
+    """``accelerate launch [options] -m eegsine ARGS`` -> ("eegsine", ARGS), its options checked."""
+    assert args[0] == "launch", command
+    i = 1
+    while args[i] != "-m":
+        assert args[i] in ACCELERATE_OPTIONS, f"{command}: unchecked accelerate option {args[i]}"
+        i += 1 + ACCELERATE_OPTIONS[args[i]]
+    assert args[i + 1] == "eegsine", command
+    return "eegsine", args[i + 2:]
 
 
 def _check_pip(command: str, args: list[str]) -> None:

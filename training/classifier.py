@@ -11,8 +11,15 @@ logged as a WARNING and stored in metrics.json. Per-layer gradient norms of the 
 steps are logged and plotted (``grad_norms.png``) so the head-initialisation claim can be
 checked; :func:`init_gradient_probe` compares the three head inits side by side.
 
-Hand-written: the loop (epoch, step, evaluation, ~90 lines). accelerate would add nothing on one
-CPU process and makes the per-step gradient logging harder; the attacks are torchattacks' FGSM,
+Under ``accelerate launch`` (several processes) the model is Accelerate's DDP: every process draws the same
+global batch order and trains on its slice of each batch (the loss scaled so that the averaged gradient is
+the whole batch's mean), crafts its slice's adversarial examples with its own random stream, and the main
+process alone validates, checkpoints and writes; with BatchNorm the statistics are per process, as in any
+DDP run without SyncBatchNorm (tests/test_shard.py checks 2 gloo processes against 1 in natural mode).
+``mixed_precision`` autocasts the training forward/backward only; the attacks keep fp32 gradients.
+
+Hand-written: the loop (epoch, step, evaluation, ~90 lines). One process runs it without Accelerate (its
+results stay what they were) and the per-step gradient logging stays simple; the attacks are torchattacks' FGSM,
 FFGSM and PGD, built through the attack registry (:mod:`eegsine.attacks.registry`); the
 learning rate, checkpoint and run folder come from :mod:`eegsine.training.loop`.
 """
@@ -34,14 +41,15 @@ from eegsine.attacks.algorithms import AttackParams, build_attack  # torchattack
 from eegsine.bench.report.doc import md_table
 from eegsine.runs.checkpoint import load_weights, save_weights
 from eegsine.errors import DataMissingError, UserError
-from eegsine.io import atomic_write_text, update_metrics
+from eegsine.io import atomic_write_text, quiet_logger, update_metrics
 from eegsine.models.classifier import ClassifierConfig, build_classifier
 from eegsine.models.protocol import MODEL_DIR, Provenance
 from eegsine.runs.plots import plot_accuracy_curves, plot_grad_norms, plot_layer_norms
-from eegsine.runs.folder import RunFolder
+from eegsine.runs.folder import RunFolder, main_process
 from eegsine.training.configs import (CLASSIFIER_PRESETS, DATASETS, ClassifierTrainConfig,  # noqa: F401 - re-exported
                                      classifier_preset)
-from eegsine.training.loop import Checkpoint, cosine_warmup, open_run, resolve_device, start_log, use_device
+from eegsine.training.loop import (Checkpoint, autocast, cosine_warmup, data_parallel, open_run, rank_seed,
+                                   resolve_device, several_processes, start_log, use_device)
 from eegsine.data import load_images
 
 BEST_FILE = "best.safetensors"
@@ -201,6 +209,13 @@ class _Run:
     ckpt: Checkpoint
     prog: dict
     steps_per_epoch: int
+    net: nn.Module | None = None   # what trains: the model, or Accelerate's DDP wrapper of it
+    acc: object = None             # Accelerate's Accelerator when several processes run, else None
+    scaler: object = None          # fp16: torch's gradient scaler
+
+    @property
+    def is_main(self) -> bool:
+        return self.acc is None or self.acc.is_main_process
 
     @property
     def total_steps(self) -> int:
@@ -214,6 +229,8 @@ def train_classifiers(heads: dict[str, tuple[Path, ClassifierTrainConfig]], init
     summary = {}
     for name, (run, cfg) in heads.items():
         m = train_classifier(cfg, run)
+        if m.get("process_index"):  # another process of accelerate launch: the main one reports
+            continue
         summary[name] = {"run": str(run), "best_val": m["best"], "test_clean_accuracy": m["test_clean_accuracy"],
                          "train_wall_s": m["train_wall_s"],
                          # None: no validation images watched it (val_fraction 0), so it was not checked
@@ -241,7 +258,7 @@ def train_classifier(cfg: ClassifierTrainConfig, run_dir: str | Path, data: dict
     ``config.json`` written once data and model are ready (the model's input shape comes from the
     data, so the config is compared with the folder's only then).
     """
-    with open_run(run_dir) as run:
+    with open_run(run_dir, lock=not several_processes() or main_process()) as run:
         return _train(cfg, run, data)
 
 
@@ -252,23 +269,32 @@ def _train(cfg: ClassifierTrainConfig, run: RunFolder, data: dict | None) -> dic
     cfg = resolve_model_config(cfg, data)
     torch.manual_seed(cfg.seed)
     dev = resolve_device(cfg.device)
+    acc = data_parallel(dev)
+    dev = acc.device if acc is not None else dev
     model = use_device(build_classifier(cfg.model), dev)  # initialised on the CPU, then moved: the same weights
     opt = (torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay) if cfg.optimizer == "adam"
            else torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
                                 nesterov=True))
-    run.write_config(cfg)  # only now: a failed attempt must not block the corrected retry
-    log = start_log(run, "eegsine.train")
+    if acc is None or acc.is_main_process:
+        run.write_config(cfg)  # only now: a failed attempt must not block the corrected retry
+    log = start_log(run, "eegsine.train") if acc is None or acc.is_main_process else quiet_logger("eegsine.train")
     n = len(data["train_x"])
     ckpt = Checkpoint(run.path, {"model": model}, {"opt": opt})
-    r = _Run(cfg, model, opt, data, run.path, log, ckpt, {}, math.ceil(n / cfg.batch_size))
+    r = _Run(cfg, model, opt, data, run.path, log, ckpt, {}, math.ceil(n / cfg.batch_size), net=model, acc=acc,
+             scaler=torch.amp.GradScaler(dev.type) if cfg.mixed_precision == "fp16" else None)
     r.prog = ckpt.resume({"step": 0, "history": [], "best": None, "co_events": [], "grad_norms": {}, "train_s": 0.0,
                           "seen": 0}, log, "training", "step", r.total_steps)
     if not r.prog["step"]:
         log.info(f"training {cfg.model.arch} ({cfg.model.head} head, init={cfg.model.init}) on {cfg.dataset} "
                  f"({n} train / {len(data['val_x'])} val images, {data['source']}), mode={cfg.mode}, eps={cfg.eps} "
                  f"(pixel units), {cfg.epochs} epochs x {r.steps_per_epoch} steps, on {dev}")
+    if acc is not None:
+        r.net = acc.prepare_model(model)  # DDP: gradients averaged across the processes
+        torch.manual_seed(rank_seed(cfg.seed, acc.process_index))  # each process its own attack starts
     while r.prog["step"] < r.total_steps:
         _epoch(r)
+    if not r.is_main:
+        return {"process_index": acc.process_index, "processes": acc.num_processes}
     return _finish(r)
 
 
@@ -280,7 +306,7 @@ def _epoch(r: _Run) -> None:
     eval_every = cfg.eval_every_steps or r.steps_per_epoch
     vx, vy = r.data["val_x"][: cfg.n_val_eval], r.data["val_y"][: cfg.n_val_eval]
     bar = tqdm(range(start, r.steps_per_epoch), desc=f"{cfg.model.head} epoch {epoch + 1}/{cfg.epochs}",
-               initial=start, total=r.steps_per_epoch, leave=False, dynamic_ncols=True)
+               initial=start, total=r.steps_per_epoch, leave=False, dynamic_ncols=True, disable=not r.is_main)
     for b in bar:
         t0 = time.perf_counter()
         idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
@@ -288,41 +314,63 @@ def _epoch(r: _Run) -> None:
         prog["seen"] += len(idx)
         prog["train_s"] += time.perf_counter() - t0
         bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.2f}", eps=f"{eps:.2f}")
-        if len(vx) and (prog["step"] % eval_every == 0 or prog["step"] == r.total_steps):
+        if r.is_main and len(vx) and (prog["step"] % eval_every == 0 or prog["step"] == r.total_steps):
             _evaluate(cfg, r.model, vx, vy, prog, r.run_dir, r.log)
-        if cfg.ckpt_every_steps and prog["step"] % cfg.ckpt_every_steps == 0:
+        if r.is_main and cfg.ckpt_every_steps and prog["step"] % cfg.ckpt_every_steps == 0:
             r.ckpt.save(prog)
     bar.close()
-    r.ckpt.save(prog)
+    if r.is_main:
+        r.ckpt.save(prog)
 
 
 def _step(r: _Run, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, float]:
     """One optimizer step on the batch's adversarial examples; -> (loss, batch accuracy, eps used)."""
     cfg, model, prog = r.cfg, r.model, r.prog
+    n_batch = len(x)
+    if r.acc is not None:  # this process's slice of the global batch
+        x, y = x.tensor_split(r.acc.num_processes)[r.acc.process_index], y.tensor_split(r.acc.num_processes)[
+            r.acc.process_index]
     x, y = _on(model, x, y)
     step = prog["step"]
     ramp = min(1.0, (step + 1) / (cfg.eps_ramp_epochs * r.steps_per_epoch)) if cfg.eps_ramp_epochs > 0 else 1.0
-    atk = _train_attack(cfg, model, cfg.eps * ramp)
-    x_in = atk(x, y) if atk is not None else x  # torchattacks evaluates in eval mode, restores train mode
-    model.train()
+    atk = _train_attack(cfg, model, cfg.eps * ramp)  # on the bare model, in fp32 (never through DDP)
+    x_in = atk(x, y) if atk is not None and len(x) else x  # torchattacks evaluates in eval mode, restores train mode
+    r.net.train()
     for g in r.opt.param_groups:
         g["lr"] = _lr_at(cfg, step, r.total_steps)
-    logits = model(x_in)
-    loss = F.cross_entropy(logits, y)
+    with autocast(x.device, cfg.mixed_precision):
+        logits = r.net(x_in)
+        # several processes: the slice's summed loss over the global batch, x processes (DDP averages them), so
+        # the gradient is the global batch's mean for any split; one process: the mean, as always
+        loss = (F.cross_entropy(logits, y) if r.acc is None
+                else F.cross_entropy(logits, y, reduction="sum") * (r.acc.num_processes / n_batch))
     if not math.isfinite(loss.item()):  # stop before the step: NaN weights are never checkpointed or saved
         raise UserError(f"training diverged: loss is {loss.item()} at step {step + 1} with lr={cfg.lr:g} "
                         f"({cfg.optimizer}); lower --lr")
     r.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    _backward(r, loss)
     if step < cfg.grad_log_steps:
         for k, v in layer_grad_norms(model).items():
             prog["grad_norms"].setdefault(k, []).append(v)
-    r.opt.step()
+    if r.scaler is not None:
+        r.scaler.step(r.opt)
+        r.scaler.update()
+    else:
+        r.opt.step()
     if step == 0 and not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
         raise UserError(f"training diverged: the first step with lr={cfg.lr:g} ({cfg.optimizer}) made the "
                         "weights non-finite; lower --lr")
     prog["step"] = step + 1
     return loss.item(), (logits.argmax(1) == y).float().mean().item(), cfg.eps * ramp
+
+
+def _backward(r: _Run, loss: torch.Tensor) -> None:
+    """``loss.backward()``; fp16: scaled, then unscaled in place (the logged gradient norms are the real ones)."""
+    if r.scaler is None:
+        loss.backward()
+        return
+    r.scaler.scale(loss).backward()
+    r.scaler.unscale_(r.opt)
 
 
 def _finish(r: _Run) -> dict:
@@ -351,6 +399,8 @@ def _finish(r: _Run) -> dict:
         "train_images_per_s": round(prog["seen"] / max(prog["train_s"], 1e-9), 1),
         "grad_norms_first_steps": prog["grad_norms"],
     }
+    if r.acc is not None:
+        metrics["processes"] = r.acc.num_processes
     update_metrics(run_dir, "train", metrics)
     write_train_report(run_dir, cfg, metrics)
     best = prog["best"] or {}

@@ -15,6 +15,18 @@ from eegsine.config import Config, Presets
 from eegsine.errors import UserError
 from eegsine.models.configs import ClassifierConfig, DiffusionConfig, EEGEncoderConfig, ImageEncoderConfig
 
+def check_device(owner: str, device: str) -> None:
+    """``--device``: auto, cpu, cuda or cuda:N (one-line error otherwise; whether the GPU exists is checked at run)."""
+    if not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device)):
+        raise UserError(f"{owner}.device: {device!r} is not auto, cpu, cuda or cuda:N")
+
+
+DEVICE_HELP = ("auto: CUDA when present (Accelerate's choice; under `accelerate launch` each process's own GPU), "
+               "else the CPU; cpu; cuda; cuda:N")
+PRECISION_HELP = ("Accelerate's mixed_precision: no (fp32, the default; CPU results unchanged), bf16 or fp16 "
+                  "(autocast; fp16 with a gradient scaler)")
+
+
 # -- classifier ---------------------------------------------------------------------------------------
 DATASETS = ("mnist", "fashion-mnist", "cifar10", "digits")
 CIFAR_EPS = 8 / 255           # CIFAR-10's L-inf convention in [0, 1] pixel units (MNIST's is 0.3)
@@ -77,11 +89,15 @@ class ClassifierTrainConfig(Config):
     threads: int = dataclasses.field(default=0, metadata={"help": "torch intra-op threads (0: leave torch's setting)"})
     device: str = dataclasses.field(default="auto", metadata={
         "help": "auto: CUDA when present (what Accelerate picks for the other trainers), else the CPU; cpu; cuda; "
-                "cuda:N. The CPU path is the same computation whichever is asked"})
+                "cuda:N. The CPU path is the same computation whichever is asked. Under `accelerate launch` each "
+                "process takes its own GPU and a slice of every batch (DDP)"})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": "autocast of the training forward and backward (fp16 with a gradient scaler); the attacks that craft "
+                "the training examples and the validation attacks keep fp32 gradients: low-precision input "
+                "gradients change which images an attack breaks"})
 
     def validate(self) -> None:
-        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
-            raise UserError(f"ClassifierTrainConfig.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+        check_device(type(self).__name__, self.device)
         if not 0.0 <= self.eps <= 1.0:
             raise UserError(f"ClassifierTrainConfig.eps: must be in [0, 1] (pixel units), got {self.eps}")
         if self.dataset == "cifar10" and self.eps > CIFAR_MAX_EPS + 1e-9:
@@ -245,8 +261,12 @@ class EncoderTrainConfig(Config):
     eval_episodes: int = dataclasses.field(default=200, metadata={
         "help": "few-shot evaluation of the held-out classes: episodes averaged"})
     plot: bool = dataclasses.field(default=True, metadata={"help": "write t-SNE plots of the test embeddings"})
+    device: str = dataclasses.field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": PRECISION_HELP + ": the encoder's forward passes (training and validation; fp16: CUDA only)"})
 
     def validate(self) -> None:
+        check_device(type(self).__name__, self.device)
         for name in ("k_shot", "n_query", "epochs", "image_epochs", "eval_k_shot", "eval_episodes"):
             if getattr(self, name) < 1:
                 raise UserError(f"EncoderTrainConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -433,6 +453,16 @@ class DiffusionTrainConfig(Config):
     grad_clip: float = dataclasses.field(default=1.0, metadata={"help": "stage B: gradient-norm clip (0: off)"})
     seed: int = dataclasses.field(default=0, metadata={
         "help": "seed of the initialisation, the batch order, the noise and the sample grids"})
+    # the GPU: what diffusers' training scripts use to fit Stable Diffusion fine-tuning in one GPU
+    device: str = dataclasses.field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": PRECISION_HELP + ": stage B's forward passes (UNet, token mapper; fp16: CUDA only)"})
+    gradient_checkpointing: bool = dataclasses.field(default=False, metadata={
+        "help": "stage B: diffusers' gradient checkpointing of the UNet (recompute activations in the backward "
+                "pass: less memory, more time; works with mode lora)"})
+    optimizer: Literal["adamw", "adamw8bit"] = dataclasses.field(default="adamw", metadata={
+        "help": "stage B optimizer: torch AdamW, or bitsandbytes' 8-bit AdamW (optimizer state in 8 bits: about "
+                "6 bytes per trained weight less; needs the bitsandbytes package and a CUDA GPU)"})
     # outputs
     grid_trials: int = dataclasses.field(default=8, metadata={
         "help": "validation trials in each epoch's sample grid (rows)"})
@@ -462,6 +492,7 @@ class DiffusionTrainConfig(Config):
                             "not mode=joint")
         if not 0.0 < self.ema_decay < 1.0:
             raise UserError(f"DiffusionTrainConfig.ema_decay must be in (0, 1), got {self.ema_decay}")
+        check_device(type(self).__name__, self.device)
         for kv in self.data_options:
             if "=" not in kv:
                 raise UserError(f"DiffusionTrainConfig.data_options: {kv!r} is not key=value")
@@ -493,6 +524,10 @@ class GenerateConfig(Config):
     sampler: Literal["ddim", "dpm++"] | None = dataclasses.field(default=None, metadata={
         "help": "default: the model's"})
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the initial noise and of the trials picked"})
+    device: str = dataclasses.field(default="auto", metadata={"help": DEVICE_HELP})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": "no (fp32, the default), bf16 or fp16: the sampler's UNet and VAE passes under autocast for the "
+                "written images (--evaluate samples its scored images in fp32, so its figures do not depend on it)"})
     evaluate: bool = dataclasses.field(default=False, metadata={"help": "--split only: also score image quality"})
     eval_trials: int = dataclasses.field(default=500, metadata={"help": "--evaluate: trials scored", "metavar": "N"})
     n_boot: int = dataclasses.field(default=200, metadata={
@@ -515,6 +550,7 @@ class GenerateConfig(Config):
             raise UserError("generate: give --eeg FILE or --split NAME, not both")
         if self.guidance is not None and not (math.isfinite(self.guidance) and self.guidance >= 0):
             raise UserError(f"guidance={self.guidance!r}: must be a finite number >= 0 (1: off)")
+        check_device(type(self).__name__, self.device)
 
 
 # -- diffusion presets ----------------------------------------------------------------------------

@@ -47,7 +47,8 @@ from eegsine.runs.folder import RunFolder
 from eegsine.training.configs import DIFFUSION_PRESETS as PRESETS, DiffusionTrainConfig, diffusion_preset
 from eegsine.training.joint import JointAblation, fresh_encoder, retrieval_top1  # noqa: F401 - re-exported
 from eegsine.training.loop import accelerator, open_run, start_log
-from eegsine.training.unet import LORA_TARGETS, FrozenEncoder, pick_grid_trials, set_trainable, train_unet  # noqa: F401
+from eegsine.training.unet import (LORA_TARGETS, FrozenEncoder, optimizer_class, pick_grid_trials,  # noqa: F401
+                                   set_trainable, train_unet)
 from eegsine.training.vae import VAE_DIR, stage_a, train_vae  # noqa: F401 - re-exported
 from eegsine.training.encoder import IMAGE_ENCODER_DIR, encoder_preset, load_data, run_provenance, train_encoder
 
@@ -67,7 +68,8 @@ def resolve_encoder(cfg: DiffusionTrainConfig, run_dir: Path, ds: EEGSet, logger
     folder = encoder_folder(cfg, run_dir)
     if not cfg.encoder_run:
         ecfg = encoder_preset(cfg.encoder_preset).replace(data=cfg.data, data_root=cfg.data_root,
-                                                          image_set=cfg.image_set, data_options=list(cfg.data_options))
+                                                          image_set=cfg.image_set, data_options=list(cfg.data_options),
+                                                          device=cfg.device, mixed_precision=cfg.mixed_precision)
         stage1 = folder.parent
         if not (folder / "config.json").exists() or not (stage1 / "metrics.json").exists():
             logger.info(f"no --encoder-run: training stage one ({cfg.encoder_preset} preset) in {stage1}")
@@ -95,7 +97,8 @@ def train_diffusion(cfg: DiffusionTrainConfig, run_dir: str | Path, data: EEGSet
     if cfg.mode == "lora" and not cfg.init_from and not cfg.model.pretrained_unet:  # before stage A, not after it
         raise UserError("mode=lora adapts a trained UNet: set --init-from RUN/model or --model-pretrained-unet DIR")
     check_pretrained(cfg.model)  # a malformed local Stable Diffusion folder: before stage one, not after it
-    acc = accelerator()
+    optimizer_class(cfg.optimizer)  # a missing bitsandbytes, too
+    acc = accelerator(cfg.device, cfg.mixed_precision)
     with open_run(run_dir, cfg, lock=acc.is_main_process) as run:
         return _train(cfg, run, acc, data, encoder, speed_probe)
 

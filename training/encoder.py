@@ -310,7 +310,7 @@ def fit(cfg: EncoderTrainConfig, prep: Prepared, out_dir: Path, logger, shuffle:
         raise UserError(f"{ds.name}: no loss left (no images for w_clip; set w_proto or w_cls > 0)")
 
     torch.manual_seed(cfg.seed)
-    acc = accelerator()
+    acc = accelerator(cfg.device, cfg.mixed_precision)
     model = Aligner(enc_cfg, cfg, ds.n_outputs)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_way = min(cfg.n_way, len(prep.seen)) if cfg.n_way else 0  # held-out classes shrink the pool

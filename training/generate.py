@@ -29,6 +29,7 @@ from eegsine.metrics.images import DomainCNNConfig, domain_network, evaluate_gen
 from eegsine.models.protocol import Provenance
 from eegsine.training.configs import DiffusionTrainConfig, GenerateConfig
 from eegsine.training.encoder import load_data
+from eegsine.training.loop import autocast, resolve_device
 from eegsine.training.unet import pick_grid_trials
 
 
@@ -66,8 +67,12 @@ def load_run_data(run: str | Path):
 def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | None = None,
              out_dir: str | Path | None = None, samples: int = 4, max_trials: int = 16, steps: int | None = None,
              guidance: float | None = None, sampler: str | None = None, seed: int = 0,
-             model: EEGDiffusion | None = None, data=None) -> dict[str, Any]:
-    """Write PNGs and grid.png for the trials of ``eeg_file`` or of the run's ``split``; returns an index."""
+             model: EEGDiffusion | None = None, data=None, device: str = "auto",
+             mixed_precision: str = "no") -> dict[str, Any]:
+    """Write PNGs and grid.png for the trials of ``eeg_file`` or of the run's ``split``; returns an index.
+
+    The model samples on ``device`` (:func:`~eegsine.training.loop.resolve_device`), under autocast with
+    ``mixed_precision`` bf16 / fp16; the initial noise is drawn on the CPU, so a seed gives the same noise anywhere."""
     run = Path(run)
     if (eeg_file is None) == (split is None):
         raise UserError("generate: give exactly one of --eeg FILE or --split NAME")
@@ -75,10 +80,8 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
         raise UserError(f"generate: --samples and --max-trials must be >= 1 (got {samples}, {max_trials})")
     if seed < 0:
         raise UserError(f"generate: --seed must be >= 0, got {seed}")
-    if model is None:
-        if not (run / "model" / "config.json").exists():
-            raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
-        model = EEGDiffusion.from_pretrained(run / "model").requires_grad_(False)
+    dev = resolve_device(device)
+    model = _placed(run, model, dev)
     if model.encoder is None:
         raise UserError(f"{run / 'model'}: has no EEG encoder folder; cannot generate from EEG")
     steps, guidance = model.cfg.sampling(steps, guidance)  # before any data is read or file written
@@ -98,8 +101,9 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
     emb = model.embed(torch.from_numpy(x))                                  # (T, emb_dim)
     T = len(x)
     lat = model.initial_latents(T * samples, seed)                          # sample j of trial i: fixed noise
-    imgs = model.sample(emb.repeat_interleave(samples, 0), steps=steps, guidance=guidance, sampler=sampler,
-                        latents=lat, progress=True).cpu().numpy()
+    with autocast(dev, mixed_precision):
+        imgs = model.sample(emb.repeat_interleave(samples, 0), steps=steps, guidance=guidance, sampler=sampler,
+                            latents=lat, progress=True).float().cpu().numpy()
     imgs = imgs.reshape((T, samples) + imgs.shape[1:])                      # (T, S, C, H, W)
     files = []
     for i in range(T):
@@ -114,8 +118,19 @@ def generate(run: str | Path, eeg_file: str | Path | None = None, split: str | N
     index = {"source": source, "n_trials": T, "samples_per_trial": samples, "n_images": T * samples,
              "labels": None if labels is None else labels.tolist(), "files": files, "grid": str(grid),
              "sampler": sampler or model.cfg.sampler, "steps": steps, "guidance": guidance, "seed": seed}
+    if dev.type != "cpu" or mixed_precision != "no":  # (the CPU fp32 index keeps its keys)
+        index.update(device=str(dev), mixed_precision=mixed_precision)
     write_json(out / "index.json", index)
     return index
+
+
+def _placed(run: Path, model: EEGDiffusion | None, dev: torch.device) -> EEGDiffusion:
+    """``model`` (else RUN/model, frozen) on ``dev``."""
+    if model is None:
+        if not (run / "model" / "config.json").exists():
+            raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
+        model = EEGDiffusion.from_pretrained(run / "model").requires_grad_(False)
+    return model.to(dev)
 
 
 def _domain_name(cfg, ds) -> str:
@@ -180,7 +195,8 @@ def train_domain_net(cfg, run: str | Path, logger=None) -> dict[str, Any]:
 
 def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, steps: int | None = None,
                  guidance: float | None = None, sampler: str | None = None, n_boot: int = 200, seed: int = 0,
-                 data=None, model: EEGDiffusion | None = None, standard=None) -> dict[str, Any]:
+                 data=None, model: EEGDiffusion | None = None, standard=None,
+                 device: str = "auto") -> dict[str, Any]:
     """Image quality of a run vs the class-only and shuffled-EEG baselines (metrics.json 'generation').
 
     ``standard``: optional :class:`eegsine.metrics.image_nets.StandardNets` (Inception-style FID/IS, LPIPS,
@@ -190,10 +206,8 @@ def evaluate_run(run: str | Path, split: str = "test", max_trials: int = 500, st
     if max_trials < 1 or n_boot < 1 or seed < 0:
         raise UserError(f"evaluate: --eval-trials and --n-boot must be >= 1 and --seed >= 0 (got {max_trials}, "
                         f"{n_boot}, {seed})")
-    if model is None:
-        if not (run / "model" / "config.json").exists():
-            raise UserError(f"{run}: no trained model (expected {run / 'model'}; run `eegsine train diffusion` first)")
-        model = EEGDiffusion.from_pretrained(run / "model").requires_grad_(False)
+    dev = resolve_device(device)
+    model = _placed(run, model, dev)
     steps, guidance = model.cfg.sampling(steps, guidance)  # before the domain network is trained and written
     logger = run_logger(run)
     ds = data if data is not None else load_run_data(run)
@@ -221,10 +235,10 @@ def generate_and_evaluate(cfg: GenerateConfig) -> dict[str, Any]:
     standard = StandardNets.load(**files) if files else None  # bad files fail before any image is written
     out = generate(cfg.run, eeg_file=cfg.eeg, split=cfg.split, out_dir=cfg.out, samples=cfg.samples,
                    max_trials=cfg.max_trials, steps=cfg.steps, guidance=cfg.guidance, sampler=cfg.sampler,
-                   seed=cfg.seed)
+                   seed=cfg.seed, device=cfg.device, mixed_precision=cfg.mixed_precision)
     evaluation = None
     if cfg.evaluate:
         evaluation = evaluate_run(cfg.run, split=cfg.split or "test", max_trials=cfg.eval_trials, steps=cfg.steps,
                                   guidance=cfg.guidance, sampler=cfg.sampler, n_boot=cfg.n_boot, seed=cfg.seed,
-                                  standard=standard)
+                                  standard=standard, device=cfg.device)
     return {"generated": out, "evaluation": evaluation}

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -31,6 +32,7 @@ import torch
 from eegsine.runs.checkpoint import load_checkpoint, save_checkpoint
 from eegsine.errors import UserError
 from eegsine.io import run_logger
+from eegsine.models import autocast  # noqa: F401 - re-exported: the trainers' precision context
 from eegsine.runs.folder import RunFolder
 
 
@@ -56,11 +58,27 @@ def start_log(run: RunFolder, name: str = "eegsine") -> logging.Logger:
     return logger
 
 
-def accelerator():
-    """Accelerate's :class:`~accelerate.Accelerator` (DDP under ``accelerate launch``), on the CPU without CUDA."""
+def accelerator(device: str = "auto", mixed_precision: str = "no"):
+    """Accelerate's :class:`~accelerate.Accelerator` (DDP under ``accelerate launch``) on ``device`` (see
+    :func:`resolve_device`), with its ``mixed_precision`` (``no``, ``bf16``, ``fp16``: autocast of the prepared
+    model's forward; fp16 with a gradient scaler, on CUDA only)."""
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
 
-    return Accelerator(cpu=not torch.cuda.is_available())
+    dev = resolve_device(device)
+    if mixed_precision == "fp16" and dev.type != "cuda":
+        raise UserError("--mixed-precision fp16 needs a CUDA device (its gradient scaler is CUDA's); use bf16 on the "
+                        "CPU")
+    if not several_processes():
+        # one process: this run's device and precision, whatever an earlier run in this Python process asked for
+        # (Accelerate keeps its state process-wide and refuses a change); an unchanged state is kept
+        state, partial = AcceleratorState._shared_state, PartialState._shared_state
+        if ((state and state.get("_mixed_precision") != mixed_precision)
+                or (partial and (partial["device"].type == "cpu") != (dev.type == "cpu"))):
+            AcceleratorState._reset_state(reset_partial_state=True)
+        if dev.type == "cuda" and dev.index is not None:
+            torch.cuda.set_device(dev.index)
+    return Accelerator(cpu=dev.type == "cpu", mixed_precision=mixed_precision)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -86,6 +104,29 @@ def use_device(model: torch.nn.Module, dev: torch.device) -> torch.nn.Module:
         torch.backends.cudnn.allow_tf32 = True
         return model.to(dev, memory_format=torch.channels_last)
     return model.to(dev)
+
+
+PRECISIONS = ("no", "bf16", "fp16")  # Accelerate's mixed_precision values (fp8 needs hardware these runs lack)
+
+
+def several_processes() -> bool:
+    """Whether ``accelerate launch`` / torchrun started more than one process (they set WORLD_SIZE)."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def data_parallel(dev: torch.device):
+    """Accelerate's :class:`~accelerate.Accelerator` when several processes run (DDP; gloo on the CPU), else None:
+    one process keeps the plain loop, so its results are the ones it always gave."""
+    if not several_processes():
+        return None
+    from accelerate import Accelerator
+
+    return Accelerator(cpu=dev.type == "cpu")
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """Process ``rank``'s torch seed: its own random stream (attack starts, dropout) in a data-parallel run."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
 
 
 # -- checkpoints ------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ import torch
 from eegsine.progress import tqdm
 
 from eegsine.data import EEGSet
+from eegsine.errors import UserError
 from eegsine.models import module_device
 from eegsine.models.diffusion import EEGDiffusion
 from eegsine.runs.plots import save_grid, save_strip
@@ -42,7 +43,11 @@ LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
 def set_trainable(cfg: DiffusionTrainConfig, model: EEGDiffusion, train_encoder: bool, logger) -> None:
-    """requires_grad per mode (the VAE never, the encoder in joint mode only); LoRA adapters via peft."""
+    """requires_grad per mode (the VAE never, the encoder in joint mode only); LoRA adapters via peft; diffusers'
+    gradient checkpointing of the UNet when asked (non-reentrant ``torch.utils.checkpoint``, so the adapters of
+    a frozen UNet still get their gradients)."""
+    if cfg.gradient_checkpointing:
+        model.unet.enable_gradient_checkpointing()
     model.vae.requires_grad_(False)
     if model.encoder is not None:
         model.encoder.requires_grad_(train_encoder)
@@ -55,6 +60,28 @@ def set_trainable(cfg: DiffusionTrainConfig, model: EEGDiffusion, train_encoder:
         n_lora = sum(p.numel() for n, p in model.unet.named_parameters() if "lora" in n)
         logger.info(f"LoRA rank {cfg.lora_rank} on {LORA_TARGETS}: {n_lora} trainable UNet parameters "
                     f"of {sum(p.numel() for p in model.unet.parameters())}")
+    logger.info(f"UNet attention: {', '.join(sorted(attention_kernels(model.unet)))}; gradient checkpointing "
+                f"{'on' if cfg.gradient_checkpointing else 'off'}; optimizer {cfg.optimizer}; mixed precision "
+                f"{cfg.mixed_precision}")
+
+
+def attention_kernels(unet) -> set[str]:
+    """The attention processors of a diffusers UNet: ``AttnProcessor2_0`` is PyTorch's SDPA (flash /
+    memory-efficient kernels on CUDA), diffusers' default since torch 2."""
+    return {type(p).__name__ for p in unet.attn_processors.values()}
+
+
+def optimizer_class(name: str) -> Callable[..., torch.optim.Optimizer]:
+    """``adamw``: torch's AdamW, fused (:func:`~eegsine.training.loop.fused_adamw`); ``adamw8bit``: bitsandbytes'
+    AdamW8bit (a one-line error when it does not import)."""
+    if name == "adamw":
+        return fused_adamw
+    try:
+        import bitsandbytes
+    except ImportError as e:
+        raise UserError(f"--optimizer adamw8bit needs the bitsandbytes package ({e}); install it on a CUDA machine "
+                        "(pip install bitsandbytes) or use --optimizer adamw") from None
+    return bitsandbytes.optim.AdamW8bit
 
 
 # -- conditioning ----------------------------------------------------------------------------------
@@ -181,7 +208,7 @@ def _optimizer(cfg: DiffusionTrainConfig, model: EEGDiffusion, cond) -> tuple[li
                "lr": cfg.lr}] + cond.param_groups(model, cfg)
     for g in groups:
         g["base_lr"] = g["lr"]
-    opt = fused_adamw(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = optimizer_class(cfg.optimizer)(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = None
     if cfg.ema:
         from diffusers.training_utils import EMAModel

@@ -55,14 +55,15 @@ def stage_a(cfg: DiffusionTrainConfig, model: EEGDiffusion, images: np.ndarray, 
         model.vae = base.vae
         return {"init_from": cfg.init_from, "scaling_factor": base.scaling_factor}
     if acc.is_main_process:
-        train_vae(cfg, model, images, test_images, run_dir, logger)
+        train_vae(cfg, model, images, test_images, run_dir, logger, acc.device)
     acc.wait_for_everyone()
-    return train_vae(cfg, model, images, test_images, run_dir, logger)
+    return train_vae(cfg, model, images, test_images, run_dir, logger, acc.device)
 
 
 def train_vae(cfg: DiffusionTrainConfig, model: EEGDiffusion, images: np.ndarray, test_images: np.ndarray,
-              run_dir: Path, logger) -> dict[str, Any]:
-    """Train ``model.vae`` on ``images`` (N, C, h, w) in [0, 1]; set the latent scale; save run/vae."""
+              run_dir: Path, logger, device: torch.device | None = None) -> dict[str, Any]:
+    """Train ``model.vae`` on ``images`` (N, C, h, w) in [0, 1] on ``device`` (default: CUDA when present); set the
+    latent scale; save run/vae."""
     from diffusers import AutoencoderKL
 
     vae_dir = run_dir / VAE_DIR
@@ -70,7 +71,7 @@ def train_vae(cfg: DiffusionTrainConfig, model: EEGDiffusion, images: np.ndarray
         model.vae = AutoencoderKL.from_pretrained(str(vae_dir), local_files_only=True)
         logger.info(f"stage A: VAE reloaded from {vae_dir}")
         return json.loads((vae_dir / "stats.json").read_text()) if (vae_dir / "stats.json").exists() else {}
-    device = _device()
+    device = device or _device()
     vae = model.vae.to(device).train()
     opt = fused_adamw(vae.parameters(), lr=cfg.vae_lr, weight_decay=1e-4)
     ckpt = Checkpoint(run_dir / "vae_ckpt", {"vae": vae}, {"opt": opt})

@@ -46,6 +46,7 @@ import numpy as np
 from eegsine.bench.report.doc import md_table
 from eegsine.bench.robustness.eps_nesting import CAPTION, and_prefix, broken_at_smaller_eps, only_below
 from eegsine.bench.robustness.paired_stats import paired_compare, wilson_ci
+from eegsine.bench.robustness.shard import Processes, chunk_seed
 from eegsine.config import threads_type
 from eegsine.errors import UserError
 from eegsine.attacks.registry import AttackParams, ATTACKS, describe
@@ -53,6 +54,7 @@ from eegsine.bench.robustness.configs import RobustnessConfig
 from eegsine.data import load_images
 from eegsine.io import atomic_write_bytes, atomic_write_text, sha256_file, write_json
 from eegsine.models.protocol import WEIGHTS_FILE, model_folder
+from eegsine.runs.folder import main_process
 
 HEAD_ORDER = ("standard", "sine")
 SUBSET_ATTACKS = ("autoattack", "square")  # run on the first n_aa images only
@@ -106,11 +108,6 @@ class Settings:
 
 def _fmt(e: float) -> str:
     return f"{e:g}"
-
-
-def chunk_seed(seed: int, attack: str, eps: float, lo: int) -> int:
-    """The torch seed of one chunk: each chunk's result is reproducible on its own, in any order."""
-    return int.from_bytes(hashlib.sha256(f"{seed}|{attack}|{eps:.6g}|{lo}".encode()).digest()[:4], "little")
 
 
 class ChunkCache:
@@ -183,7 +180,11 @@ def _source_label(models: dict) -> str | None:
 # -- running --------------------------------------------------------------------------------------------
 def run_plan(out_dir: str | Path, model_specs: dict[str, str], settings: Settings | None = None,
              jobs: list[Job] | None = None, max_seconds: float | None = None, log=print) -> dict:
-    """Attack every missing chunk of ``jobs`` (default :func:`plan_for`); -> {"computed": k, "stopped": bool}."""
+    """Attack every missing chunk of ``jobs`` (default :func:`plan_for`); -> {"computed": k, "stopped": bool}.
+
+    Under ``accelerate launch`` the processes share the chunks (every N-th (job, chunk, model) item each,
+    :class:`~eegsine.bench.robustness.shard.Processes`): each chunk is seeded on its own, so the cache holds
+    what one process would have written, and each process resumes at its own missing chunks."""
     import fcntl
 
     import torch
@@ -194,51 +195,56 @@ def run_plan(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
     jobs = jobs if jobs is not None else plan_for(settings.n_eval, settings.n_aa)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(out_dir / ".paired_eval.lock.tmp", "w")
+    procs = Processes(torch.device("cpu"))  # the committed caches are CPU results; a GPU's floats would differ
+    lock_file = out_dir / (".paired_eval.lock.tmp" if procs.count == 1 else f".paired_eval.lock{procs.rank}.tmp")
+    lock = open(lock_file, "w")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
         raise UserError(f"{out_dir}: another paired evaluation is writing here "
-                        "(.paired_eval.lock.tmp is held)") from None
+                        f"({lock_file.name} is held)") from None
     try:
-        for tmp in out_dir.glob("cache/*/*/.*.tmp"):  # a killed writer's half-written chunk; we hold the lock
-            tmp.unlink()
-        write_settings(out_dir, settings)
+        if procs.is_main:
+            for tmp in out_dir.glob("cache/*/*/.*.tmp"):  # a killed writer's half-written chunk; we hold the lock
+                tmp.unlink()
+            write_settings(out_dir, settings)
+        procs.wait()
         models = load_models(model_specs)
         x, y, _, _ = load_subset(settings)
         src = _source_label(models)
         params = settings.params()
-        t_start, computed = time.perf_counter(), 0
-        for job in jobs:
-            for lo in range(0, min(job.n, len(x)), settings.chunk):
-                hi = min(lo + settings.chunk, job.n, len(x))
-                for label, (model, sha, head) in models.items():
-                    if not _applies(job.attack, head, label, src):
-                        continue
-                    cache = ChunkCache(out_dir, settings, label, sha)
-                    if cache.path(job.attack, job.eps, lo).exists():
-                        continue
-                    if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
-                        return {"computed": computed, "stopped": True}
-                    xc, yc = x[lo:hi], y[lo:hi]
-                    with torch.no_grad():
-                        correct = model(xc).argmax(1) == yc
-                    torch.manual_seed(chunk_seed(settings.seed, job.attack, job.eps, lo))
-                    r = run_attack(job.attack, model, xc, yc, correct, job.eps, model.cfg.n_classes, params,
-                                   bs=settings.chunk, source=models[src][0] if src and job.attack == "transfer"
-                                   else None)
-                    rec = {"lo": np.int64(lo), "robust": r["robust"].numpy().astype(bool),
-                           "seconds": np.float64(r["seconds"]), "threads": np.int64(r["threads"])}
-                    if job.attack == "autoattack":
-                        rec["success_by"] = r["success_by"].numpy().astype(np.int8)
-                    cache.put(job.attack, job.eps, lo, rec)
-                    computed += 1
-                    log(f"{time.strftime('%H:%M:%S')} [{label}] {job.attack} eps={_fmt(job.eps)} images {lo}-{hi}: "
-                        f"{int(rec['robust'].sum())}/{hi - lo} robust ({r['seconds']:.1f} s)")
-        return {"computed": computed, "stopped": False}
+        t_start, computed, stopped = time.perf_counter(), 0, False
+        items = [(job, lo, label) for job in jobs for lo in range(0, min(job.n, len(x)), settings.chunk)
+                 for label, (_, _, head) in models.items() if _applies(job.attack, head, label, src)]
+        for _, (job, lo, label) in procs.mine(items):
+            hi = min(lo + settings.chunk, job.n, len(x))
+            model, sha, _ = models[label]
+            cache = ChunkCache(out_dir, settings, label, sha)
+            if cache.path(job.attack, job.eps, lo).exists():
+                continue
+            if max_seconds is not None and time.perf_counter() - t_start > max_seconds:
+                stopped = True
+                break
+            xc, yc = x[lo:hi], y[lo:hi]
+            with torch.no_grad():
+                correct = model(xc).argmax(1) == yc
+            torch.manual_seed(chunk_seed(settings.seed, job.attack, job.eps, lo))
+            r = run_attack(job.attack, model, xc, yc, correct, job.eps, model.cfg.n_classes, params,
+                           bs=settings.chunk, source=models[src][0] if src and job.attack == "transfer"
+                           else None)
+            rec = {"lo": np.int64(lo), "robust": r["robust"].numpy().astype(bool),
+                   "seconds": np.float64(r["seconds"]), "threads": np.int64(r["threads"])}
+            if job.attack == "autoattack":
+                rec["success_by"] = r["success_by"].numpy().astype(np.int8)
+            cache.put(job.attack, job.eps, lo, rec)
+            computed += 1
+            log(f"{time.strftime('%H:%M:%S')} [{label}] {job.attack} eps={_fmt(job.eps)} images {lo}-{hi}: "
+                f"{int(rec['robust'].sum())}/{hi - lo} robust ({r['seconds']:.1f} s)")
+        procs.wait()  # the report reads every process's chunks
+        return {"computed": computed, "stopped": stopped}
     finally:
-        (out_dir / ".paired_eval.lock.tmp").unlink(missing_ok=True)  # not left behind (and *.tmp is git-ignored)
+        lock_file.unlink(missing_ok=True)  # not left behind (and *.tmp is git-ignored)
         lock.close()
 
 
@@ -582,6 +588,8 @@ def main(argv: list[str] | None = None) -> int:
             st = run_plan(ns.out, specs, settings, max_seconds=ns.max_seconds,
                           log=lambda m: print(m, flush=True))
             print(f"computed {st['computed']} chunks; {'stopped at --max-seconds' if st['stopped'] else 'plan done'}")
+            if not main_process():  # under accelerate launch the main process writes the report
+                return 0
         git = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False).stdout.strip()
         s = assemble(ns.out, specs, settings, extra={"git_head": git})
         print(render_markdown(s, [lb for lb in HEAD_ORDER if lb in s["models"]]))

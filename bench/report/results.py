@@ -34,7 +34,7 @@ SNAPSHOT_GLOBS = ("pipeline.json", "pipeline_config.json", ".stages/*.json", "cl
                   "bench/bench.json")
 BLOCKS = {"tiny-pipeline": "docs/results/tiny-pipeline/run"}  # README block -> snapshot folder (repo-relative)
 # the pages with figure / table blocks (repo-relative)
-PAGES = ["README.md", "docs/results.md", "docs/results/uea/README.md", "docs/results/encoder/README.md"]
+PAGES = ["README.md", "docs/results.md", "docs/results/uea/README.md", "docs/results/encoder/README.md", "docs/gpu.md"]
 _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /figures:(?P=name) -->)", re.S)
 # README table block -> the committed table (repo-relative), rendered from its JSON by the script named in it
 TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
@@ -44,7 +44,8 @@ TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results
           "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
                                 "#Worst case per example over every attack at that eps",
           "paper-mnist-fgsmrs-seeds": "docs/results/paper-mnist-fgsmrs/seeds/seeds.md",
-          "demo-times": "docs/results/demo-times/times.md#Wall time"}
+          "demo-times": "docs/results/demo-times/times.md#Wall time",
+          "gpu-memory": "docs/results/gpu-scale/memory-plan.md#Memory plan"}
 _TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
 

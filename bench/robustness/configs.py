@@ -7,11 +7,12 @@ torch; :mod:`eegsine.bench.robustness.evaluate` re-exports it. ``BenchConfig`` (
 from __future__ import annotations
 
 import dataclasses
-import re
+from typing import Literal
 
 from eegsine.attacks.registry import ATTACKS, AttackParams
 from eegsine.config import Config, Presets
 from eegsine.errors import UserError
+from eegsine.training.configs import check_device
 
 DEFAULT_ATTACKS = list(ATTACKS)
 
@@ -52,7 +53,17 @@ class RobustnessConfig(Config):
     seed: int = dataclasses.field(default=0, metadata={"help": "seed of the test subset and of every attack"})
     threads: int = dataclasses.field(default=0, metadata={"help": "torch intra-op threads (0: leave torch's setting)"})
     device: str = dataclasses.field(default="auto", metadata={
-        "help": "auto: CUDA when present, else the CPU; cpu; cuda; cuda:N (attacks keep fp32 gradients)"})
+        "help": "auto: CUDA when present, else the CPU; cpu; cuda; cuda:N (attacks keep fp32 gradients); under "
+                "`accelerate launch` with --chunk, each process's own GPU"})
+    mixed_precision: Literal["no", "bf16", "fp16"] = dataclasses.field(default="no", metadata={
+        "help": "no (the default): attacks compute fp32 input gradients, since low-precision gradients change which "
+                "images an attack breaks and the table would not compare with an fp32 one; bf16 / fp16: opt in to "
+                "autocast of the attacks' passes (each adversarial image is still judged by the fp32 model)"})
+    chunk: int = dataclasses.field(default=0, metadata={
+        "help": "0: each (attack, eps) seeded once over the whole subset, one process (the default; its results are "
+                "unchanged). N: attacked in chunks of N images, each seeded on its own, so that the processes of "
+                "`accelerate launch -m eegsine attack` share the chunks (and resume per chunk) with the same "
+                "per-example results and table as one process with the same N"})
     zero_grad_max_share: float = dataclasses.field(default=0.05, metadata={
         "help": "sanity check: largest share of images with an all-zero input gradient"})
     bb_max_share: float = dataclasses.field(default=0.01, metadata={
@@ -69,8 +80,7 @@ class RobustnessConfig(Config):
                 "iterative attack is weaker than FGSM at the same eps"})
 
     def validate(self) -> None:
-        if not (self.device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", self.device)):
-            raise UserError(f"RobustnessConfig.device: {self.device!r} is not auto, cpu, cuda or cuda:N")
+        check_device(type(self).__name__, self.device)
         for a in self.attacks:
             if a not in ATTACKS:
                 raise UserError(f"RobustnessConfig.attacks: unknown attack {a!r} (known: {', '.join(ATTACKS)})")
@@ -86,6 +96,8 @@ class RobustnessConfig(Config):
             raise UserError(f"RobustnessConfig.threads: must be >= 0 (0: leave torch's setting), got {self.threads}")
         if self.pgd_alpha is not None and self.pgd_alpha <= 0:
             raise UserError(f"RobustnessConfig.pgd_alpha: must be > 0, got {self.pgd_alpha}")
+        if self.chunk < 0:
+            raise UserError(f"RobustnessConfig.chunk: must be >= 0 (0: no chunks), got {self.chunk}")
         for name in ("zero_grad_max_share", "bb_max_share", "monotone_max_share", "iterative_alpha"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise UserError(f"RobustnessConfig.{name}: must be in [0, 1], got {getattr(self, name)}")

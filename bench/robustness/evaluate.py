@@ -40,14 +40,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from eegsine.progress import tqdm
 
-from eegsine.attacks.algorithms import ATTACKS, AttackParams, AutoAttackStandard, build_attack, describe
+from eegsine.attacks.algorithms import ATTACKS, AttackParams, AutoAttackStandard, LowPrecision, build_attack, describe
 from eegsine.bench.report.doc import md_table
 from eegsine.bench.robustness.configs import (CIFAR10_GRID, DEFAULT_ATTACKS, RobustnessConfig,  # noqa: F401 - re-exported
                                    robustness_preset)
+from eegsine.bench.robustness.shard import Processes, chunk_seed, merge_chunks
 from eegsine.bench.robustness.eps_nesting import (CAPTION, and_prefix, broken_at_smaller_eps, cumulative_robust,
                                                   only_below)
 from eegsine.errors import DataMissingError, UserError
-from eegsine.io import atomic_write_text, read_json, run_logger, sha256_file, update_metrics, write_json
+from eegsine.io import atomic_write_text, quiet_logger, read_json, run_logger, sha256_file, update_metrics, write_json
 from eegsine.models.classifier import Classifier, check_images
 from eegsine.runs.checkpoint import load_weights, save_weights
 from eegsine.runs.folder import RunFolder
@@ -103,8 +104,11 @@ def zero_gradient_share(model: nn.Module, x: torch.Tensor, y: torch.Tensor, bs: 
 
 
 def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, correct: torch.Tensor, eps: float,
-               n_classes: int, params: AttackParams, bs: int, source: nn.Module | None = None) -> dict:
-    """Attack the clean-correct images; -> {robust (N,) bool, seconds, n_attacked, success_by (AA only)}."""
+               n_classes: int, params: AttackParams, bs: int, source: nn.Module | None = None,
+               precision: str = "no") -> dict:
+    """Attack the clean-correct images; -> {robust (N,) bool, seconds, n_attacked, success_by (AA only)}.
+
+    ``precision`` bf16 / fp16: the attack's passes under autocast (:class:`LowPrecision`); judged in fp32."""
     robust = correct.clone()
     idx = correct.nonzero().squeeze(1)
     success_by = torch.full((len(x),), -2, dtype=torch.long)
@@ -113,7 +117,8 @@ def run_attack(name: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor, co
     dev = _dev(model)
     for i in range(0, len(idx), bs):
         j = idx[i:i + bs]
-        atk = build_attack(name, model, eps, n_classes, params, source_model=source)
+        atk = build_attack(name, model if precision == "no" else LowPrecision(model, precision), eps, n_classes,
+                           params, source_model=source)
         xj, yj = x[j].to(dev), y[j].to(dev)  # records stay on the CPU; the attack runs where the model is
         adv = atk(xj, yj)
         adv = (xj + (adv - xj).clamp(-eps, eps)).clamp(0, 1)  # judged inside the eps ball, whatever the attack did
@@ -275,20 +280,26 @@ def evaluate_robustness(runs: list[str | Path | nn.Module], cfg: RobustnessConfi
 
     ``out_dir`` follows :class:`~eegsine.runs.folder.RunFolder`'s protocol: locked while evaluating,
     config.json written once models and data are loaded.
+    Under ``accelerate launch`` with ``cfg.chunk`` set, the processes share the chunks
+    (:mod:`eegsine.bench.robustness.shard`) and every one returns the merged summary; the main process locks and
+    writes the folder.
     """
     dataset, data_root = resolve_data(runs, cfg)  # every run's config checked before anything is written
-    with RunFolder(out_dir) as run:
-        return _evaluate(runs, cfg, run, dataset, data_root)
+    procs = Processes(resolve_device(cfg.device))
+    procs.check(cfg.chunk)
+    with RunFolder(out_dir, lock=procs.is_main) as run:
+        procs.wait()  # the main process has swept dead writers' temporaries before any chunk is written
+        return _evaluate(runs, cfg, run, dataset, data_root, procs)
 
 
 def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: RunFolder, dataset: str,
-              data_root: str) -> dict:
+              data_root: str, procs: Processes) -> dict:
     out_dir = run.path
-    log = run_logger(out_dir, "eegsine.attack")
+    log = run_logger(out_dir, "eegsine.attack") if procs.is_main else quiet_logger("eegsine.attack")
     run.log_notes(log)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    dev = resolve_device(cfg.device)
+    dev = procs.device
     models = [(p, use_device(m, dev), c) for p, m, c in _load_models(runs)]
     try:
         ds = load_images(dataset, **({"root": data_root} if data_root else {}))
@@ -301,7 +312,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
     majority = float(np.bincount(y.numpy(), minlength=ds.n_classes).max() / n)
     # not compared on a rerun (RunFolder.check_config): the attack cache is keyed by these settings,
     # so another config evaluates afresh beside the old results
-    cfg.save(out_dir)
+    if procs.is_main:
+        cfg.save(out_dir)
     names = _model_names(models)
     source = (use_device(Classifier.from_pretrained(cfg.transfer_from), dev) if cfg.transfer_from
               else next((m for _, m, c in models if c.head == "linear"), None))
@@ -315,6 +327,8 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
                      "attacks": {a: {"label": describe(a, params)[0], "full_strength": describe(a, params)[1],
                                      "subset": n_exp if ATTACKS[a].expensive else n} for a in cfg.attacks},
                      "models": {}}
+    if cfg.chunk:
+        summary["processes"] = procs.count
     logits_store: dict = {}
     per_example: dict[str, dict] = {}  # label -> attack -> eps -> robust (N,): for the paired comparison
     for (path, model, mcfg), label in zip(models, names):
@@ -325,8 +339,9 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
         correct = clean_logits.argmax(1) == y
         todo = _attack_plan(cfg, dataset, mcfg, model is source or _same_run(path, cfg.transfer_from), source,
                             summary["attacks"], n)
-        res = _run_attacks(todo, _Cache(out_dir, cfg, path, label, dataset), model, x, y, correct, mcfg, source,
-                           n_exp, cfg, label, log)
+        cache = _Cache(out_dir, cfg, path, label, dataset)
+        res = (_run_chunked(todo, cache, model, x, y, correct, mcfg, source, n_exp, cfg, procs) if cfg.chunk else
+               _run_attacks(todo, cache, model, x, y, correct, mcfg, source, n_exp, cfg, label, log))
         if any(a == "pgd-ce" for a, _ in todo):
             logits_store[label] = {"clean": clean_logits, "y": y,
                                    "adv": {e: r["adv_logits"] for e, r in res["pgd-ce"].items()}}
@@ -338,7 +353,9 @@ def _evaluate(runs: list[str | Path | nn.Module], cfg: RobustnessConfig, run: Ru
         _print_checks(label, checks, log)
     summary["table"] = table_rows(summary)
     summary["paired"] = paired_rows(per_example, summary)
-    _write_outputs(summary, logits_store, out_dir, dataset)
+    if procs.is_main:
+        _write_outputs(summary, logits_store, out_dir, dataset)
+    procs.wait()
     return summary
 
 
@@ -389,13 +406,42 @@ def _run_attacks(todo: list[tuple[str, float]], cache: "_Cache", model: nn.Modul
         if r is None:
             torch.manual_seed(cfg.seed)  # every (attack, eps) result reproducible on its own (and from the cache)
             r = run_attack(a, model, x[:m], y[:m], correct[:m], e, mcfg.n_classes, cfg.params, cfg.batch_size,
-                           source=source if ATTACKS[a].needs_source else None)
+                           source=source if ATTACKS[a].needs_source else None, precision=cfg.mixed_precision)
             if a == "pgd-ce":
                 r["adv_logits"] = _predict(model, r["adv"], cfg.batch_size)
             cache.put(a, e, r)
         log.info(f"[{label}] {a} eps={_fmt_eps(e)}: accuracy {float(r['robust'].float().mean()):.3f} on {m} images "
                  f"(this run alone; {r['seconds']:.1f} s)")
         res.setdefault(a, {})[e] = r
+    return res
+
+
+def _run_chunked(todo: list[tuple[str, float]], cache: "_Cache", model: nn.Module, x: torch.Tensor,
+                 y: torch.Tensor, correct: torch.Tensor, mcfg: ClassifierConfig, source: nn.Module | None,
+                 n_exp: int, cfg: RobustnessConfig, procs: Processes) -> dict:
+    """:func:`_run_attacks` in seeded chunks of ``cfg.chunk`` images shared by the processes, each chunk from the
+    cache or run afresh; -> the same ``res[attack][eps]`` on every process, whatever their number."""
+    n = len(x)
+    items = [(a, e, lo) for a, e in todo for lo in range(0, n_exp if ATTACKS[a].expensive else n, cfg.chunk)]
+    mine = {}
+    for _, (a, e, lo) in tqdm(procs.mine(items), desc=f"attack chunks (process {procs.rank + 1}/{procs.count})",
+                              dynamic_ncols=True, disable=not procs.is_main):
+        r = cache.get(a, e, lo)
+        if r is None:
+            hi = min(lo + cfg.chunk, n_exp if ATTACKS[a].expensive else n)
+            torch.manual_seed(chunk_seed(cfg.seed, a, e, lo))  # the chunk's result, whichever process runs it
+            r = run_attack(a, model, x[lo:hi], y[lo:hi], correct[lo:hi], e, mcfg.n_classes, cfg.params,
+                           cfg.batch_size, source=source if ATTACKS[a].needs_source else None,
+                           precision=cfg.mixed_precision)
+            if a == "pgd-ce":
+                r["adv_logits"] = _predict(model, r["adv"], cfg.batch_size)
+            del r["adv"]  # not gathered: the logits are what the report reads
+            cache.put(a, e, r, lo)
+        mine[(a, e, lo)] = r
+    done = procs.gather(mine)
+    res: dict = {"clean": {0.0: {"robust": correct, "seconds": 0.0, "n_attacked": n}}}
+    for a, e in todo:
+        res.setdefault(a, {})[e] = merge_chunks([done[(a, e, lo)] for a2, e2, lo in items if (a2, e2) == (a, e)])
     return res
 
 
@@ -453,33 +499,38 @@ class _Cache:
         w = model_folder(run) / WEIGHTS_FILE if run.exists() else run / WEIGHTS_FILE
         keep = ("n_eval", "n_eval_expensive", "pgd_steps", "pgd_restarts", "pgd_alpha", "apgd_steps", "fab_steps",
                 "square_queries", "n_targets", "seed", "data_root")  # what one (attack, eps) result depends on
-        h = hashlib.sha256(json.dumps([{k: getattr(cfg, k) for k in keep}, str(run), label, dataset,
+        settings = {k: getattr(cfg, k) for k in keep}
+        for k, off in (("chunk", 0), ("mixed_precision", "no")):  # only when set: the default caches keep their keys
+            if getattr(cfg, k) != off:
+                settings[k] = getattr(cfg, k)
+        h = hashlib.sha256(json.dumps([settings, str(run), label, dataset,
                                        sha256_file(w) if w.exists() else "in-memory"], sort_keys=True).encode())
         self.dir = out_dir / "cache" / h.hexdigest()[:16]
         self.enabled = w.exists()  # in-memory models (tests) are not cached
 
-    def _path(self, a: str, e: float, ext: str) -> Path:
-        return self.dir / f"{a}__eps{e:.6g}{ext}"  # (not Path.with_suffix: "0.3" would lose its ".3")
+    def _path(self, a: str, e: float, ext: str, lo: int | None = None) -> Path:
+        chunk = "" if lo is None else f"__{lo:06d}"  # a chunk of images from the lo-th on (RobustnessConfig.chunk)
+        return self.dir / f"{a}__eps{e:.6g}{chunk}{ext}"  # (not Path.with_suffix: "0.3" would lose its ".3")
 
-    def get(self, a: str, e: float) -> dict | None:
-        if not self.enabled or not self._path(a, e, ".json").exists():
+    def get(self, a: str, e: float, lo: int | None = None) -> dict | None:
+        if not self.enabled or not self._path(a, e, ".json", lo).exists():
             return None
-        meta = read_json(self._path(a, e, ".json"))
-        t = load_weights(self._path(a, e, ".safetensors"))
+        meta = read_json(self._path(a, e, ".json", lo))
+        t = load_weights(self._path(a, e, ".safetensors", lo))
         r = {"robust": t["robust"].bool(), "success_by": t["success_by"], "seconds": meta["seconds"],
              "n_attacked": meta["n_attacked"], "threads": meta.get("threads")}
         if "adv_logits" in t:
             r["adv_logits"] = t["adv_logits"]
         return r
 
-    def put(self, a: str, e: float, r: dict) -> None:
+    def put(self, a: str, e: float, r: dict, lo: int | None = None) -> None:
         if not self.enabled:
             return
         t = {"robust": r["robust"].to(torch.uint8), "success_by": r["success_by"]}
         if "adv_logits" in r:
             t["adv_logits"] = r["adv_logits"]
-        save_weights(self._path(a, e, ".safetensors"), t)
-        write_json(self._path(a, e, ".json"), {"seconds": r["seconds"], "n_attacked": r["n_attacked"],
+        save_weights(self._path(a, e, ".safetensors", lo), t)
+        write_json(self._path(a, e, ".json", lo), {"seconds": r["seconds"], "n_attacked": r["n_attacked"],
                                                     "threads": r.get("threads")})  # commit record
 
 

@@ -243,3 +243,26 @@ def build_attack(name: str, model: nn.Module, eps: float, n_classes: int | None 
     if spec.needs_source and source_model is None:
         raise UserError(f"attack {name!r} needs a source model")
     return spec.make(sys.modules[__name__], Target(model, eps, n_classes, params or AttackParams(), source_model))
+
+
+class LowPrecision(nn.Module):
+    """``model`` under bf16 / fp16 autocast, its logits back in fp32: the opt-in of ``eegsine attack
+    --mixed-precision``. Attacks default to fp32 gradients because low-precision input gradients change which
+    images an attack breaks (the table would not compare with an fp32 one); the adversarial images an attack
+    crafts through this wrapper are still judged by the fp32 model. Attributes the adaptive attacks read
+    (``head``, ``features``, ``cfg``) are the model's own, so their inner passes run in fp32."""
+
+    def __init__(self, model: nn.Module, precision: str):
+        super().__init__()
+        self.model, self.precision = model, precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (torch.autocast itself: eegsine.models' helper sits in a layer this one may not import)
+        with torch.autocast(x.device.type, dtype=torch.bfloat16 if self.precision == "bf16" else torch.float16):
+            return self.model(x).float()
+
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)

@@ -43,6 +43,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale (default: the model's)")
     p.add_argument("--sampler", choices=["ddim", "dpm++"], default=None, help="default: the model's")
     p.add_argument("--seed", type=int, default=0, help="seed of the initial noise and of the trials picked")
+    for name in ("device", "mixed_precision"):  # their help and choices are the config's
+        f = GenerateConfig.__dataclass_fields__[name]
+        p.add_argument("--" + name.replace("_", "-"), default=f.default, help=f.metadata["help"].replace("%", "%%"),
+                       **({"choices": ["no", "bf16", "fp16"]} if name == "mixed_precision" else {}))
     p.add_argument("--evaluate", action="store_true", help="--split only: also score image quality vs baselines "
                    "(domain-CNN fid/is/lpips, n-way accuracy, SSIM; metrics.json 'generation', generation.md)")
     p.add_argument("--eval-trials", type=int, default=500, metavar="N", help="--evaluate: trials scored")

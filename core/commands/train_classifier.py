@@ -28,6 +28,8 @@ def _run(ns: argparse.Namespace) -> int:
     from eegsine.training.classifier import train_classifiers
 
     summary = train_classifiers(heads_from_args(ns), init_probe=ns.init_probe)
+    if not summary:  # another process of accelerate launch: the main one prints
+        return 0
     for head in summary.values():
         if "init_probe" in head:
             print(f"init probe: {head.pop('init_probe')}")
