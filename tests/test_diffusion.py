@@ -416,10 +416,12 @@ def test_local_pretrained_vae_and_unet(tmp_path):
 def test_generate_cli_grid_with_ground_truth(trained, ds, tmp_path, monkeypatch):
     import matplotlib.image as mpimg
 
-    import eegsine.training.encoder as E
+    import eegsine.training.generate as G
     from eegsine.commands.main import main
 
-    monkeypatch.setattr(E, "load_data", lambda cfg: ds)  # the run's config names synthetic-vep; use the stand-in
+    # the run's config names synthetic-vep; use the stand-in (generate's own name: whichever test imported the
+    # module first, it bound the loader then)
+    monkeypatch.setattr(G, "load_data", lambda cfg: ds)
     out = tmp_path / "gen"
     rc = main(["generate", "--run", str(trained[0]), "--split", "test", "--samples", "3", "--max-trials", "4",
                "--steps", "3", "--out", str(out)])
