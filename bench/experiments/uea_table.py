@@ -181,12 +181,16 @@ def _first_wall(run_dir: Path) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def run_encoder(preset: str, seed: int, run_dir: str | Path) -> dict:
+def run_encoder(preset: str, seed: int, run_dir: str | Path, encoder: dict | None = None,
+                train: dict | None = None) -> dict:
     """Train ``--preset`` with ``seed`` into ``run_dir`` (resumable: a finished run is re-evaluated only);
-    the test read-outs and training facts. Controls and plots off: the baselines here are the controls."""
+    the test read-outs and training facts. Controls and plots off: the baselines here are the controls.
+    ``encoder`` / ``train``: fields replaced in the preset's encoder / run config (a backbone, an alignment)."""
     from eegsine.training.encoder import train_encoder
 
-    cfg = encoder_preset(preset).replace(seed=seed, controls=False, plot=False)
+    cfg = encoder_preset(preset)
+    cfg = cfg.replace(encoder=cfg.encoder.replace(**(encoder or {})), seed=seed, controls=False, plot=False,
+                      **(train or {}))
     first_wall = _first_wall(Path(run_dir))  # a finished run is only re-evaluated: keep its first call's wall time
     t0 = time.perf_counter()
     m = train_encoder(cfg, run_dir)
@@ -201,7 +205,7 @@ def run_encoder(preset: str, seed: int, run_dir: str | Path) -> dict:
                optimizer_steps=int(cfg.epochs * tr["steps_per_epoch"]),
                train_wall_s=float(first_wall if first_wall is not None else tr["wall_s"]),
                train_loop_s=float(sum(h["seconds"] for h in tr["history"])), call_wall_s=wall,
-               arch=cfg.encoder.arch, center=cfg.encoder.center)
+               arch=cfg.encoder.arch, center=cfg.encoder.center, align=cfg.align)
     return out
 
 
