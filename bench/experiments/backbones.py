@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from eegsine.bench.experiments import uea_table
 from eegsine.bench.experiments.uea_table import PROBLEMS, run_encoder, sweep_one
@@ -33,6 +34,9 @@ from eegsine.io import atomic_write_text
 from eegsine.training.configs import encoder_preset
 
 FIELD = ("eegnet-v4", "shallow-convnet", "eeg-conformer", "minirocket")
+# the committed validation-sweep rows (docs/results/uea/validation_sweep.jsonl) that trained exactly each preset
+PRESET_SWEEP_ROWS = {"SelfRegulationSCP1": "scp_tf_1k", "FingerMovements": "fm_tf_1k",
+                     "HandMovementDirection": "hmd_spatial_1k"}
 ALIGNS = ("none", "euclidean")
 
 
@@ -58,7 +62,6 @@ def _write(path: Path, rec: dict) -> None:
 
 def validate(out: Path, problems: list[str], seeds: list[int], names: list[str] | None, work: Path) -> None:
     """Validation-only training of every candidate (or ``names``) per problem and seed; resumable."""
-
     for problem in problems:
         preset = PROBLEMS[problem]
         for name, c in candidates(preset).items():
@@ -77,7 +80,6 @@ def validate(out: Path, problems: list[str], seeds: list[int], names: list[str] 
 
 def selection(out: Path, problem: str) -> dict:
     """The validation records of ``problem`` -> per candidate its mean val score, and the chosen candidate."""
-
     order = list(candidates(PROBLEMS[problem]))
     recs = [json.loads(p.read_text()) for p in sorted((out / "backbones" / "val" / problem).glob("*.json"))]
     if not recs:
@@ -87,39 +89,67 @@ def selection(out: Path, problem: str) -> dict:
         by.setdefault(r["candidate"], []).append(r)
     rows = {n: {"val_mean": float(np.mean([r["best_val"] for r in rs])), "seeds": sorted(r["seed"] for r in rs),
                 "values": [r["best_val"] for r in sorted(rs, key=lambda r: r["seed"])], "n_val": rs[0]["n_val"],
-                "arch": rs[0]["arch"], "align": rs[0]["align"], "optimizer_steps": rs[0]["optimizer_steps"]}
+                "arch": rs[0]["arch"], "align": rs[0]["align"], "optimizer_steps": rs[0]["optimizer_steps"],
+                "source": rs[0].get("source", "backbones validate")}
             for n, rs in by.items()}
     names = sorted(rows, key=lambda n: (-rows[n]["val_mean"], order.index(n) if n in order else len(order)))
     return {"candidates": {n: rows[n] for n in names}, "chosen": names[0]}
 
 
+def import_sweep(out: Path, sweep: Path) -> None:
+    """Validation records for the presets' own candidates from the committed sweep rows that trained exactly the
+    preset (:data:`PRESET_SWEEP_ROWS`; same code path, ``sweep_one``; training is deterministic per seed on a
+    host: the README of docs/results/uea checks one such row against the seed-0 table run)."""
+    rows = {json.loads(x)["name"]: json.loads(x) for x in sweep.read_text().splitlines() if x.strip()}
+    for problem, row in PRESET_SWEEP_ROWS.items():
+        rec = dict(rows[row], problem=problem, candidate=encoder_preset(PROBLEMS[problem]).encoder.arch,
+                   align="none", source=f"{sweep.name} row {row}")
+        path = _path(out, "val", problem, rec["candidate"], rec["seed"])
+        if not path.is_file():
+            _write(path, rec)
+
+
+def is_preset(problem: str, name: str) -> bool:
+    """True when candidate ``name`` is the preset itself (its own arch, no alignment): its test runs are the
+    table's encoder rows, same config and seeds, and are not trained again."""
+    own = encoder_preset(PROBLEMS[problem]).encoder.arch
+    return candidates(PROBLEMS[problem])[name] == {"encoder": {"arch": own}, "train": {"align": "none"}}
+
+
 def test(out: Path, problems: list[str], seeds: list[int], runs: Path) -> None:
     """Train the validation-chosen candidate of each problem with each seed and read it out on test; resumable."""
-
     for problem in problems:
         preset = PROBLEMS[problem]
         name = selection(out, problem)["chosen"]
+        if is_preset(problem, name):
+            print(f"{problem}: {name} chosen, the preset itself: its test runs are the table's encoder rows")
+            continue
         c = candidates(preset)[name]
         for seed in seeds:
             path = _path(out, "test", problem, name, seed)
             if path.is_file():
                 continue
             rec = run_encoder(preset, seed, runs / f"{preset}-{name}-s{seed}", c["encoder"], c["train"])
-            rec.update(problem=problem, candidate=name)
+            rec.update(problem=problem, candidate=name, host=uea_table.baseline_host(torch.get_num_threads()))
             _write(path, rec)
             print(f"{problem} {name} seed {seed}: probe {rec['linear_probe']:.3f}", flush=True)
 
 
 def merge(out: Path) -> dict:
     """Each problem of ``out/results.json`` gets ``backbones`` (selection + the chosen one's test runs)."""
-
     results = uea_table._load(out)
     for r in results["problems"]:
         if not (out / "backbones" / "val" / r["problem"]).is_dir():
+            uea_table.judge(r)
             continue
         sel = selection(out, r["problem"])
         runs = [json.loads(p.read_text()) for p in
                 sorted((out / "backbones" / "test" / r["problem"]).glob(f"{sel['chosen']}-s*.json"))]
+        if is_preset(r["problem"], sel["chosen"]):
+            h = results["host"]
+            host = {"machine": h["machine"], "isa_flags": h["isa_flags"], "threads": h["torch_threads"],
+                    "date_utc": h["date_utc"], "note": "the preset's encoder runs of this table"}
+            runs = [dict(x, host=host) for x in r["encoder_runs"]]
         sel["test_runs"] = sorted(runs, key=lambda x: x["seed"])
         sel["test"] = {k: uea_table.mean_sd([x[k] for x in runs]) for k in uea_table.ENCODER_READOUTS
                        if runs and all(k in x for x in runs)}
@@ -133,10 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m eegsine.bench.experiments.backbones",
                                  description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for cmd in ("validate", "test", "merge"):
+    for cmd in ("validate", "test", "merge", "import-sweep"):
         p = sub.add_parser(cmd)
         p.add_argument("--out", default="docs/results/uea", help="results folder (results.json, backbones/)")
-        if cmd == "merge":
+        if cmd == "import-sweep":
+            p.add_argument("--sweep", default="docs/results/uea/validation_sweep.jsonl", help="the sweep rows")
+        if cmd in ("merge", "import-sweep"):
             continue
         p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
         p.add_argument("--seeds", nargs="+", type=int, default=[0] if cmd == "validate" else [0, 1, 2])
@@ -148,13 +180,13 @@ def main(argv: list[str] | None = None) -> int:
             p.add_argument("--runs", default="runs/uea-backbones", help="folder of the test run folders")
     a = ap.parse_args(argv)
     out = Path(a.out)
-    if a.cmd != "merge":
-        import torch
-
+    if a.cmd in ("validate", "test"):
         torch.set_num_threads(a.threads)
     try:
         if a.cmd == "validate":
             validate(out, a.problems, a.seeds, a.names, Path(a.work))
+        elif a.cmd == "import-sweep":
+            import_sweep(out, Path(a.sweep))
         elif a.cmd == "test":
             test(out, a.problems, a.seeds, Path(a.runs))
         else:
