@@ -163,15 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m eegsine.bench.experiments.backbones",
                                  description=__doc__.split("\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
+    helps = {"validate": "validation-only training of the candidates (test never read); resumable",
+             "test": "train the validation-chosen candidate with each seed, read it out on TEST; resumable",
+             "merge": "put the selection and the chosen one's test rows into results.json, re-render table.md",
+             "import-sweep": "validation records of the presets themselves from their committed sweep rows"}
     for cmd in ("validate", "test", "merge", "import-sweep"):
-        p = sub.add_parser(cmd)
+        p = sub.add_parser(cmd, help=helps[cmd])
         p.add_argument("--out", default="docs/results/uea", help="results folder (results.json, backbones/)")
         if cmd == "import-sweep":
             p.add_argument("--sweep", default="docs/results/uea/validation_sweep.jsonl", help="the sweep rows")
         if cmd in ("merge", "import-sweep"):
             continue
-        p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
-        p.add_argument("--seeds", nargs="+", type=int, default=[0] if cmd == "validate" else [0, 1, 2])
+        p.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS),
+                       help="UEA problems (official splits)")
+        p.add_argument("--seeds", nargs="+", type=int, default=[0] if cmd == "validate" else [0, 1, 2],
+                       help="training seeds (validation: each candidate's; test: the chosen one's)")
         p.add_argument("--threads", type=threads_type, default=1, help="torch threads")
         if cmd == "validate":
             p.add_argument("--names", nargs="+", default=None, help="only these candidates (default: all)")
