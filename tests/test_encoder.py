@@ -49,10 +49,12 @@ def small_vep(n_chans: int = 12, n_times: int = 64, per_image: int = 3, imgs_per
 
 
 # -- encoders ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("arch", sorted(ARCHS))
+# minirocket is left out: its features are fitted on data first and are not differentiable with respect to the
+# input (its own tests: tests/test_backbones.py)
+@pytest.mark.parametrize("arch", sorted(set(ARCHS) - {"minirocket"}))
 @pytest.mark.parametrize("n_chans,n_times", [(128, 440), (28, 50), (7, 97)])
 def test_encoder_shapes_norm_and_gradients(arch, n_chans, n_times):
-    if arch == "eegnet" and n_times < 32:
+    if arch in ("eegnet", "eegnet-v4") and n_times < 32:
         pytest.skip("EEGNet needs n_times >= 32")
     cfg = EEGEncoderConfig(arch=arch, n_chans=n_chans, n_times=n_times, sfreq=100.0, emb_dim=24, d_model=16,
                            n_heads=4, patch=4, kernel=7)

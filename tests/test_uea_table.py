@@ -221,3 +221,16 @@ def test_merge_computes_only_the_named_baseline_and_keeps_the_encoder_rows(tmp_p
     assert T.main(["render", str(tmp_path), "--check"]) == 0
     assert T.main(["baselines", "--problems", "FingerMovements", "--names", "majority", "--out",
                    str(tmp_path / "none")]) == 2
+
+
+def test_verdict_judges_the_backbone_chosen_on_validation_once_its_test_seeds_exist():
+    r = {"problem": "FingerMovements", "preset": "uea-fingermovements", "data": {"n_test": 100},
+         "baselines": {"majority": {"top1": 0.5}, "xdawn_lda": {"top1": 0.60}},
+         "encoder": {"linear_probe": T.mean_sd([0.50, 0.52])}, "published": T.published_summary("FingerMovements")}
+    T.judge(r)
+    assert r["gap"]["encoder"] == "preset uea-fingermovements" and not r["gap"]["level_with_best_baseline"]
+    r["backbones"] = {"chosen": "eegnet-v4", "candidates": {}, "test": {"linear_probe": T.mean_sd([0.56, 0.58])}}
+    T.judge(r)  # 0.57 >= 0.60 - SE(0.60, 100) = 0.551: level
+    assert r["gap"]["encoder"].startswith("backbone eegnet-v4") and r["gap"]["level_with_best_baseline"]
+    assert r["best_method"]["name"] == "xDAWN (2/class) + window means + shrinkage LDA"
+    assert "either" in "\n".join(T._best_section([r]))

@@ -222,6 +222,9 @@ class EncoderTrainConfig(Config):
         "help": "leave-one-subject-out: test on this subject id, train/val on the others (0: off)"})
     heldout_classes: int = dataclasses.field(default=0, metadata={
         "help": "classes removed from training entirely and evaluated few-shot (unseen classes)"})
+    align: Literal["none", "euclidean"] = dataclasses.field(default="none", metadata={
+        "help": "euclidean: whiten each subject's trials by the inverse square root of its mean covariance, "
+                "estimated on its training trials (He & Wu 2019; eegsine.data.alignment)"})
     # models
     encoder: EEGEncoderConfig = dataclasses.field(default_factory=EEGEncoderConfig)
     image_encoder: ImageEncoderConfig = dataclasses.field(default_factory=ImageEncoderConfig)

@@ -38,6 +38,7 @@ from eegsine.progress import tqdm
 
 from eegsine.runs.checkpoint import load_state_into, save_weights
 from eegsine.data import EEGSet, get_spec, load_eeg
+from eegsine.data.alignment import align_set
 from eegsine.data.options import parse_pairs
 from eegsine.metrics.embedding import _l2, retrieval_topk
 from eegsine.errors import DataMissingError, UserError
@@ -133,6 +134,10 @@ def split_indices(ds: EEGSet, cfg: EncoderTrainConfig) -> tuple[np.ndarray, np.n
 
 def prepare(ds: EEGSet, cfg: EncoderTrainConfig, run_dir: Path, logger) -> Prepared:
     train, val, test = split_indices(ds, cfg)
+    if cfg.align == "euclidean":  # references from the train split only (a LOSO test subject: its own trials)
+        ds = align_set(ds, train)
+        logger.info(f"{ds.name}: Euclidean alignment per subject ({ds.info['euclidean_alignment']['n_groups']} "
+                    "group(s)), references from the train split")
     classes = np.arange(ds.n_outputs)
     rng = np.random.default_rng(cfg.seed)
     if cfg.heldout_classes >= ds.n_outputs - 1:
@@ -312,6 +317,7 @@ def fit(cfg: EncoderTrainConfig, prep: Prepared, out_dir: Path, logger, shuffle:
     torch.manual_seed(cfg.seed)
     acc = accelerator(cfg.device, cfg.mixed_precision)
     model = Aligner(enc_cfg, cfg, ds.n_outputs)
+    model.encoder.fit_data(ds.x[prep.train], cfg.seed)  # parts fitted on data, not by gradient (MiniRocket)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_way = min(cfg.n_way, len(prep.seen)) if cfg.n_way else 0  # held-out classes shrink the pool
     sampler = EpisodeSampler(y[prep.train], prep.seen, n_way, cfg.k_shot, cfg.n_query, logger)

@@ -181,12 +181,16 @@ def _first_wall(run_dir: Path) -> float | None:
     return float(m.group(1)) if m else None
 
 
-def run_encoder(preset: str, seed: int, run_dir: str | Path) -> dict:
+def run_encoder(preset: str, seed: int, run_dir: str | Path, encoder: dict | None = None,
+                train: dict | None = None) -> dict:
     """Train ``--preset`` with ``seed`` into ``run_dir`` (resumable: a finished run is re-evaluated only);
-    the test read-outs and training facts. Controls and plots off: the baselines here are the controls."""
+    the test read-outs and training facts. Controls and plots off: the baselines here are the controls.
+    ``encoder`` / ``train``: fields replaced in the preset's encoder / run config (a backbone, an alignment)."""
     from eegsine.training.encoder import train_encoder
 
-    cfg = encoder_preset(preset).replace(seed=seed, controls=False, plot=False)
+    cfg = encoder_preset(preset)
+    cfg = cfg.replace(encoder=cfg.encoder.replace(**(encoder or {})), seed=seed, controls=False, plot=False,
+                      **(train or {}))
     first_wall = _first_wall(Path(run_dir))  # a finished run is only re-evaluated: keep its first call's wall time
     t0 = time.perf_counter()
     m = train_encoder(cfg, run_dir)
@@ -201,7 +205,7 @@ def run_encoder(preset: str, seed: int, run_dir: str | Path) -> dict:
                optimizer_steps=int(cfg.epochs * tr["steps_per_epoch"]),
                train_wall_s=float(first_wall if first_wall is not None else tr["wall_s"]),
                train_loop_s=float(sum(h["seconds"] for h in tr["history"])), call_wall_s=wall,
-               arch=cfg.encoder.arch, center=cfg.encoder.center)
+               arch=cfg.encoder.arch, center=cfg.encoder.center, align=cfg.align)
     return out
 
 
@@ -252,16 +256,31 @@ def judge(r: dict) -> dict:
     best = max(simple, key=lambda k: simple[k])
     r["best_baseline"] = {"name": best, "top1": simple[best], "se": binomial_se(simple[best], n)}
     methods = {f"encoder {k.replace('_', ' ')}": v["mean"] for k, v in r["encoder"].items()}
+    bb = r.get("backbones", {})
+    methods.update({f"encoder ({bb['chosen']}) {k.replace('_', ' ')}": v["mean"]
+                    for k, v in bb.get("test", {}).items()})
     methods.update({BASELINE_NAMES.get(k, k): v for k, v in simple.items()})
     top = max(methods, key=lambda k: methods[k])
     r["best_method"] = {"name": top, "top1": methods[top]}
     r.pop("gap", None)
-    if "linear_probe" in r["encoder"]:
-        p, pub = r["encoder"]["linear_probe"]["mean"], r["published"]["median"]
+    judged = judged_encoder(r)
+    if judged:
+        p, pub = judged[1]["linear_probe"]["mean"], r["published"]["median"]
         r["gap"] = {"probe_minus_best_baseline": p - simple[best], "probe_minus_published_median": p - pub,
                     "level_with_best_baseline": bool(p >= simple[best] - binomial_se(simple[best], n)),
-                    "within_5_points_of_published_median": bool(p >= pub - 0.05)}
+                    "within_5_points_of_published_median": bool(p >= pub - 0.05), "encoder": judged[0]}
     return r
+
+
+def judged_encoder(r: dict) -> tuple[str, dict] | None:
+    """The encoder the verdict judges, (label, read-outs): the backbone chosen on validation once its test seeds
+    exist (``eegsine.bench.experiments.backbones``), else the preset's encoder; None without either."""
+    bb = r.get("backbones", {})
+    if "linear_probe" in bb.get("test", {}):
+        return f"backbone {bb['chosen']}, chosen on validation", bb["test"]
+    if "linear_probe" in r["encoder"]:
+        return f"preset {r.get('preset', '')}".strip(), r["encoder"]
+    return None
 
 
 def merge_baselines(out: Path, problems: list[str], names: list[str], seed: int = 0, threads: int = 1,
@@ -324,15 +343,19 @@ def render(results: dict) -> str:
              "(carved from TRAIN), never on test.", "",
              "## Summary", ""]
     lines += md_table(["data set", "test n", "best method here", "encoder linear probe", "encoder NCM",
-                       "encoder head", "strongest baseline", "published median [range] (n methods)",
+                       "encoder head", "encoder linear probe, backbone chosen on validation", "strongest baseline",
+                       "published median [range] (n methods)",
                        "probe − strongest baseline", "probe − published median"],
                       [_summary_cells(r) for r in results["problems"]])
     lines += ["", "SE: binomial standard error of the baseline's accuracy at the test n. The strongest baseline is "
               "the best on test among the non-trivial baselines, the strong decoders (xDAWN, Riemannian, "
               "MiniRocket / MultiRocket) included (an optimistic bar for the encoder to meet); the best method here "
               "is the best test accuracy among everything this table measured (encoder read-outs as their mean "
-              "over seeds).", ""]
+              "over seeds). The two gap columns and the verdict judge the encoder with the backbone chosen on "
+              "validation where its test seeds exist, else the preset's encoder.", ""]
     lines += _verdict_section(results["problems"])
+    lines += _best_section(results["problems"])
+    lines += _backbone_section(results["problems"])
     lines += _independent_section(results["problems"])
     for r in results["problems"]:
         lines += _problem_section(r)
@@ -352,6 +375,8 @@ def _summary_cells(r: dict) -> list[str]:
     m = r.get("best_method")
     cells = [r["problem"], str(r["data"]["n_test"]), f"{m['name']} {_f(m['top1'])}" if m else "—"]
     cells += [_pm(e[k]) if k in e else "—" for k in ENCODER_READOUTS]
+    t = r.get("backbones", {}).get("test", {})
+    cells.append(f"{_pm(t['linear_probe'])} ({r['backbones']['chosen']})" if "linear_probe" in t else "—")
     cells.append(f"{_f(b['top1'])} ± {_f(b['se'])} (SE) {BASELINE_NAMES[b['name']]}")
     cells.append(f"{_f(p['median'])} [{_f(p['min'])}–{_f(p['max'])}] ({p['n_methods']})")
     cells += [f"{g[k]:+.3f}" if k in g else "—" for k in ("probe_minus_best_baseline", "probe_minus_published_median")]
@@ -370,12 +395,73 @@ def _verdict_section(problems: list[dict]) -> list[str]:
         if not g:
             lines.append(head + "; no encoder run in this table.")
             continue
-        p = r["encoder"]["linear_probe"]["mean"]
+        label, enc = judged_encoder(r)
+        p = enc["linear_probe"]["mean"]
         short = b["top1"] - p
-        lines.append(head + f"; linear probe {_f(p)} (mean of {r['encoder']['linear_probe']['n_seeds']} seeds): "
+        lines.append(head + f"; linear probe of the encoder ({label}) {_f(p)} (mean of "
+                     f"{enc['linear_probe']['n_seeds']} seeds): "
                      + ("**level** (within one SE)." if g["level_with_best_baseline"] else
                         f"**not level**: {short:.3f} below it ({short / b['se']:.1f} SE)."))
     return lines + [""]
+
+
+def _best_section(problems: list[dict]) -> list[str]:
+    """Per data set, the method to use: the best test accuracy measured here, and whether the encoder (the
+    backbone chosen on validation) is level with the strongest baseline or which baseline to use instead."""
+    lines = ["## Best method per data set", ""]
+    for r in problems:
+        n, m, b, g = r["data"]["n_test"], r["best_method"], r["best_baseline"], r.get("gap")
+        lo, hi = wilson(m["top1"], n)
+        line = f"* **{r['problem']}** (test n {n}): best here {m['name']} {_f(m['top1'])} [{lo:.2f}, {hi:.2f}]"
+        if g and g["level_with_best_baseline"]:
+            line += f"; the encoder ({g['encoder']}) is level with the strongest baseline: either."
+        elif g:
+            line += (f"; use {BASELINE_NAMES.get(b['name'], b['name'])} ({_f(b['top1'])}) instead of the encoder "
+                     f"({g['encoder']}, {-g['probe_minus_best_baseline']:.3f} below it).")
+        lines.append(line)
+    return lines + [""]
+
+
+def _backbone_section(problems: list[dict]) -> list[str]:
+    """The backbones tried per data set with their validation score, the one chosen, and its test read-outs
+    (``eegsine.bench.experiments.backbones``)."""
+    done = [r for r in problems if r.get("backbones")]
+    if not done:
+        return []
+    lines = ["## Encoder backbones chosen on validation", "",
+             "Each candidate: the preset's losses, episodes and optimizer steps with another backbone "
+             "(`core/models/eeg_backbones.py`; `+ea`: Euclidean alignment, `core/data/alignment.py`), trained on the "
+             "encoder's train split and scored on its validation split (nearest class mean top-1, the trainer's "
+             "selection score; test never read). The best mean validation score is chosen (ties: the order "
+             "listed in `backbones.candidates`), then trained with each test seed and read out on the official TEST "
+             "split as the preset's encoder is.", ""]
+    rows = []
+    for r in done:
+        bb = r["backbones"]
+        for name, c in bb["candidates"].items():
+            rows.append([r["problem"], name + (" **(chosen)**" if name == bb["chosen"] else ""),
+                         f"{c['val_mean']:.3f} ({', '.join(f'{v:.3f}' for v in c['values'])})", str(c["n_val"]),
+                         ", ".join(map(str, c["seeds"])), str(c["optimizer_steps"]), c.get("source", "")])
+    lines += md_table(["data set", "backbone", "val top-1, mean (per seed)", "val n", "seeds", "optimizer steps",
+                       "run by"], rows) + [""]
+    rows, hosts = [], set()
+    for r in done:
+        bb, n = r["backbones"], r["data"]["n_test"]
+        for k, name in (("linear_probe", "linear probe"), ("ncm", "nearest class mean"), ("head", "head")):
+            if k not in bb.get("test", {}):
+                continue
+            m = bb["test"][k]
+            lo, hi = wilson(m["mean"], n)
+            rows.append([r["problem"], f"{bb['chosen']}, {name}", str(n), f"{_pm(m)} [{lo:.2f}, {hi:.2f}]",
+                         ", ".join(f"{x['seed']}: {x[k]:.3f}" for x in bb["test_runs"]),
+                         f"train {bb['test_runs'][0]['n_train']} (val {bb['test_runs'][0]['n_val']}) -> TEST {n}"])
+        hosts |= {f"{h['machine']} ({', '.join(h['isa_flags'])}), {h['threads']} thread(s), {h['date_utc']}; "
+                  f"{h['note']}" for h in (x.get("host") for x in bb.get("test_runs", [])) if h}
+    if rows:
+        lines += md_table(["data set", "chosen backbone, read-out", "test n",
+                           "test top-1, mean ± sd over seeds [95 % Wilson of the mean]", "per seed", "split"], rows)
+        lines += ["", "Computed on " + "; ".join(sorted(hosts)) + "." if hosts else "", ""]
+    return lines
 
 
 def _independent_section(problems: list[dict]) -> list[str]:

@@ -40,6 +40,7 @@ _BLOCK = re.compile(r"(<!-- figures:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /f
 TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results/two-stage/table.md",
           "uea": "docs/results/uea/table.md#Summary",
           "uea-verdict": "docs/results/uea/table.md#Encoder linear probe vs the strongest baseline",
+          "uea-best": "docs/results/uea/table.md#Best method per data set",
           "encoder-verdict": "docs/results/encoder/table.md#Encoder linear probe vs the strongest baseline",
           "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
                                 "#Worst case per example over every attack at that eps",

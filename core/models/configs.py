@@ -74,9 +74,12 @@ class EEGEncoderConfig(Config):
     KIND = "eeg-encoder"
     VERSION = 1
 
-    arch: Literal["transformer", "lstm", "eegnet", "spatial"] = dataclasses.field(default="transformer", metadata={
-        "help": "transformer (spatial conv, temporal conv, patch tokens, attention), lstm, eegnet, or spatial "
-                "(spatial filters first, then window means: an ERP read-out)"})
+    arch: Literal["transformer", "lstm", "eegnet", "spatial", "eegnet-v4", "shallow-convnet", "eeg-conformer",
+                  "minirocket"] = dataclasses.field(default="transformer", metadata={
+        "help": "transformer (spatial conv, temporal conv, patch tokens, attention), lstm, eegnet, spatial "
+                "(spatial filters first, then window means: an ERP read-out), or a published decoder with its "
+                "class layer stripped: eegnet-v4 (EEGNet-8,2), shallow-convnet (ShallowFBCSPNet), eeg-conformer, "
+                "minirocket (aeon's MiniRocket features fitted on the training trials + a trained projection)"})
     n_chans: int = dataclasses.field(default=0, metadata={"help": "EEG channels of the input (0: from the data)"})
     n_times: int = dataclasses.field(default=0, metadata={"help": "samples per trial (0: from the data)"})
     sfreq: float = dataclasses.field(default=0.0, metadata={
@@ -88,8 +91,9 @@ class EEGEncoderConfig(Config):
     patch: int = dataclasses.field(default=8, metadata={
         "help": "time downsampling into tokens (transformer, lstm) / window of the means in samples (spatial)"})
     kernel: int = dataclasses.field(default=25, metadata={"help": "temporal conv kernel in samples"})
-    n_filters: int = dataclasses.field(default=8, metadata={"help": "EEGNet F1 (temporal filters)"})
-    depth_mult: int = dataclasses.field(default=2, metadata={"help": "EEGNet D (spatial filters per temporal filter)"})
+    n_filters: int = dataclasses.field(default=8, metadata={"help": "EEGNet / eegnet-v4 F1 (temporal filters)"})
+    depth_mult: int = dataclasses.field(default=2, metadata={
+        "help": "EEGNet / eegnet-v4 D (spatial filters per temporal filter)"})
     dropout: float = dataclasses.field(default=0.1, metadata={"help": "dropout probability while training, in [0, 1)"})
     center: Literal["channel", "trial", "detrend"] = dataclasses.field(default="channel", metadata={
         "help": "subtract each channel's mean (channel), one mean per trial (trial: keeps slow potentials "

@@ -1,4 +1,4 @@
-"""EEG encoders: one config, three architectures, one L2-normalised embedding.
+"""EEG encoders: one config, several architectures, one L2-normalised embedding.
 
 ``EEGEncoderConfig`` describes the input the encoder was built for (``n_chans``,
 ``n_times``, ``sfreq``) and its size; :func:`build_encoder` returns one of
@@ -10,6 +10,9 @@
   with channels as features, last hidden state -> linear -> L2 norm.
 * ``eegnet``: the compact EEGNet family (temporal conv, depthwise spatial conv, separable
   conv, average pooling) -> linear -> L2 norm.
+* ``spatial``: spatial filters, then window means (an ERP read-out learned end to end).
+* the field's decoders (``eegnet-v4``, ``shallow-convnet``, ``eeg-conformer``, ``minirocket``): their
+  bodies from ``eeg_backbones.py`` with the classification layer stripped, -> linear -> L2 norm.
 
 Every ``forward(x)`` takes ``x`` of shape (B, n_chans, n_times) and returns (B, emb_dim)
 with unit L2 norm. Inputs are checked against the config by :func:`check_input` (wrong
@@ -36,6 +39,7 @@ import torch.nn.functional as F
 from eegsine.errors import UserError
 from eegsine.models import module_device, n_params  # noqa: F401 - re-exported
 from eegsine.models.configs import EEGEncoderConfig
+from eegsine.models.eeg_backbones import BACKBONES
 from eegsine.models.protocol import PretrainedModel
 from eegsine.runtime.preprocessing import SPEC_FILE, load_spec
 
@@ -110,6 +114,10 @@ class EEGEncoder(PretrainedModel, nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, T) -> (B, feat_dim)
         raise NotImplementedError
+
+    def fit_data(self, x: np.ndarray, seed: int = 0) -> None:
+        """Fit the parts learned from data rather than by gradient (none here; MiniRocket's kernels) on the
+        training trials ``x`` (N, C, T), normalised as ``forward`` normalises them. The trainer calls it once."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.check_inputs and not _tracing():
@@ -242,8 +250,28 @@ class SpatialEEGEncoder(EEGEncoder):
         return self.drop(self.pool(h)).flatten(1)                # (B, d * T/patch)
 
 
+# -- published backbones ------------------------------------------------------------------------------
+class BackboneEEGEncoder(EEGEncoder):
+    """A published decoder's body (:data:`eegsine.models.eeg_backbones.BACKBONES`, classification layer
+    stripped) -> projection -> L2 norm: the same embedding contract as eegsine's own encoders."""
+
+    def __init__(self, cfg: EEGEncoderConfig):
+        body = BACKBONES[cfg.arch](cfg)
+        super().__init__(cfg, body.out_dim)
+        self.body = body
+
+    def fit_data(self, x: np.ndarray, seed: int = 0) -> None:
+        if hasattr(self.body, "fit"):                      # MiniRocket: kernels and biases from the training trials
+            xn = normalise_trials(torch.as_tensor(x, dtype=torch.float32), self.cfg.center)
+            self.body.fit(xn.numpy(), seed)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
 ARCHS: dict[str, type[EEGEncoder]] = {"transformer": TransformerEEGEncoder, "lstm": LSTMEEGEncoder,
-                                      "eegnet": EEGNetEncoder, "spatial": SpatialEEGEncoder}
+                                      "eegnet": EEGNetEncoder, "spatial": SpatialEEGEncoder,
+                                      **{name: BackboneEEGEncoder for name in BACKBONES}}
 
 
 def build_encoder(cfg: EEGEncoderConfig) -> EEGEncoder:
@@ -289,6 +317,6 @@ class EEGTokenMapper(nn.Module):
 
 
 __all__ = ["EEGEncoderConfig", "EEGEncoder", "TransformerEEGEncoder", "LSTMEEGEncoder", "EEGNetEncoder",
-           "SpatialEEGEncoder", "ARCHS",
+           "SpatialEEGEncoder", "BackboneEEGEncoder", "ARCHS",
            "build_encoder", "check_input", "embed", "EEGTokenMapper",
            "normalise_trials", "n_params"]

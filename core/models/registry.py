@@ -44,7 +44,9 @@ def _classifier_examples() -> list[Config]:
 
 def _encoder_examples() -> list[Config]:
     base = EEGEncoderConfig(n_chans=4, n_times=64, sfreq=128.0, emb_dim=8, d_model=16, n_layers=1, n_heads=2)
-    return [base.replace(arch=a) for a in ("transformer", "lstm", "eegnet")] + [
+    # minirocket is not here: it runs only once fitted on trials (its round trip: tests/test_backbones.py)
+    return [base.replace(arch=a) for a in ("transformer", "lstm", "eegnet", "eegnet-v4", "shallow-convnet",
+                                           "eeg-conformer")] + [
         base.replace(arch="spatial", patch=8, kernel=5, center="detrend")]
 
 
