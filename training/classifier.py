@@ -234,7 +234,7 @@ def train_classifiers(heads: dict[str, tuple[Path, ClassifierTrainConfig]], init
         summary[name] = {"run": str(run), "best_val": m["best"], "test_clean_accuracy": m["test_clean_accuracy"],
                          "train_wall_s": m["train_wall_s"],
                          # None: no validation images watched it (val_fraction 0), so it was not checked
-                         "catastrophic_overfitting": bool(m["catastrophic_overfitting"]) if m["history"] else None}
+                         "catastrophic_overfitting": bool(m["catastrophic_overfitting"]) if m.get("history") else None}
         if init_probe and cfg.model.head == "sine":
             data = load_split(cfg)
             mcfg = resolve_model_config(cfg, data).model
