@@ -183,3 +183,103 @@ def test_committed_mnist_table_is_rendered_from_its_json():
     d = Path(__file__).resolve().parents[1] / "docs" / "results" / "paper-mnist-fgsmrs" / "eval"
     s = json.loads((d / "robustness.json").read_text())
     assert (d / "robustness.md").read_text() == render_markdown(s, [lb for lb in HEAD_ORDER if lb in s["models"]])
+
+
+# -- the Square budget ladder -------------------------------------------------------------------------------------
+LADDER_JOBS = [Job("fgsm", 0.1, 60), Job("pgd-ce", 0.1, 60), Job("autoattack", 0.1, 20), Job("square", 0.1, 20)]
+
+
+def test_square_rungs_parse_in_ladder_order():
+    from eegsine.bench.robustness.square_ladder import Rung, parse_rungs
+    from eegsine.errors import UserError
+
+    assert parse_rungs("50000:3, 10000:1,10000:2") == [Rung(10000, 1), Rung(10000, 2), Rung(50000, 3)]
+    for bad in ("10000", "0:1", "a:1", "10:1,10:1", ""):
+        with pytest.raises(UserError):
+            parse_rungs(bad)
+
+
+def test_square_ladder_attacks_the_survivors_and_folds_into_the_worst_case(heads, tmp_path):
+    from eegsine.bench.experiments.square_ladder import run
+    from eegsine.bench.robustness.square_ladder import Rung
+
+    out = tmp_path / "ladder"
+    run_plan(out, heads, SETTINGS, LADDER_JOBS, log=lambda m: None)
+    rows0 = {r["key"]: r for r in assemble(out, heads, SETTINGS, LADDER_JOBS)["worst_case"]}
+    before = rows0["worst+aa"]
+    rungs = [Rung(60, 1), Rung(200, 2)]
+    st = run(out, heads, SETTINGS, 0.1, rungs, log=lambda m: None, jobs=LADDER_JOBS)
+    assert st == {"computed": 2 * 2 * 2, "stopped": False}  # 2 rungs x 2 heads x 2 chunks of 10 (n_aa 20)
+    assert run(out, heads, SETTINGS, 0.1, rungs, log=lambda m: None, jobs=LADDER_JOBS)["computed"] == 0  # resumed
+    s = assemble(out, heads, SETTINGS, LADDER_JOBS)
+    after = {r["key"]: r for r in s["worst_case"]}["worst+aa"]
+    models = load_models(heads)
+    for lb in ("standard", "sine"):
+        lad = s["square_ladder"][lb]["0.1"]
+        k0 = round(before["heads"][lb]["accuracy"] * 20)
+        assert lad["robust_before"] == k0  # the ladder starts from the committed worst case
+        r1, r2 = lad["rungs"]
+        assert (r1["attacked"], r2["attacked"]) == (k0, r1["robust_after"])  # each rung: only the survivors
+        assert r1["robust_after"] == k0 - r1["newly_broken"] and r2["robust_after"] == r2["attacked"] - r2[
+            "newly_broken"]
+        assert round(after["heads"][lb]["accuracy"] * 20) == r2["robust_after"]  # folded into the worst case
+        assert any(u.startswith("square-ladder@0.1") for u in after["attacks_used"][lb])
+        # every chunk attacked exactly the images still robust in it, by an independent count from the cache
+        cache = ChunkCache(out, SETTINGS, lb, models[lb][1])
+        with np.load(cache.path(Rung(60, 1).name, 0.1, 0)) as z:
+            assert np.all((z["idx"] >= 0) & (z["idx"] < 10)) and len(z["idx"]) == len(z["robust"])
+    assert "Square budget ladder" in (out / "robustness.md").read_text()
+    # the white-box worst case (no AutoAttack) is not touched by the ladder
+    assert {r["key"]: r for r in s["worst_case"]}["worst"]["heads"] == rows0["worst"]["heads"]
+
+
+def test_square_ladder_refuses_an_incomplete_worst_case_and_a_rung_below(heads, tmp_path):
+    from eegsine.bench.experiments.square_ladder import run
+    from eegsine.bench.robustness.square_ladder import Rung
+    from eegsine.errors import UserError
+
+    out = tmp_path / "short"
+    run_plan(out, heads, SETTINGS, LADDER_JOBS[:3], log=lambda m: None)  # square never run
+    with pytest.raises(UserError, match="not complete.*square@0.1 0/20"):
+        run(out, heads, SETTINGS, 0.1, [Rung(60, 1)], log=lambda m: None, jobs=LADDER_JOBS)
+    run(out, heads, SETTINGS, 0.1, [Rung(60, 1)], log=lambda m: None, jobs=LADDER_JOBS[:3])
+    with pytest.raises(UserError, match="sorts below rungs already run"):
+        run(out, heads, SETTINGS, 0.1, [Rung(30, 1)], log=lambda m: None, jobs=LADDER_JOBS[:3])
+
+
+def test_only_eps_keeps_the_plan_order_and_refuses_an_unknown_eps():
+    from eegsine.bench.experiments.paired_eval import only_eps
+    from eegsine.errors import UserError
+
+    plan = plan_for(1000, 500)
+    sub = only_eps(plan, "0.3")
+    assert sub == [j for j in plan if j.eps == 0.3] and sub[-1] == Job("square", 0.3, 500)
+    assert only_eps(plan, "") == plan
+    with pytest.raises(UserError, match="no attack at eps 0.25"):
+        only_eps(plan, "0.3,0.25")
+
+
+def test_an_image_a_rung_breaks_leaves_the_worst_case_and_the_later_rungs(heads, tmp_path):
+    """The folding, judged on a rung file that says one survivor fell (the real rungs above broke none)."""
+    from eegsine.bench.experiments.square_ladder import run
+    from eegsine.bench.robustness.square_ladder import Rung
+
+    out = tmp_path / "fold"
+    run_plan(out, heads, SETTINGS, LADDER_JOBS, log=lambda m: None)
+    k0 = round({r["key"]: r for r in assemble(out, heads, SETTINGS, LADDER_JOBS)["worst_case"]}["worst+aa"]["heads"][
+        "standard"]["accuracy"] * 20)
+    run(out, heads, SETTINGS, 0.1, [Rung(60, 1)], log=lambda m: None, jobs=LADDER_JOBS)
+    cache = ChunkCache(out, SETTINGS, "standard", load_models(heads)["standard"][1])
+    with np.load(cache.path(Rung(60, 1).name, 0.1, 0)) as z:
+        rec = {k: z[k] for k in z.files}
+    assert rec["robust"].all() and len(rec["idx"]) > 0  # the real rung broke nothing: mark its first image broken
+    rec["robust"][0] = False
+    cache.put(Rung(60, 1).name, 0.1, 0, rec)
+    run(out, heads, SETTINGS, 0.1, [Rung(60, 1), Rung(100, 2)], log=lambda m: None, jobs=LADDER_JOBS)
+    with np.load(cache.path(Rung(100, 2).name, 0.1, 0)) as z:
+        assert int(rec["idx"][0]) not in z["idx"].tolist()  # the next rung no longer attacks it
+        assert len(z["idx"]) == len(rec["idx"]) - 1
+    s = assemble(out, heads, SETTINGS, LADDER_JOBS)
+    w = {r["key"]: r for r in s["worst_case"]}["worst+aa"]["heads"]["standard"]
+    assert round(w["accuracy"] * 20) == k0 - 1
+    assert [r["newly_broken"] for r in s["square_ladder"]["standard"]["0.1"]["rungs"]] == [1, 0]

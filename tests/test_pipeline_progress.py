@@ -176,6 +176,21 @@ def test_the_demo_record_is_one_clean_run_per_label(tmp_path):
     with pytest.raises(UserError, match="kept from an earlier invocation"):
         times.read_run(run("resumed", {"encoder": 0.0}, 10.0, status="skipped (done)"))
 
+    # one record per CPU class under the folder, summarised one row each (sorted by class folder)
+    for cls, k in (("x86-vnni", 1.0), ("x86-amx", 1.2)):
+        write_json(tmp_path / "rec" / cls / "times.json",
+                   {"host": {"cpu": f"cpu-{cls}", "cpus": 2, "isa_class": cls, "int8_features": []},
+                    "runs": {"idle": {**idle, "total_seconds": 600.0 * k},
+                             "beside one busy process": {**busy, "total_seconds": 900.0 * k}}})
+    hosts = times.render_hosts(tmp_path / "rec")
+    rows = [ln for ln in hosts.splitlines() if ln.startswith("| cpu-")]
+    assert rows == ["| cpu-x86-amx (x86-amx) | 720 s (12.0 min) | 1080 s (18.0 min) | 1.50x | "
+                    "[x86-amx](x86-amx/times.md) |",
+                    "| cpu-x86-vnni (x86-vnni) | 600 s (10.0 min) | 900 s (15.0 min) | 1.50x | "
+                    "[x86-vnni](x86-vnni/times.md) |"]
+    with pytest.raises(UserError, match="no \\*/times.json"):
+        times.render_hosts(tmp_path / "empty")
+
 
 def _returns(x):
     return ("done", {"x": x})

@@ -79,4 +79,12 @@ def test_the_committed_readme_matches_its_committed_snapshots(page):
     is what its committed snapshot or table renders: no hand-typed numbers there."""
     text = (ROOT / page).read_text()
     assert "<!-- figures:" in text or "<!-- table:" in text, page
-    assert results.render_readme(text, ROOT) == text, page
+    assert results.render_readme(text, ROOT, page) == text, page
+
+
+def test_a_quoted_tables_relative_links_are_rebased_onto_the_page():
+    t = "| [x86-amx](x86-amx/times.md) | [up](../uea/README.md#Summary) | [web](https://e.org/a) | [abs](/LICENSE) |"
+    out = results.rebase_links(t, "docs/results/demo-times/hosts.md", "README.md")
+    assert out == ("| [x86-amx](docs/results/demo-times/x86-amx/times.md) | [up](docs/results/uea/README.md#Summary) "
+                   "| [web](https://e.org/a) | [abs](/LICENSE) |")
+    assert results.rebase_links(t, "docs/results/demo-times/hosts.md", "docs/results/demo-times/README.md") == t

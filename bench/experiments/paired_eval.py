@@ -47,6 +47,7 @@ from eegsine.bench.report.doc import md_table
 from eegsine.bench.robustness.eps_nesting import CAPTION, and_prefix, broken_at_smaller_eps, only_below
 from eegsine.bench.robustness.paired_stats import paired_compare, wilson_ci
 from eegsine.bench.robustness.shard import Processes, chunk_seed
+from eegsine.bench.robustness.square_ladder import fold as fold_ladders, render as render_ladder
 from eegsine.config import threads_type
 from eegsine.errors import UserError
 from eegsine.attacks.registry import AttackParams, ATTACKS, describe
@@ -337,6 +338,9 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
     clean, clean_full = _clean_masks(models, x, y, ds)
     res = collect(out_dir, models, settings, jobs)  # the raw runs (the sanity checks read them)
     nres = {lb: nest_collected(res[lb]) for lb in labels}  # what is reported: the per-example worst case across eps
+    # the Square budget ladder's complete rungs, where one was run
+    ladders = fold_ladders({lb: ChunkCache(out_dir, settings, lb, models[lb][1]).dir for lb in labels}, res, nres,
+                           clean, settings.n_aa, settings.chunk)
     params = settings.params()
     rows = [_row("Clean", 0.0, clean, labels)]
     for job in jobs:
@@ -346,7 +350,7 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
         rows.append({**_row(describe(job.attack, params)[0], job.eps, per, labels, raw), "key": job.attack,
                      "n_planned": job.n})
     worst_rows = [row for eps in sorted({j.eps for j in jobs}) for with_aa in (False, True)
-                  if (row := _worst_row(eps, with_aa, res, nres, clean, labels, settings)) is not None]
+                  if (row := _worst_row(eps, with_aa, res, nres, clean, labels, settings, ladders)) is not None]
     budget = {lb: {f"{a}@{_fmt(e)}": f"{r['n_done']}/{r['n_planned']}" for (a, e), r in res[lb].items()}
               for lb in labels}
     checks = {lb: _sanity(models[lb][0], x, y, clean[lb], res[lb], settings) for lb in labels}
@@ -357,7 +361,9 @@ def assemble(out_dir: str | Path, model_specs: dict[str, str], settings: Setting
                "models": {lb: {"dir": model_specs[lb], "weights_sha256": models[lb][1], "head": models[lb][2],
                                "clean_accuracy_full_test": clean_full[lb], "n_full_test": len(ds.test_x),
                                "attack_seconds": secs[lb]} for lb in labels},
-               "rows": rows, "worst_case": worst_rows, "budget_reached": budget, "sanity_checks": checks,
+               "rows": rows, "worst_case": worst_rows, "budget_reached": budget,
+               "square_ladder": {lb: {_fmt(e): {k: v for k, v in d.items() if k != "mask"} for e, d in per.items()}
+                                 for lb, per in ladders.items()}, "sanity_checks": checks,
                "autoattack_first_success_by": _aa_first_success(res, labels),
                "paired_method": "McNemar exact (two-sided binomial on the discordant pairs, scipy.stats.binomtest); "
                                 "95% interval for acc(sine) - acc(standard): Newcombe 1998 method 10 (Wilson score, "
@@ -386,9 +392,10 @@ def _clean_masks(models: dict, x, y, ds) -> tuple[dict[str, np.ndarray], dict[st
 
 
 def _worst_row(eps: float, with_aa: bool, res: dict, nres: dict, clean: dict, labels: list[str],
-               settings: Settings) -> dict | None:
+               settings: Settings, ladders: dict | None = None) -> dict | None:
     """The worst case per example over every attack at ``eps`` (nested: or at a smaller eps), on the prefix every
-    one of them has reached; None before any of its attacks has started."""
+    one of them has reached; None before any of its attacks has started. ``ladders`` (incl. AutoAttack only):
+    :func:`eegsine.bench.robustness.square_ladder.fold`'s masks, ANDed in at their eps and every larger one."""
     per, used, pending = {}, {}, {}
     for lb in labels:
         keys = [k for k in res[lb] if k[1] == eps and (with_aa or k[0] not in SUBSET_ATTACKS)]
@@ -408,8 +415,11 @@ def _worst_row(eps: float, with_aa: bool, res: dict, nres: dict, clean: dict, la
         below = only_below(done, eps)
         for a, e0 in below.items():
             and_prefix(w, done[a][e0])
+        lad = [(e0, d) for e0, d in ((ladders or {}).get(lb) or {}).items() if with_aa and e0 <= eps]
+        for _, d in lad:
+            and_prefix(w, d["mask"])
         per[lb], used[lb] = w, sorted(k[0] for k in started) + [f"{a}@{_fmt(e0)}" for a, e0 in sorted(
-            below.items())]
+            below.items())] + [f"square-ladder@{_fmt(e0)} (to {d['rungs'][-1]['queries']} queries)" for e0, d in lad]
         if len(started) < len(keys):
             pending[lb] = sorted(k[0] for k in keys if k not in started)
     if not per:
@@ -541,6 +551,8 @@ def render_markdown(s: dict, labels: list[str]) -> str:
         out += ["", "AutoAttack: images first broken by each component: " + "; ".join(
             f"{names.get(lb, lb)} eps {e}: " + ", ".join(f"{k} {v}" for k, v in d.items())
             for lb, per in s["autoattack_first_success_by"].items() for e, d in per.items())]
+    out += render_ladder({lb: {float(e): d for e, d in per.items()} for lb, per in s.get("square_ladder", {}).items()},
+                         names)
     out += ["", "### Sanity checks (on the complete (attack, eps) results)", ""]
     for lb in labels:
         for name, c in s["sanity_checks"][lb].items():
@@ -555,6 +567,21 @@ def render_markdown(s: dict, labels: list[str]) -> str:
 
 
 # -- command line ---------------------------------------------------------------------------------------------
+def only_eps(jobs: list[Job], text: str) -> list[Job]:
+    """``jobs`` at the eps of ``"0.3,0.2"`` (all for ``""``), in plan order; an eps the plan lacks is refused."""
+    if not text.strip():
+        return jobs
+    try:
+        want = {float(t) for t in text.split(",") if t.strip()}
+    except ValueError:
+        raise UserError(f"--only-eps {text!r}: expected numbers separated by commas") from None
+    missing = sorted(want - {j.eps for j in jobs})
+    if missing:
+        raise UserError(f"--only-eps: the plan has no attack at eps {', '.join(map(_fmt, missing))} "
+                        f"(its eps: {', '.join(map(_fmt, sorted({j.eps for j in jobs})))})")
+    return [j for j in jobs if j.eps in want]
+
+
 def _models_arg(values: list[str]) -> dict[str, str]:
     out = {}
     for v in values:
@@ -576,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-aa", type=int, default=500, help="of them, images AutoAttack and Square run on")
     p.add_argument("--chunk", type=int, default=100, help="images per cached chunk (the unit of resuming)")
     p.add_argument("--max-seconds", type=float, default=None, help="stop starting new chunks after this long")
+    p.add_argument("--only-eps", default="", metavar="E[,E...]",
+                   help="run: only the plan's attacks at these eps, in plan order (the report covers the whole plan)")
     p.add_argument("--threads", type=threads_type, default=1, help="torch threads")
     ns = p.parse_args(argv)
     import torch
@@ -585,8 +614,8 @@ def main(argv: list[str] | None = None) -> int:
     specs = _models_arg(ns.model)
     try:
         if ns.action == "run":
-            st = run_plan(ns.out, specs, settings, max_seconds=ns.max_seconds,
-                          log=lambda m: print(m, flush=True))
+            st = run_plan(ns.out, specs, settings, jobs=only_eps(plan_for(settings.n_eval, settings.n_aa), ns.only_eps),
+                          max_seconds=ns.max_seconds, log=lambda m: print(m, flush=True))
             print(f"computed {st['computed']} chunks; {'stopped at --max-seconds' if st['stopped'] else 'plan done'}")
             if not main_process():  # under accelerate launch the main process writes the report
                 return 0

@@ -17,7 +17,7 @@ from eegsine.io import read_json
 
 # Stage wall seconds of the tiny preset, two stages at a time with 1 thread each, from one uninterrupted idle
 # `eegsine pipeline --preset tiny` on 2026-12-07 (2-core Intel Xeon, avx2 avx512_vnni amx_int8; data already
-# fetched, docs/results/demo-times/): an ETA hint only, never reported as a result; a run folder's own
+# fetched, docs/results/demo-times/x86-amx/): an ETA hint only, never reported as a result; a run folder's own
 # previous record replaces it.
 EXPECTED: dict[str, dict[str, float]] = {
     "tiny": {"data": 5, "classifier": 202, "robustness": 76, "features": 183, "encoder": 28, "diffusion": 441,

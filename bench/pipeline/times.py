@@ -2,10 +2,11 @@
 
 ``python -m eegsine.bench.pipeline.times --run idle=RUN_A --run "beside one busy process=RUN_B" --out DIR``
 reads each run's ``pipeline.json`` (stage seconds, jobs, threads) and ``.stages`` records, and writes
-``DIR/times.json`` and ``DIR/times.md``: per stage its seconds in each run, the pipeline's wall time
+``DIR/<ISA class>/times.json`` and ``times.md``: per stage its seconds in each run, the pipeline's wall time
 (``total_seconds``), and each run's ratio to the first. Stages that ran side by side overlap: their seconds
 add up to more than the wall time. Host facts (CPU, ISA class, cores) come from this process: run it on the
-machine that made the runs.
+machine that made the runs. It then rewrites ``DIR/hosts.md``: one row per CPU class recorded under ``DIR``
+(``--summary DIR`` rewrites only that).
 """
 from __future__ import annotations
 
@@ -84,13 +85,48 @@ def render(rec: dict) -> str:
                                         for f in first["figures"]]), ""])
 
 
+def render_hosts(root: Path) -> str:
+    """``root/hosts.md``: the wall times of every host record under ``root`` (one row per CPU class)."""
+    rows = []
+    for path in sorted(root.glob("*/times.json")):
+        rec = read_json(path)
+        runs, h = rec["runs"], rec["host"]
+        labels = list(runs)
+        ref = runs[labels[0]]["total_seconds"]
+        cells = [f"{r['total_seconds']:.0f} s ({r['total_seconds'] / 60:.1f} min)" for r in runs.values()]
+        rows.append((labels, [f"{h['cpu']} ({h['isa_class']})", *cells,
+                              *(f"{r['total_seconds'] / ref:.2f}x" for r in list(runs.values())[1:]),
+                              f"[{path.parent.name}]({path.parent.name}/times.md)"]))
+    if not rows:
+        raise UserError(f"{root}: no */times.json host record")
+    labels = rows[0][0]
+    if any(lb != labels for lb, _ in rows):
+        raise UserError(f"{root}: the host records label their runs differently: "
+                        f"{sorted({tuple(lb) for lb, _ in rows})}")
+    return "\n".join([
+        "# How long `make demo`'s pipeline takes, per CPU class", "",
+        "Each row one host of this project's 2-core machine kind (its CPU and INT8 ISA class), each run one "
+        "uninterrupted `eegsine pipeline --preset tiny` from an empty folder (data already fetched); per stage "
+        "seconds, the figures each run computed and how the runs were made are in the host's record. Written by "
+        "`python -m eegsine.bench.pipeline.times`.", "",
+        "## Wall time by CPU class", "",
+        *md_table(["CPU (ISA class)", *labels, *(f"{lb} vs {labels[0]}" for lb in labels[1:]), "record"],
+                  [r for _, r in rows]), ""])
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m eegsine.bench.pipeline.times", description=__doc__.split("\n")[0])
-    p.add_argument("--run", action="append", required=True, metavar="LABEL=DIR",
+    p.add_argument("--run", action="append", metavar="LABEL=DIR",
                    help="a finished pipeline run folder and its label (the first is the reference)")
-    p.add_argument("--out", required=True, help="folder for times.json and times.md")
+    p.add_argument("--out", help="folder of the host records: writes OUT/<ISA class>/times.json|md and OUT/hosts.md")
+    p.add_argument("--summary", metavar="DIR", help="only rewrite DIR/hosts.md from the host records under DIR")
     p.add_argument("--note", default="", help="a sentence on how the runs were made (e.g. what the busy process was)")
     ns = p.parse_args(argv)
+    if ns.summary:
+        atomic_write_text(Path(ns.summary) / "hosts.md", render_hosts(Path(ns.summary)))
+        return 0
+    if not ns.run or not ns.out:
+        p.error("--run and --out are required (or --summary DIR)")
     runs = {}
     for item in ns.run:
         label, sep, folder = item.partition("=")
@@ -100,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     h = this_host()
     rec = {"host": {"cpu": h["cpu"], "isa_class": h["isa_class"], "int8_features": h["int8_features"],
                     "cpus": usable_cpus()}, "runs": runs, "note": ns.note}
-    out = Path(ns.out)
+    out = Path(ns.out) / h["isa_class"]
     write_json(out / "times.json", rec)
     atomic_write_text(out / "times.md", render(rec))
+    atomic_write_text(Path(ns.out) / "hosts.md", render_hosts(Path(ns.out)))
     print(render(rec))
     return 0
 

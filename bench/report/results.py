@@ -16,6 +16,7 @@ its own script, and tested to be).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import sys
@@ -45,7 +46,7 @@ TABLES = {"encoder": "docs/results/encoder/table.md", "two-stage": "docs/results
           "paper-mnist-fgsmrs": "docs/results/paper-mnist-fgsmrs/eval/robustness.md"
                                 "#Worst case per example over every attack at that eps",
           "paper-mnist-fgsmrs-seeds": "docs/results/paper-mnist-fgsmrs/seeds/seeds.md",
-          "demo-times": "docs/results/demo-times/times.md#Wall time",
+          "demo-times": "docs/results/demo-times/hosts.md#Wall time by CPU class",
           "gpu-memory": "docs/results/gpu-scale/memory-plan.md#Memory plan"}
 _TABLE = re.compile(r"(<!-- table:(?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- /table:(?P=name) -->)", re.S)
 
@@ -103,8 +104,25 @@ def table_text(root: Path, ref: str) -> str:
     return m.group(1).strip("\n") + "\n"
 
 
-def render_readme(text: str, root: Path) -> str:
-    """``text`` with every figure block re-rendered from its snapshot (an unknown block name is an error)."""
+_LINK = re.compile(r"\]\((?P<target>[^)\s#:]+)(?P<anchor>#[^)\s]*)?\)")
+
+
+def rebase_links(text: str, src: str, page: str) -> str:
+    """Relative markdown links of ``text`` (written in the file ``src``) made relative to ``page`` (both paths
+    relative to the same root): a table quoted in another folder's page keeps working links."""
+    def one(m: re.Match) -> str:
+        t = m.group("target")
+        if t.startswith("/"):
+            return m.group(0)
+        new = os.path.relpath(os.path.normpath(os.path.join(os.path.dirname(src), t)), os.path.dirname(page) or ".")
+        return f"]({new}{m.group('anchor') or ''})"
+
+    return _LINK.sub(one, text)
+
+
+def render_readme(text: str, root: Path, page: str | None = None) -> str:
+    """``text`` with every figure block re-rendered from its snapshot (an unknown block name is an error).
+    ``page``: the page's path relative to ``root``; quoted tables' relative links are rebased onto it."""
     def one(m: re.Match) -> str:
         name = m.group("name")
         if name not in BLOCKS:
@@ -115,7 +133,10 @@ def render_readme(text: str, root: Path) -> str:
         name = m.group("name")
         if name not in TABLES:
             raise UserError(f"README: unknown table block {name!r} (known: {', '.join(TABLES)})")
-        return m.group(1) + f"From `{TABLES[name]}`:\n\n" + table_text(root, TABLES[name]) + m.group(4)
+        body = table_text(root, TABLES[name])
+        if page is not None:
+            body = rebase_links(body, TABLES[name].partition("#")[0], page)
+        return m.group(1) + f"From `{TABLES[name]}`:\n\n" + body + m.group(4)
 
     return _TABLE.sub(table, _BLOCK.sub(one, text))
 
@@ -145,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         stale = 0
         for readme in pages:
             text = readme.read_text()
-            new = render_readme(text, root)
+            new = render_readme(text, root, os.path.relpath(readme.resolve(), root.resolve()))
             if ns.check:
                 if new != text:
                     print(f"{readme}: figure blocks differ from their snapshots; run "
