@@ -74,3 +74,21 @@ def test_a_missing_or_misordered_evaluation_is_one_line(tmp_path, capsys):
         "ci_newcombe": [0, 1], "p_mcnemar_exact": 1}}]})
     assert S.main(["--seed", f"0={tmp_path}", "--out", str(tmp_path / "o")]) == 2
     assert "not sine with standard" in capsys.readouterr().err
+
+
+def test_the_square_ladder_of_each_seed_is_tabled_with_its_convergence(tmp_path):
+    import json
+
+    for seed, new in (("0", [3, 0]), ("1", [2, 1])):
+        (tmp_path / seed).mkdir()
+        _robustness(tmp_path / seed, 10, 5)
+        rj = tmp_path / seed / "robustness.json"
+        data = json.loads(rj.read_text())
+        rungs = [{"queries": q, "seed": i + 1, "attacked": 0, "newly_broken": k, "robust_after": 400 - sum(new[:i + 1]),
+                  "seconds": 1.0} for i, (q, k) in enumerate(zip((10000, 20000), new))]
+        data["square_ladder"] = {"standard": {"0.3": {"robust_before": 400, "rungs": rungs}}}
+        rj.write_text(json.dumps(data))
+    assert S.main(["--out", str(tmp_path / "out"), f"--seed=0={tmp_path / '0'}", f"--seed=1={tmp_path / '1'}"]) == 0
+    md = (tmp_path / "out" / "seeds.md").read_text()
+    assert "| 0 | Standard | 0.3 | 400 | 10,000 q: 3, 20,000 q: 0 | 397 | yes |" in md
+    assert "| 1 | Standard | 0.3 | 400 | 10,000 q: 2, 20,000 q: 1 | 397 | no (the last rung still broke images) |" in md

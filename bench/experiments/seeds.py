@@ -14,7 +14,9 @@ on the same images) and, per worst-case row (``worst+aa`` at each eps: every att
     difference with its paired variance ``(n10 + n01 - (n10 - n01)^2 / n) / n^2`` (the variance of a mean of
     per-image differences), the between-seed variance tau^2 estimated from Cochran's Q, the pooled difference
     with its 95 % interval and two-sided p (normal), and I^2 (the share of variation that is between seeds).
-A seed whose row has not reached its planned n is listed as running and left out of both answers.
+A seed whose row has not reached its planned n is listed as running and left out of both answers. Where a
+seed's evaluation ran the Square budget ladder (:mod:`eegsine.bench.experiments.square_ladder`), its worst case
+already includes the ladder's complete rungs, and a second table lists per seed and head what each rung broke anew.
 Hand-written: a DerSimonian-Laird estimate is ten lines; no package in the stack offers it.
 """
 from __future__ import annotations
@@ -82,6 +84,30 @@ def read_seed(seed: str, folder: str | Path) -> list[SeedRow]:
     return rows
 
 
+def read_ladder(seed: str, folder: str | Path) -> list[dict[str, Any]]:
+    """The Square budget ladder of one seed's robustness.json: a row per (head, eps), [] where none ran."""
+    data = read_json(Path(folder) / "robustness.json")
+    return [{"seed": seed, "head": head, "eps": float(eps), "robust_before": d["robust_before"], "rungs": d["rungs"]}
+            for head, per in (data.get("square_ladder") or {}).items() for eps, d in per.items()]
+
+
+def render_ladders(ladders: list[dict[str, Any]]) -> list[str]:
+    """The ladder table of seeds.md: per seed and head, the images each rung broke anew (none: converged)."""
+    if not ladders:
+        return []
+    rows = [[d["seed"], {"standard": "Standard", "sine": "Sine"}.get(d["head"], d["head"]), f"{d['eps']:g}",
+             str(d["robust_before"]), ", ".join(f"{r['queries']:,} q: {r['newly_broken']}" for r in d["rungs"]),
+             str(d["rungs"][-1]["robust_after"]),
+             "yes" if d["rungs"][-1]["newly_broken"] == 0 else "no (the last rung still broke images)"]
+            for d in sorted(ladders, key=lambda d: (d["eps"], d["seed"], d["head"] != "standard"))]
+    return [""] + md_table(["training seed", "head", "eps", "robust after every attack", "broken anew per rung",
+                            "robust after the ladder", "last rung broke none"], rows, align="lllrlrl",
+                           caption="Square budget ladder (the gradient-free part's convergence): Square with more "
+                                   "queries and a fresh seed per rung, on the first 500 images still robust after "
+                                   "every attack incl. AutoAttack and every earlier rung. The worst case above "
+                                   "includes these rungs.")
+
+
 def mean_over_seeds(diffs: list[float], level: float = 0.95) -> dict[str, Any]:
     """Mean per-seed difference with a t interval over seeds (needs two seeds)."""
     k = len(diffs)
@@ -127,8 +153,9 @@ def _pts(v: float) -> str:
     return f"{100 * v:+.1f}"
 
 
-def render(rows: list[SeedRow], summary: dict[str, dict[str, Any]]) -> str:
-    """seeds.md: every seed's row, then the two between-seed answers per eps."""
+def render(rows: list[SeedRow], summary: dict[str, dict[str, Any]], ladders: list[dict[str, Any]] | None = None
+           ) -> str:
+    """seeds.md: every seed's row, then the two between-seed answers per eps (and the Square ladders)."""
     per = [[r.seed, f"{r.eps:g}", f"{r.n}" + ("" if r.complete else f" of {r.n_planned} (running)"),
             f"{100 * r.acc_standard:.1f}", f"{100 * r.acc_sine:.1f}",
             f"{_pts(r.diff)} [{_pts(r.ci[0])}, {_pts(r.ci[1])}]", f"{r.p:.2g}"]
@@ -151,6 +178,7 @@ def render(rows: list[SeedRow], summary: dict[str, dict[str, Any]]) -> str:
                                      "with a t interval over seeds, and a DerSimonian-Laird random-effects estimate "
                                      "that weights each seed by its paired per-image variance plus the "
                                      "between-seed variance (I²: the share of the variation that is between seeds).")
+    lines += render_ladders(ladders or [])
     return "\n".join(lines) + "\n"
 
 
@@ -188,17 +216,19 @@ def main(argv: list[str] | None = None) -> int:
     ns = p.parse_args(argv)
     try:
         rows: list[SeedRow] = []
+        ladders: list[dict[str, Any]] = []
         for item in ns.seed:
             seed, sep, folder = item.partition("=")
             if not sep or not seed or not folder:
                 raise UserError(f"--seed {item!r}: expected SEED=EVAL_DIR")
             rows += read_seed(seed, folder)
+            ladders += read_ladder(seed, folder)
         summary = between_seeds(rows)
         out = Path(ns.out)
         write_json(out / "seeds.json", {"key": KEY, "rows": [{**dataclasses.asdict(r), "diff": r.diff, "var": r.var,
                                                               "complete": r.complete} for r in rows],
-                                        "between_seeds": summary})
-        atomic_write_text(out / "seeds.md", render(rows, summary))
+                                        "between_seeds": summary, "square_ladder": ladders})
+        atomic_write_text(out / "seeds.md", render(rows, summary, ladders))
         plot(rows, summary, out / "seeds.png")
         print(f"seeds: {len({r.seed for r in rows})} seed(s) -> {out / 'seeds.md'}")
         return 0
