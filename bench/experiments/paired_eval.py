@@ -551,8 +551,7 @@ def render_markdown(s: dict, labels: list[str]) -> str:
         out += ["", "AutoAttack: images first broken by each component: " + "; ".join(
             f"{names.get(lb, lb)} eps {e}: " + ", ".join(f"{k} {v}" for k, v in d.items())
             for lb, per in s["autoattack_first_success_by"].items() for e, d in per.items())]
-    out += render_ladder({lb: {float(e): d for e, d in per.items()} for lb, per in s.get("square_ladder", {}).items()},
-                         names)
+    out += render_ladder(s.get("square_ladder", {}), names)
     out += ["", "### Sanity checks (on the complete (attack, eps) results)", ""]
     for lb in labels:
         for name, c in s["sanity_checks"][lb].items():

@@ -45,18 +45,18 @@ def run(out_dir: str | Path, specs: dict[str, str], settings: Settings, eps: flo
     x, y, _, ds = load_subset(settings)
     clean, _ = _clean_masks(models, x, y, ds)
     res = collect(out_dir, models, settings, jobs or plan_for(settings.n_eval, settings.n_aa))
+    bases = {lb: base_survivors(res[lb], nest_collected(res[lb]), clean[lb], eps, settings.n_aa, lb)
+             for lb in models}
     t0, computed = time.perf_counter(), 0
     for rung in rungs:
         for lb, (model, sha, _) in models.items():
             cache = ChunkCache(out_dir, settings, lb, sha)
-            base = base_survivors(res[lb], nest_collected(res[lb]), clean[lb], eps, settings.n_aa, lb)
-            done = walk(cache.dir, base, eps, settings.chunk)
-            earlier = [r for r in done if (r["queries"], r["seed"]) < (rung.queries, rung.seed)]
-            if any((r["queries"], r["seed"]) > (rung.queries, rung.seed) for r in done) and \
-                    not any((r["queries"], r["seed"]) == (rung.queries, rung.seed) for r in done):
+            done = {Rung(r["queries"], r["seed"]): r for r in walk(cache.dir, bases[lb], eps, settings.chunk)}
+            if rung not in done and any(r > rung for r in done):
                 raise UserError(f"{lb}: rung {rung.queries}:{rung.seed} sorts below rungs already run: a ladder only "
                                 "grows upwards (start a new evaluation folder to change it)")
-            cur = earlier[-1]["mask"] if earlier else base
+            earlier = [r for r in done if r < rung]
+            cur = done[max(earlier)]["mask"] if earlier else bases[lb]
             for lo in range(0, settings.n_aa, settings.chunk):
                 path = rung.path(cache.dir, eps, lo)
                 if path.exists():
